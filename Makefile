@@ -1,0 +1,32 @@
+# Two commands for a newcomer: `make run` and `make test`. Everything they need is installed here.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test services migrate clean-var bench-engine
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Trainyard needs Python 3.11; set PYTHON=/path/to/python3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+## Start API + worker on embedded defaults (or whatever TRAINYARD_* says); prints the URL and a token.
+run: $(STAMP)
+	$(PY) -m service.devserver
+
+## The whole suite against real Postgres and Redis (started, or installed, when missing).
+test: $(STAMP) services
+	$(PY) -m pytest -q -p no:cacheprovider
+
+services:
+	@bash .ci/ensure-services
+
+migrate: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bin/migrate
+
+bench-engine: $(STAMP)
+	$(PY) bench/engine.py

@@ -1,0 +1,102 @@
+"""Checkpoints: the kept ones, and the best one streamed as a `.keras` attachment."""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
+from sqlalchemy import select
+
+from service.api.common import iso
+from service.api.jobs import load_job
+from service.app import services
+from service.db.models import Checkpoint
+from service.errors import NotFound, RangeNotSatisfiable
+from service.store import ArtifactStore
+
+bp = Blueprint("checkpoints", __name__)
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+@bp.get("/v1/jobs/<job_id>/checkpoints")
+def list_checkpoints(job_id: str) -> Response:
+    with services().db.session() as s:
+        load_job(s, job_id)
+        rows = s.execute(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.epoch)).scalars()
+        items = [
+            {
+                "epoch": c.epoch,
+                "monitor": c.monitor,
+                "value": c.value,
+                "size": c.size_bytes,
+                "sha256": c.sha256,
+                "created_at": iso(c.created_at),
+                "is_best": c.is_best,
+            }
+            for c in rows
+        ]
+    return jsonify({"checkpoints": items, "links": {"best": url_for("checkpoints.download_best", job_id=job_id)}})
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """One byte range as [start, end); None means serve the whole file (RFC 9110 allows ignoring)."""
+    m = _RANGE.match(header.strip())
+    if not m or (m.group(1) == "" and m.group(2) == ""):
+        return None
+    first, last = m.group(1), m.group(2)
+    if first == "":
+        length = int(last)
+        if length == 0:
+            raise RangeNotSatisfiable("A suffix range of zero bytes selects nothing.",
+                                      headers={"Content-Range": f"bytes */{size}"})
+        return max(size - length, 0), size
+    start = int(first)
+    end = size if last == "" else min(int(last) + 1, size)
+    if start >= size or start >= end:
+        raise RangeNotSatisfiable(f"The range starts beyond the file's {size} bytes.",
+                                  headers={"Content-Range": f"bytes */{size}"})
+    return start, end
+
+
+def stream_artifact(store: ArtifactStore, key: str, size: int, sha256: str, filename: str) -> Response:
+    etag = f'"{sha256}"'
+    inm = request.headers.get("If-None-Match")
+    if inm and (inm.strip() == "*" or etag in [t.strip() for t in inm.split(",")]):
+        return Response(status=304, headers={"ETag": etag})
+    start, end, status = 0, size, 200
+    range_header = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    if range_header and (if_range is None or if_range.strip() == etag):
+        parsed = _parse_range(range_header, size)
+        if parsed is not None:
+            start, end = parsed
+            status = 206
+
+    def body() -> Iterator[bytes]:
+        yield from store.iter_bytes(key, start, end)
+
+    resp = Response(stream_with_context(body()), status=status, mimetype="application/octet-stream",
+                    direct_passthrough=True)
+    resp.headers["Content-Length"] = str(end - start)
+    resp.headers["ETag"] = etag
+    resp.headers["Accept-Ranges"] = "bytes"
+    resp.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    if status == 206:
+        resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    return resp
+
+
+@bp.get("/v1/jobs/<job_id>/checkpoints/best")
+def download_best(job_id: str) -> Response:
+    svc = services()
+    with svc.db.session() as s:
+        load_job(s, job_id)
+        best = s.execute(
+            select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.is_best.is_(True))
+        ).scalar_one_or_none()
+        if best is None:
+            raise NotFound(f"Job {job_id} has no checkpoint yet; one is written when the monitored value first improves.")
+        key, size, sha = best.artifact_key, best.size_bytes, best.sha256
+        filename = f"{job_id}-epoch{best.epoch:04d}.keras"
+    return stream_artifact(svc.store, key, size, sha, filename)

@@ -1,0 +1,79 @@
+"""Small helpers shared by the resource modules."""
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import g, request
+
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+
+
+def tenant_id() -> str:
+    return g.principal.tenant_id
+
+
+def iso(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:  # SQLite hands back naive datetimes; they were written as UTC
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def json_body(max_bytes: int) -> Any:
+    """The request's JSON body, or a problem: 415 for another media type, 413 too big, 400 malformed."""
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType("Send the body as JSON with 'Content-Type: application/json'.")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"The JSON body is larger than {max_bytes} bytes.")
+    raw = request.stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"The JSON body is larger than {max_bytes} bytes.")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest("The body is not UTF-8 text.") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
+    except RecursionError:
+        raise BadRequest("The JSON body is nested too deeply.") from None
+
+
+def int_arg(name: str, default: int | None, *, minimum: int, maximum: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not (minimum <= value <= maximum):
+        raise ValidationFailed(
+            f"Query parameter '{name}' must be a whole number from {minimum} to {maximum}.",
+            errors=[{"field": f"query.{name}", "message": f"Must be a whole number from {minimum} to {maximum}."}],
+        )
+    return value
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    payload = json.dumps([iso(created_at), row_id]).encode()
+    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        dt = datetime.fromisoformat(created.replace("Z", "+00:00"))
+        if not isinstance(row_id, str):
+            raise ValueError
+        return dt, row_id
+    except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
+        raise ValidationFailed(
+            "The cursor is not one this server issued; use the 'next_cursor' of a previous page.",
+            errors=[{"field": "query.cursor", "message": "Not a valid cursor."}],
+        ) from None

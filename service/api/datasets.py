@@ -1,0 +1,178 @@
+"""Data sets: uploads (.npz or .csv) validated before they are kept, and the built-in catalogue."""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, url_for
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.api.common import iso, tenant_id
+from service.app import services
+from service.datasets import DatasetError, inspect_csv, inspect_npz
+from service.db.models import Dataset, Job
+from service.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
+from service.spec import BUILTIN_DATASETS, DatasetInfo
+from service.store import ArtifactTooLarge, dataset_key
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("datasets", __name__)
+
+FORMATS = ("npz", "csv")
+
+
+def info_from_summary(dataset_id: str, summary: dict[str, Any]) -> DatasetInfo:
+    splits = summary["splits"]
+    return DatasetInfo(
+        id=dataset_id,
+        input_shape=tuple(summary["input_shape"]),
+        task=summary["task"],
+        n_classes=summary.get("n_classes"),
+        has_validation=bool(splits.get("val")),
+        has_test=bool(splits.get("test")),
+        target_shape=tuple(summary["target_shape"]),
+        train_samples=splits["train"],
+    )
+
+
+def dataset_lookup(session: Session, tenant: str) -> Callable[[str], DatasetInfo | None]:
+    def lookup(dataset_id: str) -> DatasetInfo | None:
+        if dataset_id in BUILTIN_DATASETS:
+            return BUILTIN_DATASETS[dataset_id]
+        row = session.get(Dataset, dataset_id)
+        if row is None or row.tenant_id != tenant:
+            return None
+        return info_from_summary(row.id, row.info)
+
+    return lookup
+
+
+def dataset_resource(row: Dataset) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "builtin": False,
+        "format": row.format,
+        "size": row.size_bytes,
+        "sha256": row.sha256,
+        "created_at": iso(row.created_at),
+        **row.info,
+        "links": {"self": url_for("datasets.get_dataset", dataset_id=row.id)},
+    }
+
+
+def builtin_resource(info: DatasetInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "name": info.id.split(":", 1)[1],
+        "builtin": True,
+        "task": info.task,
+        "n_classes": info.n_classes,
+        "input_shape": list(info.input_shape),
+        "target_shape": list(info.target_shape),
+        "splits": {"train": info.train_samples, "val": None, "test": None},
+    }
+
+
+def _upload_error(exc: DatasetError) -> ValidationFailed:
+    return ValidationFailed(exc.detail, errors=exc.errors)
+
+
+@bp.post("/v1/datasets")
+def upload_dataset() -> tuple[Response, int, dict[str, str]]:
+    svc = services()
+    if request.content_length is not None and request.content_length > svc.settings.max_upload_bytes + 1024 * 1024:
+        raise PayloadTooLarge(f"Uploads are limited to {svc.settings.max_upload_bytes} bytes.")
+    upload = request.files.get("file")
+    if upload is None:
+        raise ValidationFailed("Send the data set as a multipart form field named 'file'.",
+                               errors=[{"field": "file", "message": "Missing file."}])
+    # The client's file name is kept as a label only; it never becomes a path.
+    original = os.path.basename(upload.filename or "").strip()[:256] or "upload"
+    fmt = (request.form.get("format") or original.rsplit(".", 1)[-1]).lower()
+    if fmt not in FORMATS:
+        raise ValidationFailed("The file must be a .npz or .csv file (or say which with the form field 'format').",
+                               errors=[{"field": "file", "message": "Use a .npz or .csv file."}])
+    target = request.form.get("target")
+    if fmt == "csv" and not target:
+        raise ValidationFailed("A CSV upload needs the form field 'target' naming the column to predict.",
+                               errors=[{"field": "target", "message": "Missing target column name."}])
+    svc.settings.var_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=svc.settings.var_dir, prefix="upload-", suffix="." + fmt) as tmp:
+        size = 0
+        while chunk := upload.stream.read(1024 * 1024):
+            size += len(chunk)
+            if size > svc.settings.max_upload_bytes:
+                raise PayloadTooLarge(f"Uploads are limited to {svc.settings.max_upload_bytes} bytes.")
+            tmp.write(chunk)
+        tmp.flush()
+        try:
+            if fmt == "npz":
+                summary = inspect_npz(tmp.name, max_decompressed_bytes=svc.settings.max_dataset_bytes)
+            else:
+                summary = inspect_csv(tmp.name, target=target or "", max_bytes=svc.settings.max_upload_bytes)
+        except DatasetError as exc:
+            raise _upload_error(exc) from None
+        info = summary.to_dict()
+        if fmt == "csv":
+            info["target"] = target
+        row = Dataset(tenant_id=tenant_id(), name=original, format=fmt, artifact_key="", size_bytes=size,
+                      sha256="", info=info)
+        row.artifact_key = dataset_key(row.id)
+        tmp.seek(0)
+        try:
+            meta = svc.store.put(row.artifact_key, tmp, max_bytes=svc.settings.max_upload_bytes)
+        except ArtifactTooLarge:
+            raise PayloadTooLarge(f"Uploads are limited to {svc.settings.max_upload_bytes} bytes.") from None
+    row.size_bytes, row.sha256 = meta.size, meta.sha256
+    with svc.db.session() as s:
+        s.add(row)
+    return jsonify(dataset_resource(row)), 201, {"Location": url_for("datasets.get_dataset", dataset_id=row.id)}
+
+
+@bp.get("/v1/datasets")
+def list_datasets() -> Response:
+    with services().db.session() as s:
+        rows = s.execute(
+            select(Dataset).where(Dataset.tenant_id == tenant_id()).order_by(Dataset.created_at.desc())
+        ).scalars()
+        uploaded = [dataset_resource(r) for r in rows]
+    builtins = [builtin_resource(info) for info in BUILTIN_DATASETS.values()]
+    return jsonify({"datasets": uploaded + builtins})
+
+
+def _load(session: Session, dataset_id: str) -> Dataset:
+    row = session.get(Dataset, dataset_id)
+    if row is None or row.tenant_id != tenant_id():
+        raise NotFound(f"There is no data set {dataset_id}.")
+    return row
+
+
+@bp.get("/v1/datasets/<dataset_id>")
+def get_dataset(dataset_id: str) -> Response:
+    if dataset_id in BUILTIN_DATASETS:
+        return jsonify(builtin_resource(BUILTIN_DATASETS[dataset_id]))
+    with services().db.session() as s:
+        return jsonify(dataset_resource(_load(s, dataset_id)))
+
+
+@bp.delete("/v1/datasets/<dataset_id>")
+def delete_dataset(dataset_id: str) -> tuple[str, int]:
+    svc = services()
+    with svc.db.session() as s:
+        row = _load(s, dataset_id)
+        active = s.execute(
+            select(Job.id).where(Job.tenant_id == row.tenant_id, Job.status.in_(("queued", "running")),
+                                 Job.spec["dataset"]["id"].as_string() == dataset_id).limit(1)
+        ).scalar_one_or_none()
+        if active:
+            raise Conflict(f"Job {active} still uses data set {dataset_id}; wait for it to end or cancel it.")
+        key = row.artifact_key
+        s.delete(row)
+    svc.store.delete(key)
+    return "", 204

@@ -1,0 +1,177 @@
+"""Jobs: submit, list, read, cancel, delete, and per-epoch metrics."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, url_for
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.orm import Session
+
+from service.api.common import decode_cursor, encode_cursor, int_arg, iso, json_body, tenant_id
+from service.api.datasets import dataset_lookup
+from service.app import services
+from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Job, utcnow
+from service.errors import Conflict, NotFound, ValidationFailed
+from service.queue import enqueue_job
+from service.spec import SpecError, validate_spec
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("jobs", __name__)
+
+
+def job_links(job_id: str) -> dict[str, str]:
+    return {
+        "self": url_for("jobs.get_job", job_id=job_id),
+        "metrics": url_for("jobs.get_metrics", job_id=job_id),
+        "checkpoints": url_for("checkpoints.list_checkpoints", job_id=job_id),
+        "best_checkpoint": url_for("checkpoints.download_best", job_id=job_id),
+        "cancel": url_for("jobs.cancel_job", job_id=job_id),
+    }
+
+
+def job_resource(job: Job) -> dict[str, Any]:
+    best = None
+    if job.best_epoch is not None:
+        best = {"monitor": job.best_monitor, "value": job.best_value, "epoch": job.best_epoch}
+    error = None
+    if job.error_code:
+        error = {"code": job.error_code, "message": job.error_message}
+    info = job.model_info or {}
+    return {
+        "id": job.id,
+        "name": job.name,
+        "status": job.status,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "spec": job.spec,
+        "progress": {"epoch": job.epoch, "epochs": job.epochs},
+        "best": best,
+        "stop_reason": job.stop_reason,
+        "test_metrics": job.test_metrics,
+        "error": error,
+        "attempts": job.attempts,
+        "cancel_requested": job.cancel_requested,
+        "model": {
+            "params": info.get("params"),
+            "trainable_params": info.get("trainable_params"),
+            "normalization": info.get("normalization"),
+        }
+        if info
+        else None,
+        "links": job_links(job.id),
+    }
+
+
+def load_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    # Another tenant's job answers exactly like a missing one: ids must not leak across tenants.
+    if job is None or job.tenant_id != tenant_id():
+        raise NotFound(f"There is no job {job_id}.")
+    return job
+
+
+@bp.post("/v1/jobs")
+def submit_job() -> tuple[Response, int, dict[str, str]]:
+    svc = services()
+    raw = json_body(svc.settings.max_json_bytes)
+    with svc.db.session() as s:
+        try:
+            spec = validate_spec(raw, datasets=dataset_lookup(s, tenant_id()))
+        except SpecError as exc:
+            raise ValidationFailed(
+                "The job spec is not valid: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in exc.errors[:3])
+                + (f" (and {len(exc.errors) - 3} more)" if len(exc.errors) > 3 else ""),
+                errors=exc.errors,
+            ) from None
+        job = Job(tenant_id=tenant_id(), name=spec.get("name"), status="queued", spec=spec,
+                  epochs=spec["training"]["epochs"])
+        s.add(job)
+    # Enqueue only after the row is committed: a worker must always find the job it is handed.
+    try:
+        enqueue_job(svc.celery, job.id)
+    except Exception:  # the broker is down: the workers' outbox sweep enqueues it once it is back
+        logger.exception("could not enqueue job %s; the outbox sweep will retry", job.id)
+    else:
+        with svc.db.session() as s:
+            row = s.get(Job, job.id)
+            if row is not None and row.enqueued_at is None:
+                row.enqueued_at = utcnow()
+    return jsonify(job_resource(job)), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}
+
+
+@bp.get("/v1/jobs")
+def list_jobs() -> Response:
+    limit = int_arg("limit", 20, minimum=1, maximum=200)
+    status = request.args.get("status")
+    if status is not None and status not in JOB_STATUSES:
+        raise ValidationFailed(
+            f"Unknown status {status!r}.",
+            errors=[{"field": "query.status", "message": f"Must be one of: {', '.join(JOB_STATUSES)}."}],
+        )
+    cursor = request.args.get("cursor")
+    stmt = select(Job).where(Job.tenant_id == tenant_id())
+    if status:
+        stmt = stmt.where(Job.status == status)
+    svc = services()
+    if cursor:
+        created, job_id = decode_cursor(cursor)
+        if svc.settings.is_embedded:
+            created = created.replace(tzinfo=None)
+        stmt = stmt.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+    stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    with svc.db.session() as s:
+        rows = list(s.execute(stmt).scalars())
+    page = rows[:limit]
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+    return jsonify({"jobs": [job_resource(j) for j in page], "next_cursor": next_cursor})
+
+
+@bp.get("/v1/jobs/<job_id>")
+def get_job(job_id: str) -> Response:
+    with services().db.session() as s:
+        return jsonify(job_resource(load_job(s, job_id)))
+
+
+@bp.post("/v1/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> tuple[Response, int]:
+    with services().db.session() as s:
+        job = load_job(s, job_id)
+        if job.status in FINAL_STATUSES:
+            raise Conflict(f"Job {job_id} already ended ({job.status}); there is nothing to cancel.")
+        job.cancel_requested = True
+        if job.status == "queued":
+            # A queued job is final at once; the worker that later receives its message skips it.
+            job.status = "cancelled"
+            job.stop_reason = "cancelled"
+            job.finished_at = utcnow()
+        return jsonify(job_resource(job)), 202
+
+
+@bp.delete("/v1/jobs/<job_id>")
+def delete_job(job_id: str) -> tuple[str, int]:
+    svc = services()
+    with svc.db.session() as s:
+        job = load_job(s, job_id)
+        if job.status not in FINAL_STATUSES:
+            raise Conflict(f"Job {job_id} is {job.status}; cancel it and wait for it to end before deleting it.")
+        keys = list(s.execute(select(Checkpoint.artifact_key).where(Checkpoint.job_id == job_id)).scalars())
+    for key in keys:
+        svc.store.delete(key)
+    with svc.db.session() as s:
+        s.execute(delete(Job).where(Job.id == job_id))
+    return "", 204
+
+
+@bp.get("/v1/jobs/<job_id>/metrics")
+def get_metrics(job_id: str) -> Response:
+    after = int_arg("after", 0, minimum=0, maximum=10_000_000)
+    with services().db.session() as s:
+        load_job(s, job_id)
+        rows = s.execute(
+            select(EpochMetrics).where(EpochMetrics.job_id == job_id, EpochMetrics.epoch > after).order_by(EpochMetrics.epoch)
+        ).scalars()
+        epochs = [{"epoch": r.epoch, **r.values} for r in rows]
+    return jsonify({"epochs": epochs})

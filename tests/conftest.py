@@ -1,0 +1,228 @@
+"""Shared fixtures: a fresh Postgres database and Redis database per test session, the real API and
+worker processes started with the same scripts docker-compose.yml runs, and API tokens.
+
+Nothing here patches the database, the queue or Keras: integration tests talk to real services.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN_DSN = os.environ.get("TRAINYARD_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+PG_URL_BASE = os.environ.get("TRAINYARD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+REDIS_BASE = os.environ.get("TRAINYARD_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_DB = int(os.environ.get("TRAINYARD_TEST_REDIS_DB", "9"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def subprocess_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINYARD_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env.update(extra)
+    return env
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    name = f"trainyard_test_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{PG_URL_BASE}/{name}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = f"{REDIS_BASE}/{REDIS_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def service_env(tmp_path_factory: pytest.TempPathFactory, pg_url: str, redis_url: str) -> dict[str, str]:
+    """Environment for every process of the Postgres/Redis set-up, migrated with `bin/migrate`."""
+    var = tmp_path_factory.mktemp("var")
+    env = subprocess_env({
+        "TRAINYARD_DATABASE_URL": pg_url,
+        "TRAINYARD_BROKER_URL": redis_url,
+        "TRAINYARD_VAR_DIR": str(var),
+        "TRAINYARD_WORKER_HEARTBEAT_SECONDS": "1",
+    })
+    subprocess.run([str(ROOT / "bin" / "migrate")], env=env, check=True, cwd=ROOT)
+    return env
+
+
+@pytest.fixture(scope="session")
+def settings(service_env: dict[str, str]) -> Any:
+    from service.settings import Settings
+
+    return Settings.from_env(service_env)
+
+
+@pytest.fixture(scope="session")
+def app(settings: Any) -> Any:
+    from service import create_app
+
+    return create_app(settings)
+
+
+@pytest.fixture()
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def make_token(app: Any) -> Any:
+    from service.auth import create_token
+
+    def make(tenant: str) -> str:
+        with app.extensions["trainyard"].db.session() as s:
+            return create_token(s, tenant).token
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def token(make_token: Any) -> str:
+    return make_token("alice")
+
+
+@pytest.fixture(scope="session")
+def other_token(make_token: Any) -> str:
+    return make_token("mallory")
+
+
+@pytest.fixture(scope="session")
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session")
+def other_auth(other_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {other_token}"}
+
+
+class Proc:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._fh = open(log, "wb")
+        self.popen = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self._fh, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    def output(self) -> str:
+        self._fh.flush()
+        return self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.alive():
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._fh.close()
+
+
+def start_worker(env: dict[str, str], log: Path, settings: Any) -> Proc:
+    """`bin/worker`, waited for until its heartbeat row shows it is ready for jobs."""
+    from sqlalchemy import func, select
+
+    from service.db import Database
+    from service.db.models import Worker
+
+    db = Database(settings.database_url)
+    with db.session() as s:
+        before = s.execute(select(func.count()).select_from(Worker)).scalar_one()
+    proc = Proc([str(ROOT / "bin" / "worker")], env, log)
+
+    def ready() -> bool:
+        if not proc.alive():
+            raise AssertionError(f"worker exited:\n{proc.output()[-4000:]}")
+        with db.session() as s:
+            return s.execute(select(func.count()).select_from(Worker)).scalar_one() > before
+
+    wait_until(ready, 120, 0.2, "the worker's first heartbeat")
+    db.dispose()
+    return proc
+
+
+@pytest.fixture(scope="session")
+def worker(service_env: dict[str, str], settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    proc = start_worker(service_env, tmp_path_factory.mktemp("logs") / "worker.log", settings)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def api_url(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`bin/api` (gunicorn), exactly as docker-compose.yml runs it."""
+    import requests
+
+    port = free_port()
+    env = {**service_env, "TRAINYARD_PORT": str(port)}
+    proc = Proc([str(ROOT / "bin" / "api")], env, tmp_path_factory.mktemp("logs") / "api.log")
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if not proc.alive():
+            raise AssertionError(f"api exited:\n{proc.output()[-4000:]}")
+        try:
+            return requests.get(url + "/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_until(up, 60, 0.2, "gunicorn to answer")
+    yield url
+    proc.stop()
+
+
+def tiny_spec(**overrides: Any) -> dict[str, Any]:
+    """A job that trains in a second on the iris data set."""
+    spec: dict[str, Any] = {
+        "name": "tiny",
+        "dataset": {"id": "builtin:iris", "normalize": "standardize"},
+        "model": {"input_shape": [4], "layers": [{"type": "dense", "units": 8, "activation": "relu"},
+                                                  {"type": "dense", "units": 3, "activation": "softmax"}]},
+        "loss": "sparse_categorical_crossentropy",
+        "metrics": ["accuracy"],
+        "optimizer": {"type": "adam", "learning_rate": 0.01},
+        "training": {"epochs": 3, "batch_size": 16, "seed": 1},
+    }
+    spec.update(overrides)
+    return spec

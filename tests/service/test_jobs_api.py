@@ -1,0 +1,122 @@
+"""The jobs API against real Postgres (Flask test client; no worker needed for these)."""
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import tiny_spec, wait_until
+
+
+def test_submit_returns_201_with_location_and_normalised_spec(client: Any, auth: dict[str, str]) -> None:
+    resp = client.post("/v1/jobs", json=tiny_spec(), headers=auth)
+    assert resp.status_code == 201, resp.get_json()
+    body = resp.get_json()
+    assert resp.headers["Location"] == f"/v1/jobs/{body['id']}"
+    assert body["status"] in ("queued", "running", "succeeded")
+    assert body["spec"]["optimizer"]["learning_rate"] == 0.01
+    assert body["spec"]["training"]["shuffle"] is True  # default filled
+    assert body["progress"] == {"epoch": 0, "epochs": 3}
+    assert body["links"]["metrics"] == f"/v1/jobs/{body['id']}/metrics"
+
+
+def test_malformed_json_is_400_problem(client: Any, auth: dict[str, str]) -> None:
+    resp = client.post("/v1/jobs", data="{not json", headers={**auth, "Content-Type": "application/json"})
+    assert resp.status_code == 400
+    assert resp.mimetype == "application/problem+json"
+    assert resp.get_json()["status"] == 400
+    assert "not valid JSON" in resp.get_json()["detail"]
+
+
+def test_wrong_media_type_is_415(client: Any, auth: dict[str, str]) -> None:
+    resp = client.post("/v1/jobs", data="x=1", headers={**auth, "Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status_code == 415
+    assert resp.mimetype == "application/problem+json"
+
+
+def test_invalid_spec_is_422_with_field_paths(client: Any, auth: dict[str, str]) -> None:
+    spec = tiny_spec()
+    spec["model"]["layers"][0]["units"] = 0
+    spec["optimizer"] = {"type": "adam", "learning_rate": -1}
+    resp = client.post("/v1/jobs", json=spec, headers=auth)
+    assert resp.status_code == 422
+    fields = {e["field"] for e in resp.get_json()["errors"]}
+    assert "model.layers[0].units" in fields
+    assert "optimizer.learning_rate" in fields
+
+
+def test_non_object_body_is_422(client: Any, auth: dict[str, str]) -> None:
+    resp = client.post("/v1/jobs", json=[1, 2], headers=auth)
+    assert resp.status_code == 422
+    assert resp.mimetype == "application/problem+json"
+
+
+def test_missing_and_bad_tokens_are_401(client: Any) -> None:
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}):
+        resp = client.get("/v1/jobs", headers=headers)
+        assert resp.status_code == 401
+        assert resp.mimetype == "application/problem+json"
+        assert "Bearer" in resp.headers["WWW-Authenticate"]
+
+
+def test_revoked_token_is_401(app: Any, client: Any) -> None:
+    from service.auth import create_token, revoke_token
+
+    with app.extensions["trainyard"].db.session() as s:
+        issued = create_token(s, "revoked-tenant")
+    headers = {"Authorization": f"Bearer {issued.token}"}
+    assert client.get("/v1/jobs", headers=headers).status_code == 200
+    with app.extensions["trainyard"].db.session() as s:
+        assert revoke_token(s, issued.token_id)
+    assert client.get("/v1/jobs", headers=headers).status_code == 401
+
+
+def test_list_is_newest_first_with_keyset_pagination_and_status_filter(client: Any, make_token: Any) -> None:
+    headers = {"Authorization": f"Bearer {make_token('paginator')}"}
+    ids = [client.post("/v1/jobs", json=tiny_spec(name=f"j{i}"), headers=headers).get_json()["id"] for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        url = "/v1/jobs?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        body = client.get(url, headers=headers).get_json()
+        seen += [j["id"] for j in body["jobs"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    # The newest job is last in the queue, so it is still queued (or at worst running) when cancelled.
+    assert client.post(f"/v1/jobs/{ids[-1]}/cancel", headers=headers).status_code == 202
+    wait_until(lambda: client.get(f"/v1/jobs/{ids[-1]}", headers=headers).get_json()["status"] == "cancelled",
+               30, what="the cancelled job to end")
+    cancelled = client.get("/v1/jobs?status=cancelled", headers=headers).get_json()["jobs"]
+    assert [j["id"] for j in cancelled] == [ids[-1]]
+    assert client.get("/v1/jobs?status=bogus", headers=headers).status_code == 422
+    assert client.get("/v1/jobs?limit=0", headers=headers).status_code == 422
+    assert client.get("/v1/jobs?cursor=garbage", headers=headers).status_code == 422
+
+
+def test_other_tenants_jobs_answer_404(client: Any, auth: dict[str, str], other_auth: dict[str, str]) -> None:
+    job_id = client.post("/v1/jobs", json=tiny_spec(), headers=auth).get_json()["id"]
+    for method, path in (
+        ("get", f"/v1/jobs/{job_id}"),
+        ("get", f"/v1/jobs/{job_id}/metrics"),
+        ("get", f"/v1/jobs/{job_id}/checkpoints"),
+        ("get", f"/v1/jobs/{job_id}/checkpoints/best"),
+        ("post", f"/v1/jobs/{job_id}/cancel"),
+        ("delete", f"/v1/jobs/{job_id}"),
+    ):
+        resp = getattr(client, method)(path, headers=other_auth)
+        assert resp.status_code == 404, (method, path)
+        assert resp.mimetype == "application/problem+json"
+    assert job_id not in [j["id"] for j in client.get("/v1/jobs", headers=other_auth).get_json()["jobs"]]
+    assert client.get(f"/v1/jobs/{job_id}", headers=auth).status_code == 200
+
+
+def test_unknown_route_and_method_are_problems(client: Any, auth: dict[str, str]) -> None:
+    resp = client.get("/v1/nothing", headers=auth)
+    assert resp.status_code == 404 and resp.mimetype == "application/problem+json"
+    resp = client.put("/v1/jobs", headers=auth)
+    assert resp.status_code == 405 and resp.mimetype == "application/problem+json"
+
+
+def test_metrics_after_must_be_a_number(client: Any, auth: dict[str, str]) -> None:
+    job_id = client.post("/v1/jobs", json=tiny_spec(), headers=auth).get_json()["id"]
+    assert client.get(f"/v1/jobs/{job_id}/metrics?after=x", headers=auth).status_code == 422

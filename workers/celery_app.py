@@ -1,0 +1,59 @@
+"""The worker process: the Celery app with the training task registered, TensorFlow warmed once per
+process, and a heartbeat thread.
+
+Run one solo-pool process per device (`celery -A workers.celery_app worker --pool solo`): a process that
+has run TensorFlow ops and then forks hangs in the child's first fit, so nothing here forks after warming.
+With the prefork pool, each child warms itself in `worker_process_init` and the parent never runs TF ops.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from celery import signals
+
+from service.queue import make_celery
+from service.settings import Settings
+from workers.runtime import WorkerRuntime
+
+logger = logging.getLogger(__name__)
+
+settings = Settings.from_env()
+app = make_celery(settings)
+app.conf.imports = ("workers.tasks",)
+runtime = WorkerRuntime(settings, app)
+
+
+def _gpu_for_child(index: int) -> None:
+    # One GPU per prefork child; a solo-pool process is pinned by the operator's CUDA_VISIBLE_DEVICES.
+    gpus = os.environ.get("TRAINYARD_GPUS")
+    if gpus:
+        ids = [g for g in gpus.split(",") if g.strip()]
+        os.environ["CUDA_VISIBLE_DEVICES"] = ids[index % len(ids)]
+
+
+@signals.worker_process_init.connect
+def _init_prefork_child(**_: object) -> None:
+    from billiard.process import current_process
+
+    runtime.reset_after_fork()
+    _gpu_for_child(getattr(current_process(), "index", 0) or 0)
+    runtime.warm()
+
+
+@signals.worker_ready.connect
+def _ready(sender: object = None, **_: object) -> None:
+    pool = getattr(getattr(sender, "controller", None), "pool", None) or getattr(sender, "pool", None)
+    is_solo = type(pool).__module__.endswith("solo") if pool is not None else False
+    if is_solo:
+        runtime.warm()
+    worker_id = f"{getattr(sender, 'hostname', None) or socket.gethostname()}:{os.getpid()}"
+    runtime.start_heartbeat(worker_id, socket.gethostname())
+
+
+@signals.worker_shutdown.connect
+def _shutdown(**_: object) -> None:
+    runtime.stop_heartbeat()
+
+

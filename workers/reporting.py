@@ -1,0 +1,175 @@
+"""The trainer's reporter, backed by the database and the artifact store.
+
+Every write is idempotent (metric rows upserted on job id + epoch, checkpoints keyed by job id + epoch),
+because a delivery may be repeated. A sink that is briefly down is retried; a write that still fails is
+logged and training goes on: a lost metric row is better than a lost run.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import select, update
+
+from service.db import Database
+from service.db.models import Checkpoint, EpochMetrics, Job, utcnow
+from service.store import ArtifactStore, checkpoint_key, put_file
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STATUS_BY_STOP_REASON = {
+    "completed": "succeeded",
+    "early_stopping": "succeeded",
+    "max_runtime": "succeeded",
+    "cancelled": "cancelled",
+    "nan_loss": "failed",
+    "error": "failed",
+}
+
+STOP_MESSAGES = {
+    "nan_loss": (
+        "nan_loss",
+        "The loss became NaN or infinite at epoch {epoch}; lower optimizer.learning_rate, set "
+        "optimizer.clipnorm, or normalise the data (dataset.normalize: standardize).",
+    ),
+}
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+class DbReporter:
+    def __init__(self, db: Database, store: ArtifactStore, job_id: str, *, stop_check_seconds: float = 0.5,
+                 max_runtime_seconds: float | None = None, retries: int = 3) -> None:
+        self.db = db
+        self.store = store
+        self.job_id = job_id
+        self.stop_check_seconds = stop_check_seconds
+        self.max_runtime_seconds = max_runtime_seconds
+        self.retries = retries
+        self._started = time.monotonic()
+        self._next_check = 0.0
+        self._stop: str | None = None
+        self.last_epoch = 0
+
+    def _retry(self, what: str, fn: Callable[[], T]) -> T | None:
+        for attempt in range(1, self.retries + 1):
+            try:
+                return fn()
+            except Exception:
+                if attempt == self.retries:
+                    logger.exception("job %s: giving up on %s after %d attempts", self.job_id, what, attempt)
+                    return None
+                time.sleep(0.2 * 2**attempt)
+        return None
+
+    def started(self, info: dict[str, Any]) -> None:
+        def write() -> None:
+            with self.db.session() as s:
+                s.execute(update(Job).where(Job.id == self.job_id).values(model_info=info))
+
+        self._retry("recording the model summary", write)
+
+    def epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        values = {k: _finite(v) for k, v in logs.items()}
+        self.last_epoch = epoch
+
+        def write() -> None:
+            with self.db.session() as s:
+                row = s.get(EpochMetrics, (self.job_id, epoch))
+                if row is None:
+                    s.add(EpochMetrics(job_id=self.job_id, epoch=epoch, values=values))
+                else:
+                    row.values = values
+                s.execute(update(Job).where(Job.id == self.job_id).values(epoch=epoch))
+
+        self._retry(f"writing epoch {epoch}'s metrics", write)
+
+    def checkpoint_saved(self, epoch: int, monitor: str, value: float, path: str, size: int, sha256: str) -> None:
+        key = checkpoint_key(self.job_id, epoch)
+
+        def write() -> None:
+            meta = put_file(self.store, key, path)
+            if meta.sha256 != sha256:
+                raise OSError(f"checkpoint of epoch {epoch} changed while it was stored")
+            with self.db.session() as s:
+                s.execute(update(Checkpoint).where(Checkpoint.job_id == self.job_id).values(is_best=False))
+                row = s.execute(
+                    select(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.epoch == epoch)
+                ).scalar_one_or_none()
+                if row is None:
+                    row = Checkpoint(job_id=self.job_id, epoch=epoch)
+                    s.add(row)
+                row.monitor, row.value, row.artifact_key = monitor, float(value), key
+                row.size_bytes, row.sha256, row.is_best = meta.size, meta.sha256, True
+                s.execute(
+                    update(Job).where(Job.id == self.job_id)
+                    .values(best_monitor=monitor, best_value=_finite(value), best_epoch=epoch)
+                )
+
+        self._retry(f"storing epoch {epoch}'s checkpoint", write)
+
+    def should_stop(self) -> str | None:
+        if self._stop is not None:
+            return self._stop
+        now = time.monotonic()
+        if self.max_runtime_seconds is not None and now - self._started >= self.max_runtime_seconds:
+            self._stop = "max_runtime"
+            return self._stop
+        # Called between batches: look at the database at most every `stop_check_seconds`.
+        if now < self._next_check:
+            return None
+        self._next_check = now + self.stop_check_seconds
+        try:
+            with self.db.session() as s:
+                if s.execute(select(Job.cancel_requested).where(Job.id == self.job_id)).scalar_one_or_none():
+                    self._stop = "cancelled"
+        except Exception:
+            logger.warning("job %s: could not check for cancellation; will retry", self.job_id, exc_info=True)
+        return self._stop
+
+    def finished(self, result: Any) -> None:
+        status = STATUS_BY_STOP_REASON.get(result.stop_reason, "failed")
+        error_code = error_message = None
+        has_best = result.best_epoch is not None
+        if status == "succeeded" and not has_best:
+            status = "failed"
+            error_code = "no_checkpoint"
+            error_message = ("The run ended before any epoch finished, so there is no checkpoint; "
+                             "raise limits.max_runtime_seconds or lower training.epochs' cost.")
+        elif result.stop_reason in STOP_MESSAGES:
+            error_code, template = STOP_MESSAGES[result.stop_reason]
+            error_message = template.format(epoch=self.last_epoch + 1)
+        values: dict[str, Any] = {
+            "status": status,
+            "stop_reason": result.stop_reason,
+            "finished_at": utcnow(),
+            "test_metrics": {k: _finite(v) for k, v in (result.test_metrics or {}).items()} or None,
+            "best_monitor": result.monitor,
+        }
+        if has_best:
+            values.update(best_epoch=result.best_epoch, best_value=_finite(result.best_value))
+        if error_code:
+            values.update(error_code=error_code, error_message=error_message)
+
+        def write() -> None:
+            with self.db.session() as s:
+                job = s.get(Job, self.job_id)
+                if job is None:
+                    return
+                for k, v in values.items():
+                    setattr(job, k, v)
+                if result.normalization is not None:
+                    job.model_info = {**(job.model_info or {}), "normalization": result.normalization}
+
+        self._retry("recording the job's end", write)
