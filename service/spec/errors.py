@@ -1,0 +1,53 @@
+"""The one exception `validate_spec` raises, and the conversion of marshmallow's nested messages to it.
+
+Clients get a flat list of `{"field": "model.layers[2].units", "message": "..."}`: a path a person can
+read and a client can map back onto its own form, whatever nesting produced the error.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+#: The field path of the job spec itself (the whole body), e.g. when the body is not an object.
+ROOT = ""
+
+#: marshmallow files schema-level errors under this key; they belong to the object holding them.
+_SCHEMA_KEY = "_schema"
+
+
+class SpecError(Exception):
+    """The job spec is invalid; `errors` lists every problem found, each with its field path."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+        summary = "; ".join(f"{e['field'] or '(spec)'}: {e['message']}" for e in errors[:3])
+        if len(errors) > 3:
+            summary += f"; and {len(errors) - 3} more"
+        super().__init__(f"invalid job spec: {summary}")
+
+
+def error(field: str, message: str) -> dict[str, str]:
+    return {"field": field, "message": message}
+
+
+def join_path(prefix: str, key: str | int) -> str:
+    """`model` + `layers` -> `model.layers`; `model.layers` + 2 -> `model.layers[2]`."""
+    if isinstance(key, int):
+        return f"{prefix}[{key}]"
+    if key == _SCHEMA_KEY:
+        return prefix
+    return f"{prefix}.{key}" if prefix else key
+
+
+def flatten_messages(messages: Any, prefix: str = ROOT) -> list[dict[str, str]]:
+    """Turn marshmallow's `{"model": {"layers": {2: {"units": ["..."]}}}}` into field-path errors."""
+    if isinstance(messages, dict):
+        out: list[dict[str, str]] = []
+        for key, value in messages.items():
+            out.extend(flatten_messages(value, join_path(prefix, key)))
+        return out
+    if isinstance(messages, (list, tuple)):
+        out = []
+        for item in messages:
+            out.extend(flatten_messages(item, prefix))
+        return out
+    return [error(prefix, str(messages))]

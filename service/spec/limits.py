@@ -1,0 +1,13 @@
+"""Operator-set ceilings on what one job may ask for (settings can override the defaults)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SpecLimits:
+    max_layers: int = 64
+    max_params: int = 50_000_000
+    max_epochs: int = 10_000
+    max_batch_size: int = 65_536
+    max_runtime_seconds: int = 7 * 24 * 3600

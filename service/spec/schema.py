@@ -1,0 +1,301 @@
+"""The v1 job-spec schema: field types, allow-lists, ranges and defaults.
+
+Checks that need more than one field, the data set or operator limits live in `checks.py`; values
+that depend on them (validation split, monitors, modes) are left `None` here and resolved there.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from marshmallow import ValidationError, fields, pre_load, validate, validates_schema
+
+from service.spec.catalog import BUILTIN_ID_RE, UPLOADED_ID_RE
+from service.spec.fields import Bool, Choice, Float, Int, SpecSchema, Str, Tagged, type_field
+from service.spec.layers import ModelSchema
+from service.spec.names import LOSS_ALIASES, LOSSES, METRICS
+
+SEED_MAX = 2**31 - 1
+NORMALIZATIONS = ["none", "standardize", "minmax"]
+TARGET_NORMALIZATIONS = ["none", "standardize"]
+MONITOR_MODES = ["auto", "min", "max"]
+
+_POSITIVE = validate.Range(min=0.0, min_inclusive=False)
+_NON_NEGATIVE = validate.Range(min=0.0)
+_UNIT_INTERVAL_OPEN = validate.Range(0.0, 1.0, max_inclusive=False)
+# A display label: no slashes, backslashes or colons, so it can never read as a path or URL.
+_NAME_RE = re.compile(r"^(?:\w[\w .()\-]*)?\Z")  # empty is left to the Length check
+
+
+def _with_defaults(data: Any, defaults: dict[str, Any]) -> Any:
+    """Fill absent keys with raw defaults so they go through the same schema as client values."""
+    if not isinstance(data, dict):
+        return data  # marshmallow reports the wrong type
+    return {**defaults, **data}
+
+
+def _check_dataset_id(value: str) -> None:
+    if not (BUILTIN_ID_RE.match(value) or UPLOADED_ID_RE.match(value)):
+        raise ValidationError(
+            "Must be a built-in data set id (builtin:<name>) or an uploaded data set id "
+            "(ds_ followed by 32 hex digits)."
+        )
+
+
+class DatasetSchema(SpecSchema):
+    id = Str(required=True, validate=_check_dataset_id)
+    validation_split = Float(allow_none=True, load_default=None, validate=_UNIT_INTERVAL_OPEN)
+    normalize = Choice(NORMALIZATIONS, load_default="none")
+    normalize_targets = Choice(TARGET_NORMALIZATIONS, load_default="none")
+
+
+# --- optimizers ----------------------------------------------------------------------------------
+
+
+class _OptimizerBase(SpecSchema):
+    learning_rate = Float(load_default=0.001, validate=_POSITIVE)
+    clipnorm = Float(allow_none=True, load_default=None, validate=_POSITIVE)
+    clipvalue = Float(allow_none=True, load_default=None, validate=_POSITIVE)
+
+    @validates_schema
+    def _one_clip(self, data: dict, **kwargs: Any) -> None:
+        if data.get("clipnorm") is not None and data.get("clipvalue") is not None:
+            raise ValidationError("Set clipnorm or clipvalue, not both.", "clipvalue")
+
+
+class SgdSchema(_OptimizerBase):
+    type = type_field("sgd")
+    learning_rate = Float(load_default=0.01, validate=_POSITIVE)
+    momentum = Float(load_default=0.0, validate=_UNIT_INTERVAL_OPEN)
+    nesterov = Bool(load_default=False)
+
+
+class _AdamFamily(_OptimizerBase):
+    beta_1 = Float(load_default=0.9, validate=_UNIT_INTERVAL_OPEN)
+    beta_2 = Float(load_default=0.999, validate=_UNIT_INTERVAL_OPEN)
+    epsilon = Float(load_default=1e-7, validate=_POSITIVE)
+
+
+class AdamSchema(_AdamFamily):
+    type = type_field("adam")
+    amsgrad = Bool(load_default=False)
+
+
+class AdamWSchema(_AdamFamily):
+    type = type_field("adamw")
+    amsgrad = Bool(load_default=False)
+    weight_decay = Float(load_default=0.004, validate=_NON_NEGATIVE)
+
+
+class NadamSchema(_AdamFamily):
+    type = type_field("nadam")
+
+
+class RmspropSchema(_OptimizerBase):
+    type = type_field("rmsprop")
+    rho = Float(load_default=0.9, validate=_UNIT_INTERVAL_OPEN)
+    momentum = Float(load_default=0.0, validate=_UNIT_INTERVAL_OPEN)
+    epsilon = Float(load_default=1e-7, validate=_POSITIVE)
+    centered = Bool(load_default=False)
+
+
+class AdagradSchema(_OptimizerBase):
+    type = type_field("adagrad")
+    initial_accumulator_value = Float(load_default=0.1, validate=_NON_NEGATIVE)
+    epsilon = Float(load_default=1e-7, validate=_POSITIVE)
+
+
+OPTIMIZER_SCHEMAS: dict[str, type[SpecSchema]] = {
+    "sgd": SgdSchema,
+    "adam": AdamSchema,
+    "adamw": AdamWSchema,
+    "nadam": NadamSchema,
+    "rmsprop": RmspropSchema,
+    "adagrad": AdagradSchema,
+}
+
+# --- learning-rate schedules ---------------------------------------------------------------------
+
+SCHEDULE_UNITS = ["epoch", "step"]
+_STEPS = validate.Range(1, 10**9)
+
+
+class ConstantScheduleSchema(SpecSchema):
+    type = type_field("constant")
+
+
+class _StepSchedule(SpecSchema):
+    # Epochs by default: clients rarely know the steps per epoch, which depend on the data set size.
+    unit = Choice(SCHEDULE_UNITS, load_default="epoch")
+
+
+class ExponentialDecaySchema(_StepSchedule):
+    type = type_field("exponential_decay")
+    decay_steps = Int(required=True, validate=_STEPS)
+    decay_rate = Float(required=True, validate=_POSITIVE)
+    staircase = Bool(load_default=False)
+
+
+class InverseTimeDecaySchema(_StepSchedule):
+    type = type_field("inverse_time_decay")
+    decay_steps = Int(required=True, validate=_STEPS)
+    decay_rate = Float(required=True, validate=_NON_NEGATIVE)
+    staircase = Bool(load_default=False)
+
+
+class PiecewiseConstantSchema(_StepSchedule):
+    type = type_field("piecewise_constant")
+    boundaries = fields.List(Int(validate=_STEPS), required=True, validate=validate.Length(min=1))
+    values = fields.List(Float(validate=_POSITIVE), required=True)
+
+    @validates_schema
+    def _consistent(self, data: dict, **kwargs: Any) -> None:
+        boundaries, values = data["boundaries"], data["values"]
+        if any(later <= earlier for earlier, later in zip(boundaries, boundaries[1:])):
+            raise ValidationError("Must be strictly increasing.", "boundaries")
+        if len(values) != len(boundaries) + 1:
+            raise ValidationError(
+                f"Must hold len(boundaries) + 1 = {len(boundaries) + 1} values; got {len(values)}.",
+                "values",
+            )
+
+
+class CosineDecaySchema(_StepSchedule):
+    type = type_field("cosine_decay")
+    decay_steps = Int(required=True, validate=_STEPS)
+    alpha = Float(load_default=0.0, validate=validate.Range(0.0, 1.0))
+    warmup_steps = Int(load_default=0, validate=validate.Range(0, 10**9))
+    warmup_target = Float(allow_none=True, load_default=None, validate=_POSITIVE)
+
+
+class PolynomialDecaySchema(_StepSchedule):
+    type = type_field("polynomial_decay")
+    decay_steps = Int(required=True, validate=_STEPS)
+    end_learning_rate = Float(load_default=0.0001, validate=_NON_NEGATIVE)
+    power = Float(load_default=1.0, validate=_POSITIVE)
+    cycle = Bool(load_default=False)
+
+
+SCHEDULE_SCHEMAS: dict[str, type[SpecSchema]] = {
+    "constant": ConstantScheduleSchema,
+    "exponential_decay": ExponentialDecaySchema,
+    "inverse_time_decay": InverseTimeDecaySchema,
+    "piecewise_constant": PiecewiseConstantSchema,
+    "cosine_decay": CosineDecaySchema,
+    "polynomial_decay": PolynomialDecaySchema,
+}
+
+# --- callbacks -------------------------------------------------------------------------------------
+
+
+def _monitor() -> Str:
+    # Which keys exist depends on metrics and validation data: checked and defaulted in checks.py.
+    return Str(allow_none=True, load_default=None)
+
+
+class EarlyStoppingSchema(SpecSchema):
+    monitor = _monitor()
+    patience = Int(load_default=0, validate=validate.Range(0, 100_000))
+    min_delta = Float(load_default=0.0, validate=_NON_NEGATIVE)
+    mode = Choice(MONITOR_MODES, load_default="auto")
+    restore_best_weights = Bool(load_default=False)
+    start_from_epoch = Int(load_default=0, validate=validate.Range(0, 100_000))
+
+
+class CheckpointSchema(SpecSchema):
+    monitor = _monitor()
+    mode = Choice(MONITOR_MODES, load_default="auto")
+
+
+class ReduceLrOnPlateauSchema(SpecSchema):
+    monitor = _monitor()
+    factor = Float(load_default=0.1, validate=validate.Range(0.0, 1.0, min_inclusive=False,
+                                                             max_inclusive=False))
+    patience = Int(load_default=10, validate=validate.Range(0, 100_000))
+    min_delta = Float(load_default=1e-4, validate=_NON_NEGATIVE)
+    cooldown = Int(load_default=0, validate=validate.Range(0, 100_000))
+    min_lr = Float(load_default=0.0, validate=_NON_NEGATIVE)
+    # Not in Keras' list of things clients usually set, but Keras' "auto" guesses wrongly for
+    # e.g. val_auc here, so the resolved mode is stored like the other callbacks'.
+    mode = Choice(MONITOR_MODES, load_default="auto")
+
+
+class CallbacksSchema(SpecSchema):
+    early_stopping = fields.Nested(EarlyStoppingSchema, allow_none=True)
+    checkpoint = fields.Nested(CheckpointSchema)
+    reduce_lr_on_plateau = fields.Nested(ReduceLrOnPlateauSchema, allow_none=True)
+
+    @pre_load
+    def _defaults(self, data: Any, **kwargs: Any) -> Any:
+        return _with_defaults(
+            data, {"early_stopping": None, "checkpoint": {}, "reduce_lr_on_plateau": None}
+        )
+
+
+# --- the rest ------------------------------------------------------------------------------------
+
+
+class TrainingSchema(SpecSchema):
+    # Upper bounds come from SpecLimits (operator settings) and are checked in checks.py.
+    epochs = Int(load_default=10, validate=validate.Range(min=1))
+    batch_size = Int(load_default=32, validate=validate.Range(min=1))
+    shuffle = Bool(load_default=True)
+    seed = Int(allow_none=True, load_default=None, validate=validate.Range(0, SEED_MAX))
+    mixed_precision = Bool(load_default=False)
+    jit_compile = Bool(load_default=False)
+
+
+class LimitsSchema(SpecSchema):
+    max_runtime_seconds = Int(allow_none=True, load_default=None, validate=validate.Range(min=1))
+
+
+class DiagnosticsSchema(SpecSchema):
+    enabled = Bool(load_default=True)
+    preflight = Bool(load_default=True)
+
+
+def _check_metrics(values: list[str]) -> None:
+    duplicates = sorted({v for v in values if values.count(v) > 1})
+    if duplicates:
+        raise ValidationError(f"Each metric may appear once; repeated: {', '.join(duplicates)}.")
+
+
+class JobSpecSchema(SpecSchema):
+    version = Int(load_default=1, validate=validate.Equal(1, error="Only version 1 is supported."))
+    name = Str(
+        allow_none=True,
+        load_default=None,
+        validate=[
+            validate.Length(1, 128),
+            validate.Regexp(
+                _NAME_RE,
+                error="Must start with a letter or digit and hold only letters, digits, spaces "
+                "and . _ - ( ).",
+            ),
+        ],
+    )
+    dataset = fields.Nested(DatasetSchema, required=True)
+    model = fields.Nested(ModelSchema, required=True)
+    loss = Choice(LOSSES, aliases=LOSS_ALIASES, required=True)
+    metrics = fields.List(Choice(METRICS), validate=_check_metrics)
+    optimizer = Tagged(OPTIMIZER_SCHEMAS)
+    schedule = Tagged(SCHEDULE_SCHEMAS)
+    callbacks = fields.Nested(CallbacksSchema)
+    training = fields.Nested(TrainingSchema)
+    limits = fields.Nested(LimitsSchema)
+    diagnostics = fields.Nested(DiagnosticsSchema)
+
+    @pre_load
+    def _defaults(self, data: Any, **kwargs: Any) -> Any:
+        return _with_defaults(
+            data,
+            {
+                "metrics": [],
+                "optimizer": {"type": "adam"},
+                "schedule": {"type": "constant"},
+                "callbacks": {},
+                "training": {},
+                "limits": {},
+                "diagnostics": {},
+            },
+        )
