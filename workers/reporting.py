@@ -97,6 +97,9 @@ class DbReporter:
 
     def checkpoint_saved(self, epoch: int, monitor: str, value: float, path: str, size: int, sha256: str) -> None:
         key = checkpoint_key(self.job_id, epoch)
+        if _finite(value) is None:  # an improvement is always finite; refuse to record JSON-breaking NaN
+            logger.warning("job %s: checkpoint of epoch %d has a non-finite %s; not recorded", self.job_id, epoch, monitor)
+            return
 
         def write() -> None:
             meta = put_file(self.store, key, path)

@@ -37,6 +37,7 @@ def info_from_summary(dataset_id: str, summary: dict[str, Any]) -> DatasetInfo:
         has_test=bool(splits.get("test")),
         target_shape=tuple(summary["target_shape"]),
         train_samples=splits["train"],
+        test_samples=splits.get("test") or 0,
     )
 
 
@@ -53,7 +54,9 @@ def dataset_lookup(session: Session, tenant: str) -> Callable[[str], DatasetInfo
 
 
 def dataset_resource(row: Dataset) -> dict[str, Any]:
+    # The summary goes first so that none of its keys can shadow the record's own fields.
     return {
+        **row.info,
         "id": row.id,
         "name": row.name,
         "builtin": False,
@@ -61,7 +64,6 @@ def dataset_resource(row: Dataset) -> dict[str, Any]:
         "size": row.size_bytes,
         "sha256": row.sha256,
         "created_at": iso(row.created_at),
-        **row.info,
         "links": {"self": url_for("datasets.get_dataset", dataset_id=row.id)},
     }
 
@@ -75,7 +77,8 @@ def builtin_resource(info: DatasetInfo) -> dict[str, Any]:
         "n_classes": info.n_classes,
         "input_shape": list(info.input_shape),
         "target_shape": list(info.target_shape),
-        "splits": {"train": info.train_samples, "val": None, "test": None},
+        "splits": {"train": info.train_samples, "val": None, "test": info.test_samples or None},
+        "links": {"self": url_for("datasets.get_dataset", dataset_id=info.id)},
     }
 
 
@@ -164,6 +167,8 @@ def get_dataset(dataset_id: str) -> Response:
 @bp.delete("/v1/datasets/<dataset_id>")
 def delete_dataset(dataset_id: str) -> tuple[str, int]:
     svc = services()
+    if dataset_id in BUILTIN_DATASETS:
+        raise Conflict(f"{dataset_id} is built into the service and cannot be deleted.")
     with svc.db.session() as s:
         row = _load(s, dataset_id)
         active = s.execute(

@@ -30,6 +30,7 @@ class DatasetInfo:
     has_test: bool
     target_shape: tuple[int, ...]  # () for a scalar target (class index or single value)
     train_samples: int
+    test_samples: int = 0
 
 
 DatasetLookup = Callable[[str], "DatasetInfo | None"]
@@ -50,6 +51,7 @@ def _builtin(name: str, n_features: int, n_samples: int, n_classes: int | None) 
         has_test=True,
         target_shape=(),
         train_samples=builtin_train_samples(n_samples),
+        test_samples=n_samples - builtin_train_samples(n_samples),
     )
 
 

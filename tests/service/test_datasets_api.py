@@ -49,6 +49,9 @@ def test_upload_get_list_delete(client: Any, auth: dict[str, str], other_auth: d
 def test_builtin_dataset_is_listed_with_shapes(client: Any, auth: dict[str, str]) -> None:
     body = client.get("/v1/datasets/builtin:iris", headers=auth).get_json()
     assert body["builtin"] is True and body["input_shape"] == [4] and body["n_classes"] == 3
+    assert body["splits"] == {"train": 120, "val": None, "test": 30}
+    assert body["links"]["self"] == "/v1/datasets/builtin:iris"
+    assert client.delete("/v1/datasets/builtin:iris", headers=auth).status_code == 409
 
 
 @pytest.mark.parametrize(

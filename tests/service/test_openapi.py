@@ -1,0 +1,483 @@
+"""openapi.yaml against the code: a valid document, the same routes as the app, and real responses.
+
+Every request below goes through the Flask test client against real Postgres (and, for the training
+part, a real Celery worker), and both the request and the response are validated with openapi-core, so
+a shape that drifts from the document fails here.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from openapi_core import Config, OpenAPI
+from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+from openapi_core.deserializing.media_types.util import json_loads, plain_loads
+from openapi_core.exceptions import OpenAPIError
+from openapi_core.templating.paths.exceptions import PathError
+from openapi_spec_validator import validate
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import EnvironBuilder, encode_multipart
+
+from tests.conftest import tiny_spec, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC_PATH = ROOT / "openapi.yaml"
+# The document's server; requests are built against it so openapi-core matches them to the document.
+BASE_URL = "http://127.0.0.1:8000"
+HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def load_document() -> dict[str, Any]:
+    with open(SPEC_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+@pytest.fixture(scope="module")
+def openapi() -> OpenAPI:
+    # openapi-core deserialises only a fixed list of media types; teach it the two this API adds.
+    config = Config(extra_media_type_deserializers={
+        "application/problem+json": json_loads,
+        "application/yaml": plain_loads,
+    })
+    return OpenAPI.from_file_path(str(SPEC_PATH), config=config)
+
+
+class Api:
+    """Send a request with the test client and validate it and its response against the document."""
+
+    def __init__(self, client: Any, openapi: OpenAPI, headers: dict[str, str] | None = None) -> None:
+        self.client = client
+        self.openapi = openapi
+        self.headers = headers or {}
+        self.seen: set[tuple[str, int]] = set()
+
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        *,
+        json_body: Any = None,
+        data: bytes | None = None,
+        content_type: str | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: bool = True,
+        request_valid: bool = True,
+    ) -> Any:
+        if json_body is not None:
+            data, content_type = json.dumps(json_body).encode(), "application/json"
+        all_headers = {**(self.headers if auth else {}), **(headers or {})}
+        kwargs: dict[str, Any] = dict(method=method, base_url=BASE_URL, headers=all_headers, query_string=query,
+                                      data=data, content_type=content_type)
+        resp = self.client.open(path, **kwargs)
+        resp.get_data()  # buffer streamed bodies (the checkpoint download) once
+        assert resp.status_code == status, (method, path, resp.status_code, resp.get_data(as_text=True)[:2000])
+
+        # The request the app consumed cannot be read again: rebuild an identical one for validation.
+        request = WerkzeugOpenAPIRequest(EnvironBuilder(path=path, **kwargs).get_request())
+        if request_valid:
+            self.openapi.validate_request(request)
+        else:
+            # The document must say this request is wrong (and still know the operation).
+            with pytest.raises(OpenAPIError) as info:
+                self.openapi.validate_request(request)
+            assert not isinstance(info.value, PathError), info.value
+        self.openapi.validate_response(request, WerkzeugOpenAPIResponse(resp))
+        if resp.status_code >= 400 and path != "/readyz":  # /readyz answers 503 with its usual body
+            assert resp.mimetype == "application/problem+json"
+        return resp
+
+
+@pytest.fixture()
+def api(client: Any, openapi: OpenAPI, auth: dict[str, str]) -> Api:
+    return Api(client, openapi, auth)
+
+
+def tiny_npz() -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    np.savez(buf, x_train=rng.normal(size=(40, 3)).astype(np.float32), y_train=rng.integers(0, 2, size=40),
+             x_test=rng.normal(size=(10, 3)).astype(np.float32), y_test=rng.integers(0, 2, size=10))
+    return buf.getvalue()
+
+
+def multipart(fields: dict[str, Any]) -> tuple[bytes, str]:
+    """Encode form fields (a `(bytes, filename)` value is a file) once, so the same bytes can be sent and
+    validated."""
+    values = {k: FileStorage(io.BytesIO(v[0]), filename=v[1], content_type="application/octet-stream")
+              if isinstance(v, tuple) else v for k, v in fields.items()}
+    boundary, body = encode_multipart(values)
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+# --------------------------------------------------------------------------------------------------
+# the document itself
+
+
+def test_document_is_valid_openapi() -> None:
+    validate(load_document())
+
+
+def test_every_route_is_documented_and_every_documented_operation_exists(app: Any) -> None:
+    in_app: set[tuple[str, str]] = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:[a-z_]+:)?(\w+)>", r"{\1}", rule.rule)
+        for method in rule.methods or ():
+            if method.lower() in ("head", "options"):
+                continue  # added to every GET route by werkzeug/Flask
+            in_app.add((path, method.lower()))
+    documented = {
+        (path, method)
+        for path, item in load_document()["paths"].items()
+        for method in item
+        if method in HTTP_METHODS
+    }
+    assert in_app - documented == set(), "routes missing from openapi.yaml"
+    assert documented - in_app == set(), "openapi.yaml documents routes the app does not have"
+
+
+def test_operation_ids_are_unique_and_errors_are_problems() -> None:
+    doc = load_document()
+    ids = [op["operationId"] for item in doc["paths"].values() for m, op in item.items() if m in HTTP_METHODS]
+    assert len(ids) == len(set(ids))
+    responses = doc["components"]["responses"]
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            for code, response in op["responses"].items():
+                if "$ref" in response:
+                    response = responses[response["$ref"].rsplit("/", 1)[1]]
+                if int(code) >= 400 and path != "/readyz":
+                    assert list(response["content"]) == ["application/problem+json"], (path, method, code)
+
+
+# --------------------------------------------------------------------------------------------------
+# the job-spec schema against service.spec, without HTTP
+
+
+def spec_validator() -> Any:
+    from openapi_schema_validator import OAS31Validator
+
+    return OAS31Validator({"$ref": "#/components/schemas/JobSpec", "components": load_document()["components"]})
+
+
+IMAGE_ID = "ds_" + "1" * 32
+SEQUENCE_ID = "ds_" + "2" * 32
+
+
+def fake_datasets(dataset_id: str) -> Any:
+    from service.spec import DatasetInfo
+
+    infos = {
+        IMAGE_ID: DatasetInfo(IMAGE_ID, (8, 8, 1), "classification", 3, True, True, (), 300),
+        SEQUENCE_ID: DatasetInfo(SEQUENCE_ID, (20,), "classification", 2, False, False, (), 300),
+    }
+    return infos.get(dataset_id)
+
+
+# Specs the server accepts, covering every layer type, optimizer, schedule and callback.
+ACCEPTED_SPECS: list[dict[str, Any]] = [
+    tiny_spec(),
+    {
+        "version": 1, "name": "image (cnn)",
+        "dataset": {"id": IMAGE_ID, "normalize": "minmax"},
+        "model": {"input_shape": [8, 8, 1], "layers": [
+            {"type": "conv2d", "filters": 4, "kernel_size": 3, "padding": "same", "activation": "swish",
+             "kernel_regularizer": {"l2": 0.01}, "bias_regularizer": None, "kernel_initializer": "he_normal"},
+            {"type": "batch_normalization", "momentum": 0.9},
+            {"type": "max_pooling2d", "pool_size": [2, 2]},
+            {"type": "conv2d", "filters": 8, "kernel_size": [3, 3], "strides": 1, "dilation_rate": [1, 1],
+             "use_bias": False},
+            {"type": "average_pooling2d", "pool_size": 2, "strides": None, "padding": "valid"},
+            {"type": "flatten"},
+            {"type": "layer_normalization", "epsilon": 0.01},
+            {"type": "dropout", "rate": 0.1},
+            {"type": "dense", "units": 3},
+            {"type": "activation", "activation": "softmax"},
+        ]},
+        "loss": "sparse_categorical_crossentropy",
+        "metrics": ["accuracy", "sparse_categorical_accuracy"],
+        "optimizer": {"type": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True, "clipnorm": 1.0},
+        "schedule": {"type": "piecewise_constant", "unit": "step", "boundaries": [100, 200],
+                     "values": [0.1, 0.01, 0.001]},
+        "callbacks": {"early_stopping": {"monitor": "val_accuracy", "patience": 3, "min_delta": 0.001,
+                                         "restore_best_weights": True, "start_from_epoch": 1},
+                      "checkpoint": {"monitor": "val_accuracy", "mode": "max"}},
+        "training": {"epochs": 5, "batch_size": 64, "shuffle": False, "seed": None, "mixed_precision": False,
+                     "jit_compile": False},
+        "limits": {"max_runtime_seconds": 600},
+        "diagnostics": {"enabled": False, "preflight": False},
+    },
+    {
+        "dataset": {"id": SEQUENCE_ID, "validation_split": 0.1},
+        "model": {"input_shape": [20], "layers": [
+            {"type": "embedding", "input_dim": 100, "output_dim": 8, "embeddings_regularizer": {"l1": 0.001}},
+            {"type": "conv1d", "filters": 8, "kernel_size": 3, "padding": "same", "dilation_rate": 2},
+            {"type": "max_pooling1d", "pool_size": 2},
+            {"type": "bidirectional", "merge_mode": "sum",
+             "layer": {"type": "lstm", "units": 4, "return_sequences": True, "dropout": 0.1}},
+            {"type": "gru", "units": 4, "return_sequences": True, "recurrent_initializer": "orthogonal"},
+            {"type": "simple_rnn", "units": 4, "return_sequences": True, "activation": None},
+            {"type": "global_average_pooling1d"},
+            {"type": "dense", "units": 1, "activation": "sigmoid"},
+        ]},
+        "loss": "binary_crossentropy",
+        "metrics": ["auc", "precision", "recall", "binary_accuracy"],
+        "optimizer": {"type": "adamw", "weight_decay": 0.01, "amsgrad": True, "clipvalue": 0.5},
+        "schedule": {"type": "cosine_decay", "decay_steps": 10, "alpha": 0.1, "warmup_steps": 2,
+                     "warmup_target": 0.01},
+    },
+    {
+        "dataset": {"id": "builtin:digits"},
+        "model": {"input_shape": [64], "layers": [
+            {"type": "reshape", "target_shape": [8, 8, -1]},
+            {"type": "conv2d", "filters": 4, "kernel_size": 3},
+            {"type": "global_average_pooling2d"},
+            {"type": "dense", "units": 10, "activation": "softmax"},
+        ]},
+        "loss": "sparse_categorical_crossentropy",
+        "optimizer": {"type": "rmsprop", "rho": 0.8, "centered": True},
+        "callbacks": {"reduce_lr_on_plateau": {"factor": 0.5, "patience": 2, "cooldown": 1, "min_lr": 1e-5},
+                      "early_stopping": None},
+    },
+    {
+        "dataset": {"id": "builtin:diabetes", "normalize": "standardize", "normalize_targets": "standardize",
+                    "validation_split": 0.25},
+        "model": {"input_shape": [10], "layers": [{"type": "dense", "units": 16, "activation": "gelu"},
+                                                  {"type": "dense", "units": 1}]},
+        "loss": "mse", "metrics": ["mae", "rmse", "mse", "mape"],
+        "optimizer": {"type": "nadam", "beta_1": 0.8},
+        "schedule": {"type": "exponential_decay", "decay_steps": 5, "decay_rate": 0.9, "staircase": True},
+    },
+    *[
+        {"dataset": {"id": "builtin:wine"},
+         "model": {"input_shape": [13], "layers": [{"type": "dense", "units": 3, "activation": "softmax"}]},
+         "loss": "sparse_categorical_crossentropy", "optimizer": optimizer, "schedule": schedule}
+        for optimizer, schedule in [
+            ({"type": "adagrad", "initial_accumulator_value": 0.2}, {"type": "inverse_time_decay",
+                                                                     "decay_steps": 3, "decay_rate": 0.5}),
+            ({"type": "adam", "epsilon": 1e-6}, {"type": "polynomial_decay", "decay_steps": 4,
+                                                 "end_learning_rate": 0.0, "power": 2.0, "cycle": True}),
+            ({"type": "sgd"}, {"type": "constant"}),
+        ]
+    ],
+]
+
+# Specs the schema layer of service.spec rejects, which the document must reject too.
+REJECTED_SPECS: list[dict[str, Any]] = [
+    tiny_spec(extra=True),
+    tiny_spec(name="a/b"),
+    tiny_spec(loss="cross_entropy"),
+    tiny_spec(metrics=["accuracy", "accuracy"]),
+    tiny_spec(optimizer={"type": "adam", "momentum": 0.9}),
+    tiny_spec(optimizer={"type": "lbfgs"}),
+    tiny_spec(schedule={"type": "cosine_decay"}),
+    tiny_spec(training={"epochs": "10"}),
+    tiny_spec(training={"epochs": 10_001}),
+    tiny_spec(dataset={"id": "iris"}),
+    tiny_spec(callbacks={"checkpoint": None}),
+    tiny_spec(model={"input_shape": [4], "layers": []}),
+    tiny_spec(model={"input_shape": [4], "layers": [{"type": "dense", "units": 3, "activation": "magic"}]}),
+    tiny_spec(model={"input_shape": [4], "layers": [{"type": "dense", "units": True}]}),
+    tiny_spec(model={"input_shape": [4], "layers": [{"type": "conv2d", "filters": 2, "kernel_size": [3]}]}),
+    tiny_spec(model={"input_shape": [4], "layers": [{"type": "dropout", "rate": 1.0}]}),
+    tiny_spec(model={"input_shape": [4], "layers": [{"type": "bidirectional", "layer": {"type": "dense", "units": 2}}]}),
+    tiny_spec(model={"input_shape": [4], "layers": [{"type": "transformer"}]}),
+]
+
+
+@pytest.mark.parametrize("raw", ACCEPTED_SPECS, ids=lambda s: str(s.get("name") or s["dataset"]["id"]))
+def test_job_spec_schema_accepts_what_the_server_accepts(raw: dict[str, Any]) -> None:
+    from service.spec import validate_spec
+
+    normalised = validate_spec(raw, datasets=fake_datasets)
+    validator = spec_validator()
+    assert not list(validator.iter_errors(raw)), list(validator.iter_errors(raw))[0].message
+    errors = list(validator.iter_errors(normalised))
+    assert not errors, errors[0].message
+    normalised_schema = load_document()["components"]["schemas"]["NormalizedJobSpec"]["allOf"][1]["required"]
+    assert sorted(normalised) == sorted(normalised_schema)
+
+
+@pytest.mark.parametrize("raw", REJECTED_SPECS)
+def test_job_spec_schema_rejects_what_the_server_rejects(raw: dict[str, Any]) -> None:
+    from service.spec import SpecError, validate_spec
+
+    with pytest.raises(SpecError):
+        validate_spec(raw, datasets=fake_datasets)
+    assert not spec_validator().is_valid(raw)
+
+
+# --------------------------------------------------------------------------------------------------
+# health and auth
+
+
+def test_health_and_document_routes(client: Any, openapi: OpenAPI) -> None:
+    anon = Api(client, openapi)
+    anon("GET", "/healthz", 200, auth=False)
+    resp = client.get("/readyz")
+    anon("GET", "/readyz", resp.status_code, auth=False)
+    served = anon("GET", "/openapi.yaml", 200, auth=False)
+    assert served.get_data() == SPEC_PATH.read_bytes()
+
+
+def test_unauthorized(api: Api) -> None:
+    # No token: the request itself breaks the document's security requirement.
+    resp = api("GET", "/v1/jobs", 401, auth=False, request_valid=False)
+    assert resp.headers["WWW-Authenticate"] == 'Bearer realm="trainyard"'
+    # A token the server does not know: a valid request, answered 401.
+    resp = api("GET", "/v1/datasets", 401, auth=False, headers={"Authorization": "Bearer not-a-token"})
+    assert "invalid_token" in resp.headers["WWW-Authenticate"]
+
+
+# --------------------------------------------------------------------------------------------------
+# jobs without a worker
+
+
+def test_submit_and_read_jobs(api: Api, other_auth: dict[str, str]) -> None:
+    spec = tiny_spec(training={"epochs": 500, "batch_size": 16, "seed": 1})
+    resp = api("POST", "/v1/jobs", 201, json_body=spec)
+    job = resp.get_json()
+    assert resp.headers["Location"] == f"/v1/jobs/{job['id']}"
+
+    # The document's own example is accepted by the server.
+    example = load_document()["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
+    for ex in example["examples"].values():
+        accepted = api("POST", "/v1/jobs", 201, json_body=ex["value"]).get_json()
+        if accepted["status"] not in FINAL:  # nothing to learn from running them: cancel (202)
+            api("POST", f"/v1/jobs/{accepted['id']}/cancel", 202)
+
+    # Schema-valid but wrong for the data set (iris has 4 features): only the server can tell.
+    api("POST", "/v1/jobs", 422, json_body=tiny_spec(model={"input_shape": [5], "layers": [
+        {"type": "dense", "units": 3, "activation": "softmax"}]}))
+    # Invalid per the document too.
+    bad = tiny_spec()
+    bad["model"]["layers"][0]["units"] = 0
+    resp = api("POST", "/v1/jobs", 422, json_body=bad, request_valid=False)
+    assert "model.layers[0].units" in {e["field"] for e in resp.get_json()["errors"]}
+    api("POST", "/v1/jobs", 422, json_body=tiny_spec(surprise=1), request_valid=False)
+    api("POST", "/v1/jobs", 400, data=b"{not json", content_type="application/json", request_valid=False)
+    api("POST", "/v1/jobs", 415, data=b"x=1", content_type="application/x-www-form-urlencoded",
+        request_valid=False)
+
+    body = api("GET", "/v1/jobs", 200, query={"limit": 2}).get_json()
+    assert len(body["jobs"]) == 2 and body["next_cursor"]
+    api("GET", "/v1/jobs", 200, query={"limit": 2, "cursor": body["next_cursor"], "status": "queued"})
+    api("GET", "/v1/jobs", 422, query={"limit": 0}, request_valid=False)
+    api("GET", "/v1/jobs", 422, query={"status": "sleeping"}, request_valid=False)
+    api("GET", "/v1/jobs", 422, query={"cursor": "garbage"})
+
+    api("GET", f"/v1/jobs/{job['id']}", 200)
+    api("GET", f"/v1/jobs/{job['id']}/metrics", 200, query={"after": 0})
+    api("GET", f"/v1/jobs/{job['id']}/metrics", 422, query={"after": -1}, request_valid=False)
+    api("GET", f"/v1/jobs/{job['id']}/checkpoints", 200)
+    missing = "job_" + "0" * 32
+    api("GET", f"/v1/jobs/{missing}", 404)
+    api("GET", f"/v1/jobs/{missing}/metrics", 404)
+    api("GET", f"/v1/jobs/{missing}/checkpoints", 404)
+    api("GET", f"/v1/jobs/{missing}/checkpoints/best", 404)
+    api("POST", f"/v1/jobs/{missing}/cancel", 404)
+    api("DELETE", f"/v1/jobs/{missing}", 404)
+    # Another tenant's job answers like a missing one.
+    api("GET", f"/v1/jobs/{job['id']}", 404, headers=other_auth)
+
+    # Cancel (202), then wait for the job to end (at once when queued, at a batch boundary when running).
+    status = api("GET", f"/v1/jobs/{job['id']}", 200).get_json()["status"]
+    if status not in FINAL:
+        api("DELETE", f"/v1/jobs/{job['id']}", 409)
+        api("POST", f"/v1/jobs/{job['id']}/cancel", 202)
+        wait_until(lambda: api("GET", f"/v1/jobs/{job['id']}", 200).get_json()["status"] in FINAL, 120, 0.5,
+                   "the cancelled job to end")
+    api("POST", f"/v1/jobs/{job['id']}/cancel", 409)
+    api("DELETE", f"/v1/jobs/{job['id']}", 204)
+    api("GET", f"/v1/jobs/{job['id']}", 404)
+
+
+# --------------------------------------------------------------------------------------------------
+# a job that really trains
+
+
+def test_finished_job_metrics_and_checkpoints(api: Api, worker: Any) -> None:
+    job = api("POST", "/v1/jobs", 201, json_body=tiny_spec()).get_json()
+    url = f"/v1/jobs/{job['id']}"
+
+    def ended() -> dict[str, Any] | None:
+        body = api("GET", url, 200).get_json()
+        return body if body["status"] in FINAL else None
+
+    done = wait_until(ended, 300, 0.5, "the job to finish")
+    assert done["status"] == "succeeded", done
+    assert done["model"] is not None and done["best"] is not None
+
+    metrics = api("GET", f"{url}/metrics", 200).get_json()["epochs"]
+    assert [row["epoch"] for row in metrics] == [1, 2, 3]
+    assert api("GET", f"{url}/metrics", 200, query={"after": 2}).get_json()["epochs"][0]["epoch"] == 3
+
+    checkpoints = api("GET", f"{url}/checkpoints", 200).get_json()["checkpoints"]
+    assert sum(c["is_best"] for c in checkpoints) == 1
+
+    full = api("GET", f"{url}/checkpoints/best", 200)
+    size, etag = len(full.get_data()), full.headers["ETag"]
+    assert int(full.headers["Content-Length"]) == size
+    part = api("GET", f"{url}/checkpoints/best", 206, headers={"Range": "bytes=0-9"})
+    assert part.get_data() == full.get_data()[:10]
+    assert part.headers["Content-Range"] == f"bytes 0-9/{size}"
+    tail = api("GET", f"{url}/checkpoints/best", 206, headers={"Range": "bytes=-5", "If-Range": etag})
+    assert tail.get_data() == full.get_data()[-5:]
+    api("GET", f"{url}/checkpoints/best", 304, headers={"If-None-Match": etag})
+    resp = api("GET", f"{url}/checkpoints/best", 416, headers={"Range": f"bytes={size}-"})
+    assert resp.headers["Content-Range"] == f"bytes */{size}"
+
+    api("POST", f"{url}/cancel", 409)
+    api("DELETE", url, 204)
+
+
+# --------------------------------------------------------------------------------------------------
+# data sets
+
+
+def test_datasets(api: Api, other_auth: dict[str, str]) -> None:
+    body, ctype = multipart({"file": (tiny_npz(), "tiny.npz")})
+    resp = api("POST", "/v1/datasets", 201, data=body, content_type=ctype)
+    ds = resp.get_json()
+    assert resp.headers["Location"] == f"/v1/datasets/{ds['id']}"
+    assert ds["splits"] == {"train": 40, "val": None, "test": 10}
+
+    body, ctype = multipart({"file": (b"\x00garbage" * 50, "junk.npz")})
+    resp = api("POST", "/v1/datasets", 422, data=body, content_type=ctype)
+    assert resp.get_json()["errors"]
+    body, ctype = multipart({"file": (b"a,b\n1,2\n", "table.csv")})
+    api("POST", "/v1/datasets", 422, data=body, content_type=ctype)  # CSV without 'target'
+    body, ctype = multipart({"target": "b"})
+    api("POST", "/v1/datasets", 422, data=body, content_type=ctype, request_valid=False)  # no file
+
+    listed = api("GET", "/v1/datasets", 200).get_json()["datasets"]
+    assert ds["id"] in {d["id"] for d in listed} and "builtin:digits" in {d["id"] for d in listed}
+    api("GET", f"/v1/datasets/{ds['id']}", 200)
+    api("GET", "/v1/datasets/builtin:iris", 200)
+    api("GET", f"/v1/datasets/{ds['id']}", 404, headers=other_auth)
+    api("GET", "/v1/datasets/ds_" + "0" * 32, 404)
+
+    # A job on the upload keeps it from being deleted while the job is queued or running.
+    spec = tiny_spec(dataset={"id": ds["id"]}, loss="binary_crossentropy",
+                     model={"input_shape": [3], "layers": [{"type": "dense", "units": 1, "activation": "sigmoid"}]},
+                     training={"epochs": 500, "batch_size": 8})
+    job = api("POST", "/v1/jobs", 201, json_body=spec).get_json()
+    if api("GET", f"/v1/jobs/{job['id']}", 200).get_json()["status"] not in FINAL:
+        api("DELETE", f"/v1/datasets/{ds['id']}", 409)
+        api("POST", f"/v1/jobs/{job['id']}/cancel", 202)
+    wait_until(lambda: api("GET", f"/v1/jobs/{job['id']}", 200).get_json()["status"] in FINAL, 120, 0.5,
+               "the cancelled job to end")
+    api("DELETE", f"/v1/datasets/{ds['id']}", 204)
+    api("DELETE", f"/v1/datasets/{ds['id']}", 404)

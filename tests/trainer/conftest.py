@@ -1,0 +1,21 @@
+import numpy as np
+import pytest
+
+from workers.trainer import TrainData
+
+
+@pytest.fixture
+def classification_data():
+    """64 rows, 4 features, 3 classes; the label depends on the features so training can learn."""
+    rng = np.random.default_rng(42)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5).astype(np.int64)
+    return TrainData(x, y)
+
+
+@pytest.fixture
+def regression_data():
+    rng = np.random.default_rng(7)
+    x = rng.normal(loc=50.0, scale=20.0, size=(64, 4)).astype(np.float32)
+    y = (x @ np.array([3.0, -2.0, 1.0, 0.5]) + 100.0).astype(np.float32)
+    return TrainData(x, y)

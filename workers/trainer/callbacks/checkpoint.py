@@ -1,0 +1,122 @@
+"""Save the model whenever the monitored value improves, atomically, and report the file."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from pathlib import Path
+
+import keras
+
+from .state import RunState, call_with_retry, validate_retry
+
+logger = logging.getLogger(__name__)
+
+_MAX_HINTS = ("accuracy", "acc", "auc", "precision", "recall")
+
+
+def resolve_mode(monitor: str, mode: str) -> str:
+    if mode in ("min", "max"):
+        return mode
+    if mode != "auto":
+        raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+    name = monitor.removeprefix("val_")
+    return "max" if any(name == h or name.endswith("_" + h) for h in _MAX_HINTS) else "min"
+
+
+def save_atomically(model: keras.Model, path: Path) -> tuple[int, str]:
+    """Write ``model`` to ``path`` via a temp file in the same directory; return (size, sha256).
+
+    Readers either see the previous state or the complete file, never a half-written one.
+    """
+    directory = path.parent
+    # Keras insists on the .keras suffix, so the temp name keeps it.
+    tmp = directory / f".{path.stem}.{os.getpid()}.tmp.keras"
+    try:
+        model.save(tmp)
+        digest = hashlib.sha256()
+        size = 0
+        with open(tmp, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+                size += len(chunk)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+    return size, digest.hexdigest()
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Writes ``directory/epoch-NNNN.keras`` (epoch from 1) when ``monitor`` improves strictly.
+
+    Earlier checkpoints stay on disk; the reporter has been told about each. Epochs cut short by a
+    stop request or a NaN loss are skipped, as are non-finite monitored values.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        monitor: str,
+        mode: str,
+        reporter,
+        state: RunState,
+        *,
+        retry_attempts: int = 3,
+        retry_delay: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if not monitor or not isinstance(monitor, str):
+            raise ValueError(f"monitor must be a non-empty string, got {monitor!r}")
+        if not callable(getattr(reporter, "checkpoint_saved", None)):
+            raise TypeError("reporter must have a checkpoint_saved(...) method")
+        if not isinstance(state, RunState):
+            raise TypeError("state must be a RunState")
+        validate_retry(retry_attempts, retry_delay)
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.monitor = monitor
+        self.mode = resolve_mode(monitor, mode)
+        self._reporter = reporter
+        self._state = state
+        self._attempts = retry_attempts
+        self._delay = retry_delay
+        self._warned_missing = False
+        self.best_epoch: int | None = None
+        self.best_value: float | None = None
+        self.best_path: Path | None = None
+
+    def _improves(self, value: float) -> bool:
+        if self.best_value is None:
+            return True
+        return value < self.best_value if self.mode == "min" else value > self.best_value
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self._state.partial_epoch:
+            return
+        value = logs.get(self.monitor)
+        if value is None:
+            if not self._warned_missing:
+                logger.warning("checkpoint monitor %r not in logs %s; no checkpoint saved",
+                               self.monitor, sorted(logs))
+                self._warned_missing = True
+            return
+        value = float(value)
+        if not math.isfinite(value) or not self._improves(value):
+            return
+        number = epoch + 1
+        path = self.directory / f"epoch-{number:04d}.keras"
+        size, sha256 = save_atomically(self.model, path)
+        self.best_epoch, self.best_value, self.best_path = number, value, path
+        call_with_retry(self._reporter.checkpoint_saved, number, self.monitor, value, str(path), size,
+                        sha256, attempts=self._attempts, delay=self._delay,
+                        what=f"checkpoint_saved({number})")

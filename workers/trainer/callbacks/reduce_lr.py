@@ -1,0 +1,48 @@
+"""Reduce the learning rate on a plateau: Keras' own callback, fed only complete epochs."""
+
+from __future__ import annotations
+
+import keras
+
+from .state import RunState
+
+
+class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """``keras.callbacks.ReduceLROnPlateau`` with the spec's arguments, validated up front.
+
+    Only valid with a constant learning rate: a schedule owns the rate, so the engine refuses the
+    combination before building this.
+    """
+
+    def __init__(
+        self,
+        state: RunState,
+        *,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+    ) -> None:
+        if not isinstance(state, RunState):
+            raise TypeError("state must be a RunState")
+        if not monitor or not isinstance(monitor, str):
+            raise ValueError(f"monitor must be a non-empty string, got {monitor!r}")
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"factor must be in (0, 1), got {factor!r}")
+        if not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"patience must be an int >= 0, got {patience!r}")
+        if not isinstance(cooldown, int) or cooldown < 0:
+            raise ValueError(f"cooldown must be an int >= 0, got {cooldown!r}")
+        if min_delta < 0 or min_lr < 0:
+            raise ValueError("min_delta and min_lr must be >= 0")
+        super().__init__(monitor=monitor, factor=factor, patience=patience, min_delta=min_delta,
+                         cooldown=cooldown, min_lr=min_lr, mode="auto", verbose=0)
+        self._state = state
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self._state.partial_epoch:
+            return
+        super().on_epoch_end(epoch, logs)

@@ -1,0 +1,234 @@
+"""``train(spec, data, reporter, workdir)``: build, compile, fit with callbacks, evaluate, report."""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from . import runtime
+from .callbacks import (
+    BestCheckpoint,
+    EarlyStopping,
+    EpochReporter,
+    ReduceLROnPlateau,
+    RunState,
+    StopRequest,
+    TerminateOnNaN,
+    call_with_retry,
+)
+from .data import make_dataset, prepare_data
+from .layers import build_model, summarize, takes_integer_inputs
+from .losses import build_loss, build_metrics
+from .optimizers import build_optimizer
+from .types import InMemoryReporter, Reporter, TrainData, TrainResult
+
+logger = logging.getLogger(__name__)
+
+# Reporter calls from callbacks: a couple of retries with a short sleep, then log and carry on.
+RETRY_ATTEMPTS = 3
+RETRY_DELAY_SECONDS = 0.2
+
+
+def _resolve_monitor(monitor: str, has_validation: bool, what: str) -> str:
+    # The spec defaults to val_* monitors; without validation data only the training value exists.
+    if monitor.startswith("val_") and not has_validation:
+        fallback = monitor.removeprefix("val_")
+        logger.warning("%s monitors %r but the job has no validation data; using %r", what, monitor,
+                       fallback)
+        return fallback
+    return monitor
+
+
+def _floats(logs: dict) -> dict[str, float]:
+    return {key: float(value) for key, value in logs.items()}
+
+
+def _evaluate_checkpoint(path: Path, x, y, batch_size: int) -> dict[str, float]:
+    # Loading the file (not reusing the in-memory model) also proves the artifact is usable.
+    model = keras.models.load_model(path)
+    logs = model.evaluate(make_dataset(x, y, batch_size), verbose=0, return_dict=True)
+    return _floats(logs)
+
+
+def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path) -> TrainResult:
+    """Train the model ``spec`` describes on ``data``, reporting progress to ``reporter``.
+
+    Checkpoints go to ``workdir/checkpoints``. Any exception is reported as ``finished`` with
+    stop_reason ``error`` and then re-raised.
+    """
+    started_at = time.monotonic()
+    workdir = Path(workdir)
+    training = spec["training"]
+    callbacks_spec = spec.get("callbacks") or {}
+    state = RunState()
+    epoch_reporter: EpochReporter | None = None
+    checkpoint: BestCheckpoint | None = None
+    monitor = (callbacks_spec.get("checkpoint") or {}).get("monitor") or "val_loss"
+    normalization = None
+
+    def result(stop_reason: str, test_metrics: dict | None = None) -> TrainResult:
+        return TrainResult(
+            stop_reason=stop_reason,
+            epochs_run=epoch_reporter.epochs_reported if epoch_reporter else 0,
+            monitor=monitor,
+            best_epoch=checkpoint.best_epoch if checkpoint else None,
+            best_value=checkpoint.best_value if checkpoint else None,
+            best_checkpoint=str(checkpoint.best_path) if checkpoint and checkpoint.best_path else None,
+            test_metrics=test_metrics,
+            normalization=normalization,
+        )
+
+    try:
+        integer_inputs = takes_integer_inputs(spec["model"])
+        prepared = prepare_data(spec, data, integer_inputs=integer_inputs)
+        normalization = prepared.normalization
+        batch_size = int(training["batch_size"])
+        epochs = int(training["epochs"])
+        seed = training.get("seed")
+        n_train = len(prepared.x_train)
+        steps_per_epoch = math.ceil(n_train / batch_size)
+        has_validation = prepared.x_val is not None
+
+        schedule = spec.get("schedule") or {"type": "constant"}
+        reduce_lr_spec = callbacks_spec.get("reduce_lr_on_plateau")
+        if reduce_lr_spec and schedule.get("type", "constant") != "constant":
+            raise ValueError("reduce_lr_on_plateau only works with the constant schedule")
+
+        with runtime.dtype_policy(bool(training.get("mixed_precision"))) as mixed:
+            if seed is not None:
+                runtime.seed_everything(seed)
+            model = build_model(spec, float32_output=mixed)
+        jit_compile = runtime.resolve_jit_compile(bool(training.get("jit_compile")))
+        model.compile(
+            optimizer=build_optimizer(spec["optimizer"], schedule, steps_per_epoch),
+            loss=build_loss(spec["loss"]),
+            metrics=build_metrics(spec.get("metrics"), spec["loss"]),
+            jit_compile=jit_compile,
+        )
+
+        monitor = _resolve_monitor(monitor, has_validation, "checkpoint")
+        retry = {"retry_attempts": RETRY_ATTEMPTS, "retry_delay": RETRY_DELAY_SECONDS}
+        epoch_reporter = EpochReporter(reporter, state, **retry)
+        checkpoint = BestCheckpoint(
+            workdir / "checkpoints", monitor, (callbacks_spec.get("checkpoint") or {}).get("mode", "auto"),
+            reporter, state, **retry,
+        )
+        max_runtime = (spec.get("limits") or {}).get("max_runtime_seconds")
+        deadline = started_at + float(max_runtime) if max_runtime else None
+        # Order matters: stop checks first (batch level); at epoch end report the row before the
+        # checkpoint that refers to it, and both before plateau/early-stopping decisions.
+        callbacks: list[keras.callbacks.Callback] = [
+            StopRequest(reporter.should_stop, state, deadline=deadline),
+            TerminateOnNaN(state),
+            epoch_reporter,
+            checkpoint,
+        ]
+        if reduce_lr_spec:
+            reduce_lr_args = dict(reduce_lr_spec)
+            reduce_lr_args["monitor"] = _resolve_monitor(
+                reduce_lr_args.get("monitor", "val_loss"), has_validation, "reduce_lr_on_plateau")
+            callbacks.append(ReduceLROnPlateau(state, **reduce_lr_args))
+        early_stopping = None
+        if callbacks_spec.get("early_stopping"):
+            es_args = dict(callbacks_spec["early_stopping"])
+            es_args["monitor"] = _resolve_monitor(
+                es_args.get("monitor", "val_loss"), has_validation, "early_stopping")
+            early_stopping = EarlyStopping(state, **es_args)
+            callbacks.append(early_stopping)
+
+        trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+        info = {
+            "params": int(model.count_params()),
+            "trainable_params": trainable,
+            "summary": summarize(model, spec["model"]),
+            "steps_per_epoch": steps_per_epoch,
+            "train_samples": n_train,
+            "val_samples": len(prepared.x_val) if has_validation else 0,
+            "test_samples": len(prepared.x_test) if prepared.x_test is not None else 0,
+            "normalization": normalization,
+            "mixed_precision": mixed,
+            "jit_compile": jit_compile,
+        }
+        call_with_retry(reporter.started, info, attempts=RETRY_ATTEMPTS, delay=RETRY_DELAY_SECONDS,
+                        what="started")
+
+        train_ds = make_dataset(
+            prepared.x_train, prepared.y_train, batch_size,
+            shuffle=bool(training.get("shuffle", True)),
+            # An explicit shuffle seed even without a job seed: op determinism, once on in this
+            # process, rejects unseeded shuffles.
+            seed=seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0]),
+        )
+        val_ds = make_dataset(prepared.x_val, prepared.y_val, batch_size) if has_validation else None
+        # shuffle=False: the dataset shuffles itself; fit would only warn about the flag.
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, callbacks=callbacks,
+                  shuffle=False)
+
+        if state.stop_reason is not None:
+            stop_reason = state.stop_reason
+        elif early_stopping is not None and early_stopping.triggered:
+            stop_reason = "early_stopping"
+        else:
+            stop_reason = "completed"
+
+        test_metrics = None
+        # A cancelled or timed-out job should stop now, not spend more time on the test split.
+        if (prepared.x_test is not None and checkpoint.best_path is not None
+                and stop_reason not in ("cancelled", "max_runtime")):
+            test_metrics = _evaluate_checkpoint(checkpoint.best_path, prepared.x_test, prepared.y_test,
+                                                batch_size)
+    except Exception:
+        logger.exception("training failed")
+        call_with_retry(reporter.finished, result("error"), attempts=RETRY_ATTEMPTS,
+                        delay=RETRY_DELAY_SECONDS, what="finished(error)")
+        raise
+
+    final = result(stop_reason, test_metrics)
+    call_with_retry(reporter.finished, final, attempts=RETRY_ATTEMPTS, delay=RETRY_DELAY_SECONDS,
+                    what="finished")
+    return final
+
+
+_WARM_UP_SPEC = {
+    "version": 1,
+    "name": "warm-up",
+    "dataset": {"id": "warm-up", "validation_split": 0.25, "normalize": "standardize",
+                "normalize_targets": "none"},
+    "model": {"input_shape": [8], "layers": [
+        {"type": "dense", "units": 8, "activation": "relu"},
+        {"type": "dense", "units": 3, "activation": "softmax"},
+    ]},
+    "loss": "sparse_categorical_crossentropy",
+    "metrics": ["accuracy"],
+    "optimizer": {"type": "adam", "learning_rate": 0.001},
+    "schedule": {"type": "constant"},
+    "callbacks": {"early_stopping": None, "checkpoint": {"monitor": "val_loss", "mode": "min"},
+                  "reduce_lr_on_plateau": None},
+    # No seed: warming up must not switch on process-wide op determinism.
+    "training": {"epochs": 1, "batch_size": 16, "shuffle": True, "seed": None,
+                 "mixed_precision": False, "jit_compile": False},
+    "limits": {"max_runtime_seconds": None},
+    "diagnostics": {"enabled": False},
+}
+
+
+def warm_up() -> float:
+    """Run one tiny job end to end (fit, checkpoint, load, evaluate); return the seconds spent.
+
+    Call once per worker process (after any fork) so the first real job does not pay TensorFlow's
+    one-off start-up: kernel registration, tf.data and tf.function machinery, the saving code path.
+    """
+    began = time.perf_counter()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = rng.integers(0, 3, size=64)
+    data = TrainData(x, y, x_test=x[:16], y_test=y[:16])
+    with tempfile.TemporaryDirectory(prefix="trainyard-warm-up-") as tmp:
+        train(_WARM_UP_SPEC, data, InMemoryReporter(), tmp)
+    return time.perf_counter() - began
