@@ -109,10 +109,24 @@ class Job(Base):
     # What the trainer reported at start: parameter counts, layer summary, normalisation statistics.
     model_info: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     worker_id: Mapped[str | None] = mapped_column(String(200))
+    # Lease: the worker holding a running job renews it; an expired lease means the worker is gone.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    # Graceful stops (SIGTERM) that put the job back in the queue; they do not count as failed attempts.
+    interruptions: Mapped[int] = mapped_column(Integer, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
+    # The latest resume backup (model + optimizer state) and the callbacks' state at that epoch.
+    backup_key: Mapped[str | None] = mapped_column(String(200))
+    backup_epoch: Mapped[int | None] = mapped_column(Integer)
+    resume_state: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
 
     __table_args__ = (
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_tenant_status_created", "tenant_id", "status", "created_at", "id"),
+        Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
     )
 
 
@@ -123,6 +137,41 @@ class EpochMetrics(Base):
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
     values: Mapped[dict[str, Any]] = mapped_column(JsonType)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EpochDiagnostics(Base):
+    """Per-epoch training dynamics of every trainable variable (see the diagnostics endpoint)."""
+
+    __tablename__ = "epoch_diagnostics"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    learning_rate: Mapped[float | None] = mapped_column(Float)
+    loss: Mapped[float | None] = mapped_column(Float)
+    # [{"layer", "name", "grad_norm", "weight_norm", "update_norm", "update_ratio", "zero_grad_fraction"}]
+    variables: Mapped[list[Any]] = mapped_column(JsonType)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Finding(Base):
+    """A diagnosis with its evidence and a suggested spec change; one row per job, code and layer."""
+
+    __tablename__ = "findings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    # "" for findings about the whole model (NULL would defeat the unique constraint on Postgres).
+    layer: Mapped[str] = mapped_column(String(200), default="")
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    suggested_change: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("job_id", "code", "layer", name="uq_findings_job_code_layer"),)
 
 
 class Checkpoint(Base):
