@@ -52,7 +52,9 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             "polling_interval": settings.broker_polling_interval,
-            # Training runs for hours: Redis must not redeliver a running job after the default 1 h.
+            # Training runs for hours: Redis must not redeliver a running job after the default 1 h. Recovery
+            # from a dead worker does not wait for this: its lease expires and the reaper re-queues the job
+            # within a few heartbeats (workers/leases.py, workers/reaper.py).
             "visibility_timeout": 7 * 24 * 3600,
         },
         worker_hijack_root_logger=False,

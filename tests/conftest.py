@@ -203,8 +203,8 @@ def api_url(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
         if not proc.alive():
             raise AssertionError(f"api exited:\n{proc.output()[-4000:]}")
         try:
-            return requests.get(url + "/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(url + "/healthz", timeout=5).status_code == 200
+        except requests.RequestException:  # refused, or a worker still booting on a busy machine
             return False
 
     wait_until(up, 60, 0.2, "gunicorn to answer")

@@ -52,6 +52,13 @@ def _ready(sender: object = None, **_: object) -> None:
     runtime.start_heartbeat(worker_id, socket.gethostname())
 
 
+@signals.worker_shutting_down.connect
+def _shutting_down(**_: object) -> None:
+    # Warm shutdown (SIGTERM): a running job stops at its next batch, keeps its last backup and goes back
+    # to the queue (workers/tasks.py); on the solo pool this runs in the signal handler, so only set a flag.
+    runtime.shutting_down.set()
+
+
 @signals.worker_shutdown.connect
 def _shutdown(**_: object) -> None:
     runtime.stop_heartbeat()

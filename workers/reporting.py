@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 
 from service.db import Database
-from service.db.models import Checkpoint, EpochMetrics, Job, utcnow
+from service.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
 from service.store import ArtifactStore, checkpoint_key, put_file
 
 logger = logging.getLogger(__name__)
@@ -28,10 +28,17 @@ STATUS_BY_STOP_REASON = {
     "max_runtime": "succeeded",
     "cancelled": "cancelled",
     "nan_loss": "failed",
+    "no_gradients": "failed",
     "error": "failed",
 }
 
 STOP_MESSAGES = {
+    "no_gradients": (
+        "no_gradients",
+        "Preflight found that no trainable variable gets a gradient, so nothing can learn; see the job's "
+        "zero_gradients findings (the job's links.diagnostics) for the layers and the spec change to "
+        "make (often a zero kernel_initializer or a final activation that cuts the gradient).",
+    ),
     "nan_loss": (
         "nan_loss",
         "The loss became NaN or infinite at epoch {epoch}; lower optimizer.learning_rate, set "
@@ -140,6 +147,46 @@ class DbReporter:
         except Exception:
             logger.warning("job %s: could not check for cancellation; will retry", self.job_id, exc_info=True)
         return self._stop
+
+    def diagnostics(self, epoch: int, record: dict[str, Any]) -> None:
+        variables = [{k: (_finite(v) if k not in ("layer", "name") else v) for k, v in row.items()}
+                     for row in record.get("variables") or []]
+        learning_rate, loss = _finite(record.get("learning_rate")), _finite(record.get("loss"))
+
+        def write() -> None:
+            with self.db.session() as s:
+                row = s.get(EpochDiagnostics, (self.job_id, epoch))
+                if row is None:
+                    s.add(EpochDiagnostics(job_id=self.job_id, epoch=epoch, learning_rate=learning_rate,
+                                           loss=loss, variables=variables))
+                else:
+                    row.learning_rate, row.loss, row.variables = learning_rate, loss, variables
+
+        self._retry(f"writing epoch {epoch}'s diagnostics", write)
+
+    def findings(self, items: list[dict[str, Any]]) -> None:
+        """Upsert on (job, code, layer); "" stands for a finding about the whole model."""
+        if not items:
+            return
+
+        def write() -> None:
+            with self.db.session() as s:
+                existing = {(f.code, f.layer): f for f in s.execute(
+                    select(Finding).where(Finding.job_id == self.job_id)).scalars()}
+                now = utcnow()
+                for item in items:
+                    layer = item.get("layer") or ""
+                    row = existing.get((item["code"], layer))
+                    if row is None:
+                        row = existing[(item["code"], layer)] = Finding(
+                            job_id=self.job_id, code=item["code"], layer=layer, created_at=now)
+                        s.add(row)
+                    row.severity, row.message = item["severity"], item["message"]
+                    row.evidence = item.get("evidence") or {}
+                    row.epoch, row.suggested_change = item.get("epoch"), item.get("suggested_change")
+                    row.updated_at = now
+
+        self._retry("recording findings", write)
 
     def finished(self, result: Any) -> None:
         status = STATUS_BY_STOP_REASON.get(result.stop_reason, "failed")

@@ -1,24 +1,22 @@
-"""Per-process worker state: database, artifact store, TensorFlow warm-up, heartbeat and outbox sweep."""
+"""Per-process worker state: database, artifact store, TensorFlow warm-up, and the heartbeat thread that
+renews the running job's lease and runs the reaper (workers/reaper.py)."""
 from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from collections.abc import Callable
 from functools import cached_property
 
 from celery import Celery
-from sqlalchemy import select, update
 
 from service.db import Database
-from service.db.models import Job, Worker, utcnow
-from service.queue import enqueue_job
+from service.db.models import Worker, utcnow
+from service.queue import QUEUE, enqueue_job
 from service.settings import Settings
 from service.store import ArtifactStore, make_store
+from workers import leases, reaper
 
 logger = logging.getLogger(__name__)
-
-# A queued job whose message the broker never took is re-sent after this long.
-OUTBOX_GRACE_SECONDS = 2.0
 
 
 class WorkerRuntime:
@@ -29,6 +27,12 @@ class WorkerRuntime:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warmed = False
+        # The job this process trains now, as (job id, attempt); its lease is renewed on every beat.
+        self._current: tuple[str, int] | None = None
+        self._lock = threading.Lock()
+        self.lease_lost = threading.Event()
+        # Set by the warm-shutdown signal (SIGTERM): the running job stops at the next batch and is re-queued.
+        self.shutting_down = threading.Event()
 
     @cached_property
     def db(self) -> Database:
@@ -71,6 +75,31 @@ class WorkerRuntime:
         while not self._stop.wait(self.settings.worker_heartbeat_seconds):
             self._beat(hostname)
 
+    @property
+    def lease_seconds(self) -> float:
+        return leases.lease_seconds(self.settings.worker_heartbeat_seconds)
+
+    def hold(self, job_id: str, attempt: int) -> None:
+        """From now on the heartbeat renews this job's lease."""
+        with self._lock:
+            self._current = (job_id, attempt)
+            self.lease_lost.clear()
+
+    def release(self) -> None:
+        with self._lock:
+            self._current = None
+
+    def send(self, job_id: str) -> None:
+        enqueue_job(self.celery, job_id)
+
+    @cached_property
+    def _in_broker(self) -> Callable[[list[str]], set[str]] | None:
+        # Only Redis can lose a message the database still counts as queued (a flush, a restart without
+        # persistence); the embedded broker keeps messages in SQLite next to the jobs.
+        if self.settings.broker_url.startswith(("redis://", "rediss://")):
+            return reaper.redis_messages_for(self.settings.broker_url, QUEUE)
+        return None
+
     def _beat(self, hostname: str) -> None:
         try:
             with self.db.session() as s:
@@ -79,23 +108,39 @@ class WorkerRuntime:
                     s.add(Worker(id=self.worker_id, hostname=hostname))
                 else:
                     row.last_seen = utcnow()
-            self.sweep_outbox()
         except Exception:
             logger.warning("heartbeat failed; will retry", exc_info=True)
+        self._renew()
+        self.reap()
+
+    def _renew(self) -> None:
+        with self._lock:
+            current = self._current
+        if current is None:
+            return
+        try:
+            held = leases.renew(self.db, current[0], self.worker_id, current[1], self.lease_seconds)
+        except Exception:
+            # The database is briefly away: the lease lasts a few beats, try again on the next one.
+            logger.warning("could not renew the lease of job %s; will retry", current[0], exc_info=True)
+            return
+        if not held:
+            logger.error("job %s: this worker no longer holds its lease; stopping it", current[0])
+            self.lease_lost.set()
+
+    def reap(self) -> None:
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("expired leases", lambda: reaper.reap_expired_leases(self.db, self.send)),
+            ("the outbox", lambda: reaper.send_unsent(self.db, self.send)),
+        ]
+        if self._in_broker is not None:
+            steps.append(("lost messages", lambda: reaper.resend_lost(self.db, self.send, self._in_broker)))
+        for what, step in steps:
+            try:
+                step()
+            except Exception:
+                logger.warning("reaping %s failed; will retry", what, exc_info=True)
 
     def sweep_outbox(self) -> int:
         """Enqueue queued jobs the broker never accepted (it was down when they were submitted)."""
-        cutoff = utcnow() - timedelta(seconds=OUTBOX_GRACE_SECONDS)
-        if self.settings.is_embedded:
-            cutoff = cutoff.replace(tzinfo=None)
-        with self.db.session() as s:
-            ids = list(s.execute(
-                select(Job.id).where(Job.status == "queued", Job.enqueued_at.is_(None), Job.created_at < cutoff)
-                .limit(100)
-            ).scalars())
-        for job_id in ids:
-            enqueue_job(self.celery, job_id)
-            with self.db.session() as s:
-                s.execute(update(Job).where(Job.id == job_id, Job.enqueued_at.is_(None)).values(enqueued_at=utcnow()))
-            logger.info("re-sent job %s that the broker had not accepted", job_id)
-        return len(ids)
+        return len(reaper.send_unsent(self.db, self.send))

@@ -1,21 +1,24 @@
 """The training task: the one module that joins the queue, the database and the trainer.
 
 It takes a job id, reloads the row, and keeps no state of its own; the trainer reports through
-`DbReporter`. Deliveries are at least once, so every write is idempotent.
+`LeasedReporter` (a `DbReporter` that also stores resume backups). Deliveries are at least once: a
+delivery trains only after taking the job's lease (workers/leases.py), and every write is idempotent.
 """
 from __future__ import annotations
 
 import logging
 import shutil
 import tempfile
-from typing import Any
 
 from service.datasets import DatasetError, load_builtin, load_csv, load_npz
-from service.db.models import FINAL_STATUSES, Dataset, Job, utcnow
+from service.db.models import Dataset, Job, utcnow
 from service.queue import TRAIN_TASK
 from service.store import ArtifactMissing, download_to
+from workers import leases
 from workers.celery_app import app, runtime
-from workers.reporting import DbReporter
+from workers.leases import Claim
+from workers.reaper import send_marked
+from workers.resumable import LeasedReporter, prepare_resume
 from workers.trainer import TrainData, train
 
 logger = logging.getLogger(__name__)
@@ -28,30 +31,25 @@ class JobFailed(Exception):
         self.message = message
 
 
-def _claim(job_id: str) -> dict[str, Any] | None:
-    """Move the job to running and return its spec, or None when there is nothing to run."""
-    with runtime.db.session() as s:
-        job = s.get(Job, job_id, with_for_update=True)
-        if job is None:
-            logger.warning("job %s does not exist (deleted?); dropping its message", job_id)
-            return None
-        if job.status in FINAL_STATUSES:
-            logger.info("job %s is already %s; nothing to do", job_id, job.status)
-            return None
-        if job.cancel_requested:
-            job.status, job.stop_reason, job.finished_at = "cancelled", "cancelled", utcnow()
-            return None
-        job.status = "running"
-        job.started_at = job.started_at or utcnow()
-        job.attempts += 1
-        job.worker_id = runtime.worker_id
-        return job.spec
+def _claim(job_id: str) -> Claim | None:
+    """Take the job's lease (workers/leases.py), or None when this delivery must not train it."""
+    claimed = leases.claim(runtime.db, job_id, runtime.worker_id, runtime.lease_seconds)
+    if claimed is not None:
+        runtime.hold(job_id, claimed.attempt)
+    return claimed
+
+
+def _requeue(claimed: Claim) -> None:
+    """A graceful stop: the job goes back to the queue; the next attempt resumes from its last backup."""
+    if leases.release_for_requeue(runtime.db, claimed.job_id, runtime.worker_id, claimed.attempt):
+        send_marked(runtime.db, runtime.send, claimed.job_id)
+        logger.info("job %s: stopped for shutdown after its last backup; re-queued", claimed.job_id)
 
 
 def _fail(job_id: str, code: str, message: str) -> None:
     with runtime.db.session() as s:
         job = s.get(Job, job_id)
-        if job is not None:
+        if job is not None and job.worker_id == runtime.worker_id and job.status == "running":
             job.status, job.error_code, job.error_message = "failed", code, message
             job.stop_reason = job.stop_reason or "error"
             job.finished_at = utcnow()
@@ -82,20 +80,31 @@ def _one_line(exc: BaseException) -> str:
 
 @app.task(name=TRAIN_TASK, acks_late=True, ignore_result=True)
 def train_job(job_id: str) -> None:
-    spec = _claim(job_id)
-    if spec is None:
+    claimed = _claim(job_id)
+    if claimed is None:
         return
+    spec = claimed.spec
     runtime.settings.work_dir.mkdir(parents=True, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix=f"{job_id}-", dir=runtime.settings.work_dir)
     try:
         data = load_data(job_id, spec["dataset"]["id"], workdir)
-        reporter = DbReporter(runtime.db, runtime.store, job_id,
-                              max_runtime_seconds=(spec.get("limits") or {}).get("max_runtime_seconds"))
-        train(spec, data, reporter, workdir)
+        resume = prepare_resume(runtime.store, claimed, workdir)
+        max_runtime = (spec.get("limits") or {}).get("max_runtime_seconds")
+        if max_runtime and resume is not None:
+            # The limit covers the whole job, earlier attempts included.
+            max_runtime = max(0.0, max_runtime - float(resume.state.get("elapsed_seconds") or 0.0))
+        # retries=6: writes wait out about 12 s of database outage (a Postgres restart) before giving up.
+        reporter = LeasedReporter(runtime.db, runtime.store, job_id, max_runtime_seconds=max_runtime, retries=6,
+                                  worker_id=runtime.worker_id, attempt=claimed.attempt,
+                                  shutting_down=runtime.shutting_down, lease_lost=runtime.lease_lost)
+        result = train(spec, data, reporter, workdir, resume=resume)
+        if result.stop_reason == "interrupted" and not runtime.lease_lost.is_set():
+            _requeue(claimed)
     except JobFailed as exc:
         _fail(job_id, exc.code, exc.message)
     except Exception as exc:
         logger.exception("job %s failed", job_id)
         _fail(job_id, "training_error", f"Training stopped with an error: {type(exc).__name__}: {_one_line(exc)}")
     finally:
+        runtime.release()
         shutil.rmtree(workdir, ignore_errors=True)

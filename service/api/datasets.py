@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from service.api.common import iso, tenant_id
 from service.app import services
 from service.datasets import DatasetError, inspect_csv, inspect_npz
-from service.db.models import Dataset, Job
+from service.db.models import Dataset, Job, new_id
 from service.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from service.spec import BUILTIN_DATASETS, DatasetInfo
 from service.store import ArtifactTooLarge, dataset_key
@@ -124,8 +124,9 @@ def upload_dataset() -> tuple[Response, int, dict[str, str]]:
         info = summary.to_dict()
         if fmt == "csv":
             info["target"] = target
-        row = Dataset(tenant_id=tenant_id(), name=original, format=fmt, artifact_key="", size_bytes=size,
-                      sha256="", info=info)
+        # The id is needed now, for the artifact key: the column default would only fill it at flush.
+        row = Dataset(id=new_id("ds"), tenant_id=tenant_id(), name=original, format=fmt, artifact_key="",
+                      size_bytes=size, sha256="", info=info)
         row.artifact_key = dataset_key(row.id)
         tmp.seek(0)
         try:

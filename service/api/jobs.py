@@ -5,13 +5,14 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.api.common import decode_cursor, encode_cursor, int_arg, iso, json_body, tenant_id
 from service.api.datasets import dataset_lookup
+from service.api.idempotency import find_replay, idempotency_key, insert_once, request_sha256
 from service.app import services
-from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Job, utcnow
+from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Finding, Job, utcnow
 from service.errors import Conflict, NotFound, ValidationFailed
 from service.queue import enqueue_job
 from service.spec import SpecError, validate_spec
@@ -28,10 +29,30 @@ def job_links(job_id: str) -> dict[str, str]:
         "checkpoints": url_for("checkpoints.list_checkpoints", job_id=job_id),
         "best_checkpoint": url_for("checkpoints.download_best", job_id=job_id),
         "cancel": url_for("jobs.cancel_job", job_id=job_id),
+        "diagnostics": url_for("diagnostics.get_diagnostics", job_id=job_id),
     }
 
 
-def job_resource(job: Job) -> dict[str, Any]:
+SEVERITIES = ("error", "warning", "info")
+
+
+def finding_counts(session: Session, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Findings per job and severity, in one grouped query for a whole page of jobs."""
+    counts: dict[str, dict[str, Any]] = {}
+    if not job_ids:
+        return counts
+    rows = session.execute(
+        select(Finding.job_id, Finding.severity, func.count())
+        .where(Finding.job_id.in_(job_ids)).group_by(Finding.job_id, Finding.severity)
+    )
+    for job_id, severity, n in rows:
+        entry = counts.setdefault(job_id, {"count": 0, "by_severity": dict.fromkeys(SEVERITIES, 0)})
+        entry["count"] += n
+        entry["by_severity"][severity] = entry["by_severity"].get(severity, 0) + n
+    return counts
+
+
+def job_resource(job: Job, findings: dict[str, Any] | None = None) -> dict[str, Any]:
     best = None
     if job.best_epoch is not None:
         best = {"monitor": job.best_monitor, "value": job.best_value, "epoch": job.best_epoch}
@@ -61,6 +82,7 @@ def job_resource(job: Job) -> dict[str, Any]:
         }
         if info
         else None,
+        "findings": findings or {"count": 0, "by_severity": dict.fromkeys(SEVERITIES, 0)},
         "links": job_links(job.id),
     }
 
@@ -77,6 +99,10 @@ def load_job(session: Session, job_id: str) -> Job:
 def submit_job() -> tuple[Response, int, dict[str, str]]:
     svc = services()
     raw = json_body(svc.settings.max_json_bytes)
+    key = idempotency_key()
+    body_sha256 = request_sha256(raw) if key else None
+    if key and (earlier := find_replay(svc.db, tenant_id(), key, body_sha256)) is not None:
+        return _replayed(earlier)
     with svc.db.session() as s:
         try:
             spec = validate_spec(raw, datasets=dataset_lookup(s, tenant_id()))
@@ -87,8 +113,13 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
                 errors=exc.errors,
             ) from None
         job = Job(tenant_id=tenant_id(), name=spec.get("name"), status="queued", spec=spec,
-                  epochs=spec["training"]["epochs"])
-        s.add(job)
+                  epochs=spec["training"]["epochs"], idempotency_key=key, request_sha256=body_sha256)
+        if key is None:
+            s.add(job)
+    if key is not None:
+        job, replayed = insert_once(svc.db, job)
+        if replayed:
+            return _replayed(job)
     # Enqueue only after the row is committed: a worker must always find the job it is handed.
     try:
         enqueue_job(svc.celery, job.id)
@@ -100,6 +131,12 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
             if row is not None and row.enqueued_at is None:
                 row.enqueued_at = utcnow()
     return jsonify(job_resource(job)), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}
+
+
+def _replayed(job: Job) -> tuple[Response, int, dict[str, str]]:
+    # The same answer as the first request gave (which enqueued the job), marked as a replay.
+    return jsonify(job_resource(job)), 201, {"Location": url_for("jobs.get_job", job_id=job.id),
+                                             "Idempotent-Replayed": "true"}
 
 
 @bp.get("/v1/jobs")
@@ -124,15 +161,17 @@ def list_jobs() -> Response:
     stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     with svc.db.session() as s:
         rows = list(s.execute(stmt).scalars())
+        counts = finding_counts(s, [j.id for j in rows[:limit]])
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
-    return jsonify({"jobs": [job_resource(j) for j in page], "next_cursor": next_cursor})
+    return jsonify({"jobs": [job_resource(j, counts.get(j.id)) for j in page], "next_cursor": next_cursor})
 
 
 @bp.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     with services().db.session() as s:
-        return jsonify(job_resource(load_job(s, job_id)))
+        job = load_job(s, job_id)
+        return jsonify(job_resource(job, finding_counts(s, [job.id]).get(job.id)))
 
 
 @bp.post("/v1/jobs/<job_id>/cancel")
@@ -147,7 +186,7 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
             job.status = "cancelled"
             job.stop_reason = "cancelled"
             job.finished_at = utcnow()
-        return jsonify(job_resource(job)), 202
+        return jsonify(job_resource(job, finding_counts(s, [job.id]).get(job.id))), 202
 
 
 @bp.delete("/v1/jobs/<job_id>")

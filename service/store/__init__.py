@@ -241,6 +241,11 @@ def checkpoint_key(job_id: str, epoch: int) -> str:
     return f"jobs/{job_id}/checkpoints/epoch-{epoch:04d}.keras"
 
 
+def backup_key(job_id: str, epoch: int) -> str:
+    # One key per epoch: the job row points at the previous backup until the new one is complete.
+    return f"jobs/{job_id}/backups/epoch-{epoch:04d}.weights.h5"
+
+
 def dataset_key(dataset_id: str) -> str:
     return f"datasets/{dataset_id}"
 
@@ -249,6 +254,7 @@ __all__ = [
     "ArtifactMissing",
     "ArtifactStore",
     "ArtifactTooLarge",
+    "backup_key",
     "DatabaseStore",
     "FsspecStore",
     "StoredArtifact",

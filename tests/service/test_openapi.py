@@ -382,7 +382,10 @@ def test_submit_and_read_jobs(api: Api, other_auth: dict[str, str]) -> None:
     api("GET", f"/v1/jobs/{job['id']}/metrics", 200, query={"after": 0})
     api("GET", f"/v1/jobs/{job['id']}/metrics", 422, query={"after": -1}, request_valid=False)
     api("GET", f"/v1/jobs/{job['id']}/checkpoints", 200)
+    api("GET", f"/v1/jobs/{job['id']}/diagnostics", 200, query={"after": 0})
+    api("GET", f"/v1/jobs/{job['id']}/diagnostics", 422, query={"after": -1}, request_valid=False)
     missing = "job_" + "0" * 32
+    api("GET", f"/v1/jobs/{missing}/diagnostics", 404)
     api("GET", f"/v1/jobs/{missing}", 404)
     api("GET", f"/v1/jobs/{missing}/metrics", 404)
     api("GET", f"/v1/jobs/{missing}/checkpoints", 404)
@@ -438,6 +441,11 @@ def test_finished_job_metrics_and_checkpoints(api: Api, worker: Any) -> None:
     api("GET", f"{url}/checkpoints/best", 304, headers={"If-None-Match": etag})
     resp = api("GET", f"{url}/checkpoints/best", 416, headers={"Range": f"bytes={size}-"})
     assert resp.headers["Content-Range"] == f"bytes */{size}"
+
+    diagnostics = api("GET", f"{url}/diagnostics", 200).get_json()
+    assert [row["epoch"] for row in diagnostics["epochs"]] == [1, 2, 3]
+    assert len(diagnostics["variables"]) == 4
+    assert api("GET", f"{url}/diagnostics", 200, query={"after": 2}).get_json()["epochs"][0]["epoch"] == 3
 
     api("POST", f"{url}/cancel", 409)
     api("DELETE", url, 204)

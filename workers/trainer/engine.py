@@ -15,6 +15,7 @@ from . import runtime
 from .callbacks import (
     BestCheckpoint,
     EarlyStopping,
+    EpochBackup,
     EpochReporter,
     ReduceLROnPlateau,
     RunState,
@@ -26,7 +27,9 @@ from .data import make_dataset, prepare_data
 from .layers import build_model, summarize, takes_integer_inputs
 from .losses import build_loss, build_metrics
 from .optimizers import build_optimizer
-from .types import InMemoryReporter, Reporter, TrainData, TrainResult
+from .diagnostics.setup import prepare_diagnostics
+from .preflight import preflight
+from .types import InMemoryReporter, Reporter, ResumeState, TrainData, TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +59,13 @@ def _evaluate_checkpoint(path: Path, x, y, batch_size: int) -> dict[str, float]:
     return _floats(logs)
 
 
-def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path) -> TrainResult:
+def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
+          resume: ResumeState | None = None) -> TrainResult:
     """Train the model ``spec`` describes on ``data``, reporting progress to ``reporter``.
 
     Checkpoints go to ``workdir/checkpoints``. Any exception is reported as ``finished`` with
-    stop_reason ``error`` and then re-raised.
+    stop_reason ``error`` and then re-raised. When the reporter has ``backup_saved``, every completed
+    epoch is backed up to ``workdir/backup``; ``resume`` continues such a backup at its next epoch.
     """
     started_at = time.monotonic()
     workdir = Path(workdir)
@@ -120,7 +125,9 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path) 
             reporter, state, **retry,
         )
         max_runtime = (spec.get("limits") or {}).get("max_runtime_seconds")
-        deadline = started_at + float(max_runtime) if max_runtime else None
+        elapsed_before = float((resume.state if resume else {}).get("elapsed_seconds") or 0.0)
+        # The limit covers the whole job: a resumed run gets what earlier attempts left of it.
+        deadline = started_at + float(max_runtime) - elapsed_before if max_runtime else None
         # Order matters: stop checks first (batch level); at epoch end report the row before the
         # checkpoint that refers to it, and both before plateau/early-stopping decisions.
         callbacks: list[keras.callbacks.Callback] = [
@@ -133,7 +140,9 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path) 
             reduce_lr_args = dict(reduce_lr_spec)
             reduce_lr_args["monitor"] = _resolve_monitor(
                 reduce_lr_args.get("monitor", "val_loss"), has_validation, "reduce_lr_on_plateau")
-            callbacks.append(ReduceLROnPlateau(state, **reduce_lr_args))
+            reduce_lr = ReduceLROnPlateau(state, **reduce_lr_args)
+            callbacks.append(reduce_lr)
+        reduce_lr = reduce_lr if reduce_lr_spec else None
         early_stopping = None
         if callbacks_spec.get("early_stopping"):
             es_args = dict(callbacks_spec["early_stopping"])
@@ -141,6 +150,23 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path) 
                 es_args.get("monitor", "val_loss"), has_validation, "early_stopping")
             early_stopping = EarlyStopping(state, **es_args)
             callbacks.append(early_stopping)
+        diagnostics = prepare_diagnostics(
+            spec, model, data.x_train, data.y_train, prepared.x_train, prepared.y_train, reporter, state,
+            integer_inputs=integer_inputs, retry_attempts=RETRY_ATTEMPTS, retry_delay=RETRY_DELAY_SECONDS)
+        if diagnostics.callback is not None:
+            callbacks.append(diagnostics.callback)
+        initial_epoch = _resume_callbacks(
+            resume, epochs, reporter=epoch_reporter, checkpoint=checkpoint, reduce_lr_on_plateau=reduce_lr,
+            early_stopping=early_stopping)
+        if callable(getattr(reporter, "backup_saved", None)):
+            # Last, so the state it saves is the one after every other callback saw the epoch.
+            callbacks.append(EpochBackup(
+                workdir / "backup", reporter, state,
+                {"reporter": epoch_reporter, "checkpoint": checkpoint, "reduce_lr_on_plateau": reduce_lr,
+                 "early_stopping": early_stopping},
+                elapsed_before=elapsed_before, resume_path=resume.backup_path if resume else None, **retry))
+        elif resume is not None:
+            raise ValueError("resuming needs a reporter with backup_saved()")
 
         trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
         info = {
@@ -155,8 +181,22 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path) 
             "mixed_precision": mixed,
             "jit_compile": jit_compile,
         }
+        info["variables"] = diagnostics.variables
         call_with_retry(reporter.started, info, attempts=RETRY_ATTEMPTS, delay=RETRY_DELAY_SECONDS,
                         what="started")
+        diagnostics.report(reporter, diagnostics.setup_findings, attempts=RETRY_ATTEMPTS,
+                           delay=RETRY_DELAY_SECONDS)
+        # A resumed run already passed preflight; it restores every variable it touches (preflight.py).
+        if diagnostics.preflight and resume is None:
+            checked = preflight(model, spec, prepared.x_train, prepared.y_train,
+                                steps_per_epoch=steps_per_epoch, context=diagnostics.context)
+            if not checked.ok:
+                diagnostics.report(reporter, checked.findings, attempts=RETRY_ATTEMPTS,
+                                   delay=RETRY_DELAY_SECONDS)
+                final = result(checked.stop_reason)
+                call_with_retry(reporter.finished, final, attempts=RETRY_ATTEMPTS,
+                                delay=RETRY_DELAY_SECONDS, what="finished(preflight)")
+                return final
 
         train_ds = make_dataset(
             prepared.x_train, prepared.y_train, batch_size,
@@ -168,7 +208,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path) 
         val_ds = make_dataset(prepared.x_val, prepared.y_val, batch_size) if has_validation else None
         # shuffle=False: the dataset shuffles itself; fit would only warn about the flag.
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, callbacks=callbacks,
-                  shuffle=False)
+                  shuffle=False, initial_epoch=initial_epoch)
 
         if state.stop_reason is not None:
             stop_reason = state.stop_reason
@@ -193,6 +233,22 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path) 
     call_with_retry(reporter.finished, final, attempts=RETRY_ATTEMPTS, delay=RETRY_DELAY_SECONDS,
                     what="finished")
     return final
+
+
+def _resume_callbacks(resume: ResumeState | None, epochs: int, **stateful) -> int:
+    """Give the callbacks the state a resumed run continues from; return fit's ``initial_epoch``."""
+    if resume is None:
+        return 0
+    saved = resume.state.get("callbacks") or {}
+    for name, callback in stateful.items():
+        if callback is None or not saved.get(name):
+            continue
+        if name == "checkpoint":
+            callback.set_state(saved[name], best_path=resume.best_checkpoint_path)
+        else:
+            callback.set_state(saved[name])
+    # A backup taken when early stopping had just ended the run resumes straight to its end.
+    return epochs if resume.state.get("stop_training") else min(int(resume.epoch), epochs)
 
 
 _WARM_UP_SPEC = {

@@ -144,7 +144,9 @@ def _bidirectional(cfg: dict, name: str | None) -> keras.layers.Layer:
     inner = kwargs.pop("layer")
     if not isinstance(inner, dict) or inner.get("type") not in _RECURRENT:
         raise ValueError(f"bidirectional.layer must be one of {sorted(_RECURRENT)}, got {inner!r}")
-    return keras.layers.Bidirectional(_RECURRENT[inner["type"]](inner, None), name=name, **kwargs)
+    # An explicit inner name keeps variable paths stable ("forward_lstm/lstm_cell/kernel") however many
+    # models the worker process built before; Keras would otherwise number them ("forward_lstm_9").
+    return keras.layers.Bidirectional(_RECURRENT[inner["type"]](inner, inner["type"]), name=name, **kwargs)
 
 
 LAYER_BUILDERS: dict[str, Callable[[dict, str | None], keras.layers.Layer]] = {

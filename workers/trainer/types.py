@@ -7,9 +7,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-STOP_REASONS = ("completed", "early_stopping", "nan_loss", "cancelled", "max_runtime", "error")
-# Reasons a reporter may return from should_stop().
-REQUESTED_STOP_REASONS = ("cancelled", "max_runtime")
+STOP_REASONS = ("completed", "early_stopping", "nan_loss", "cancelled", "max_runtime", "interrupted", "error",
+                "no_gradients")
+# Reasons a reporter may return from should_stop(). "interrupted" means "stop now and resume later from
+# the last backup" (the worker is shutting down); the run is not over.
+REQUESTED_STOP_REASONS = ("cancelled", "max_runtime", "interrupted")
 
 
 @dataclass
@@ -22,6 +24,22 @@ class TrainData:
     y_val: np.ndarray | None = None
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+
+
+@dataclass
+class ResumeState:
+    """Where a new attempt picks up: the backup of the last completed epoch and the callbacks' state.
+
+    ``backup_path`` is a ``.weights.h5`` file the engine wrote (model and optimizer variables,
+    including the step counter and learning rate); ``epoch`` is the last completed epoch (from 1);
+    ``state`` is what ``backup_saved`` reported with it. ``best_checkpoint_path``, when given, is the
+    best checkpoint so far, so a resumed run can still evaluate it on the test split.
+    """
+
+    backup_path: str
+    epoch: int
+    state: dict[str, Any]
+    best_checkpoint_path: str | None = None
 
 
 @dataclass
@@ -50,6 +68,17 @@ class Reporter(Protocol):
 
     def finished(self, result: TrainResult) -> None: ...
 
+    def diagnostics(self, epoch: int, record: dict) -> None: ...
+        # epoch from 1; record: {"learning_rate", "loss", "variables": [{"layer", "name", "grad_norm",
+        #  "weight_norm", "update_norm", "update_ratio", "zero_grad_fraction"}]}
+
+    def findings(self, items: list[dict]) -> None: ...
+        # every finding so far (each {"code", "severity", "message", "evidence", "layer", "epoch",
+        #  "suggested_change"}); one per (code, layer), so the receiver can upsert on that pair
+
+    # Optional: reporters with ``backup_saved(epoch, path, state)`` get a resume backup after every
+    # completed epoch (see ``ResumeState``); reporters without it cost no backup at all.
+
 
 @dataclass
 class InMemoryReporter:
@@ -66,6 +95,10 @@ class InMemoryReporter:
     checkpoints: list[dict] = field(default_factory=list)
     result: TrainResult | None = None
     should_stop_calls: int = 0
+    backups: list[tuple[int, str, dict]] = field(default_factory=list)
+    diagnostics_records: list[tuple[int, dict]] = field(default_factory=list)
+    # The latest findings by (code, layer), as a database reporter would hold them.
+    findings_by_key: dict[tuple[str, str | None], dict] = field(default_factory=dict)
 
     def started(self, info: dict) -> None:
         self.info = info
@@ -86,6 +119,20 @@ class InMemoryReporter:
         if self.stop_after_batches is not None and self.should_stop_calls >= self.stop_after_batches:
             return self.stop_reason
         return None
+
+    def backup_saved(self, epoch: int, path: str, state: dict) -> None:
+        self.backups.append((epoch, path, state))
+
+    def diagnostics(self, epoch: int, record: dict) -> None:
+        self.diagnostics_records.append((epoch, record))
+
+    def findings(self, items: list[dict]) -> None:
+        for item in items:
+            self.findings_by_key[(item["code"], item.get("layer"))] = dict(item)
+
+    @property
+    def finding_codes(self) -> set[str]:
+        return {code for code, _ in self.findings_by_key}
 
     def finished(self, result: TrainResult) -> None:
         self.result = result

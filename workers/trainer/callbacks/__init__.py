@@ -1,5 +1,6 @@
 """The engine's Keras callbacks, one per module."""
 
+from .backup import EpochBackup
 from .checkpoint import BestCheckpoint, save_atomically
 from .early_stopping import EarlyStopping
 from .reduce_lr import ReduceLROnPlateau
@@ -10,6 +11,7 @@ from .terminate_on_nan import TerminateOnNaN
 
 __all__ = [
     "BestCheckpoint",
+    "EpochBackup",
     "EarlyStopping",
     "EpochReporter",
     "ReduceLROnPlateau",

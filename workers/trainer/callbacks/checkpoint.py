@@ -94,6 +94,15 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.best_value: float | None = None
         self.best_path: Path | None = None
 
+    def get_state(self) -> dict:
+        return {"best_epoch": self.best_epoch, "best_value": self.best_value}
+
+    def set_state(self, state: dict, best_path: str | os.PathLike | None = None) -> None:
+        """Continue from an earlier attempt: only a strictly better value replaces its best."""
+        if state.get("best_value") is not None:
+            self.best_epoch, self.best_value = int(state["best_epoch"]), float(state["best_value"])
+            self.best_path = Path(best_path) if best_path else None
+
     def _improves(self, value: float) -> bool:
         if self.best_value is None:
             return True

@@ -44,6 +44,12 @@ class EpochReporter(keras.callbacks.Callback):
         self._learning_rate: float | None = None
         self.epochs_reported = 0
 
+    def get_state(self) -> dict:
+        return {"epochs_reported": self.epochs_reported}
+
+    def set_state(self, state: dict) -> None:
+        self.epochs_reported = int(state.get("epochs_reported", 0))
+
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
         self._learning_rate = current_learning_rate(self.model.optimizer)

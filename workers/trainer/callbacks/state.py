@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -46,6 +47,15 @@ def call_with_retry(
                            exc_info=True)
             time.sleep(delay)
     return False
+
+
+def json_float(value: Any) -> float | None:
+    """A float for a JSON document: None for missing or non-finite values (JSON has no inf or NaN)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
 
 
 def validate_retry(attempts: int, delay: float) -> None:

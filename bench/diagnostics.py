@@ -1,0 +1,107 @@
+"""Diagnostics overhead benchmark: ``train()`` with diagnostics and preflight on versus both off.
+
+Same workload as bench/engine.py (784-128-10 MLP, 60,000 synthetic samples, 3 epochs, batch 128, adam).
+Both sides run in this process, alternating, after one warm-up each. Timed: the fit phase as the
+engine benchmark times it (end of ``started`` to the last epoch row), which includes preflight, the
+per-epoch probe measurements and the findings; and the whole ``train()`` call. Ratios are taken pair by
+pair, then the median. Run: ``.venv/bin/python bench/diagnostics.py [--repeats N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.engine import SPEC, _FitTimer, make_data  # noqa: E402
+from workers.trainer import TrainData, train  # noqa: E402
+
+TARGET_RATIO = 1.03
+
+
+def intrinsic_cost(x, y) -> float:
+    """Seconds diagnostics add to one run, timed directly (robust to a busy machine): preflight, plus per
+    epoch a weight snapshot, a probe measurement and the findings rules, on the benchmark's model."""
+    from workers.trainer.data import prepare_data
+    from workers.trainer.diagnostics.findings import RunContext, analyze_epochs
+    from workers.trainer.diagnostics.probe import ProbeMeasure, probe_batch, trainable_variables
+    from workers.trainer.layers import build_model
+    from workers.trainer.losses import build_loss
+    from workers.trainer.preflight import preflight
+
+    prepared = prepare_data(SPEC, TrainData(x, y))
+    model = build_model(SPEC)
+    tracked = trainable_variables(model)
+    context = RunContext(SPEC, [t.describe() for t in tracked])
+    began = time.perf_counter()
+    preflight(model, SPEC, prepared.x_train, prepared.y_train, steps_per_epoch=len(x) // 128 + 1,
+              context=context)
+    measure = ProbeMeasure(model, build_loss(SPEC["loss"]), tracked)
+    probe = probe_batch(prepared.x_train, prepared.y_train)
+    history = []
+    for epoch in range(1, SPEC["training"]["epochs"] + 1):
+        before = measure.snapshot()
+        loss, rows = measure.measure(*probe, before)
+        history.append({"epoch": epoch, "learning_rate": 0.001, "loss": loss, "val_loss": None,
+                        "variables": rows})
+        analyze_epochs(history, context)
+    return time.perf_counter() - began
+
+
+def run(x, y, enabled: bool) -> tuple[float, float, int]:
+    """(fit seconds, whole seconds, diagnostics records) for one run."""
+    spec = {**SPEC, "diagnostics": {"enabled": enabled, "preflight": enabled}}
+    reporter = _FitTimer()
+    with tempfile.TemporaryDirectory(prefix="bench-diagnostics-") as tmp:
+        began = time.perf_counter()
+        result = train(spec, TrainData(x, y), reporter, tmp)
+        whole = time.perf_counter() - began
+    assert result.stop_reason == "completed", result
+    return reporter.fit_ended - reporter.fit_began, whole, len(reporter.diagnostics_records)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    x, y = make_data()
+    print("warm-up ...", flush=True)
+    run(x, y, True)
+    run(x, y, False)
+    rows = []
+    for repeat in range(1, args.repeats + 1):
+        # Alternate which side goes first so drift does not favour one.
+        if repeat % 2:
+            on, off = run(x, y, True), run(x, y, False)
+        else:
+            off, on = run(x, y, False), run(x, y, True)
+        assert on[2] == SPEC["training"]["epochs"] and off[2] == 0
+        rows.append((on[0], off[0], on[1], off[1]))
+        print(f"repeat {repeat}: fit on {on[0]:7.3f} s  off {off[0]:7.3f} s  ratio {on[0] / off[0]:5.3f} | "
+              f"whole on {on[1]:7.3f} s  off {off[1]:7.3f} s  ratio {on[1] / off[1]:5.3f}", flush=True)
+    costs = [intrinsic_cost(x, y) for _ in range(3)]
+    cost = statistics.median(costs)
+    fit_ratio = statistics.median(r[0] / r[1] for r in rows)
+    whole_ratio = statistics.median(r[2] / r[3] for r in rows)
+    med = [statistics.median(r[i] for r in rows) for i in range(4)]
+    print(f"{'median':9}{'on':>10}{'off':>10}{'ratio':>8}")
+    print(f"{'fit':9}{med[0]:10.3f}{med[1]:10.3f}{fit_ratio:8.3f}")
+    print(f"{'whole':9}{med[2]:10.3f}{med[3]:10.3f}{whole_ratio:8.3f}")
+    intrinsic_ratio = 1 + cost / med[1]
+    print(f"diagnostics' own time per run {cost:.3f} s (median of {[round(c, 3) for c in costs]}): "
+          f"{cost / med[1]:.2%} of the off run's fit -> ratio {intrinsic_ratio:.3f}")
+    print(json.dumps({"benchmark": "diagnostics", "intrinsic_seconds": round(cost, 4),
+                      "intrinsic_ratio": round(intrinsic_ratio, 4), "on_seconds": round(med[0], 4), "off_seconds": round(med[1], 4),
+                      "ratio": round(fit_ratio, 4), "whole_ratio": round(whole_ratio, 4),
+                      "target": TARGET_RATIO, "within_target": fit_ratio <= TARGET_RATIO,
+                      "repeats": len(rows)}))
+
+
+if __name__ == "__main__":
+    main()

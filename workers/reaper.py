@@ -1,0 +1,125 @@
+"""The reaper: every worker runs it on each heartbeat, so wherever a worker runs, nothing is lost.
+
+1. Expired leases: a running job whose worker stopped renewing its lease (killed, machine gone) goes back
+   to queued and is enqueued again; a cancelled one ends cancelled; one whose attempts are used up fails.
+2. Outbox: a queued job the broker never accepted (down at submit time, or a re-queue whose send failed)
+   is enqueued.
+3. Lost messages: with Redis, a queued job whose message is neither waiting in the queue nor held by a
+   worker (Redis flushed, or restarted without persistence) is enqueued again.
+
+Several workers reap concurrently: each change is a conditional UPDATE, so one of them wins and the others
+skip; a duplicate message that still slips through is dropped by the lease check in `workers.leases`.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from service.db import Database
+from service.db.models import Job, utcnow
+from workers.leases import db_time, fail_worker_lost
+
+logger = logging.getLogger(__name__)
+
+# A queued job the broker never took is re-sent after this long (the API marks it right after sending).
+OUTBOX_GRACE_SECONDS = 2.0
+# A message sent this recently may be on its way (popped by a worker that has not claimed yet).
+LOST_MESSAGE_GRACE_SECONDS = 5.0
+
+
+def reap_expired_leases(db: Database, send: Callable[[str], None]) -> list[str]:
+    """Re-queue (or end) running jobs whose lease expired; return the ids re-queued."""
+    now = utcnow()
+    requeued: list[str] = []
+    with db.session() as s:
+        stmt = (select(Job).where(Job.status == "running", Job.lease_expires_at < db_time(db, now))
+                .limit(100).with_for_update(skip_locked=True))
+        for job in s.execute(stmt).scalars():
+            if job.cancel_requested:
+                job.status, job.stop_reason, job.finished_at = "cancelled", "cancelled", now
+                job.lease_expires_at = None
+                logger.info("job %s: worker %s is gone and the job was cancelled", job.id, job.worker_id)
+            elif job.attempts - job.interruptions >= job.max_attempts:
+                fail_worker_lost(job)
+                logger.warning("job %s: worker %s is gone after the last allowed attempt; failed",
+                               job.id, job.worker_id)
+            else:
+                logger.warning("job %s: lease of worker %s expired (attempt %d); re-queueing",
+                               job.id, job.worker_id, job.attempts)
+                job.status, job.worker_id, job.lease_expires_at, job.enqueued_at = "queued", None, None, None
+                requeued.append(job.id)
+    for job_id in requeued:
+        send_marked(db, send, job_id)
+    return requeued
+
+
+def send_marked(db: Database, send: Callable[[str], None], job_id: str) -> None:
+    """Send the job's message, then record that the broker has it (the outbox marker)."""
+    send(job_id)
+    with db.session() as s:
+        s.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(enqueued_at=utcnow()))
+
+
+def send_unsent(db: Database, send: Callable[[str], None]) -> list[str]:
+    """Enqueue queued jobs the broker never accepted (it was down when they were submitted)."""
+    cutoff = db_time(db, utcnow() - timedelta(seconds=OUTBOX_GRACE_SECONDS))
+    with db.session() as s:
+        ids = list(s.execute(
+            select(Job.id).where(Job.status == "queued", Job.enqueued_at.is_(None), Job.created_at < cutoff)
+            .limit(100)
+        ).scalars())
+    for job_id in ids:
+        send_marked(db, send, job_id)
+        logger.info("re-sent job %s that the broker had not accepted", job_id)
+    return ids
+
+
+def resend_lost(db: Database, send: Callable[[str], None], in_broker: Callable[[list[str]], set[str]]) -> list[str]:
+    """Enqueue again queued jobs whose message the broker no longer has."""
+    cutoff = db_time(db, utcnow() - timedelta(seconds=LOST_MESSAGE_GRACE_SECONDS))
+    with db.session() as s:
+        rows = list(s.execute(
+            select(Job.id, Job.enqueued_at).where(Job.status == "queued", Job.enqueued_at < cutoff)
+            .order_by(Job.created_at).limit(500)
+        ))
+    if not rows:
+        return []
+    present = in_broker([job_id for job_id, _ in rows])
+    resent: list[str] = []
+    for job_id, enqueued_at in rows:
+        if job_id in present:
+            continue
+        with db.session() as s:
+            # Only the reaper that moves the marker first re-sends.
+            won = s.execute(
+                update(Job).where(Job.id == job_id, Job.status == "queued", Job.enqueued_at == enqueued_at)
+                .values(enqueued_at=utcnow())
+            ).rowcount == 1
+        if won:
+            send(job_id)
+            resent.append(job_id)
+            logger.warning("job %s was queued but its message is gone from the broker; re-sent", job_id)
+    return resent
+
+
+def redis_messages_for(broker_url: str, queue: str) -> Callable[[list[str]], set[str]]:
+    """For a Redis broker: which of the given job ids have a message waiting or delivered-unacked."""
+    import redis
+
+    client = redis.Redis.from_url(broker_url, socket_timeout=5)
+
+    def present(job_ids: list[str]) -> set[str]:
+        blobs: list[bytes] = []
+        # kombu keeps a queue per priority step ("trainyard", "trainyard\x06\x163", ...) and the
+        # messages delivered to a worker but not acknowledged yet in the "unacked" hash.
+        for key in client.scan_iter(match=f"{queue}*", count=1000):
+            if client.type(key) == b"list":
+                blobs.extend(client.lrange(key, 0, -1))
+        blobs.extend(client.hvals("unacked"))
+        text = b"\n".join(blobs)
+        return {job_id for job_id in job_ids if job_id.encode() in text}
+
+    return present

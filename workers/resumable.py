@@ -1,0 +1,142 @@
+"""What makes an attempt resumable: the reporter that stores per-epoch backups under the job's lease, and
+the preparation of a new attempt from the last backup.
+
+`LeasedReporter` is `DbReporter` plus:
+- `backup_saved`: the backup goes to the artifact store under a per-epoch key, then the job row points to
+  it (`backup_key`, `backup_epoch`, `resume_state`) in one fenced UPDATE, then the previous backup is
+  deleted; so the row always names a complete, verified backup.
+- `should_stop` also answers "interrupted" when the worker is shutting down (SIGTERM) or lost the lease.
+- `finished` writes nothing for an interrupted run (the task re-queues it) or when the lease is gone, and
+  never lets a job end succeeded unless its best checkpoint is in the store with the recorded sha256.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+
+from service.db import Database
+from service.db.models import Checkpoint, Job
+from service.store import ArtifactMissing, ArtifactStore, backup_key, download_to, put_file
+from workers.leases import Claim, fenced
+from workers.reporting import DbReporter
+from workers.trainer.types import ResumeState
+
+logger = logging.getLogger(__name__)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class LeasedReporter(DbReporter):
+    def __init__(self, db: Database, store: ArtifactStore, job_id: str, *, worker_id: str, attempt: int,
+                 shutting_down: threading.Event, lease_lost: threading.Event, **kwargs: Any) -> None:
+        super().__init__(db, store, job_id, **kwargs)
+        self.worker_id = worker_id
+        self.attempt = attempt
+        self._shutting_down = shutting_down
+        self._lease_lost = lease_lost
+
+    def should_stop(self) -> str | None:
+        if self._shutting_down.is_set() or self._lease_lost.is_set():
+            return "interrupted"
+        return super().should_stop()
+
+    def backup_saved(self, epoch: int, path: str, state: dict[str, Any]) -> None:
+        key = backup_key(self.job_id, epoch)
+        sha256 = _sha256(path)
+
+        def write() -> None:
+            meta = put_file(self.store, key, path)
+            if meta.sha256 != sha256:
+                raise OSError(f"backup of epoch {epoch} changed while it was stored")
+            with self.db.session() as s:
+                previous = s.execute(select(Job.backup_key).where(Job.id == self.job_id)).scalar_one_or_none()
+                held = s.execute(
+                    update(Job).where(fenced(self.job_id, self.worker_id, self.attempt))
+                    .values(backup_key=key, backup_epoch=epoch, resume_state=state)
+                ).rowcount == 1
+            if not held:
+                self.store.delete(key)
+                self._lease_lost.set()
+                logger.error("job %s: lease lost; backup of epoch %d discarded", self.job_id, epoch)
+                return
+            if previous and previous != key:
+                self.store.delete(previous)
+
+        self._retry(f"storing epoch {epoch}'s backup", write)
+
+    def _best_is_stored(self, epoch: int) -> bool:
+        with self.db.session() as s:
+            row = s.execute(
+                select(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.epoch == epoch)
+            ).scalar_one_or_none()
+        if row is None:
+            return False
+        meta = self.store.stat(row.artifact_key)
+        return meta is not None and meta.sha256 == row.sha256
+
+    def finished(self, result: Any) -> None:
+        if result.stop_reason == "interrupted":
+            return
+        if self._lease_lost.is_set():
+            logger.error("job %s: lease lost; this worker does not record the end of the run", self.job_id)
+            return
+        if result.best_epoch is not None and not self._best_is_stored(result.best_epoch):
+            # The store was down when the checkpoint was saved: store it now, or do not claim success.
+            if result.best_checkpoint and Path(result.best_checkpoint).exists():
+                path = result.best_checkpoint
+                self.checkpoint_saved(result.best_epoch, result.monitor, result.best_value, path,
+                                      Path(path).stat().st_size, _sha256(path))
+            if not self._best_is_stored(result.best_epoch):
+                result.best_epoch = None
+                result.stop_reason = "error"
+                super().finished(result)
+                self._retry("recording the missing checkpoint", lambda: self._mark_failed(
+                    "checkpoint_unavailable", "The best checkpoint could not be stored; the run is not usable."))
+                return
+        super().finished(result)
+
+    def _mark_failed(self, code: str, message: str) -> None:
+        with self.db.session() as s:
+            s.execute(update(Job).where(Job.id == self.job_id)
+                      .values(status="failed", error_code=code, error_message=message))
+
+
+def prepare_resume(store: ArtifactStore, claim: Claim, workdir: str) -> ResumeState | None:
+    """Download the claim's backup (and best checkpoint) into `workdir`; None to start from scratch."""
+    if claim.backup_key is None or claim.backup_epoch is None or not claim.resume_state:
+        return None
+    backup = Path(workdir) / "resume" / "backup.weights.h5"
+    backup.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        download_to(store, claim.backup_key, backup)
+    except ArtifactMissing:
+        logger.warning("job %s: backup %s is missing or corrupt; starting from scratch", claim.job_id,
+                       claim.backup_key)
+        return None
+    state = dict(claim.resume_state)
+    callbacks = dict(state.get("callbacks") or {})
+    best_path = None
+    if claim.best_epoch is not None and claim.best_value is not None:
+        # The database is the truth for the best so far: a checkpoint stored after this backup counts too.
+        callbacks["checkpoint"] = {"best_epoch": claim.best_epoch, "best_value": claim.best_value}
+        if claim.best_checkpoint_key:
+            best_path = Path(workdir) / "resume" / "best.keras"
+            try:
+                download_to(store, claim.best_checkpoint_key, best_path)
+            except ArtifactMissing:
+                logger.warning("job %s: best checkpoint %s is unreadable", claim.job_id, claim.best_checkpoint_key)
+                best_path = None
+    state["callbacks"] = callbacks
+    logger.info("job %s: resuming after epoch %d", claim.job_id, claim.backup_epoch)
+    return ResumeState(str(backup), claim.backup_epoch, state, str(best_path) if best_path else None)

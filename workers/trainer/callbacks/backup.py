@@ -1,0 +1,102 @@
+"""Back up the run after every completed epoch, and restore a backup when a new attempt resumes.
+
+Like ``keras.callbacks.BackupAndRestore``, but the backup leaves the process through the reporter (a
+worker that dies loses its disk) and carries the other callbacks' state, so a resumed run keeps its
+best-checkpoint threshold, early-stopping patience and plateau counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import keras
+
+from .state import RunState, call_with_retry, validate_retry
+
+logger = logging.getLogger(__name__)
+
+BACKUP_NAME = "backup.weights.h5"
+
+
+def save_weights_atomically(model: keras.Model, path: Path) -> None:
+    """``model.save_weights`` (layers and optimizer variables) via a temp file and a rename."""
+    tmp = path.parent / f".{os.getpid()}.tmp.{path.name}"
+    try:
+        model.save_weights(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class EpochBackup(keras.callbacks.Callback):
+    """After each complete epoch: write ``directory/backup.weights.h5``, then call
+    ``reporter.backup_saved(epoch, path, state)`` with epochs counted from 1.
+
+    ``stateful`` maps a name to a callback (or None) with ``get_state()``; their states go
+    into ``state["callbacks"]``. Put this callback last, so the state it records is the one after every
+    other callback has seen the epoch. ``resume`` restores model and optimizer variables at the start of
+    training (the callbacks' state is restored by the engine, before ``fit``).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        reporter,
+        state: RunState,
+        stateful: dict,
+        *,
+        elapsed_before: float = 0.0,
+        resume_path: str | os.PathLike | None = None,
+        retry_attempts: int = 3,
+        retry_delay: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if not callable(getattr(reporter, "backup_saved", None)):
+            raise TypeError("reporter must have a backup_saved(epoch, path, state) method")
+        if not isinstance(state, RunState):
+            raise TypeError("state must be a RunState")
+        stateful = {name: cb for name, cb in stateful.items() if cb is not None}
+        for name, callback in stateful.items():
+            if not callable(getattr(callback, "get_state", None)):
+                raise TypeError(f"stateful callback {name!r} has no get_state()")
+        validate_retry(retry_attempts, retry_delay)
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / BACKUP_NAME
+        self._reporter = reporter
+        self._state = state
+        self._stateful = dict(stateful)
+        self._elapsed_before = float(elapsed_before)
+        self._resume_path = Path(resume_path) if resume_path else None
+        self._attempts = retry_attempts
+        self._delay = retry_delay
+        self._began = time.monotonic()
+
+    def on_train_begin(self, logs=None):
+        self._began = time.monotonic()
+        if self._resume_path is None:
+            return
+        # Optimizer variables exist only once it is built; loading into an unbuilt optimizer would
+        # silently skip them (and restart Adam's moments and the step counter).
+        self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self._resume_path)
+        logger.info("restored model and optimizer from %s (step %d)", self._resume_path,
+                    int(self.model.optimizer.iterations.numpy()))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._state.partial_epoch:
+            return
+        save_weights_atomically(self.model, self.path)
+        state = {
+            "epoch": epoch + 1,
+            "elapsed_seconds": self._elapsed_before + time.monotonic() - self._began,
+            "stop_training": bool(self.model.stop_training),
+            "callbacks": {name: cb.get_state() for name, cb in self._stateful.items()},
+        }
+        call_with_retry(self._reporter.backup_saved, epoch + 1, str(self.path), state,
+                        attempts=self._attempts, delay=self._delay, what=f"backup_saved({epoch + 1})")

@@ -1,0 +1,113 @@
+"""Per-epoch training dynamics of every trainable variable, and the findings they lead to."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+
+import keras
+
+from ..callbacks.reporting import current_learning_rate
+from ..callbacks.state import RunState, call_with_retry, validate_retry
+from .findings import RunContext, analyze_epochs, merge
+from .probe import ProbeMeasure, TrackedVariable
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDiagnostics(keras.callbacks.Callback):
+    """After each complete epoch: measure gradient, weight and update norms on a fixed probe batch,
+    report them with ``reporter.diagnostics(epoch, record)``, and report the findings so far with
+    ``reporter.findings(items)``.
+
+    Costs one forward and backward pass on the probe batch and a copy of the trainable weights per
+    epoch. Nothing here writes to a model or optimizer variable or draws a random number, so a run with
+    diagnostics trains exactly like one without (see ``ProbeMeasure``).
+
+    ``setup_findings`` (data scale, loss/activation) are reported with every epoch's so the reporter
+    always receives the whole current list.
+    """
+
+    def __init__(self, reporter, state: RunState, measure: ProbeMeasure, probe: tuple, context: RunContext,
+                 *, setup_findings: list[dict] | None = None, retry_attempts: int = 3,
+                 retry_delay: float = 0.2) -> None:
+        super().__init__()
+        for method in ("diagnostics", "findings"):
+            if not callable(getattr(reporter, method, None)):
+                raise TypeError(f"reporter must have a {method}() method")
+        if not isinstance(state, RunState):
+            raise TypeError("state must be a RunState")
+        if not isinstance(measure, ProbeMeasure):
+            raise TypeError("measure must be a ProbeMeasure")
+        validate_retry(retry_attempts, retry_delay)
+        self._reporter = reporter
+        self._state = state
+        self._measure = measure
+        self._probe = probe
+        self._context = context
+        self._setup = list(setup_findings or [])
+        self._attempts = retry_attempts
+        self._delay = retry_delay
+        self._before = None
+        self._learning_rate: float | None = None
+        self._epoch = 0
+        self._last_sent: str | None = None
+        self.history: list[dict] = []
+        self.findings: list[dict] = list(self._setup)
+        self.seconds = 0.0
+
+    @property
+    def tracked(self) -> list[TrackedVariable]:
+        return self._measure.tracked
+
+    def on_epoch_begin(self, epoch, logs=None):
+        began = time.perf_counter()
+        self._epoch = epoch + 1
+        self._learning_rate = current_learning_rate(self.model.optimizer)
+        self._before = self._measure.snapshot()
+        self.seconds += time.perf_counter() - began
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self._state.partial_epoch or self._before is None:
+            return
+        began = time.perf_counter()
+        try:
+            _, variables = self._measure.measure(*self._probe, self._before)
+        except Exception:  # a measurement must never end a run
+            logger.exception("measuring epoch %d's diagnostics failed; training continues", epoch + 1)
+            return
+        finally:
+            self._before = None
+        record = {"learning_rate": self._learning_rate, "loss": _finite(logs.get("loss")),
+                  "variables": variables}
+        self.history.append({"epoch": epoch + 1, **record, "val_loss": _finite(logs.get("val_loss"))})
+        call_with_retry(self._reporter.diagnostics, epoch + 1, record, attempts=self._attempts,
+                        delay=self._delay, what=f"diagnostics({epoch + 1})")
+        self._report(analyze_epochs(self.history, self._context))
+        self.seconds += time.perf_counter() - began
+
+    def on_train_end(self, logs=None):
+        if self._state.stop_reason == "nan_loss":
+            nan = {"epoch": self._epoch, "learning_rate": self._learning_rate}
+            self._report(analyze_epochs(self.history, self._context, nan=nan))
+
+    def _report(self, epoch_findings: list[dict]) -> None:
+        # Findings already raised stay (the reporter upserts by code and layer); re-send only on change.
+        self.findings = merge(self.findings, epoch_findings)
+        payload = json.dumps(self.findings, sort_keys=True, default=str)
+        if payload == self._last_sent:
+            return
+        if call_with_retry(self._reporter.findings, list(self.findings), attempts=self._attempts,
+                           delay=self._delay, what="findings"):
+            self._last_sent = payload
+
+
+def _finite(value) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None

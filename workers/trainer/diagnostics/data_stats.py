@@ -1,0 +1,38 @@
+"""Scale statistics of the raw (not yet normalised) training data, for the unscaled_* findings."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Enough rows to estimate means and spreads; bounded so a huge data set costs milliseconds.
+MAX_ROWS = 10_000
+
+
+def _stats(a: np.ndarray) -> dict[str, float] | None:
+    a = np.asarray(a)
+    if a.size == 0 or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        return None
+    rows = a[:MAX_ROWS].reshape(min(len(a), MAX_ROWS), -1).astype(np.float64, copy=False)
+    finite = np.isfinite(rows).all()
+    mean = rows.mean(axis=0)
+    std = rows.std(axis=0)
+    return {
+        "max_abs_mean": float(np.abs(mean).max()),
+        "max_std": float(std.max()),
+        "min": float(rows.min()),
+        "max": float(rows.max()),
+        "finite": bool(finite),
+        "rows_sampled": int(len(rows)),
+    }
+
+
+def scale_stats(x: np.ndarray, y: np.ndarray, *, integer_inputs: bool = False,
+                classification: bool = False) -> dict:
+    """{"inputs": stats | None, "targets": stats | None}: per-feature mean/std summaries.
+
+    Token ids (an embedding first layer) and class labels have no scale to speak of: None.
+    """
+    return {
+        "inputs": None if integer_inputs else _stats(x),
+        "targets": None if classification else _stats(y),
+    }

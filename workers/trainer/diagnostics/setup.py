@@ -1,0 +1,66 @@
+"""What the engine needs from diagnostics for one run, built in one place to keep ``train()`` short."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from ..callbacks.state import RunState, call_with_retry
+from ..losses import build_loss
+from .callback import TrainingDiagnostics
+from .data_stats import scale_stats
+from .findings import CLASSIFICATION_LOSSES, RunContext, analyze_setup, merge
+from .probe import ProbeMeasure, probe_batch, trainable_variables
+
+logger = logging.getLogger(__name__)
+
+
+def reports_diagnostics(reporter) -> bool:
+    return all(callable(getattr(reporter, m, None)) for m in ("diagnostics", "findings"))
+
+
+@dataclass
+class RunDiagnostics:
+    context: RunContext
+    enabled: bool
+    preflight: bool
+    setup_findings: list[dict] = field(default_factory=list)
+    callback: TrainingDiagnostics | None = None
+
+    @property
+    def variables(self) -> list[dict]:
+        return self.context.variables
+
+    def report(self, reporter, findings: list[dict], *, attempts: int, delay: float) -> None:
+        if findings and reports_diagnostics(reporter):
+            call_with_retry(reporter.findings, merge(self.setup_findings, findings), attempts=attempts,
+                            delay=delay, what="findings")
+
+
+def prepare_diagnostics(spec: dict, model: keras.Model, raw_x: np.ndarray, raw_y: np.ndarray,
+                        x_train: np.ndarray, y_train: np.ndarray, reporter, state: RunState, *,
+                        integer_inputs: bool, retry_attempts: int, retry_delay: float) -> RunDiagnostics:
+    """The run's variable list always; with ``diagnostics.enabled`` the setup findings (from the raw,
+    un-normalised training data) and the measuring callback."""
+    options = spec.get("diagnostics") or {}
+    tracked = trainable_variables(model)
+    context = RunContext(spec, [t.describe() for t in tracked])
+    enabled = bool(options.get("enabled", True)) and reports_diagnostics(reporter)
+    if options.get("enabled", True) and not enabled:
+        logger.warning("the reporter has no diagnostics()/findings(); diagnostics are off")
+    run = RunDiagnostics(context, enabled, bool(options.get("preflight", True)))
+    if not enabled:
+        return run
+    stats = scale_stats(raw_x, raw_y, integer_inputs=integer_inputs,
+                        classification=spec.get("loss") in CLASSIFICATION_LOSSES)
+    output_shape = model.outputs[0].shape if model.outputs else None
+    units = int(output_shape[-1]) if output_shape is not None and output_shape[-1] is not None else None
+    run.setup_findings = analyze_setup(context, stats, units)
+    run.callback = TrainingDiagnostics(
+        reporter, state, ProbeMeasure(model, build_loss(spec["loss"]), tracked),
+        probe_batch(x_train, y_train), context, setup_findings=run.setup_findings,
+        retry_attempts=retry_attempts, retry_delay=retry_delay)
+    return run
