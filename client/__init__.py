@@ -1,0 +1,39 @@
+"""Python client for the Trainyard API, and the `trainyard` command line built on it.
+
+    from client import Trainyard
+    ty = Trainyard()                      # $TRAINYARD_URL / $TRAINYARD_TOKEN, or ./var/dev-token
+    job = ty.submit(spec)
+    job = ty.wait(job["id"], on_epoch=lambda row: print(row["epoch"], row["loss"]))
+    ty.download_best(job["id"], "best.keras")
+
+Only `requests` is needed (and `click` for the command line).
+"""
+from client.api import Trainyard
+from client.download import Download
+from client.errors import (
+    ChecksumMismatch,
+    Conflict,
+    ConnectionFailed,
+    JobFailed,
+    NotFound,
+    PayloadTooLarge,
+    ServerError,
+    TrainyardError,
+    Unauthorized,
+    ValidationError,
+)
+
+__all__ = [
+    "ChecksumMismatch",
+    "Conflict",
+    "ConnectionFailed",
+    "Download",
+    "JobFailed",
+    "NotFound",
+    "PayloadTooLarge",
+    "ServerError",
+    "Trainyard",
+    "TrainyardError",
+    "Unauthorized",
+    "ValidationError",
+]

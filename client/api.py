@@ -1,0 +1,164 @@
+"""`Trainyard`: a small synchronous client for the Trainyard HTTP API (see openapi.yaml)."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from client.download import Download, download_verified
+from client.errors import ConnectionFailed, JobFailed, error_for_response
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEV_TOKEN_FILE = Path("var") / "dev-token"
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+def resolve_token(token: str | None) -> str | None:
+    """The token given, else $TRAINYARD_TOKEN, else the one `make run` wrote to ./var/dev-token."""
+    if token:
+        return token
+    token = os.environ.get("TRAINYARD_TOKEN")
+    if token:
+        return token
+    try:
+        return DEV_TOKEN_FILE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+class Trainyard:
+    """Talks to one Trainyard server as one tenant (the token's).
+
+    `url` defaults to $TRAINYARD_URL, then http://127.0.0.1:8000; `token` to $TRAINYARD_TOKEN, then the
+    contents of ./var/dev-token. Every method raises a `TrainyardError` subclass on failure.
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0,
+                 session: requests.Session | None = None) -> None:
+        self.url = (url or os.environ.get("TRAINYARD_URL") or DEFAULT_URL).rstrip("/")
+        self.token = resolve_token(token)
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        if self.token:
+            self.session.headers["Authorization"] = f"Bearer {self.token}"
+
+    # ---------------------------------------------------------------- plumbing
+    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> requests.Response:
+        """One request; a status outside `ok` raises the typed error built from the problem document."""
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            resp = self.session.request(method, self.url + path, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise ConnectionFailed("Cannot reach the Trainyard API",
+                                   f"{method} {self.url}{path} failed: {exc.__class__.__name__}") from exc
+        if resp.status_code not in ok:
+            err = error_for_response(resp)
+            resp.close()
+            raise err
+        return resp
+
+    def _json(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
+        return self.request(method, path, ok=ok, **kwargs).json()
+
+    # ---------------------------------------------------------------- jobs
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Validate and queue a job; returns the job with its normalised spec."""
+        return self._json("POST", "/v1/jobs", ok=(201,), json=spec)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/jobs/{job_id}")
+
+    def list_jobs(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
+        """One page, newest first: `{"jobs": [...], "next_cursor": str | None}`."""
+        params = {k: v for k, v in {"status": status, "limit": limit, "cursor": cursor}.items() if v is not None}
+        return self._json("GET", "/v1/jobs", params=params)
+
+    list = list_jobs
+
+    def iter_jobs(self, status: str | None = None, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every job, newest first, following `next_cursor` page by page."""
+        cursor = None
+        while True:
+            page = self.list_jobs(status=status, limit=page_size, cursor=cursor)
+            yield from page["jobs"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """A queued job ends at once; a running one stops at the next batch (poll or `wait` for it)."""
+        return self._json("POST", f"/v1/jobs/{job_id}/cancel", ok=(202,))
+
+    def delete(self, job_id: str) -> None:
+        self.request("DELETE", f"/v1/jobs/{job_id}", ok=(204,)).close()
+
+    def metrics(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+        """Per-epoch rows (epoch counts from 1), only those after epoch `after`."""
+        return self._json("GET", f"/v1/jobs/{job_id}/metrics", params={"after": after})["epochs"]
+
+    def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+        return self._json("GET", f"/v1/jobs/{job_id}/checkpoints")["checkpoints"]
+
+    def diagnostics(self, job_id: str) -> dict[str, Any]:
+        """`{"variables": [...], "epochs": [...], "findings": [...]}`, findings most severe first."""
+        return self._json("GET", f"/v1/jobs/{job_id}/diagnostics")
+
+    def wait(self, job_id: str, on_epoch: Callable[[dict[str, Any]], Any] | None = None, *, poll: float = 0.5,
+             timeout: float | None = None, raise_on_failure: bool = False) -> dict[str, Any]:
+        """Poll until the job ends and return it, calling `on_epoch(row)` once per new epoch, in order.
+
+        Raises `TimeoutError` after `timeout` seconds, and `JobFailed` when `raise_on_failure` is set and
+        the job ended `failed` or `cancelled`.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = 0
+        while True:
+            # Read the job before its metrics: once it is final, every row it wrote is already visible.
+            job = self.get(job_id)
+            if on_epoch is not None:
+                for row in self.metrics(job_id, after=seen):
+                    seen = row["epoch"]
+                    on_epoch(row)
+            if job["status"] in FINAL_STATUSES:
+                if raise_on_failure and job["status"] != "succeeded":
+                    raise JobFailed(job)
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
+            time.sleep(poll)
+
+    def download_best(self, job_id: str, path: str | os.PathLike[str], *,
+                      on_progress: Callable[[int, int], Any] | None = None) -> Download:
+        """Stream the best checkpoint to `path`, verified against its SHA-256.
+
+        Bytes go to `<path>.part` first and are renamed only once verified; an existing `.part` is
+        resumed with a Range request (guarded by If-Range), and downloaded again from scratch if the
+        resumed file does not verify. `on_progress(done, total)` is called as bytes arrive.
+        """
+        return download_verified(self, job_id, Path(path), on_progress=on_progress)
+
+    # ---------------------------------------------------------------- datasets
+    def upload_dataset(self, path: str | os.PathLike[str], *, target: str | None = None,
+                       format: str | None = None) -> dict[str, Any]:
+        """Upload an `.npz` or `.csv` (with `target`, the column to predict); returns the stored data set."""
+        path = Path(path)
+        data = {k: v for k, v in {"target": target, "format": format}.items() if v is not None}
+        with path.open("rb") as fh:
+            return self._json("POST", "/v1/datasets", ok=(201,), files={"file": (path.name, fh)}, data=data,
+                              timeout=max(self.timeout, 300))
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/v1/datasets")["datasets"]
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/datasets/{dataset_id}")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self.request("DELETE", f"/v1/datasets/{dataset_id}", ok=(204,)).close()

@@ -1,0 +1,304 @@
+"""`trainyard`: the command line on top of `client.Trainyard`.
+
+Exit codes: 0 success; 1 the job failed or was cancelled (`submit --wait`, `watch`); 2 usage error;
+3 the API answered with an error (its problem document is printed); 4 the API could not be reached.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from client import render
+from client.api import DEFAULT_URL, FINAL_STATUSES, Trainyard
+from client.errors import ConnectionFailed, TrainyardError
+
+EXIT_JOB_FAILED = 1
+EXIT_API_ERROR = 3
+EXIT_CONNECTION = 4
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+class TrainyardGroup(click.Group):
+    """Turns client errors into a printed problem and a meaningful exit code, in one place."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConnectionFailed as exc:
+            click.echo(f"error: {exc.title}: {exc.detail}", err=True)
+            ctx.exit(EXIT_CONNECTION)
+        except TrainyardError as exc:
+            line = f"error: {exc.title}" + (f" ({exc.status})" if exc.status else "")
+            click.echo(f"{line}: {exc.detail}" if exc.detail else line, err=True)
+            for item in exc.errors:
+                click.echo(f"  {item.get('field') or '(body)'}: {item.get('message')}", err=True)
+            ctx.exit(EXIT_API_ERROR)
+
+
+def _client(ctx: click.Context) -> Trainyard:
+    return ctx.find_object(Trainyard)  # type: ignore[return-value]
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def _is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of text.")
+
+
+@click.group(cls=TrainyardGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", envvar="TRAINYARD_URL", default=DEFAULT_URL, show_default=True, show_envvar=True,
+              help="The Trainyard API.")
+@click.option("--token", envvar="TRAINYARD_TOKEN", show_envvar=True,
+              help="API token (default: the contents of ./var/dev-token, which `make run` writes).")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per HTTP request.")
+@click.pass_context
+def main(ctx: click.Context, url: str, token: str | None, timeout: float) -> None:
+    """Submit, follow and download Trainyard training jobs."""
+    ctx.obj = Trainyard(url, token, timeout=timeout)
+
+
+# ------------------------------------------------------------------ jobs
+@main.command()
+@click.argument("spec", type=click.File("r"))
+@click.option("--wait", "wait_", is_flag=True, help="Follow the job until it ends (exit 1 if it does not succeed).")
+@click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between polls with --wait.")
+@json_option
+@click.pass_context
+def submit(ctx: click.Context, spec: Any, wait_: bool, poll: float, as_json: bool) -> None:
+    """Submit the job spec in SPEC (a JSON file, or - for stdin)."""
+    try:
+        body = json.load(spec)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="SPEC") from exc
+    job = _client(ctx).submit(body)
+    if not wait_:
+        if as_json:
+            _print_json(job)
+        else:
+            click.echo(f"submitted {job['id']} ({job['status']})")
+        return
+    if not as_json:
+        click.echo(f"submitted {job['id']}")
+    _follow(ctx, job, poll, as_json)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between polls.")
+@json_option
+@click.pass_context
+def watch(ctx: click.Context, job_id: str, poll: float, as_json: bool) -> None:
+    """Follow JOB_ID epoch by epoch, then print a summary (exit 1 if it failed or was cancelled)."""
+    _follow(ctx, _client(ctx).get(job_id), poll, as_json)
+
+
+def _follow(ctx: click.Context, job: dict[str, Any], poll: float, as_json: bool) -> None:
+    ty = _client(ctx)
+    epochs = job["progress"]["epochs"]
+    tty = _is_tty() and not as_json
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        line = render.epoch_line(row, epochs)
+        if tty:
+            width = 24
+            filled = int(width * min(row["epoch"], epochs) / epochs) if epochs else 0
+            click.echo(f"\r[{'#' * filled}{'-' * (width - filled)}] {line}\x1b[K", nl=False)
+        else:
+            click.echo(line)
+
+    try:
+        final = ty.wait(job["id"], on_epoch=None if as_json else on_epoch, poll=poll)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped watching; {job['id']} goes on (trainyard watch {job['id']})", err=True)
+        ctx.exit(130)
+    if as_json:
+        _print_json(final)
+    else:
+        if tty:
+            click.echo()
+        click.echo()
+        click.echo(render.job_summary(final))
+    if final["status"] != "succeeded":
+        ctx.exit(EXIT_JOB_FAILED)
+
+
+@main.command()
+@click.argument("job_id")
+@json_option
+@click.pass_context
+def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """Show one job: status, progress, best value, test metrics, stop reason."""
+    job = _client(ctx).get(job_id)
+    if as_json:
+        _print_json(job)
+    else:
+        click.echo(render.job_summary(job))
+
+
+@main.command("list")
+@click.option("--status", "status_", type=click.Choice(STATUSES), help="Only jobs in this status.")
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True, help="Jobs to show.")
+@json_option
+@click.pass_context
+def list_(ctx: click.Context, status_: str | None, limit: int, as_json: bool) -> None:
+    """List your jobs, newest first."""
+    page = _client(ctx).list_jobs(status=status_, limit=limit)
+    if as_json:
+        _print_json(page)
+    elif not page["jobs"]:
+        click.echo("no jobs")
+    else:
+        click.echo(render.jobs_table(page["jobs"]))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--csv", "as_csv", is_flag=True, help="Comma-separated values with a header row.")
+@json_option
+@click.pass_context
+def metrics(ctx: click.Context, job_id: str, as_csv: bool, as_json: bool) -> None:
+    """Per-epoch metrics of JOB_ID as a table (or --csv, --json)."""
+    if as_csv and as_json:
+        raise click.UsageError("--csv and --json cannot be used together")
+    rows = _client(ctx).metrics(job_id)
+    if as_json:
+        _print_json(rows)
+    elif as_csv:
+        columns = render.metric_columns(rows)
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    elif not rows:
+        click.echo("no epochs finished yet")
+    else:
+        click.echo(render.metrics_table(rows))
+
+
+@main.command()
+@click.argument("job_id")
+@json_option
+@click.pass_context
+def diagnostics(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """Training diagnostics of JOB_ID: findings first, then the last epoch's per-variable dynamics."""
+    diag = _client(ctx).diagnostics(job_id)
+    if as_json:
+        _print_json(diag)
+        return
+    findings = diag.get("findings") or []
+    click.echo(f"findings ({len(findings)})")
+    click.echo(render.findings_text(findings))
+    epochs = diag.get("epochs") or []
+    if epochs:
+        last = epochs[-1]
+        click.echo()
+        click.echo(f"variables at epoch {last['epoch']} (of {len(epochs)} recorded)")
+        click.echo(render.variables_table(last))
+
+
+@main.command()
+@click.argument("job_id")
+@json_option
+@click.pass_context
+def cancel(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """Cancel JOB_ID: a queued job ends at once, a running one at its next batch."""
+    job = _client(ctx).cancel(job_id)
+    if as_json:
+        _print_json(job)
+    elif job["status"] in FINAL_STATUSES:
+        click.echo(f"{job['id']} {job['status']}")
+    else:
+        click.echo(f"cancel requested for {job['id']} ({job['status']}); it stops at its next batch")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--out", "-o", type=click.Path(path_type=Path),
+              help="File (or existing folder) to write; default ./JOB_ID.keras.")
+@click.pass_context
+def download(ctx: click.Context, job_id: str, out: Path | None) -> None:
+    """Download JOB_ID's best checkpoint, verified against its SHA-256 (resumes a .part left behind)."""
+    path = out or Path(f"{job_id}.keras")
+    if path.is_dir():
+        path = path / f"{job_id}.keras"
+    if _is_tty():
+        bar: Any = None
+
+        def on_progress(done: int, total: int) -> None:
+            nonlocal bar
+            if bar is None or bar.length != total or done < bar.pos:
+                if bar is not None:
+                    bar.render_finish()
+                bar = click.progressbar(length=total, label=f"{job_id}.keras", show_pos=True)
+                bar.render_progress()
+            bar.update(done - bar.pos)
+
+        try:
+            result = _client(ctx).download_best(job_id, path, on_progress=on_progress)
+        finally:
+            if bar is not None:
+                bar.render_finish()
+    else:
+        result = _client(ctx).download_best(job_id, path)
+    how = ""
+    if result.restarted:
+        how = " (a partial file did not match and was downloaded again)"
+    elif result.resumed_from:
+        how = f" (resumed at byte {result.resumed_from})"
+    click.echo(f"saved {result.path} ({result.size} bytes, sha256 {result.sha256}){how}")
+
+
+# ------------------------------------------------------------------ datasets
+@main.group()
+def datasets() -> None:
+    """Upload and list data sets."""
+
+
+@datasets.command("upload")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--target", help="CSV only: the column to predict.")
+@click.option("--format", "format_", type=click.Choice(["npz", "csv"]), help="When the file name does not say.")
+@json_option
+@click.pass_context
+def datasets_upload(ctx: click.Context, file: Path, target: str | None, format_: str | None, as_json: bool) -> None:
+    """Upload an .npz (x_train, y_train, ...) or a .csv (with --target)."""
+    ds = _client(ctx).upload_dataset(file, target=target, format=format_)
+    if as_json:
+        _print_json(ds)
+        return
+    splits = ds.get("splits") or {}
+    split_text = " / ".join(f"{k} {v}" for k, v in splits.items() if v)
+    click.echo(f"uploaded {ds['id']}")
+    click.echo(render.key_values([
+        ("name", ds.get("name")), ("format", ds.get("format")), ("splits", split_text),
+        ("input shape", ds.get("input_shape")), ("task", ds.get("task")),
+        ("classes", ds.get("n_classes") or "-"), ("sha256", ds.get("sha256")),
+    ]))
+
+
+@datasets.command("list")
+@json_option
+@click.pass_context
+def datasets_list(ctx: click.Context, as_json: bool) -> None:
+    """Your uploaded data sets, then the built-in ones."""
+    items = _client(ctx).datasets()
+    if as_json:
+        _print_json(items)
+        return
+    rows = [[d["id"], d.get("name") or "-", d.get("task") or "-", str(d.get("input_shape")),
+             " / ".join(f"{k} {v}" for k, v in (d.get("splits") or {}).items() if v)] for d in items]
+    click.echo(render.table(rows, ["ID", "NAME", "TASK", "INPUT", "SPLITS"]))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

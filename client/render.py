@@ -1,0 +1,154 @@
+"""Plain-text rendering for the command line: aligned tables, epoch lines and job summaries."""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+TAIL_COLUMNS = ("learning_rate", "seconds")
+
+
+def fmt(value: Any, key: str = "") -> str:
+    """A cell: learning rates in scientific notation, other floats to 4 decimals, null as '-'."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if key in ("learning_rate", "lr"):
+        return f"{value:.2e}"
+    if key == "seconds":
+        return f"{value:.2f}"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4f}"
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """Columns padded to their widest cell, two spaces apart; numbers right-aligned."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    numeric = [all(_looks_numeric(r[i]) for r in cells) and bool(cells) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers)] + [line(r) for r in cells])
+
+
+def _looks_numeric(s: str) -> bool:
+    if s == "-":
+        return True
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def key_values(pairs: Iterable[tuple[str, Any]]) -> str:
+    pairs = list(pairs)
+    width = max((len(k) for k, _ in pairs), default=0)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in pairs)
+
+
+def metric_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """epoch, loss, the spec's metrics, their val_ copies, then learning_rate and seconds."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    head = [k for k in ("epoch", "loss") if k in keys]
+    tail = [k for k in TAIL_COLUMNS if k in keys]
+    middle = [k for k in keys if k not in head and k not in tail]
+    train = [k for k in middle if not k.startswith("val_")]
+    val = [k for k in middle if k.startswith("val_")]
+    return head + train + val + tail
+
+
+def metrics_table(rows: Sequence[dict[str, Any]]) -> str:
+    columns = metric_columns(rows)
+    return table([[fmt(r.get(c), c) for c in columns] for r in rows], columns)
+
+
+def epoch_line(row: dict[str, Any], epochs: int | None) -> str:
+    """`epoch 3/20  loss 0.4123  val_loss 0.3810  lr 1.00e-03`."""
+    parts = [f"epoch {row['epoch']}/{epochs}" if epochs else f"epoch {row['epoch']}"]
+    parts.append(f"loss {fmt(row.get('loss'))}")
+    if "val_loss" in row:
+        parts.append(f"val_loss {fmt(row.get('val_loss'))}")
+    if "learning_rate" in row:
+        parts.append(f"lr {fmt(row.get('learning_rate'), 'lr')}")
+    return "  ".join(parts)
+
+
+def best_text(job: dict[str, Any]) -> str:
+    best = job.get("best")
+    if not best:
+        return "-"
+    return f"{best.get('monitor') or 'value'} {fmt(best.get('value'))} at epoch {best['epoch']}"
+
+
+def job_summary(job: dict[str, Any]) -> str:
+    """The table `watch` and `status` print: status, progress, best, test metrics, stop reason, error."""
+    progress = job.get("progress") or {}
+    pairs: list[tuple[str, Any]] = [
+        ("job", job["id"]),
+        ("name", job.get("name") or "-"),
+        ("status", job["status"] + (" (cancel requested)" if job.get("cancel_requested")
+                                    and job["status"] not in ("cancelled", "failed", "succeeded") else "")),
+        ("epochs", f"{progress.get('epoch', 0)}/{progress.get('epochs', '?')}"),
+        ("best", best_text(job)),
+    ]
+    for name, value in (job.get("test_metrics") or {}).items():
+        pairs.append((f"test {name}", fmt(value)))
+    pairs.append(("stop reason", job.get("stop_reason") or "-"))
+    if job.get("error"):
+        err = job["error"]
+        pairs.append(("error", f"{err.get('code')}: {err.get('message') or ''}".rstrip(": ")))
+    findings = job.get("findings")
+    if isinstance(findings, dict) and findings.get("count"):
+        by = findings.get("by_severity") or {}
+        pairs.append(("findings", ", ".join(f"{n} {sev}" for sev, n in by.items() if n)
+                      + f" (trainyard diagnostics {job['id']})"))
+    for key in ("created_at", "started_at", "finished_at"):
+        pairs.append((key.replace("_at", ""), job.get(key) or "-"))
+    return key_values(pairs)
+
+
+def jobs_table(jobs: Sequence[dict[str, Any]]) -> str:
+    rows = [[j["id"], j.get("name") or "-", j["status"],
+             f"{j['progress']['epoch']}/{j['progress']['epochs']}", best_text(j), j.get("created_at") or "-"]
+            for j in jobs]
+    return table(rows, ["ID", "NAME", "STATUS", "EPOCH", "BEST", "CREATED"])
+
+
+def findings_text(findings: Sequence[dict[str, Any]]) -> str:
+    if not findings:
+        return "no findings"
+    lines = []
+    for f in findings:
+        where = ", ".join(x for x in (f"layer {f['layer']}" if f.get("layer") else "",
+                                      f"epoch {f['epoch']}" if f.get("epoch") is not None else "") if x)
+        lines.append(f"{f.get('severity', '?').upper():7}  {f.get('code')}" + (f"  ({where})" if where else ""))
+        lines.append(f"         {f.get('message')}")
+        change = f.get("suggested_change")
+        if change:
+            text = change if isinstance(change, str) else json.dumps(change)
+            lines.append(f"         suggested change: {text}")
+    return "\n".join(lines)
+
+
+VARIABLE_COLUMNS = ("grad_norm", "weight_norm", "update_norm", "update_ratio", "zero_grad_fraction")
+
+
+def variables_table(epoch: dict[str, Any]) -> str:
+    rows = [[v.get("layer") or "-", v.get("name") or "-"] + [_sci(v.get(c)) for c in VARIABLE_COLUMNS]
+            for v in epoch.get("variables") or []]
+    return table(rows, ["LAYER", "VARIABLE", *(c.upper() for c in VARIABLE_COLUMNS)])
+
+
+def _sci(value: Any) -> str:
+    return f"{value:.3e}" if isinstance(value, (int, float)) and not isinstance(value, bool) else fmt(value)
