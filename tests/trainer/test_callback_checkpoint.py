@@ -101,3 +101,22 @@ def test_constructor_arguments_are_validated(tmp_path):
         BestCheckpoint(tmp_path, "loss", "lowest", InMemoryReporter(), RunState())
     with pytest.raises(TypeError):
         BestCheckpoint(tmp_path, "loss", "min", object(), RunState())
+
+
+class _CorruptingReporter(InMemoryReporter):
+    """Damages every checkpoint right after it is written, as a failing disk would."""
+
+    def checkpoint_saved(self, epoch, monitor, value, path, size, sha256):
+        super().checkpoint_saved(epoch, monitor, value, path, size, sha256)
+        with open(path, "r+b") as fh:
+            fh.truncate(size // 2)
+
+
+def test_a_run_never_ends_well_with_a_best_checkpoint_that_does_not_load(tmp_path, classification_data):
+    spec = make_spec(training={"epochs": 2})  # no test split: nothing else would read the checkpoint back
+    reporter = _CorruptingReporter()
+    with pytest.raises(Exception):
+        train(spec, classification_data, reporter, tmp_path)
+    assert reporter.result.stop_reason == "error"
+    healthy = train(spec, classification_data, InMemoryReporter(), tmp_path / "healthy")
+    assert healthy.stop_reason == "completed"
