@@ -69,8 +69,15 @@ def run(x, y, enabled: bool) -> tuple[float, float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--side", choices=("on", "off"),
+                        help="run one side once and exit (to time whole processes side by side)")
     args = parser.parse_args()
     x, y = make_data()
+    if args.side:
+        fit_s, whole_s, _ = run(x, y, args.side == "on")
+        print(json.dumps({"benchmark": "diagnostics", "side": args.side, "fit_seconds": round(fit_s, 4),
+                          "whole_seconds": round(whole_s, 4)}))
+        return
     print("warm-up ...", flush=True)
     run(x, y, True)
     run(x, y, False)

@@ -107,8 +107,15 @@ def run_bare(x, y) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--side", choices=("engine", "bare"),
+                        help="run one side once and exit (to time whole processes side by side)")
     args = parser.parse_args()
     x, y = make_data()
+    if args.side:
+        fit_s, whole_s = (run_engine if args.side == "engine" else run_bare)(x, y)
+        print(json.dumps({"benchmark": "engine", "side": args.side, "fit_seconds": round(fit_s, 4),
+                          "whole_seconds": round(whole_s, 4)}))
+        return
     print("warm-up ...", flush=True)
     run_engine(x, y)
     run_bare(x, y)
