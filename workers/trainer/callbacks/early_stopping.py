@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import keras
 
-from .state import RunState, json_float
+from .state import RestoresCounters, RunState, json_float
 
 _MODES = ("auto", "min", "max")
 
 
-class EarlyStopping(keras.callbacks.EarlyStopping):
+class EarlyStopping(RestoresCounters, keras.callbacks.EarlyStopping):
     """``keras.callbacks.EarlyStopping`` with the spec's arguments, validated up front.
 
     ``triggered`` tells the engine whether this callback (rather than a NaN or a stop request) ended
@@ -49,24 +49,17 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
             verbose=0,
         )
         self._state = state
-        self._restored: dict | None = None
 
     def get_state(self) -> dict:
         """What a resumed run needs to keep counting patience where this one stopped."""
         return {"wait": int(self.wait), "best": json_float(self.best), "best_epoch": int(self.best_epoch),
                 "stopped_epoch": int(self.stopped_epoch)}
 
-    def set_state(self, state: dict) -> None:
-        # Keras resets its counters in on_train_begin, so the restored values are applied there.
-        self._restored = dict(state)
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        if self._restored:
-            self.wait = int(self._restored.get("wait", 0))
-            self.best = self._restored.get("best")
-            self.best_epoch = int(self._restored.get("best_epoch", 0))
-            self.stopped_epoch = int(self._restored.get("stopped_epoch", 0))
+    def apply_state(self, state: dict) -> None:
+        self.wait = int(state.get("wait", 0))
+        self.best = state.get("best")
+        self.best_epoch = int(state.get("best_epoch", 0))
+        self.stopped_epoch = int(state.get("stopped_epoch", 0))
 
     @property
     def triggered(self) -> bool:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import keras
 
-from .state import RunState, json_float
+from .state import RestoresCounters, RunState, json_float
 
 
-class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+class ReduceLROnPlateau(RestoresCounters, keras.callbacks.ReduceLROnPlateau):
     """``keras.callbacks.ReduceLROnPlateau`` with the spec's arguments, validated up front.
 
     Only valid with a constant learning rate: a schedule owns the rate, so the engine refuses the
@@ -40,24 +40,17 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
         super().__init__(monitor=monitor, factor=factor, patience=patience, min_delta=min_delta,
                          cooldown=cooldown, min_lr=min_lr, mode="auto", verbose=0)
         self._state = state
-        self._restored: dict | None = None
 
     def get_state(self) -> dict:
         # The reduced rate itself is an optimizer variable, restored with the backup's weights.
         return {"wait": int(self.wait), "best": json_float(self.best),
                 "cooldown_counter": int(self.cooldown_counter)}
 
-    def set_state(self, state: dict) -> None:
-        # Keras resets its counters in on_train_begin, so the restored values are applied there.
-        self._restored = dict(state)
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        if self._restored:
-            self.wait = int(self._restored.get("wait", 0))
-            if self._restored.get("best") is not None:
-                self.best = float(self._restored["best"])
-            self.cooldown_counter = int(self._restored.get("cooldown_counter", 0))
+    def apply_state(self, state: dict) -> None:
+        self.wait = int(state.get("wait", 0))
+        if state.get("best") is not None:
+            self.best = float(state["best"])
+        self.cooldown_counter = int(state.get("cooldown_counter", 0))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

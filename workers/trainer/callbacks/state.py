@@ -63,3 +63,21 @@ def validate_retry(attempts: int, delay: float) -> None:
         raise ValueError(f"retry attempts must be an int >= 1, got {attempts!r}")
     if delay < 0:
         raise ValueError(f"retry delay must be >= 0, got {delay!r}")
+
+
+class RestoresCounters:
+    """Mixin for Keras callbacks that reset their counters in ``on_train_begin``: the counters a resumed
+    run saved (``set_state``) are applied right after that reset, by the subclass' ``apply_state``."""
+
+    _restored: dict | None = None
+
+    def set_state(self, state: dict) -> None:
+        self._restored = dict(state)
+
+    def apply_state(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)  # type: ignore[misc]
+        if self._restored:
+            self.apply_state(self._restored)
