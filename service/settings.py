@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service.spec.limits import SpecLimits
+
 
 class SettingsError(ValueError):
     """A setting is present but unusable; raised at start-up so the process never half-starts."""
@@ -58,6 +60,8 @@ class Settings:
     worker_heartbeat_seconds: float = 5.0
     worker_stale_seconds: float = 30.0
     broker_polling_interval: float = 0.05
+    # Ceilings on what one job spec may ask for; defaults suit a shared GPU box.
+    spec_limits: SpecLimits = field(default_factory=SpecLimits)
     work_dir: Path = field(default=Path("var/work"))
     log_level: str = "INFO"
 
@@ -88,6 +92,14 @@ class Settings:
             worker_heartbeat_seconds=_float(env, "TRAINYARD_WORKER_HEARTBEAT_SECONDS", 5.0, minimum=0.1),
             worker_stale_seconds=_float(env, "TRAINYARD_WORKER_STALE_SECONDS", 30.0, minimum=1.0),
             broker_polling_interval=_float(env, "TRAINYARD_BROKER_POLLING_INTERVAL", 0.05, minimum=0.01),
+            spec_limits=SpecLimits(
+                max_layers=_int(env, "TRAINYARD_MAX_LAYERS", SpecLimits.max_layers, minimum=1),
+                max_params=_int(env, "TRAINYARD_MAX_PARAMS", SpecLimits.max_params, minimum=1),
+                max_epochs=_int(env, "TRAINYARD_MAX_EPOCHS", SpecLimits.max_epochs, minimum=1),
+                max_batch_size=_int(env, "TRAINYARD_MAX_BATCH_SIZE", SpecLimits.max_batch_size, minimum=1),
+                max_runtime_seconds=_int(env, "TRAINYARD_MAX_RUNTIME_SECONDS", SpecLimits.max_runtime_seconds,
+                                         minimum=1),
+            ),
             work_dir=Path(env.get("TRAINYARD_WORK_DIR") or (var_dir / "work")).resolve(),
             log_level=(env.get("TRAINYARD_LOG_LEVEL") or "INFO").upper(),
         )

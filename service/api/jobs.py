@@ -105,7 +105,7 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
         return _replayed(earlier)
     with svc.db.session() as s:
         try:
-            spec = validate_spec(raw, datasets=dataset_lookup(s, tenant_id()))
+            spec = validate_spec(raw, datasets=dataset_lookup(s, tenant_id()), limits=svc.settings.spec_limits)
         except SpecError as exc:
             raise ValidationFailed(
                 "The job spec is not valid: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in exc.errors[:3])

@@ -120,3 +120,30 @@ def test_unknown_route_and_method_are_problems(client: Any, auth: dict[str, str]
 def test_metrics_after_must_be_a_number(client: Any, auth: dict[str, str]) -> None:
     job_id = client.post("/v1/jobs", json=tiny_spec(), headers=auth).get_json()["id"]
     assert client.get(f"/v1/jobs/{job_id}/metrics?after=x", headers=auth).status_code == 422
+
+
+def test_operator_limits_from_settings_are_enforced(settings: Any, make_token: Any) -> None:
+    from service import create_app
+    from service.settings import Settings
+
+    limited = Settings.from_env({
+        "TRAINYARD_DATABASE_URL": settings.database_url, "TRAINYARD_BROKER_URL": settings.broker_url,
+        "TRAINYARD_VAR_DIR": str(settings.var_dir),
+        "TRAINYARD_MAX_EPOCHS": "5", "TRAINYARD_MAX_PARAMS": "100", "TRAINYARD_MAX_LAYERS": "2"})
+    client = create_app(limited).test_client()
+    headers = {"Authorization": f"Bearer {make_token('limited')}"}
+    too_long = client.post("/v1/jobs", json=tiny_spec(training={"epochs": 6}), headers=headers)
+    assert too_long.status_code == 422
+    fields = {e["field"] for e in too_long.get_json()["errors"]}
+    assert "training.epochs" in fields
+    big = tiny_spec(model={"input_shape": [4], "layers": [{"type": "dense", "units": 64, "activation": "relu"},
+                                                          {"type": "dense", "units": 3, "activation": "softmax"}]})
+    resp = client.post("/v1/jobs", json=big, headers=headers)
+    assert resp.status_code == 422 and "model" in {e["field"] for e in resp.get_json()["errors"]}
+    deep = tiny_spec(model={"input_shape": [4], "layers": [{"type": "dense", "units": 3, "activation": "relu"}] * 2
+                            + [{"type": "dense", "units": 3, "activation": "softmax"}]})
+    assert client.post("/v1/jobs", json=deep, headers=headers).status_code == 422
+    # Within the limits the same app accepts a job.
+    small = tiny_spec(model={"input_shape": [4], "layers": [{"type": "dense", "units": 3, "activation": "softmax"}]},
+                      training={"epochs": 5, "batch_size": 16, "seed": 1})
+    assert client.post("/v1/jobs", json=small, headers=headers).status_code == 201
