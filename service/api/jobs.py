@@ -36,6 +36,10 @@ def job_links(job_id: str) -> dict[str, str]:
 SEVERITIES = ("error", "warning", "info")
 
 
+def _no_findings() -> dict[str, Any]:
+    return {"count": 0, "by_severity": dict.fromkeys(SEVERITIES, 0)}
+
+
 def finding_counts(session: Session, job_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Findings per job and severity, in one grouped query for a whole page of jobs."""
     counts: dict[str, dict[str, Any]] = {}
@@ -46,7 +50,7 @@ def finding_counts(session: Session, job_ids: list[str]) -> dict[str, dict[str, 
         .where(Finding.job_id.in_(job_ids)).group_by(Finding.job_id, Finding.severity)
     )
     for job_id, severity, n in rows:
-        entry = counts.setdefault(job_id, {"count": 0, "by_severity": dict.fromkeys(SEVERITIES, 0)})
+        entry = counts.setdefault(job_id, _no_findings())
         entry["count"] += n
         entry["by_severity"][severity] = entry["by_severity"].get(severity, 0) + n
     return counts
@@ -82,9 +86,14 @@ def job_resource(job: Job, findings: dict[str, Any] | None = None) -> dict[str, 
         }
         if info
         else None,
-        "findings": findings or {"count": 0, "by_severity": dict.fromkeys(SEVERITIES, 0)},
+        "findings": findings or _no_findings(),
         "links": job_links(job.id),
     }
+
+
+def job_with_findings(session: Session, job: Job) -> dict[str, Any]:
+    """One job's resource, with its finding counts."""
+    return job_resource(job, finding_counts(session, [job.id]).get(job.id))
 
 
 def load_job(session: Session, job_id: str) -> Job:
@@ -161,8 +170,8 @@ def list_jobs() -> Response:
     stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     with svc.db.session() as s:
         rows = list(s.execute(stmt).scalars())
-        counts = finding_counts(s, [j.id for j in rows[:limit]])
-    page = rows[:limit]
+        page = rows[:limit]
+        counts = finding_counts(s, [j.id for j in page])
     next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
     return jsonify({"jobs": [job_resource(j, counts.get(j.id)) for j in page], "next_cursor": next_cursor})
 
@@ -170,8 +179,7 @@ def list_jobs() -> Response:
 @bp.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     with services().db.session() as s:
-        job = load_job(s, job_id)
-        return jsonify(job_resource(job, finding_counts(s, [job.id]).get(job.id)))
+        return jsonify(job_with_findings(s, load_job(s, job_id)))
 
 
 @bp.post("/v1/jobs/<job_id>/cancel")
@@ -186,7 +194,7 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
             job.status = "cancelled"
             job.stop_reason = "cancelled"
             job.finished_at = utcnow()
-        return jsonify(job_resource(job, finding_counts(s, [job.id]).get(job.id))), 202
+        return jsonify(job_with_findings(s, job)), 202
 
 
 @bp.delete("/v1/jobs/<job_id>")
