@@ -140,7 +140,3 @@ class WorkerRuntime:
                 step()
             except Exception:
                 logger.warning("reaping %s failed; will retry", what, exc_info=True)
-
-    def sweep_outbox(self) -> int:
-        """Enqueue queued jobs the broker never accepted (it was down when they were submitted)."""
-        return len(reaper.send_unsent(self.db, self.send))
