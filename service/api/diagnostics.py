@@ -7,13 +7,13 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy import select
 
 from service.api.common import int_arg, iso
-from service.api.jobs import load_job
+from service.api.jobs import SEVERITIES, load_job
 from service.app import services
 from service.db.models import EpochDiagnostics, Finding
 
 bp = Blueprint("diagnostics", __name__)
 
-SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+SEVERITY_ORDER = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 VARIABLE_FIELDS = ("layer", "name", "grad_norm", "weight_norm", "update_norm", "update_ratio",
                    "zero_grad_fraction")
 
