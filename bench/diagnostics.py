@@ -33,15 +33,17 @@ def intrinsic_cost(x, y) -> float:
     from workers.trainer.diagnostics.probe import ProbeMeasure, probe_batch, trainable_variables
     from workers.trainer.layers import build_model
     from workers.trainer.losses import build_loss
+    from workers.trainer.optimizers import build_optimizer
     from workers.trainer.preflight import preflight
 
     prepared = prepare_data(SPEC, TrainData(x, y))
     model = build_model(SPEC)
+    model.compile(optimizer=build_optimizer(SPEC["optimizer"], SPEC["schedule"], len(x) // 128 + 1),
+                  loss=build_loss(SPEC["loss"]))
     tracked = trainable_variables(model)
     context = RunContext(SPEC, [t.describe() for t in tracked])
     began = time.perf_counter()
-    preflight(model, SPEC, prepared.x_train, prepared.y_train, steps_per_epoch=len(x) // 128 + 1,
-              context=context)
+    preflight(model, SPEC, prepared.x_train, prepared.y_train, context=context)
     measure = ProbeMeasure(model, build_loss(SPEC["loss"]), tracked)
     probe = probe_batch(prepared.x_train, prepared.y_train)
     history = []

@@ -6,6 +6,8 @@ import pytest
 from workers.trainer import InMemoryReporter, TrainData, train
 from workers.trainer.diagnostics.findings import RunContext
 from workers.trainer.layers import build_model
+from workers.trainer.losses import build_loss
+from workers.trainer.optimizers import build_optimizer
 from workers.trainer.preflight import preflight
 
 from .specs import layer, make_spec, optimizer
@@ -68,14 +70,20 @@ def test_preflight_restores_every_variable():
         layer("batch_normalization"), layer("dense", units=3, activation="softmax")]},
         optimizer=optimizer("adam", learning_rate=0.1))
     model = build_model(spec)
+    model.compile(optimizer=build_optimizer(spec["optimizer"], spec["schedule"], 2),
+                  loss=build_loss(spec["loss"]))
     before = [v.numpy().copy() for v in model.variables]
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(32, 4)).astype(np.float32), rng.integers(0, 3, size=32)
-    checked = preflight(model, spec, x, y, steps_per_epoch=2, context=RunContext(spec))
+    checked = preflight(model, spec, x, y, context=RunContext(spec))
     assert checked.ok and len(checked.losses) == 3
     assert checked.losses[-1] < checked.losses[0]  # it really trained
     for v, b in zip(model.variables, before):
         np.testing.assert_array_equal(v.numpy(), b, err_msg=v.path)
+    # The optimizer is built as fit would build it, and left as if it had never stepped.
+    assert model.optimizer.built and int(model.optimizer.iterations.numpy()) == 0
+    assert all(not np.any(v.numpy()) for v in model.optimizer.variables
+               if v is not model.optimizer.iterations and "learning_rate" not in v.path)
 
 
 def test_run_after_preflight_equals_run_without_it(tmp_path):

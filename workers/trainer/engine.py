@@ -189,7 +189,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
         # A resumed run already passed preflight; it restores every variable it touches (preflight.py).
         if diagnostics.preflight and resume is None:
             checked = preflight(model, spec, prepared.x_train, prepared.y_train,
-                                steps_per_epoch=steps_per_epoch, context=diagnostics.context)
+                                context=diagnostics.context, measure=diagnostics.measure)
             if not checked.ok:
                 diagnostics.report(reporter, checked.findings, attempts=RETRY_ATTEMPTS,
                                    delay=RETRY_DELAY_SECONDS)
@@ -273,7 +273,8 @@ _WARM_UP_SPEC = {
     "training": {"epochs": 1, "batch_size": 16, "shuffle": True, "seed": None,
                  "mixed_precision": False, "jit_compile": False},
     "limits": {"max_runtime_seconds": None},
-    "diagnostics": {"enabled": False},
+    # On, so a worker's first job does not pay the first use of the probe's and preflight's eager ops.
+    "diagnostics": {"enabled": True, "preflight": True},
 }
 
 

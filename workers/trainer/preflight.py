@@ -3,11 +3,14 @@
 A job whose loss is NaN within a few steps, or whose gradients are zero for every trainable variable,
 will not get better in hours; it fails at once with a ``diverged`` or ``zero_gradients`` finding.
 
-The steps run on the real model with a separate optimizer built from the same spec, and everything
-they touch is put back afterwards: every model variable (weights, batch-norm statistics, the dropout
-layers' seed-generator states) and Keras' global seed generator if one exists. They read no data
-pipeline and draw from no global random stream, so the real run starts from exactly the weights,
-optimizer state and random stream it would have had without preflight.
+The steps run through the compiled model's own ``fit`` on a one-batch data set, so they use (and trace)
+the very train function the real run uses: the real run's first epoch then skips the tracing it would
+have paid anyway, and preflight costs a gradient measurement and a few steps, not a second compilation.
+Everything they touch is put back afterwards: every model variable (weights, batch-norm statistics,
+the dropout layers' seed-generator states), every optimizer variable (built here exactly as fit would
+build it: iteration counter, slots, loss scale) and Keras' global seed generator if one exists. They
+draw from no global random stream, so the real run starts from exactly the weights, optimizer state and
+random stream it would have had without preflight.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .data import make_dataset
 from .diagnostics.findings import RunContext, check_diverged, zero_gradient_findings
-from .diagnostics.probe import trainable_variables
+from .diagnostics.probe import ProbeMeasure, trainable_variables
 from .losses import build_loss
-from .optimizers import build_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -51,56 +54,72 @@ def _global_seed_state() -> keras.Variable | None:
     return getattr(generator, "state", None)
 
 
-def preflight(model: keras.Model, spec: dict, x: np.ndarray, y: np.ndarray, *, steps_per_epoch: int,
-              context: RunContext, steps: int = PREFLIGHT_STEPS) -> PreflightResult:
-    """Train ``steps`` steps on the first batch of (x, y), then restore the model's every variable."""
+class _StepLosses(keras.callbacks.Callback):
+    """Each preflight step is a one-step epoch, so each epoch's loss is that step's loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.losses: list[float] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        value = float(logs.get("loss", float("nan")))
+        self.losses.append(value)
+        if not math.isfinite(value):
+            self.model.stop_training = True
+
+
+def preflight(model: keras.Model, spec: dict, x: np.ndarray, y: np.ndarray, *, context: RunContext,
+              steps: int = PREFLIGHT_STEPS, measure: ProbeMeasure | None = None) -> PreflightResult:
+    """Measure gradients on the first batch of (x, y) and train ``steps`` steps on it with the compiled
+    ``model``, then restore every variable of the model and its optimizer.
+
+    ``measure`` (the run's diagnostics probe, if any) is reused for the gradient measurement.
+    """
     began = time.perf_counter()
     batch = int(spec["training"]["batch_size"])
-    xb, yb = tf.convert_to_tensor(x[:batch]), tf.convert_to_tensor(y[:batch])
-    tracked = trainable_variables(model)
-    variables = [t.variable for t in tracked]
+    xb, yb = x[:batch], y[:batch]
+    if measure is None:
+        measure = ProbeMeasure(model, build_loss(spec["loss"]), trainable_variables(model))
+    optimizer = model.optimizer
+    if not optimizer.built:  # as fit would: same variables, same initial values
+        optimizer.build(model.trainable_variables)
     seed_state = _global_seed_state()
     saved = [v.numpy() for v in model.variables]
+    saved_optimizer = [v.numpy() for v in optimizer.variables]
     saved_seed = seed_state.numpy() if seed_state is not None else None
-    # A separate optimizer: the real one stays unbuilt, with no slots and iterations == 0.
-    optimizer = build_optimizer(spec["optimizer"], spec.get("schedule") or {"type": "constant"},
-                                steps_per_epoch)
-    loss_fn = build_loss(spec["loss"])
     result = PreflightResult(stop_reason=None)
     try:
-        for step in range(1, steps + 1):
-            with tf.GradientTape() as tape:
-                predictions = model(xb, training=True)
-                loss = loss_fn(yb, predictions)
-                if model.losses:
-                    loss = loss + tf.add_n([tf.cast(l, loss.dtype) for l in model.losses])
-            value = float(loss)
-            result.losses.append(value)
-            if not math.isfinite(value):
-                lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        loss, rows = measure.measure(tf.convert_to_tensor(xb), tf.convert_to_tensor(yb), measure.snapshot())
+        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        if not math.isfinite(loss):
+            result.losses.append(loss)
+            result.stop_reason = "nan_loss"
+        elif rows and all(r["zero_grad_fraction"] == 1.0 for r in rows):
+            record = {"epoch": None, "variables": [
+                {k: r[k] for k in ("layer", "name", "grad_norm", "zero_grad_fraction")} for r in rows]}
+            result.stop_reason = "no_gradients"
+            result.findings = zero_gradient_findings(record, context, severity="error")
+        else:
+            # The same data pipeline as the real run (element spec included): fit reuses the trace.
+            recorder = _StepLosses()
+            model.fit(make_dataset(xb, yb, batch).repeat(), epochs=steps, steps_per_epoch=1, verbose=0,
+                      callbacks=[recorder], shuffle=False)
+            result.losses = recorder.losses
+            if result.losses and not math.isfinite(result.losses[-1]):
                 result.stop_reason = "nan_loss"
-                result.findings = check_diverged([], context, nan={
-                    "epoch": None, "preflight": True, "step": step, "learning_rate": lr,
-                    "preflight_losses": result.losses})
-                break
-            grads = tape.gradient(loss, [v.value for v in variables],
-                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            if step == 1:
-                record = {"epoch": None, "variables": [
-                    {"layer": t.layer, "name": t.name, "grad_norm": float(tf.norm(g)),
-                     "zero_grad_fraction": float(tf.reduce_mean(tf.cast(tf.equal(g, 0), tf.float32)))}
-                    for t, g in zip(tracked, grads)]}
-                if record["variables"] and all(v["zero_grad_fraction"] == 1.0
-                                               for v in record["variables"]):
-                    result.stop_reason = "no_gradients"
-                    result.findings = zero_gradient_findings(record, context, severity="error")
-                    break
-            optimizer.apply_gradients(zip(grads, variables))
+        if result.stop_reason == "nan_loss":
+            result.findings = check_diverged([], context, nan={
+                "epoch": None, "preflight": True, "step": len(result.losses), "learning_rate": lr,
+                "preflight_losses": result.losses})
     finally:
         for v, value in zip(model.variables, saved):
             v.assign(value)
+        for v, value in zip(optimizer.variables, saved_optimizer):
+            v.assign(value)
         if seed_state is not None:
             seed_state.assign(saved_seed)
+        model.reset_metrics()
     result.seconds = time.perf_counter() - began
     logger.info("preflight: %s after %d step(s), losses %s, %.3f s", result.stop_reason or "ok",
                 len(result.losses), result.losses, result.seconds)

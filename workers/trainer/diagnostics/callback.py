@@ -62,6 +62,10 @@ class TrainingDiagnostics(keras.callbacks.Callback):
     def tracked(self) -> list[TrackedVariable]:
         return self._measure.tracked
 
+    @property
+    def measure(self) -> ProbeMeasure:
+        return self._measure
+
     def on_epoch_begin(self, epoch, logs=None):
         began = time.perf_counter()
         self._epoch = epoch + 1

@@ -34,6 +34,10 @@ class RunDiagnostics:
     def variables(self) -> list[dict]:
         return self.context.variables
 
+    @property
+    def measure(self) -> ProbeMeasure | None:
+        return self.callback.measure if self.callback is not None else None
+
     def report(self, reporter, findings: list[dict], *, attempts: int, delay: float) -> None:
         if findings and reports_diagnostics(reporter):
             call_with_retry(reporter.findings, merge(self.setup_findings, findings), attempts=attempts,
