@@ -57,8 +57,12 @@ def _finite(value: Any) -> float | None:
 
 class DbReporter:
     def __init__(self, db: Database, store: ArtifactStore, job_id: str, *, stop_check_seconds: float = 0.5,
-                 max_runtime_seconds: float | None = None, retries: int = 3) -> None:
+                 max_runtime_seconds: float | None = None, retries: int = 3,
+                 timings: dict[str, float] | None = None) -> None:
         self.db = db
+        # Seconds of phases timed before the trainer ran (loading the data set); the trainer's own
+        # phases are added from its result.
+        self.timings = dict(timings or {})
         self.store = store
         self.job_id = job_id
         self.stop_check_seconds = stop_check_seconds
@@ -219,7 +223,12 @@ class DbReporter:
                     return
                 for k, v in values.items():
                     setattr(job, k, v)
+                info = dict(job.model_info or {})
                 if result.normalization is not None:
-                    job.model_info = {**(job.model_info or {}), "normalization": result.normalization}
+                    info["normalization"] = result.normalization
+                timings = {**self.timings, **(getattr(result, "timings", None) or {})}
+                if timings:
+                    info["timings"] = timings
+                job.model_info = info
 
         self._retry("recording the job's end", write)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 
 from service.datasets import DatasetError, load_builtin, load_csv, load_npz
 from service.db.models import Dataset, Job, utcnow
@@ -87,8 +88,10 @@ def train_job(job_id: str) -> None:
     runtime.settings.work_dir.mkdir(parents=True, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix=f"{job_id}-", dir=runtime.settings.work_dir)
     try:
+        began = time.perf_counter()
         data = load_data(job_id, spec["dataset"]["id"], workdir)
         resume = prepare_resume(runtime.store, claimed, workdir)
+        data_seconds = round(time.perf_counter() - began, 4)
         max_runtime = (spec.get("limits") or {}).get("max_runtime_seconds")
         if max_runtime and resume is not None:
             # The limit covers the whole job, earlier attempts included.
@@ -96,7 +99,8 @@ def train_job(job_id: str) -> None:
         # retries=6: writes wait out about 12 s of database outage (a Postgres restart) before giving up.
         reporter = LeasedReporter(runtime.db, runtime.store, job_id, max_runtime_seconds=max_runtime, retries=6,
                                   worker_id=runtime.worker_id, attempt=claimed.attempt,
-                                  shutting_down=runtime.shutting_down, lease_lost=runtime.lease_lost)
+                                  shutting_down=runtime.shutting_down, lease_lost=runtime.lease_lost,
+                                  timings={"data": data_seconds})
         result = train(spec, data, reporter, workdir, resume=resume)
         if result.stop_reason == "interrupted" and not runtime.lease_lost.is_set():
             _requeue(claimed)

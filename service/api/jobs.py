@@ -87,8 +87,21 @@ def job_resource(job: Job, findings: dict[str, Any] | None = None) -> dict[str, 
         if info
         else None,
         "findings": findings or _no_findings(),
+        "timings": job_timings(job),
         "links": job_links(job.id),
     }
+
+
+def job_timings(job: Job) -> dict[str, float] | None:
+    """Where a job's time went: waiting in the queue, then the worker's phases once it has finished."""
+    if job.started_at is None:
+        return None
+    out = {"queued_seconds": round((job.started_at - job.created_at).total_seconds(), 4)}
+    for phase, seconds in ((job.model_info or {}).get("timings") or {}).items():
+        out[f"{phase}_seconds"] = seconds
+    if job.finished_at is not None:
+        out["total_seconds"] = round((job.finished_at - job.created_at).total_seconds(), 4)
+    return out
 
 
 def job_with_findings(session: Session, job: Job) -> dict[str, Any]:

@@ -52,6 +52,10 @@ def test_digits_job_succeeds_with_high_test_accuracy(digits_job: dict[str, Any])
     assert digits_job["best"]["monitor"] == "val_loss"
     assert digits_job["started_at"] and digits_job["finished_at"]
     assert digits_job["model"]["params"] == 64 * 64 + 64 + 64 * 10 + 10
+    timings = digits_job["timings"]
+    assert set(timings) == {"queued_seconds", "data_seconds", "setup_seconds", "preflight_seconds",
+                            "fit_seconds", "evaluate_seconds", "total_seconds"}
+    assert 0 < timings["fit_seconds"] < timings["total_seconds"]
 
 
 def test_metrics_one_row_per_epoch_counting_from_one(api_url: str, auth: dict[str, str], digits_job: dict[str, Any]) -> None:

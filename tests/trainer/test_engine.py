@@ -1,4 +1,5 @@
 import json
+import time
 
 import keras
 import numpy as np
@@ -19,7 +20,9 @@ def test_started_info_and_result(tmp_path, classification_data):
     data.x_test, data.y_test = data.x_train[:8], data.y_train[:8]
     reporter = InMemoryReporter()
     assert isinstance(reporter, Reporter)
+    began = time.perf_counter()
     result = train(make_spec(training={"epochs": 2}), data, reporter, tmp_path / "job")
+    took = time.perf_counter() - began
     info = reporter.info
     assert info["params"] == info["trainable_params"] == (4 * 8 + 8) + (8 * 3 + 3)
     assert [row["type"] for row in info["summary"]] == ["dense", "dense"]
@@ -32,6 +35,10 @@ def test_started_info_and_result(tmp_path, classification_data):
     assert result.stop_reason == "completed" and result.epochs_run == 2
     assert set(result.test_metrics) == {"loss", "accuracy"}
     assert all(type(v) is float for v in result.test_metrics.values())
+    # Each phase is timed, and the phases account for the call (bar the final report).
+    assert set(result.timings) == {"setup", "preflight", "fit", "evaluate"}
+    assert all(v > 0 for v in result.timings.values())
+    assert sum(result.timings.values()) <= took
 
 
 def test_an_exception_in_fit_is_reported_then_raised(tmp_path, classification_data):

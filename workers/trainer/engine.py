@@ -68,6 +68,15 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
     epoch is backed up to ``workdir/backup``; ``resume`` continues such a backup at its next epoch.
     """
     started_at = time.monotonic()
+    timings: dict[str, float] = {}
+    phase_began = time.perf_counter()
+
+    def phase_done(name: str) -> None:
+        nonlocal phase_began
+        now = time.perf_counter()
+        timings[name] = round(now - phase_began, 4)
+        phase_began = now
+
     workdir = Path(workdir)
     training = spec["training"]
     callbacks_spec = spec.get("callbacks") or {}
@@ -87,6 +96,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
             best_checkpoint=str(checkpoint.best_path) if checkpoint and checkpoint.best_path else None,
             test_metrics=test_metrics,
             normalization=normalization,
+            timings=dict(timings),
         )
 
     try:
@@ -182,6 +192,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
             "jit_compile": jit_compile,
         }
         info["variables"] = diagnostics.variables
+        phase_done("setup")
         call_with_retry(reporter.started, info, attempts=RETRY_ATTEMPTS, delay=RETRY_DELAY_SECONDS,
                         what="started")
         diagnostics.report(reporter, diagnostics.setup_findings, attempts=RETRY_ATTEMPTS,
@@ -190,6 +201,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
         if diagnostics.preflight and resume is None:
             checked = preflight(model, spec, prepared.x_train, prepared.y_train,
                                 context=diagnostics.context, measure=diagnostics.measure)
+            phase_done("preflight")
             if not checked.ok:
                 diagnostics.report(reporter, checked.findings, attempts=RETRY_ATTEMPTS,
                                    delay=RETRY_DELAY_SECONDS)
@@ -206,9 +218,11 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
             seed=seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0]),
         )
         val_ds = make_dataset(prepared.x_val, prepared.y_val, batch_size) if has_validation else None
+        # "fit" counts building the data sets above: they copy the arrays into tensors.
         # shuffle=False: the dataset shuffles itself; fit would only warn about the flag.
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, callbacks=callbacks,
                   shuffle=False, initial_epoch=initial_epoch)
+        phase_done("fit")
 
         if state.stop_reason is not None:
             stop_reason = state.stop_reason
@@ -232,6 +246,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
                         delay=RETRY_DELAY_SECONDS, what="finished(error)")
         raise
 
+    phase_done("evaluate")
     final = result(stop_reason, test_metrics)
     call_with_retry(reporter.finished, final, attempts=RETRY_ATTEMPTS, delay=RETRY_DELAY_SECONDS,
                     what="finished")

@@ -52,6 +52,9 @@ class TrainResult:
     best_checkpoint: str | None
     test_metrics: dict[str, float] | None
     normalization: dict[str, Any] | None
+    # Wall seconds per phase of this call: setup (data preparation, model build and compile), preflight,
+    # fit, evaluate (test split or checkpoint check); phases not reached are absent.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @runtime_checkable
