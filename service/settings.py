@@ -63,6 +63,8 @@ class Settings:
     # Ceilings on what one job spec may ask for; defaults suit a shared GPU box.
     spec_limits: SpecLimits = field(default_factory=SpecLimits)
     work_dir: Path = field(default=Path("var/work"))
+    # Bytes of uploaded data sets a worker machine keeps in work_dir/datasets; 0 fetches every time.
+    dataset_cache_bytes: int = 4 * 1024**3
     log_level: str = "INFO"
 
     @property
@@ -101,6 +103,7 @@ class Settings:
                                          minimum=1),
             ),
             work_dir=Path(env.get("TRAINYARD_WORK_DIR") or (var_dir / "work")).resolve(),
+            dataset_cache_bytes=_int(env, "TRAINYARD_DATASET_CACHE_BYTES", 4 * 1024**3, minimum=0),
             log_level=(env.get("TRAINYARD_LOG_LEVEL") or "INFO").upper(),
         )
         return settings

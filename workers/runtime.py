@@ -15,6 +15,7 @@ from service.queue import QUEUE, enqueue_job
 from service.settings import Settings
 from service.store import ArtifactStore, make_store
 from workers import leases, reaper
+from workers.dataset_cache import DatasetCache
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ class WorkerRuntime:
     @cached_property
     def store(self) -> ArtifactStore:
         return make_store(self.db, self.settings.artifact_url)
+
+    @cached_property
+    def dataset_cache(self) -> DatasetCache:
+        return DatasetCache(self.settings.work_dir / "datasets", self.settings.dataset_cache_bytes)
 
     def reset_after_fork(self) -> None:
         # Connections inherited across fork are shared sockets; drop them without closing the parent's.

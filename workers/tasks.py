@@ -10,11 +10,12 @@ import logging
 import shutil
 import tempfile
 import time
+from pathlib import Path
 
 from service.datasets import DatasetError, load_builtin, load_csv, load_npz
 from service.db.models import Dataset, Job, utcnow
 from service.queue import TRAIN_TASK
-from service.store import ArtifactMissing, download_to
+from service.store import ArtifactMissing
 from workers import leases
 from workers.celery_app import app, runtime
 from workers.leases import Claim
@@ -63,11 +64,12 @@ def load_data(job_id: str, dataset_id: str, tmpdir: str) -> TrainData:
         else:
             with runtime.db.session() as s:
                 row = s.get(Dataset, dataset_id)
-                key, fmt, target = (row.artifact_key, row.format, (row.info or {}).get("target")) if row else (None, None, None)
-            if key is None:
-                raise JobFailed("dataset_unavailable", f"Data set {dataset_id} was deleted before the job started.")
-            path = f"{tmpdir}/data.{fmt}"
-            download_to(runtime.store, key, path)
+                if row is None:
+                    raise JobFailed("dataset_unavailable", f"Data set {dataset_id} was deleted before the job started.")
+                key, fmt, sha256, size = row.artifact_key, row.format, row.sha256, row.size_bytes
+                target = (row.info or {}).get("target")
+            path = runtime.dataset_cache.fetch(runtime.store, key, sha256, size, f".{fmt}",
+                                               fallback=Path(tmpdir) / f"data.{fmt}")
             arrays = load_npz(path) if fmt == "npz" else load_csv(path, target)
     except (DatasetError, ArtifactMissing) as exc:
         raise JobFailed("dataset_unavailable", f"Data set {dataset_id} could not be read: {exc}") from exc
