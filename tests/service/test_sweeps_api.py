@@ -1,0 +1,140 @@
+"""Sweeps through the Flask app on real Postgres, every request and response checked against openapi.yaml;
+and the controller's top-up under concurrency. No worker: trials stay queued until cancelled here."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sqlalchemy import update
+
+from service.db.models import Job
+from service.db.sweeps import Sweep
+from service.sweeps import controller
+from tests.conftest import tiny_spec
+from tests.service.test_openapi import Api, api, load_document, openapi  # noqa: F401 (fixtures)
+
+
+def example_body() -> dict[str, Any]:
+    content = load_document()["paths"]["/v1/sweeps"]["post"]["requestBody"]["content"]["application/json"]
+    return content["examples"]["learningRateAndUnits"]["value"]
+
+
+def test_submit_read_list_and_cancel_a_sweep(api: Api, other_auth: dict[str, str], app: Any) -> None:
+    body = {**example_body(), "seed": 11}
+    resp = api("POST", "/v1/sweeps", 201, json_body=body)
+    sweep = resp.get_json()
+    assert resp.headers["Location"] == f"/v1/sweeps/{sweep['id']}"
+    assert sweep["status"] == "running" and sweep["seed"] == 11
+    assert sweep["objective"] == {"metric": "val_loss", "mode": "min"}
+    assert sweep["progress"]["submitted"] == 2 and sweep["progress"]["max_trials"] == 8
+    assert [t["trial"] for t in sweep["trials"]] == [0, 1] and all(t["rank"] is None for t in sweep["trials"])
+    assert sweep["best_job_id"] is None and "best_checkpoint" not in sweep["links"]
+    assert [t["params"]["model.layers[0].units"] for t in sweep["trials"]] == [32, 64]
+
+    # Trials are ordinary jobs: linked to the sweep, named after it, checkpointing the objective.
+    job = api("GET", sweep["trials"][1]["links"]["job"], 200).get_json()
+    assert job["sweep"] == {"id": sweep["id"], "trial": 1}
+    assert job["name"] == "iris-mlp (trial 1)"
+    assert job["spec"]["model"]["layers"][0]["units"] == 64
+    assert job["spec"]["optimizer"]["learning_rate"] == sweep["trials"][1]["params"]["optimizer.learning_rate"]
+    assert job["spec"]["callbacks"]["checkpoint"] == {"monitor": "val_loss", "mode": "min"}
+
+    # The same seed draws the same values; an Idempotency-Key replays the sweep itself.
+    again = api("POST", "/v1/sweeps", 201, json_body=body, headers={"Idempotency-Key": "sweep-once"}).get_json()
+    assert [t["params"] for t in again["trials"]] == [t["params"] for t in sweep["trials"]]
+    replay = api("POST", "/v1/sweeps", 201, json_body=body, headers={"Idempotency-Key": "sweep-once"})
+    assert replay.headers["Idempotent-Replayed"] == "true" and replay.get_json()["id"] == again["id"]
+    assert len(replay.get_json()["trials"]) == 2  # no second round of trials
+    api("POST", "/v1/sweeps", 409, json_body={**body, "seed": 12}, headers={"Idempotency-Key": "sweep-once"})
+
+    listed = api("GET", "/v1/sweeps", 200, query={"limit": 1}).get_json()
+    assert listed["sweeps"][0]["id"] == again["id"] and listed["next_cursor"]
+    page2 = api("GET", "/v1/sweeps", 200, query={"limit": 1, "cursor": listed["next_cursor"]}).get_json()
+    assert sweep["id"] in {s["id"] for s in page2["sweeps"]}
+    assert {s["id"] for s in api("GET", "/v1/sweeps", 200, query={"status": "running"}).get_json()["sweeps"]} >= {
+        sweep["id"], again["id"]}
+    api("GET", "/v1/sweeps", 422, query={"status": "sleeping"}, request_valid=False)
+
+    # Another tenant sees nothing.
+    api("GET", f"/v1/sweeps/{sweep['id']}", 404, headers=other_auth)
+    api("POST", f"/v1/sweeps/{sweep['id']}/cancel", 404, headers=other_auth)
+    assert sweep["id"] not in {s["id"] for s in api("GET", "/v1/sweeps", 200, headers=other_auth).get_json()["sweeps"]}
+    api("GET", "/v1/sweeps/swp_" + "0" * 32, 404)
+
+    for target in (sweep, again):
+        cancelled = api("POST", f"/v1/sweeps/{target['id']}/cancel", 202).get_json()
+        assert cancelled["status"] == "cancelled" and cancelled["finished_at"]
+        for trial in cancelled["trials"]:  # queued (or, with a worker around, stopping at its next batch)
+            job = api("GET", trial["links"]["job"], 200).get_json()
+            assert job["cancel_requested"] and job["status"] in ("cancelled", "running")
+        api("POST", f"/v1/sweeps/{target['id']}/cancel", 409)
+    # A cancelled sweep submits nothing more, whoever tops it up.
+    svc = app.extensions["trainyard"]
+    assert controller.top_up(svc.db, lambda _id: None, sweep["id"], svc.settings.spec_limits) == []
+    assert api("GET", f"/v1/sweeps/{sweep['id']}", 200).get_json()["progress"]["submitted"] == 2
+
+
+def test_invalid_sweeps_answer_422_with_field_paths(api: Api) -> None:
+    body = example_body()
+    bad_base = tiny_spec()
+    bad_base["model"]["layers"][0]["units"] = 0
+    cases: list[tuple[dict[str, Any], str, bool]] = [
+        ({**body, "base": bad_base}, "base.model.layers[0].units", False),
+        ({**body, "search": {"optimizer.learning_rate": {"type": "log_uniform", "low": -1, "high": 0.1}}},
+         "search.optimizer.learning_rate.low", True),
+        ({**body, "search": {"model.layers[0].units": {"type": "grid", "values": [32, 0]}}, "max_trials": 2},
+         "search.model.layers[0].units.values[1]", True),
+        ({**body, "search": {"model.layers[7].units": {"type": "grid", "values": [32]}}, "max_trials": 1},
+         "search.model.layers[7].units", True),
+        ({**body, "objective": {"metric": "val_auc"}}, "objective.metric", True),
+        ({**body, "max_trials": 7}, "max_trials", True),
+        ({**body, "parallelism": 0}, "parallelism", False),
+    ]
+    for raw, field, request_valid in cases:
+        resp = api("POST", "/v1/sweeps", 422, json_body=raw, request_valid=request_valid)
+        assert field in {e["field"] for e in resp.get_json()["errors"]}, (field, resp.get_json())
+    api("POST", "/v1/sweeps", 400, data=b"{nope", content_type="application/json", request_valid=False)
+    api("POST", "/v1/sweeps", 422, json_body=[1], request_valid=False)
+
+
+def test_top_up_keeps_parallelism_under_concurrent_callers_and_finishes(api: Api, app: Any) -> None:
+    svc = app.extensions["trainyard"]
+    body = {**example_body(), "max_trials": 6, "parallelism": 2, "seed": 5,
+            "search": {"optimizer.learning_rate": {"type": "log_uniform", "low": 0.001, "high": 0.1},
+                       "model.layers[0].units": {"type": "grid", "values": [8, 16, 32]}}}
+    sweep_id = api("POST", "/v1/sweeps", 201, json_body=body).get_json()["id"]
+    sent: list[str] = []
+
+    def top_up_from_many_callers() -> None:
+        threads = [threading.Thread(target=controller.top_up,
+                                    args=(svc.db, sent.append, sweep_id, svc.settings.spec_limits))
+                   for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def finish(trial: int, value: float, status: str = "succeeded") -> None:
+        with svc.db.session() as s:
+            s.execute(update(Job).where(Job.sweep_id == sweep_id, Job.trial_index == trial)
+                      .values(status=status, best_value=value, best_epoch=1, epoch=1))
+
+    top_up_from_many_callers()
+    assert sent == []  # the POST already submitted trials 0 and 1: nothing is free
+    values = {0: 0.5, 1: 0.3, 2: 0.9, 3: 0.2, 4: 0.4, 5: 0.25}
+    for trial in range(6):
+        finish(trial, values[trial], "failed" if trial == 3 else "succeeded")
+        top_up_from_many_callers()
+        detail = api("GET", f"/v1/sweeps/{sweep_id}", 200).get_json()
+        active = detail["progress"]["by_status"]["queued"] + detail["progress"]["by_status"]["running"]
+        assert active == min(2, 6 - trial - 1), detail["progress"]
+        assert detail["progress"]["submitted"] == min(6, trial + 3)
+    assert len(sent) == 4 and len(set(sent)) == 4  # trials 2..5, each sent once
+    detail = api("GET", f"/v1/sweeps/{sweep_id}", 200).get_json()
+    assert detail["status"] == "completed" and detail["finished_at"]
+    assert [(t["rank"], t["trial"]) for t in detail["trials"]] == [(1, 3), (2, 5), (3, 1), (4, 4), (5, 0), (6, 2)]
+    # Trial 3 has the best value but failed: the best job is the best trial that succeeded.
+    assert detail["best"]["trial"] == 5 and detail["best_job_id"] == detail["best"]["job_id"]
+    assert detail["links"]["best_checkpoint"] == f"/v1/jobs/{detail['best_job_id']}/checkpoints/best"
+    with svc.db.session() as s:
+        assert s.get(Sweep, sweep_id).trials_submitted == 6
