@@ -44,14 +44,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('sweep_id', sa.String(length=40), nullable=True))
         batch_op.add_column(sa.Column('trial_index', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('trial_params', JSON, nullable=True))
-        batch_op.create_index('ix_jobs_sweep_trial', ['sweep_id', 'trial_index'], unique=False)
+        batch_op.create_unique_constraint('uq_jobs_sweep_trial', ['sweep_id', 'trial_index'])
         batch_op.create_foreign_key('fk_jobs_sweep_id_sweeps', 'sweeps', ['sweep_id'], ['id'], ondelete='SET NULL')
 
 
 def downgrade() -> None:
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_constraint('fk_jobs_sweep_id_sweeps', type_='foreignkey')
-        batch_op.drop_index('ix_jobs_sweep_trial')
+        batch_op.drop_constraint('uq_jobs_sweep_trial', type_='unique')
         batch_op.drop_column('trial_params')
         batch_op.drop_column('trial_index')
         batch_op.drop_column('sweep_id')

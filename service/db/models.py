@@ -136,7 +136,8 @@ class Job(Base):
             self.finished_at = utcnow()
 
     __table_args__ = (
-        Index("ix_jobs_sweep_trial", "sweep_id", "trial_index"),
+        # One job per trial: the row lock serialises top-ups on Postgres; this also holds on SQLite.
+        UniqueConstraint("sweep_id", "trial_index", name="uq_jobs_sweep_trial"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_tenant_status_created", "tenant_id", "status", "created_at", "id"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),

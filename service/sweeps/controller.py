@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.datasets.lookup import dataset_lookup
@@ -68,6 +69,19 @@ def top_up(db: Database, send: Send, sweep_id: str, limits: SpecLimits, *, skip_
     """Submit trials until `parallelism` are active or all `max_trials` are out; finish a sweep whose
     trials all ended. Returns the ids of the jobs submitted."""
     submitted: list[str] = []
+    try:
+        submitted = _top_up(db, send, sweep_id, limits, skip_locked)
+    except IntegrityError:
+        # Only where the row lock is a no-op (SQLite): another caller created the same trial first.
+        logger.info("sweep %s: another caller topped it up first", sweep_id)
+        return []
+    if submitted:
+        logger.info("sweep %s: submitted trial jobs %s", sweep_id, ", ".join(submitted))
+    return submitted
+
+
+def _top_up(db: Database, send: Send, sweep_id: str, limits: SpecLimits, skip_locked: bool) -> list[str]:
+    submitted: list[str] = []
     with db.session() as s:
         sweep = s.execute(select(Sweep).where(Sweep.id == sweep_id)
                           .with_for_update(skip_locked=skip_locked)).scalar_one_or_none()
@@ -99,8 +113,6 @@ def top_up(db: Database, send: Send, sweep_id: str, limits: SpecLimits, *, skip_
                 and sweep.trials_submitted >= config["max_trials"]):
             _finish(sweep, counts)
             logger.info("sweep %s %s", sweep.id, sweep.status)
-    if submitted:
-        logger.info("sweep %s: submitted trial jobs %s", sweep_id, ", ".join(submitted))
     return submitted
 
 

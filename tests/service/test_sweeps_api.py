@@ -138,3 +138,18 @@ def test_top_up_keeps_parallelism_under_concurrent_callers_and_finishes(api: Api
     assert detail["links"]["best_checkpoint"] == f"/v1/jobs/{detail['best_job_id']}/checkpoints/best"
     with svc.db.session() as s:
         assert s.get(Sweep, sweep_id).trials_submitted == 6
+
+
+def test_operators_cap_trials_per_sweep(settings: Any, make_token: Any) -> None:
+    from service import create_app
+    from service.settings import Settings
+
+    limited = Settings.from_env({
+        "TRAINYARD_DATABASE_URL": settings.database_url, "TRAINYARD_BROKER_URL": settings.broker_url,
+        "TRAINYARD_VAR_DIR": str(settings.var_dir), "TRAINYARD_MAX_SWEEP_TRIALS": "4"})
+    client = create_app(limited).test_client()
+    headers = {"Authorization": f"Bearer {make_token('limited-sweeps')}"}
+    resp = client.post("/v1/sweeps", json=example_body(), headers=headers)  # 8 trials
+    assert resp.status_code == 422
+    assert {e["field"]: e["message"] for e in resp.get_json()["errors"]}["max_trials"] == \
+        "Must be a whole number from 1 to 4."
