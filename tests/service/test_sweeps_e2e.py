@@ -62,7 +62,7 @@ def test_sweep_runs_to_completion_ranks_trials_and_stops_bad_ones_early(
         max_active = max(max_active, by_status["queued"] + by_status["running"])
         return sweep if sweep["status"] != "running" else None
 
-    sweep = wait_until(finished, 120, 0.2, "the sweep to finish")
+    sweep = wait_until(finished, 180, 0.2, "the sweep to finish")
     assert not list(sweep_schema().iter_errors(sweep))
     assert sweep["status"] == "completed" and sweep["progress"]["submitted"] == 4
     assert max_active <= 2
