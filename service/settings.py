@@ -62,6 +62,8 @@ class Settings:
     broker_polling_interval: float = 0.05
     # Ceilings on what one job spec may ask for; defaults suit a shared GPU box.
     spec_limits: SpecLimits = field(default_factory=SpecLimits)
+    # Trials one sweep may run (each trial's spec is validated when the sweep is accepted).
+    max_sweep_trials: int = 200
     work_dir: Path = field(default=Path("var/work"))
     # Bytes of uploaded data sets a worker machine keeps in work_dir/datasets; 0 fetches every time.
     dataset_cache_bytes: int = 4 * 1024**3
@@ -102,6 +104,7 @@ class Settings:
                 max_runtime_seconds=_int(env, "TRAINYARD_MAX_RUNTIME_SECONDS", SpecLimits.max_runtime_seconds,
                                          minimum=1),
             ),
+            max_sweep_trials=_int(env, "TRAINYARD_MAX_SWEEP_TRIALS", 200, minimum=1),
             work_dir=Path(env.get("TRAINYARD_WORK_DIR") or (var_dir / "work")).resolve(),
             dataset_cache_bytes=_int(env, "TRAINYARD_DATASET_CACHE_BYTES", 4 * 1024**3, minimum=0),
             log_level=(env.get("TRAINYARD_LOG_LEVEL") or "INFO").upper(),

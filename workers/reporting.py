@@ -26,6 +26,7 @@ STATUS_BY_STOP_REASON = {
     "completed": "succeeded",
     "early_stopping": "succeeded",
     "max_runtime": "succeeded",
+    "sweep_early_stopped": "succeeded",
     "cancelled": "cancelled",
     "nan_loss": "failed",
     "no_gradients": "failed",
@@ -58,6 +59,7 @@ def _finite(value: Any) -> float | None:
 class DbReporter:
     def __init__(self, db: Database, store: ArtifactStore, job_id: str, *, stop_check_seconds: float = 0.5,
                  max_runtime_seconds: float | None = None, retries: int = 3,
+                 epoch_hook: Callable[[int], str | None] | None = None,
                  timings: dict[str, float] | None = None) -> None:
         self.db = db
         # Seconds of phases timed before the trainer ran (loading the data set); the trainer's own
@@ -68,6 +70,8 @@ class DbReporter:
         self.stop_check_seconds = stop_check_seconds
         self.max_runtime_seconds = max_runtime_seconds
         self.retries = retries
+        # Called once an epoch's metrics are written; a reason it returns stops the run (a sweep's median rule).
+        self.epoch_hook = epoch_hook
         self._started = time.monotonic()
         self._next_check = 0.0
         self._stop: str | None = None
@@ -105,6 +109,12 @@ class DbReporter:
                 s.execute(update(Job).where(Job.id == self.job_id).values(epoch=epoch))
 
         self._retry(f"writing epoch {epoch}'s metrics", write)
+        if self.epoch_hook is not None and self._stop is None:
+            try:
+                self._stop = self.epoch_hook(epoch)
+            except Exception:
+                logger.warning("job %s: the epoch %d check failed; training continues", self.job_id, epoch,
+                               exc_info=True)
 
     def checkpoint_saved(self, epoch: int, monitor: str, value: float, path: str, size: int, sha256: str) -> None:
         key = checkpoint_key(self.job_id, epoch)

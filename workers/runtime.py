@@ -14,6 +14,7 @@ from service.db.models import Worker, utcnow
 from service.queue import QUEUE, enqueue_job
 from service.settings import Settings
 from service.store import ArtifactStore, make_store
+from service.sweeps import controller as sweeps
 from workers import leases, reaper
 from workers.dataset_cache import DatasetCache
 
@@ -137,6 +138,7 @@ class WorkerRuntime:
         steps: list[tuple[str, Callable[[], object]]] = [
             ("expired leases", lambda: reaper.reap_expired_leases(self.db, self.send)),
             ("the outbox", lambda: reaper.send_unsent(self.db, self.send)),
+            ("sweeps", lambda: sweeps.top_up_running(self.db, self.send, self.settings.spec_limits)),
         ]
         if self._in_broker is not None:
             steps.append(("lost messages", lambda: reaper.resend_lost(self.db, self.send, self._in_broker)))

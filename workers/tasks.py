@@ -16,6 +16,7 @@ from service.datasets import DatasetError, load_builtin, load_csv, load_npz
 from service.db.models import Dataset, Job, utcnow
 from service.queue import TRAIN_TASK
 from service.store import ArtifactMissing
+from service.sweeps import controller as sweeps
 from workers import leases
 from workers.celery_app import app, runtime
 from workers.leases import Claim
@@ -85,6 +86,7 @@ def _one_line(exc: BaseException) -> str:
 def train_job(job_id: str) -> None:
     claimed = _claim(job_id)
     if claimed is None:
+        _top_up_sweep(job_id)
         return
     spec = claimed.spec
     runtime.settings.work_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +104,7 @@ def train_job(job_id: str) -> None:
         reporter = LeasedReporter(runtime.db, runtime.store, job_id, max_runtime_seconds=max_runtime, retries=6,
                                   worker_id=runtime.worker_id, attempt=claimed.attempt,
                                   shutting_down=runtime.shutting_down, lease_lost=runtime.lease_lost,
+                                  epoch_hook=sweeps.trial_stopper(runtime.db, job_id),
                                   timings={"data": data_seconds})
         result = train(spec, data, reporter, workdir, resume=resume)
         if result.stop_reason == "interrupted" and not runtime.lease_lost.is_set():
@@ -114,3 +117,12 @@ def train_job(job_id: str) -> None:
     finally:
         runtime.release()
         shutil.rmtree(workdir, ignore_errors=True)
+        _top_up_sweep(job_id)
+
+
+def _top_up_sweep(job_id: str) -> None:
+    """A trial's delivery ended: submit its sweep's next trials now (the heartbeat would, a beat later)."""
+    try:
+        sweeps.after_trial(runtime.db, runtime.send, job_id, runtime.settings.spec_limits)
+    except Exception:
+        logger.warning("job %s: could not top up its sweep; the heartbeat will", job_id, exc_info=True)

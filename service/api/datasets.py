@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
@@ -17,6 +16,7 @@ from service.datasets import DatasetError, inspect_csv, inspect_npz
 from service.db.models import Dataset, Job, new_id
 from service.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from service.spec import BUILTIN_DATASETS, DatasetInfo
+from service.datasets.lookup import dataset_lookup, info_from_summary  # noqa: F401 (re-exported)
 from service.store import ArtifactTooLarge, dataset_key
 
 logger = logging.getLogger(__name__)
@@ -24,33 +24,6 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("datasets", __name__)
 
 FORMATS = ("npz", "csv")
-
-
-def info_from_summary(dataset_id: str, summary: dict[str, Any]) -> DatasetInfo:
-    splits = summary["splits"]
-    return DatasetInfo(
-        id=dataset_id,
-        input_shape=tuple(summary["input_shape"]),
-        task=summary["task"],
-        n_classes=summary.get("n_classes"),
-        has_validation=bool(splits.get("val")),
-        has_test=bool(splits.get("test")),
-        target_shape=tuple(summary["target_shape"]),
-        train_samples=splits["train"],
-        test_samples=splits.get("test") or 0,
-    )
-
-
-def dataset_lookup(session: Session, tenant: str) -> Callable[[str], DatasetInfo | None]:
-    def lookup(dataset_id: str) -> DatasetInfo | None:
-        if dataset_id in BUILTIN_DATASETS:
-            return BUILTIN_DATASETS[dataset_id]
-        row = session.get(Dataset, dataset_id)
-        if row is None or row.tenant_id != tenant:
-            return None
-        return info_from_summary(row.id, row.info)
-
-    return lookup
 
 
 def dataset_resource(row: Dataset) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`Idempotency-Key` on `POST /v1/jobs`: a retried submission returns the job the first one created.
+"""`Idempotency-Key` on `POST /v1/jobs` and `POST /v1/sweeps`: a retry returns what the first one created.
 
 The key is scoped to the tenant (unique on tenant + key in the database) and bound to a sha256 of the
 request body (canonical JSON, so formatting does not matter): the same key with another body is a 409.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import request
 from sqlalchemy import select
@@ -16,9 +16,11 @@ from sqlalchemy.exc import IntegrityError
 
 from service.db import Database
 from service.db.models import Job
+from service.db.sweeps import Sweep
 from service.errors import Conflict, ValidationFailed
 
 HEADER = "Idempotency-Key"
+Row = TypeVar("Row", Job, Sweep)
 MAX_KEY_LENGTH = 200
 
 
@@ -39,26 +41,26 @@ def request_sha256(raw: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def find_replay(db: Database, tenant_id: str, key: str, sha256: str) -> Job | None:
-    """The job an earlier request with this key created, or None; 409 when its body was different."""
+def find_replay(db: Database, tenant_id: str, key: str, sha256: str, model: type[Row] = Job) -> Row | None:
+    """The job (or sweep) an earlier request with this key created, or None; 409 when its body was different."""
     with db.session() as s:
-        job = s.execute(
-            select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key)
+        row = s.execute(
+            select(model).where(model.tenant_id == tenant_id, model.idempotency_key == key)
         ).scalar_one_or_none()
-    if job is not None and job.request_sha256 != sha256:
+    if row is not None and row.request_sha256 != sha256:
         raise Conflict(f"The {HEADER} {key!r} was already used with a different request body; "
-                       "use a new key for a different job.")
-    return job
+                       "use a new key for a different request.")
+    return row
 
 
-def insert_once(db: Database, job: Job) -> tuple[Job, bool]:
-    """Insert `job` (which carries its key and body hash); return (job, replayed)."""
+def insert_once(db: Database, row: Row) -> tuple[Row, bool]:
+    """Insert `row` (which carries its key and body hash); return (row, replayed)."""
     try:
         with db.session() as s:
-            s.add(job)
-        return job, False
+            s.add(row)
+        return row, False
     except IntegrityError:
-        existing = find_replay(db, job.tenant_id, job.idempotency_key or "", job.request_sha256 or "")
+        existing = find_replay(db, row.tenant_id, row.idempotency_key or "", row.request_sha256 or "", type(row))
         if existing is None:
             raise
         return existing, True

@@ -10,12 +10,13 @@ from sqlalchemy.orm import Session
 
 from service.api.common import decode_cursor, encode_cursor, int_arg, iso, json_body, tenant_id
 from service.api.datasets import dataset_lookup
-from service.api.idempotency import find_replay, idempotency_key, insert_once, request_sha256
+from service.api.idempotency import find_replay, idempotency_key, request_sha256
 from service.app import services
-from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Finding, Job, utcnow
+from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Finding, Job
 from service.errors import Conflict, NotFound, ValidationFailed
 from service.queue import enqueue_job
 from service.spec import SpecError, validate_spec
+from service.submission import new_job, submit
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def job_resource(job: Job, findings: dict[str, Any] | None = None) -> dict[str, 
         else None,
         "findings": findings or _no_findings(),
         "timings": job_timings(job),
+        "sweep": {"id": job.sweep_id, "trial": job.trial_index} if job.sweep_id else None,
         "links": job_links(job.id),
     }
 
@@ -134,24 +136,10 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
                 + (f" (and {len(exc.errors) - 3} more)" if len(exc.errors) > 3 else ""),
                 errors=exc.errors,
             ) from None
-        job = Job(tenant_id=tenant_id(), name=spec.get("name"), status="queued", spec=spec,
-                  epochs=spec["training"]["epochs"], idempotency_key=key, request_sha256=body_sha256)
-        if key is None:
-            s.add(job)
-    if key is not None:
-        job, replayed = insert_once(svc.db, job)
-        if replayed:
-            return _replayed(job)
-    # Enqueue only after the row is committed: a worker must always find the job it is handed.
-    try:
-        enqueue_job(svc.celery, job.id)
-    except Exception:  # the broker is down: the workers' outbox sweep enqueues it once it is back
-        logger.exception("could not enqueue job %s; the outbox sweep will retry", job.id)
-    else:
-        with svc.db.session() as s:
-            row = s.get(Job, job.id)
-            if row is not None and row.enqueued_at is None:
-                row.enqueued_at = utcnow()
+    job, replayed = submit(svc.db, lambda job_id: enqueue_job(svc.celery, job_id),
+                           new_job(tenant_id(), spec, idempotency_key=key, request_sha256=body_sha256))
+    if replayed:  # a concurrent request with the same key won the race (409 if its body was different)
+        return _replayed(find_replay(svc.db, tenant_id(), key or "", body_sha256 or "") or job)
     return jsonify(job_resource(job)), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}
 
 
@@ -201,12 +189,7 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
         job = load_job(s, job_id)
         if job.status in FINAL_STATUSES:
             raise Conflict(f"Job {job_id} already ended ({job.status}); there is nothing to cancel.")
-        job.cancel_requested = True
-        if job.status == "queued":
-            # A queued job is final at once; the worker that later receives its message skips it.
-            job.status = "cancelled"
-            job.stop_reason = "cancelled"
-            job.finished_at = utcnow()
+        job.request_cancel()
         return jsonify(job_with_findings(s, job)), 202
 
 

@@ -121,8 +121,23 @@ class Job(Base):
     backup_key: Mapped[str | None] = mapped_column(String(200))
     backup_epoch: Mapped[int | None] = mapped_column(Integer)
     resume_state: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # A sweep's trial (service/sweeps): the sweep, the trial's number in it and the values it sampled.
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"))
+    trial_index: Mapped[int | None] = mapped_column(Integer)
+    trial_params: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+
+    def request_cancel(self) -> None:
+        """A queued job is final at once (the worker that later receives its message skips it); a running
+        one stops at its next batch."""
+        self.cancel_requested = True
+        if self.status == "queued":
+            self.status = "cancelled"
+            self.stop_reason = "cancelled"
+            self.finished_at = utcnow()
 
     __table_args__ = (
+        # One job per trial: the row lock serialises top-ups on Postgres; this also holds on SQLite.
+        UniqueConstraint("sweep_id", "trial_index", name="uq_jobs_sweep_trial"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_tenant_status_created", "tenant_id", "status", "created_at", "id"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
@@ -220,3 +235,7 @@ class Worker(Base):
     hostname: Mapped[str] = mapped_column(String(200))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# Tables kept in their own modules register on the same metadata.
+from service.db import sweeps as _sweeps  # noqa: E402,F401

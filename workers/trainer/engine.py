@@ -237,7 +237,8 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
                 and stop_reason not in ("cancelled", "max_runtime")):
             test_metrics = _evaluate_checkpoint(checkpoint.best_path, prepared.x_test, prepared.y_test,
                                                 batch_size)
-        elif checkpoint.best_path is not None and stop_reason in ("completed", "early_stopping", "max_runtime"):
+        elif checkpoint.best_path is not None and stop_reason in ("completed", "early_stopping", "max_runtime",
+                                                                   "sweep_early_stopped"):
             # A job must never end well with a best checkpoint that does not load: prove it does.
             keras.models.load_model(checkpoint.best_path, compile=False)
     except Exception:

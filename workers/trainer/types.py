@@ -8,10 +8,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 STOP_REASONS = ("completed", "early_stopping", "nan_loss", "cancelled", "max_runtime", "interrupted", "error",
-                "no_gradients")
+                "no_gradients", "sweep_early_stopped")
 # Reasons a reporter may return from should_stop(). "interrupted" means "stop now and resume later from
-# the last backup" (the worker is shutting down); the run is not over.
-REQUESTED_STOP_REASONS = ("cancelled", "max_runtime", "interrupted")
+# the last backup" (the worker is shutting down); the run is not over. "sweep_early_stopped": the trial of a
+# sweep is doing worse than the others (service/sweeps); the run ends well with its best checkpoint.
+REQUESTED_STOP_REASONS = ("cancelled", "max_runtime", "interrupted", "sweep_early_stopped")
 
 
 @dataclass

@@ -1,0 +1,161 @@
+"""Sweeps: submit a search over job specs, list them, read one with its trials ranked, cancel one."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, url_for
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from service.api.common import decode_cursor, encode_cursor, int_arg, iso, json_body, tenant_id
+from service.api.idempotency import find_replay, idempotency_key, insert_once, request_sha256
+from service.app import services
+from service.datasets.lookup import dataset_lookup
+from service.db.models import Job
+from service.db.sweeps import SWEEP_STATUSES, Sweep
+from service.errors import Conflict, NotFound, ValidationFailed
+from service.queue import enqueue_job
+from service.sweeps import controller
+from service.sweeps.config import SweepError, validate_sweep
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("sweeps", __name__)
+
+
+def _send(job_id: str) -> None:
+    enqueue_job(services().celery, job_id)
+
+
+def _trial(position: int | None, job: Job) -> dict[str, Any]:
+    return {
+        "rank": position,
+        "trial": job.trial_index,
+        "job_id": job.id,
+        "status": job.status,
+        "stop_reason": job.stop_reason,
+        "params": job.trial_params,
+        "value": job.best_value,
+        "best_epoch": job.best_epoch,
+        "epochs": job.epoch,
+        "links": {"job": url_for("jobs.get_job", job_id=job.id)},
+    }
+
+
+def sweep_resource(sweep: Sweep, counts: dict[str, int], ranked: list[tuple[int | None, Job]] | None = None,
+                   best: Job | None = None) -> dict[str, Any]:
+    """A sweep; with `ranked`, its trials too (only `GET /v1/sweeps/{id}` lists them)."""
+    config = sweep.config
+    body: dict[str, Any] = {
+        "id": sweep.id,
+        "name": sweep.name,
+        "status": sweep.status,
+        "created_at": iso(sweep.created_at),
+        "finished_at": iso(sweep.finished_at),
+        **config,
+        "base": sweep.base,
+        "progress": {"submitted": sweep.trials_submitted, "max_trials": config["max_trials"],
+                     "by_status": {status: counts.get(status, 0)
+                                   for status in ("queued", "running", "succeeded", "failed", "cancelled")}},
+        "error": {"code": sweep.error_code, "message": sweep.error_message} if sweep.error_code else None,
+        "links": {"self": url_for("sweeps.get_sweep", sweep_id=sweep.id),
+                  "cancel": url_for("sweeps.cancel_sweep", sweep_id=sweep.id)},
+    }
+    if ranked is not None:
+        body["best_job_id"] = best.id if best else None
+        body["best"] = _trial(next(p for p, j in ranked if j is best), best) if best else None
+        body["trials"] = [_trial(position, job) for position, job in ranked]
+        if best is not None:
+            body["links"]["best_checkpoint"] = url_for("checkpoints.download_best", job_id=best.id)
+    return body
+
+
+def _detail(session: Session, sweep: Sweep) -> dict[str, Any]:
+    ranked = controller.ranked_trials(session, sweep)
+    counts = controller.status_counts(session, [sweep.id])[sweep.id]
+    return sweep_resource(sweep, counts, ranked, controller.best_trial(ranked))
+
+
+def load_sweep(session: Session, sweep_id: str, *, lock: bool = False) -> Sweep:
+    stmt = select(Sweep).where(Sweep.id == sweep_id)
+    sweep = session.execute(stmt.with_for_update() if lock else stmt).scalar_one_or_none()
+    # Another tenant's sweep answers exactly like a missing one.
+    if sweep is None or sweep.tenant_id != tenant_id():
+        raise NotFound(f"There is no sweep {sweep_id}.")
+    return sweep
+
+
+@bp.post("/v1/sweeps")
+def submit_sweep() -> tuple[Response, int, dict[str, str]]:
+    svc = services()
+    raw = json_body(svc.settings.max_json_bytes)
+    key = idempotency_key()
+    body_sha256 = request_sha256(raw) if key else None
+    sweep = find_replay(svc.db, tenant_id(), key, body_sha256 or "", Sweep) if key else None
+    replayed = sweep is not None
+    if sweep is None:
+        with svc.db.session() as s:
+            try:
+                config = validate_sweep(raw, datasets=dataset_lookup(s, tenant_id()), limits=svc.settings.spec_limits,
+                                        max_trials_limit=svc.settings.max_sweep_trials)
+            except SweepError as exc:
+                raise ValidationFailed(
+                    "The sweep is not valid: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in exc.errors[:3])
+                    + (f" (and {len(exc.errors) - 3} more)" if len(exc.errors) > 3 else ""),
+                    errors=exc.errors,
+                ) from None
+        sweep, replayed = insert_once(svc.db, controller.new_sweep(
+            tenant_id(), config, idempotency_key=key, request_sha256=body_sha256))
+    sweep_id = sweep.id
+    # Submits the first `parallelism` trials (a replay finds them submitted: top_up is idempotent).
+    controller.top_up(svc.db, _send, sweep_id, svc.settings.spec_limits)
+    headers = {"Location": url_for("sweeps.get_sweep", sweep_id=sweep_id)}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    with svc.db.session() as s:
+        return jsonify(_detail(s, load_sweep(s, sweep_id))), 201, headers
+
+
+@bp.get("/v1/sweeps")
+def list_sweeps() -> Response:
+    limit = int_arg("limit", 20, minimum=1, maximum=200)
+    status = request.args.get("status")
+    if status is not None and status not in SWEEP_STATUSES:
+        raise ValidationFailed(
+            f"Unknown status {status!r}.",
+            errors=[{"field": "query.status", "message": f"Must be one of: {', '.join(SWEEP_STATUSES)}."}],
+        )
+    stmt = select(Sweep).where(Sweep.tenant_id == tenant_id())
+    if status:
+        stmt = stmt.where(Sweep.status == status)
+    svc = services()
+    if cursor := request.args.get("cursor"):
+        created, sweep_id = decode_cursor(cursor)
+        if svc.settings.is_embedded:
+            created = created.replace(tzinfo=None)
+        stmt = stmt.where(or_(Sweep.created_at < created, and_(Sweep.created_at == created, Sweep.id < sweep_id)))
+    stmt = stmt.order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit + 1)
+    with svc.db.session() as s:
+        rows = list(s.execute(stmt).scalars())
+        page = rows[:limit]
+        counts = controller.status_counts(s, [w.id for w in page])
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+    return jsonify({"sweeps": [sweep_resource(w, counts[w.id]) for w in page], "next_cursor": next_cursor})
+
+
+@bp.get("/v1/sweeps/<sweep_id>")
+def get_sweep(sweep_id: str) -> Response:
+    with services().db.session() as s:
+        return jsonify(_detail(s, load_sweep(s, sweep_id)))
+
+
+@bp.post("/v1/sweeps/<sweep_id>/cancel")
+def cancel_sweep(sweep_id: str) -> tuple[Response, int]:
+    with services().db.session() as s:
+        sweep = load_sweep(s, sweep_id, lock=True)
+        if sweep.status != "running":
+            raise Conflict(f"Sweep {sweep_id} already ended ({sweep.status}); there is nothing to cancel.")
+        controller.cancel(s, sweep)
+        s.flush()
+        return jsonify(_detail(s, sweep)), 202

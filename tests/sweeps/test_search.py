@@ -1,0 +1,133 @@
+"""Search paths, the five parameter types and the seeded plan (service/sweeps/search.py)."""
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from service.sweeps.search import (
+    PathError,
+    apply,
+    get_at,
+    grid_size,
+    make_plan,
+    overlaps,
+    parse_param,
+    parse_path,
+    set_at,
+)
+
+BASE = {"optimizer": {"type": "adam", "learning_rate": 0.001},
+        "model": {"layers": [{"type": "dense", "units": 8}, {"type": "dense", "units": 3}]},
+        "training": {"seed": None}}
+
+
+def param(path, **raw):
+    p, errors = parse_param(path, raw, BASE)
+    assert not errors, errors
+    return p
+
+
+def test_paths_parse_get_and_set() -> None:
+    assert parse_path("model.layers[1].units") == ("model", "layers", 1, "units")
+    assert parse_path("optimizer.learning_rate") == ("optimizer", "learning_rate")
+    assert get_at(BASE, parse_path("model.layers[1].units")) == 3
+    assert get_at(BASE, parse_path("training.seed")) is None  # null is a value that exists
+    spec = apply(BASE, {"model.layers[0].units": 64, "optimizer.learning_rate": 0.1})
+    assert spec["model"]["layers"][0]["units"] == 64 and spec["optimizer"]["learning_rate"] == 0.1
+    assert BASE["model"]["layers"][0]["units"] == 8  # the base is never changed
+    other = {"a": [{"b": 1}]}
+    set_at(other, ("a", 0, "b"), 2)
+    assert other == {"a": [{"b": 2}]}
+
+
+@pytest.mark.parametrize("path, message", [
+    ("model.layers[2].units", "model.layers has 2 items"),
+    ("optimizer.momentum", "optimizer has no field 'momentum'"),
+    ("optimizer.learning_rate.x", "optimizer.learning_rate has no field 'x'"),
+    ("model[0]", "model is not a list"),
+    ("model..layers", "Not a field path"),
+    ("model.layers[-1]", "Not a field path"),
+    ("", "Not a field path"),
+])
+def test_paths_that_name_no_field_are_refused(path: str, message: str) -> None:
+    with pytest.raises(PathError, match=message.replace("[", r"\[")):
+        get_at(BASE, parse_path(path))
+
+
+@pytest.mark.parametrize("raw, field, message", [
+    ({"type": "sobol"}, "search.optimizer.learning_rate.type", "Must be one of"),
+    ({"type": "grid", "values": []}, "search.optimizer.learning_rate.values", "1 to 100"),
+    ({"type": "grid", "values": [1, 2, 1]}, "search.optimizer.learning_rate.values[2]", "Repeats values[0]"),
+    ({"type": "uniform", "low": 1, "high": 1}, "search.optimizer.learning_rate.high", "greater than low"),
+    ({"type": "uniform", "low": "a", "high": 1}, "search.optimizer.learning_rate.low", "finite number"),
+    ({"type": "log_uniform", "low": 0, "high": 1}, "search.optimizer.learning_rate.low", "greater than 0"),
+    ({"type": "int_uniform", "low": 1.5, "high": 4}, "search.optimizer.learning_rate.low", "whole number"),
+    ({"type": "choice", "values": [1], "low": 2}, "search.optimizer.learning_rate.low", "Unknown field"),
+    (3, "search.optimizer.learning_rate", "Must be an object"),
+])
+def test_bad_parameters_name_the_offending_field(raw, field: str, message: str) -> None:
+    p, errors = parse_param("optimizer.learning_rate", raw, BASE)
+    assert p is None
+    assert any(e["field"] == field and message in e["message"] for e in errors), errors
+
+
+def test_forbidden_and_overlapping_paths() -> None:
+    _, errors = parse_param("model.layers[0]", {"type": "choice", "values": [{}]}, BASE, ("model.layers",))
+    assert errors[0]["message"] == "The sweep sets model.layers itself; it cannot be searched."
+    found = overlaps([param("optimizer", type="choice", values=[{"type": "sgd"}]),
+                      param("optimizer.learning_rate", type="uniform", low=0.1, high=0.2)])
+    assert found == [{"field": "search.optimizer.learning_rate",
+                      "message": "Overlaps search.optimizer; each field may be searched once."}]
+
+
+def test_grid_expands_to_the_cartesian_product_in_order() -> None:
+    params = [param("optimizer.learning_rate", type="grid", values=[0.1, 0.01]),
+              param("model.layers[0].units", type="grid", values=[8, 16, 32])]
+    assert grid_size(params) == 6
+    plan = make_plan(params, 6, seed=0)
+    assert [(t["optimizer.learning_rate"], t["model.layers[0].units"]) for t in plan] == [
+        (0.1, 8), (0.1, 16), (0.1, 32), (0.01, 8), (0.01, 16), (0.01, 32)]
+
+
+def test_grid_with_random_parameters_covers_the_grid_every_round() -> None:
+    params = [param("model.layers[0].units", type="grid", values=[8, 16]),
+              param("optimizer.learning_rate", type="log_uniform", low=1e-4, high=1e-1)]
+    plan = make_plan(params, 6, seed=5)
+    assert [t["model.layers[0].units"] for t in plan] == [8, 16, 8, 16, 8, 16]
+    assert len({t["optimizer.learning_rate"] for t in plan}) == 6
+
+
+def test_each_random_type_stays_in_its_range_and_has_its_type() -> None:
+    params = [param("optimizer.learning_rate", type="uniform", low=0.5, high=1.5),
+              param("model.layers[0].units", type="int_uniform", low=2, high=5),
+              param("model.layers[1].units", type="choice", values=[3, 4]),
+              param("training.seed", type="log_uniform", low=1e-5, high=1e-1)]
+    plan = make_plan(params, 400, seed=1)
+    uniform = [t["optimizer.learning_rate"] for t in plan]
+    ints = [t["model.layers[0].units"] for t in plan]
+    logs = [t["training.seed"] for t in plan]
+    assert all(0.5 <= v <= 1.5 for v in uniform) and max(uniform) - min(uniform) > 0.9
+    assert all(isinstance(v, int) for v in ints) and set(ints) == {2, 3, 4, 5}  # both ends included
+    assert {t["model.layers[1].units"] for t in plan} == {3, 4}
+    assert all(1e-5 <= v <= 1e-1 for v in logs)
+    # log-uniform: each decade gets about a quarter of the draws, not 90 % in the top one
+    decades = [sum(1 for v in logs if 10 ** -(k + 1) <= v < 10 ** -k) for k in range(1, 5)]
+    assert all(60 <= n <= 140 for n in decades), decades
+    assert all(float(f"{v:.6g}") == v for v in uniform + logs)  # 6 significant digits
+
+
+def test_the_same_seed_gives_the_same_plan_and_another_seed_another() -> None:
+    params = [param("optimizer.learning_rate", type="log_uniform", low=1e-4, high=1e-1),
+              param("model.layers[0].units", type="choice", values=[8, 16, 32, 64])]
+    assert make_plan(params, 10, seed=42) == make_plan(params, 10, seed=42)
+    assert make_plan(params, 10, seed=42) != make_plan(params, 10, seed=43)
+    # A longer plan starts like the shorter one: raising max_trials keeps the trials already run.
+    assert make_plan(params, 20, seed=42)[:10] == make_plan(params, 10, seed=42)
+    # Independent of Python's global random state.
+    random.seed(0)
+    first = make_plan(params, 3, seed=7)
+    random.seed(1)
+    assert make_plan(params, 3, seed=7) == first
+    assert not math.isnan(first[0]["optimizer.learning_rate"])
