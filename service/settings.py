@@ -62,6 +62,13 @@ class Settings:
     broker_polling_interval: float = 0.05
     # Ceilings on what one job spec may ask for; defaults suit a shared GPU box.
     spec_limits: SpecLimits = field(default_factory=SpecLimits)
+    # Fair use: jobs one tenant may have queued or running at once (more answers 429).
+    max_active_jobs_per_tenant: int = 50
+    # Requests per token (per client address without one), in the `limits` notation; "" turns it off.
+    # Generous by default so status polling and the benchmarks are never throttled.
+    rate_limit: str = "100000 per minute"
+    # Where request counts live: shared Redis in production, the process's memory otherwise.
+    ratelimit_storage_url: str = "memory://"
     work_dir: Path = field(default=Path("var/work"))
     log_level: str = "INFO"
 
@@ -79,6 +86,11 @@ class Settings:
         for name, value in (("TRAINYARD_DATABASE_URL", database_url),):
             if not (value.startswith("sqlite") or value.startswith("postgresql")):
                 raise SettingsError(f"{name} must be a sqlite:// or postgresql+psycopg:// URL, got {value!r}")
+        ratelimit_storage_url = env.get("TRAINYARD_RATELIMIT_STORAGE_URL") or (
+            broker_url if broker_url.startswith(("redis://", "rediss://")) else "memory://")
+        rate_limit = env.get("TRAINYARD_RATE_LIMIT")
+        if rate_limit is None:
+            rate_limit = cls.rate_limit
         settings = cls(
             var_dir=var_dir,
             database_url=database_url,
@@ -100,6 +112,9 @@ class Settings:
                 max_runtime_seconds=_int(env, "TRAINYARD_MAX_RUNTIME_SECONDS", SpecLimits.max_runtime_seconds,
                                          minimum=1),
             ),
+            max_active_jobs_per_tenant=_int(env, "TRAINYARD_MAX_ACTIVE_JOBS_PER_TENANT", 50, minimum=1),
+            rate_limit=rate_limit.strip(),
+            ratelimit_storage_url=ratelimit_storage_url,
             work_dir=Path(env.get("TRAINYARD_WORK_DIR") or (var_dir / "work")).resolve(),
             log_level=(env.get("TRAINYARD_LOG_LEVEL") or "INFO").upper(),
         )

@@ -67,7 +67,10 @@ def load_data(job_id: str, dataset_id: str, tmpdir: str) -> TrainData:
                 raise JobFailed("dataset_unavailable", f"Data set {dataset_id} was deleted before the job started.")
             path = f"{tmpdir}/data.{fmt}"
             download_to(runtime.store, key, path)
-            arrays = load_npz(path) if fmt == "npz" else load_csv(path, target)
+            # The upload's caps again: what the store hands back is not trusted more than the upload was.
+            limits = runtime.settings
+            arrays = (load_npz(path, max_decompressed_bytes=limits.max_dataset_bytes) if fmt == "npz"
+                      else load_csv(path, target, max_bytes=limits.max_upload_bytes))
     except (DatasetError, ArtifactMissing) as exc:
         raise JobFailed("dataset_unavailable", f"Data set {dataset_id} could not be read: {exc}") from exc
     return TrainData(**arrays)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from service.db import Database
 from service.db.models import Job
@@ -51,10 +53,16 @@ def find_replay(db: Database, tenant_id: str, key: str, sha256: str) -> Job | No
     return job
 
 
-def insert_once(db: Database, job: Job) -> tuple[Job, bool]:
-    """Insert `job` (which carries its key and body hash); return (job, replayed)."""
+def insert_once(db: Database, job: Job,
+                before_insert: Callable[[Session], None] | None = None) -> tuple[Job, bool]:
+    """Insert `job` (which carries its key and body hash); return (job, replayed).
+
+    `before_insert` runs in the inserting transaction (the per-tenant job quota check).
+    """
     try:
         with db.session() as s:
+            if before_insert is not None:
+                before_insert(s)
             s.add(job)
         return job, False
     except IntegrityError:

@@ -12,8 +12,8 @@ from service.api.common import decode_cursor, encode_cursor, int_arg, iso, json_
 from service.api.datasets import dataset_lookup
 from service.api.idempotency import find_replay, idempotency_key, insert_once, request_sha256
 from service.app import services
-from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Finding, Job, utcnow
-from service.errors import Conflict, NotFound, ValidationFailed
+from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Finding, Job, Tenant, utcnow
+from service.errors import Conflict, NotFound, TooManyRequests, ValidationFailed
 from service.queue import enqueue_job
 from service.spec import SpecError, validate_spec
 
@@ -96,6 +96,29 @@ def job_with_findings(session: Session, job: Job) -> dict[str, Any]:
     return job_resource(job, finding_counts(session, [job.id]).get(job.id))
 
 
+# How long a client told "too many active jobs" should wait: about one short job, or a cancellation.
+QUOTA_RETRY_AFTER_SECONDS = 30
+
+
+def check_active_job_quota(session: Session, tenant: str, limit: int) -> None:
+    """429 when the tenant already has `limit` jobs queued or running.
+
+    The tenant's row is locked first (Postgres; SQLite serialises writers anyway), so two concurrent
+    submissions cannot both see the last free slot: the second waits for the first to commit and counts it.
+    """
+    session.execute(select(Tenant.id).where(Tenant.id == tenant).with_for_update())
+    active = session.execute(
+        select(func.count()).select_from(Job).where(Job.tenant_id == tenant, Job.status.in_(("queued", "running")))
+    ).scalar_one()
+    if active >= limit:
+        raise TooManyRequests(
+            f"This tenant already has {active} jobs queued or running, the most allowed at once ({limit}). "
+            "Wait for one to end, or cancel one, then submit again.",
+            headers={"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)},
+            extra={"active_jobs": active, "limit": limit},
+        )
+
+
 def load_job(session: Session, job_id: str) -> Job:
     job = session.get(Job, job_id)
     # Another tenant's job answers exactly like a missing one: ids must not leak across tenants.
@@ -124,9 +147,11 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
         job = Job(tenant_id=tenant_id(), name=spec.get("name"), status="queued", spec=spec,
                   epochs=spec["training"]["epochs"], idempotency_key=key, request_sha256=body_sha256)
         if key is None:
+            check_active_job_quota(s, tenant_id(), svc.settings.max_active_jobs_per_tenant)
             s.add(job)
     if key is not None:
-        job, replayed = insert_once(svc.db, job)
+        job, replayed = insert_once(svc.db, job, before_insert=lambda session: check_active_job_quota(
+            session, job.tenant_id, svc.settings.max_active_jobs_per_tenant))
         if replayed:
             return _replayed(job)
     # Enqueue only after the row is committed: a worker must always find the job it is handed.
