@@ -31,7 +31,7 @@ def rate_limit_key() -> str:
 
 
 def _breached(limit: RequestLimit) -> Response:
-    retry_after = max(1, math.ceil(limit.reset_at - time.time()))
+    retry_after = max(1, math.ceil(limit.window[0] - time.time()))  # window: (reset time, remaining)
     return problem_response(TooManyRequests(
         f"Too many requests for this token: the limit is {limit.limit}. Retry after {retry_after} s.",
         headers={"Retry-After": str(retry_after)},
