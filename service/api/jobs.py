@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from service.api.common import decode_cursor, encode_cursor, int_arg, iso, json_body, tenant_id
+from service.api.common import decode_cursor, encode_cursor, int_arg, is_server_id, iso, json_body, tenant_id
 from service.api.datasets import dataset_lookup
 from service.api.idempotency import find_replay, idempotency_key, insert_once, request_sha256
 from service.app import services
@@ -120,7 +120,7 @@ def check_active_job_quota(session: Session, tenant: str, limit: int) -> None:
 
 
 def load_job(session: Session, job_id: str) -> Job:
-    job = session.get(Job, job_id)
+    job = session.get(Job, job_id) if is_server_id(job_id, "job") else None
     # Another tenant's job answers exactly like a missing one: ids must not leak across tenants.
     if job is None or job.tenant_id != tenant_id():
         raise NotFound(f"There is no job {job_id}.")
