@@ -64,6 +64,8 @@ class Settings:
     spec_limits: SpecLimits = field(default_factory=SpecLimits)
     # Fair use: jobs one tenant may have queued or running at once (more answers 429).
     max_active_jobs_per_tenant: int = 50
+    # ...and of those, how many may train at once (workers defer the rest): one tenant cannot take every GPU.
+    max_running_jobs_per_tenant: int = 4
     # Requests per token (per client address without one), in the `limits` notation; "" turns it off.
     # Generous by default so status polling and the benchmarks are never throttled.
     rate_limit: str = "100000 per minute"
@@ -113,6 +115,7 @@ class Settings:
                                          minimum=1),
             ),
             max_active_jobs_per_tenant=_int(env, "TRAINYARD_MAX_ACTIVE_JOBS_PER_TENANT", 50, minimum=1),
+            max_running_jobs_per_tenant=_int(env, "TRAINYARD_MAX_RUNNING_JOBS_PER_TENANT", 4, minimum=1),
             rate_limit=rate_limit.strip(),
             ratelimit_storage_url=ratelimit_storage_url,
             work_dir=Path(env.get("TRAINYARD_WORK_DIR") or (var_dir / "work")).resolve(),

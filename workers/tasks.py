@@ -33,7 +33,8 @@ class JobFailed(Exception):
 
 def _claim(job_id: str) -> Claim | None:
     """Take the job's lease (workers/leases.py), or None when this delivery must not train it."""
-    claimed = leases.claim(runtime.db, job_id, runtime.worker_id, runtime.lease_seconds)
+    claimed = leases.claim(runtime.db, job_id, runtime.worker_id, runtime.lease_seconds,
+                           max_running_per_tenant=runtime.settings.max_running_jobs_per_tenant)
     if claimed is not None:
         runtime.hold(job_id, claimed.attempt)
     return claimed

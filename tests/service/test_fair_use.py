@@ -121,14 +121,57 @@ def test_rate_limit_storage_down_lets_requests_through(settings: Any, make_token
 def test_rate_limit_settings(settings: Any) -> None:
     embedded = Settings.from_env({"TRAINYARD_VAR_DIR": "/tmp/x"})
     assert embedded.ratelimit_storage_url == "memory://" and embedded.rate_limit == "100000 per minute"
-    assert embedded.max_active_jobs_per_tenant == 50
+    assert embedded.max_active_jobs_per_tenant == 50 and embedded.max_running_jobs_per_tenant == 4
     redis = Settings.from_env({"TRAINYARD_VAR_DIR": "/tmp/x", "TRAINYARD_BROKER_URL": "redis://h:6379/2",
-                               "TRAINYARD_RATE_LIMIT": "", "TRAINYARD_MAX_ACTIVE_JOBS_PER_TENANT": "3"})
+                               "TRAINYARD_RATE_LIMIT": "", "TRAINYARD_MAX_ACTIVE_JOBS_PER_TENANT": "3",
+                               "TRAINYARD_MAX_RUNNING_JOBS_PER_TENANT": "1"})
     assert redis.ratelimit_storage_url == "redis://h:6379/2" and redis.rate_limit == ""
-    assert redis.max_active_jobs_per_tenant == 3
+    assert redis.max_active_jobs_per_tenant == 3 and redis.max_running_jobs_per_tenant == 1
     explicit = Settings.from_env({"TRAINYARD_VAR_DIR": "/tmp/x", "TRAINYARD_RATELIMIT_STORAGE_URL": "memory://"})
     assert explicit.ratelimit_storage_url == "memory://"
     from service.settings import SettingsError
 
     with pytest.raises(SettingsError, match="TRAINYARD_RATE_LIMIT"):
         create_app(replace(settings, rate_limit="lots"))
+
+
+def test_workers_defer_a_tenants_jobs_beyond_its_running_limit(app: Any, make_token: Any) -> None:
+    """The worker's claim (workers/leases.py) against the real database: with one job of the tenant
+    training, a second waits queued for a later delivery, and starts once the first has ended."""
+    from datetime import timedelta
+
+    from service.auth import authenticate
+    from service.db.models import Job, utcnow
+    from service.spec import validate_spec
+    from workers.leases import claim
+
+    db = app.extensions["trainyard"].db
+    with db.session() as s:
+        tenant = authenticate(s, make_token("running-cap")).tenant_id
+    spec = validate_spec(tiny_spec())
+    # Dated ahead so the reapers of any test worker leave these rows alone (no message is ever sent).
+    later = utcnow() + timedelta(hours=1)
+    with db.session() as s:
+        jobs = [Job(tenant_id=tenant, status="queued", spec=spec, epochs=3, created_at=later, enqueued_at=later)
+                for _ in range(2)]
+        s.add_all(jobs)
+        s.flush()
+        first, second = (j.id for j in jobs)
+    try:
+        assert claim(db, first, "w1", 30, max_running_per_tenant=1) is not None
+        assert claim(db, second, "w2", 30, max_running_per_tenant=1) is None
+        with db.session() as s:
+            deferred = s.get(Job, second)
+            assert (deferred.status, deferred.enqueued_at, deferred.attempts) == ("queued", None, 0)
+        assert claim(db, second, "w2", 30, max_running_per_tenant=2) is not None  # a higher limit lets it run
+        with db.session() as s:
+            s.get(Job, first).status = s.get(Job, second).status = "queued"
+            s.get(Job, second).attempts = 0
+        assert claim(db, first, "w1", 30, max_running_per_tenant=1) is not None
+        with db.session() as s:
+            s.get(Job, first).status = "succeeded"  # the first ends: its slot is free
+        assert claim(db, second, "w2", 30, max_running_per_tenant=1) is not None
+    finally:
+        with db.session() as s:
+            for job_id in (first, second):
+                s.delete(s.get(Job, job_id))
