@@ -29,6 +29,7 @@ class Services:
 def create_app(settings: Settings | None = None) -> Flask:
     from service.api import register_blueprints
     from service.queue import make_celery
+    from service.ratelimit import init_rate_limits
 
     settings = settings or Settings.from_env()
     app = Flask("service")
@@ -40,6 +41,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings=settings, db=db, store=make_store(db, settings.artifact_url), celery=make_celery(settings)
     )
     register_error_handlers(app)
+    # Before the blueprints: the rate limit is checked before the token is looked up.
+    init_rate_limits(app, settings)
     register_blueprints(app)
     _register_cli(app)
     return app

@@ -87,6 +87,10 @@ class ValidationFailed(ApiError):
     status, code, title = 422, "validation_failed", "Validation failed"
 
 
+class TooManyRequests(ApiError):
+    status, code, title = 429, "too_many_requests", "Too many requests"
+
+
 class ServiceUnavailable(ApiError):
     status, code, title = 503, "service_unavailable", "Service unavailable"
 

@@ -64,6 +64,15 @@ class Settings:
     spec_limits: SpecLimits = field(default_factory=SpecLimits)
     # Trials one sweep may run (each trial's spec is validated when the sweep is accepted).
     max_sweep_trials: int = 200
+    # Fair use: jobs one tenant may have queued or running at once (more answers 429).
+    max_active_jobs_per_tenant: int = 50
+    # ...and of those, how many may train at once (workers defer the rest): one tenant cannot take every GPU.
+    max_running_jobs_per_tenant: int = 4
+    # Requests per token (per client address without one), in the `limits` notation; "" turns it off.
+    # Generous by default so status polling and the benchmarks are never throttled.
+    rate_limit: str = "100000 per minute"
+    # Where request counts live: shared Redis in production, the process's memory otherwise.
+    ratelimit_storage_url: str = "memory://"
     work_dir: Path = field(default=Path("var/work"))
     # Bytes of uploaded data sets a worker machine keeps in work_dir/datasets; 0 fetches every time.
     dataset_cache_bytes: int = 4 * 1024**3
@@ -83,6 +92,11 @@ class Settings:
         for name, value in (("TRAINYARD_DATABASE_URL", database_url),):
             if not (value.startswith("sqlite") or value.startswith("postgresql")):
                 raise SettingsError(f"{name} must be a sqlite:// or postgresql+psycopg:// URL, got {value!r}")
+        ratelimit_storage_url = env.get("TRAINYARD_RATELIMIT_STORAGE_URL") or (
+            broker_url if broker_url.startswith(("redis://", "rediss://")) else "memory://")
+        rate_limit = env.get("TRAINYARD_RATE_LIMIT")
+        if rate_limit is None:
+            rate_limit = cls.rate_limit
         settings = cls(
             var_dir=var_dir,
             database_url=database_url,
@@ -105,6 +119,10 @@ class Settings:
                                          minimum=1),
             ),
             max_sweep_trials=_int(env, "TRAINYARD_MAX_SWEEP_TRIALS", 200, minimum=1),
+            max_active_jobs_per_tenant=_int(env, "TRAINYARD_MAX_ACTIVE_JOBS_PER_TENANT", 50, minimum=1),
+            max_running_jobs_per_tenant=_int(env, "TRAINYARD_MAX_RUNNING_JOBS_PER_TENANT", 4, minimum=1),
+            rate_limit=rate_limit.strip(),
+            ratelimit_storage_url=ratelimit_storage_url,
             work_dir=Path(env.get("TRAINYARD_WORK_DIR") or (var_dir / "work")).resolve(),
             dataset_cache_bytes=_int(env, "TRAINYARD_DATASET_CACHE_BYTES", 4 * 1024**3, minimum=0),
             log_level=(env.get("TRAINYARD_LOG_LEVEL") or "INFO").upper(),

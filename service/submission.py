@@ -41,19 +41,25 @@ def enqueue(db: Database, send: Send, job_id: str) -> None:
                   .values(enqueued_at=utcnow()))
 
 
-def submit(db: Database, send: Send, job: Job, *, session: Session | None = None) -> tuple[Job, bool]:
+def submit(db: Database, send: Send, job: Job, *, session: Session | None = None,
+           before_insert: Callable[[Session], None] | None = None) -> tuple[Job, bool]:
     """Commit `job`'s row, then enqueue it: a worker must always find the job it is handed.
 
     Returns (job, replayed): with an idempotency key already used by the tenant, the earlier job and True
     (nothing is enqueued again; the caller checks the request matches). With `session`, the row joins
     that open transaction (say, under a sweep's row lock) and is enqueued once the caller commits it.
+    `before_insert` runs in the inserting transaction, before the row is added (the per-tenant quota).
     """
     if session is not None:
+        if before_insert is not None:
+            before_insert(session)
         session.add(job)
         event.listen(session, "after_commit", lambda _s: enqueue(db, send, job.id), once=True)
         return job, False
     try:
         with db.session() as s:
+            if before_insert is not None:
+                before_insert(s)
             s.add(job)
     except IntegrityError:
         # Two requests raced on the same idempotency key (unique per tenant): the other one's job wins.

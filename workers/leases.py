@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from service.db import Database
-from service.db.models import FINAL_STATUSES, Checkpoint, EpochMetrics, Job, utcnow
+from service.db.models import FINAL_STATUSES, Checkpoint, EpochMetrics, Job, Tenant, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,25 @@ def fail_worker_lost(job: Job) -> None:
     job.lease_expires_at = None
 
 
-def claim(db: Database, job_id: str, worker_id: str, lease_for: float) -> Claim | None:
-    """Take the job's lease and move it to running; None when this delivery must not train."""
+def _tenant_at_running_limit(db: Database, s: Any, job: Job, max_running: int, now: datetime) -> bool:
+    # The tenant's row is locked so two workers cannot both start the tenant's last allowed job.
+    s.execute(select(Tenant.id).where(Tenant.id == job.tenant_id).with_for_update())
+    running = s.execute(
+        select(func.count()).select_from(Job).where(
+            Job.tenant_id == job.tenant_id, Job.id != job.id, Job.status == "running",
+            Job.lease_expires_at > db_time(db, now))
+    ).scalar_one()
+    return running >= max_running
+
+
+def claim(db: Database, job_id: str, worker_id: str, lease_for: float,
+          max_running_per_tenant: int | None = None) -> Claim | None:
+    """Take the job's lease and move it to running; None when this delivery must not train.
+
+    With `max_running_per_tenant`, a job whose tenant already trains that many jobs is deferred: it stays
+    queued with its outbox marker cleared, so the reaper sends it again a heartbeat later, behind the
+    other tenants' messages.
+    """
     now = utcnow()
     with db.session() as s:
         job = s.get(Job, job_id, with_for_update=True)
@@ -95,6 +112,11 @@ def claim(db: Database, job_id: str, worker_id: str, lease_for: float) -> Claim 
         if job.attempts - job.interruptions >= job.max_attempts:
             fail_worker_lost(job)
             logger.warning("job %s: %d attempts died; failing it", job_id, job.attempts - job.interruptions)
+            return None
+        if (max_running_per_tenant is not None and job.status == "queued"
+                and _tenant_at_running_limit(db, s, job, max_running_per_tenant, now)):
+            job.enqueued_at = None
+            logger.info("job %s: its tenant already runs %d jobs; deferred", job_id, max_running_per_tenant)
             return None
         job.status = "running"
         job.started_at = job.started_at or now

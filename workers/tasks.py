@@ -36,7 +36,8 @@ class JobFailed(Exception):
 
 def _claim(job_id: str) -> Claim | None:
     """Take the job's lease (workers/leases.py), or None when this delivery must not train it."""
-    claimed = leases.claim(runtime.db, job_id, runtime.worker_id, runtime.lease_seconds)
+    claimed = leases.claim(runtime.db, job_id, runtime.worker_id, runtime.lease_seconds,
+                           max_running_per_tenant=runtime.settings.max_running_jobs_per_tenant)
     if claimed is not None:
         runtime.hold(job_id, claimed.attempt)
     return claimed
@@ -71,7 +72,10 @@ def load_data(job_id: str, dataset_id: str, tmpdir: str) -> TrainData:
                 target = (row.info or {}).get("target")
             path = runtime.dataset_cache.fetch(runtime.store, key, sha256, size, f".{fmt}",
                                                fallback=Path(tmpdir) / f"data.{fmt}")
-            arrays = load_npz(path) if fmt == "npz" else load_csv(path, target)
+            # The upload's caps again: what the store hands back is not trusted more than the upload was.
+            limits = runtime.settings
+            arrays = (load_npz(path, max_decompressed_bytes=limits.max_dataset_bytes) if fmt == "npz"
+                      else load_csv(path, target, max_bytes=limits.max_upload_bytes))
     except (DatasetError, ArtifactMissing) as exc:
         raise JobFailed("dataset_unavailable", f"Data set {dataset_id} could not be read: {exc}") from exc
     return TrainData(**arrays)

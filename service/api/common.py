@@ -3,12 +3,22 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any
 
 from flask import g, request
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+
+
+# Every id the server issues (service.db.models.new_id). Anything else in a URL cannot name a row, so it
+# answers 404 without reaching the database (a NUL byte there would be a driver error, not a 404).
+_SERVER_ID = re.compile(r"[a-z]{2,4}_[0-9a-f]{32}")
+
+
+def is_server_id(value: object, prefix: str) -> bool:
+    return isinstance(value, str) and value.startswith(prefix + "_") and _SERVER_ID.fullmatch(value) is not None
 
 
 def tenant_id() -> str:
@@ -69,7 +79,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
         dt = datetime.fromisoformat(created.replace("Z", "+00:00"))
-        if not isinstance(row_id, str):
+        if not is_server_id(row_id, "job"):
             raise ValueError
         return dt, row_id
     except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):

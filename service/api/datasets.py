@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.api.common import iso, tenant_id
+from service.api.common import is_server_id, iso, tenant_id
 from service.app import services
 from service.datasets import DatasetError, inspect_csv, inspect_npz
 from service.db.models import Dataset, Job, new_id
@@ -69,12 +69,16 @@ def upload_dataset() -> tuple[Response, int, dict[str, str]]:
         raise ValidationFailed("Send the data set as a multipart form field named 'file'.",
                                errors=[{"field": "file", "message": "Missing file."}])
     # The client's file name is kept as a label only; it never becomes a path.
-    original = os.path.basename(upload.filename or "").strip()[:256] or "upload"
+    original = "".join(ch for ch in os.path.basename(upload.filename or "") if ch.isprintable())
+    original = original.strip()[:256] or "upload"
     fmt = (request.form.get("format") or original.rsplit(".", 1)[-1]).lower()
     if fmt not in FORMATS:
         raise ValidationFailed("The file must be a .npz or .csv file (or say which with the form field 'format').",
                                errors=[{"field": "file", "message": "Use a .npz or .csv file."}])
     target = request.form.get("target")
+    if target is not None and (not target.isprintable() or len(target) > 1000):
+        raise ValidationFailed("The form field 'target' must be a column name: printable text, at most 1000 "
+                               "characters.", errors=[{"field": "target", "message": "Not a column name."}])
     if fmt == "csv" and not target:
         raise ValidationFailed("A CSV upload needs the form field 'target' naming the column to predict.",
                                errors=[{"field": "target", "message": "Missing target column name."}])
@@ -124,7 +128,7 @@ def list_datasets() -> Response:
 
 
 def _load(session: Session, dataset_id: str) -> Dataset:
-    row = session.get(Dataset, dataset_id)
+    row = session.get(Dataset, dataset_id) if is_server_id(dataset_id, "ds") else None
     if row is None or row.tenant_id != tenant_id():
         raise NotFound(f"There is no data set {dataset_id}.")
     return row

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from service.db import Database
 from service.db.models import Job
@@ -53,10 +55,16 @@ def find_replay(db: Database, tenant_id: str, key: str, sha256: str, model: type
     return row
 
 
-def insert_once(db: Database, row: Row) -> tuple[Row, bool]:
-    """Insert `row` (which carries its key and body hash); return (row, replayed)."""
+def insert_once(db: Database, row: Row,
+                before_insert: Callable[[Session], None] | None = None) -> tuple[Row, bool]:
+    """Insert `row` (which carries its key and body hash); return (row, replayed).
+
+    `before_insert` runs in the inserting transaction (the per-tenant job quota check).
+    """
     try:
         with db.session() as s:
+            if before_insert is not None:
+                before_insert(s)
             s.add(row)
         return row, False
     except IntegrityError:

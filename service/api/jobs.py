@@ -8,12 +8,12 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from service.api.common import decode_cursor, encode_cursor, int_arg, iso, json_body, tenant_id
+from service.api.common import decode_cursor, encode_cursor, int_arg, is_server_id, iso, json_body, tenant_id
 from service.api.datasets import dataset_lookup
 from service.api.idempotency import find_replay, idempotency_key, request_sha256
 from service.app import services
-from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Finding, Job
-from service.errors import Conflict, NotFound, ValidationFailed
+from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Finding, Job, Tenant
+from service.errors import Conflict, NotFound, TooManyRequests, ValidationFailed
 from service.queue import enqueue_job
 from service.spec import SpecError, validate_spec
 from service.submission import new_job, submit
@@ -111,8 +111,31 @@ def job_with_findings(session: Session, job: Job) -> dict[str, Any]:
     return job_resource(job, finding_counts(session, [job.id]).get(job.id))
 
 
+# How long a client told "too many active jobs" should wait: about one short job, or a cancellation.
+QUOTA_RETRY_AFTER_SECONDS = 30
+
+
+def check_active_job_quota(session: Session, tenant: str, limit: int) -> None:
+    """429 when the tenant already has `limit` jobs queued or running.
+
+    The tenant's row is locked first (Postgres; SQLite serialises writers anyway), so two concurrent
+    submissions cannot both see the last free slot: the second waits for the first to commit and counts it.
+    """
+    session.execute(select(Tenant.id).where(Tenant.id == tenant).with_for_update())
+    active = session.execute(
+        select(func.count()).select_from(Job).where(Job.tenant_id == tenant, Job.status.in_(("queued", "running")))
+    ).scalar_one()
+    if active >= limit:
+        raise TooManyRequests(
+            f"This tenant already has {active} jobs queued or running, the most allowed at once ({limit}). "
+            "Wait for one to end, or cancel one, then submit again.",
+            headers={"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)},
+            extra={"active_jobs": active, "limit": limit},
+        )
+
+
 def load_job(session: Session, job_id: str) -> Job:
-    job = session.get(Job, job_id)
+    job = session.get(Job, job_id) if is_server_id(job_id, "job") else None
     # Another tenant's job answers exactly like a missing one: ids must not leak across tenants.
     if job is None or job.tenant_id != tenant_id():
         raise NotFound(f"There is no job {job_id}.")
@@ -136,8 +159,10 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
                 + (f" (and {len(exc.errors) - 3} more)" if len(exc.errors) > 3 else ""),
                 errors=exc.errors,
             ) from None
+    limit = svc.settings.max_active_jobs_per_tenant
     job, replayed = submit(svc.db, lambda job_id: enqueue_job(svc.celery, job_id),
-                           new_job(tenant_id(), spec, idempotency_key=key, request_sha256=body_sha256))
+                           new_job(tenant_id(), spec, idempotency_key=key, request_sha256=body_sha256),
+                           before_insert=lambda session: check_active_job_quota(session, tenant_id(), limit))
     if replayed:  # a concurrent request with the same key won the race (409 if its body was different)
         return _replayed(find_replay(svc.db, tenant_id(), key or "", body_sha256 or "") or job)
     return jsonify(job_resource(job)), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,10 @@ class FsspecStore:
         self.fs.makedirs(self.root, exist_ok=True)
 
     def _path(self, key: str) -> str:
+        # Second line of defence: whatever the key, it stays under the root.
+        parts = key.split("/")
+        if key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"not an artifact key: {key!r}")
         return f"{self.root}/{key}"
 
     def put(self, key: str, stream: BinaryIO, *, max_bytes: int | None = None) -> StoredArtifact:
@@ -237,17 +242,28 @@ def make_store(db: Database, artifact_url: str) -> ArtifactStore:
     return FsspecStore(db, artifact_url)
 
 
+# Keys are built here from server-issued ids (service.db.models.new_id) and numbers only; nothing a client
+# sends (a file name, a path) can become part of one, and a malformed id is a bug, refused loudly.
+_SERVER_ID = re.compile(r"[a-z]{2,4}_[0-9a-f]{32}")
+
+
+def _server_id(value: str) -> str:
+    if not isinstance(value, str) or not _SERVER_ID.fullmatch(value):
+        raise ValueError(f"artifact keys are built from server-issued ids only, not {value!r}")
+    return value
+
+
 def checkpoint_key(job_id: str, epoch: int) -> str:
-    return f"jobs/{job_id}/checkpoints/epoch-{epoch:04d}.keras"
+    return f"jobs/{_server_id(job_id)}/checkpoints/epoch-{int(epoch):04d}.keras"
 
 
 def backup_key(job_id: str, epoch: int) -> str:
     # One key per epoch: the job row points at the previous backup until the new one is complete.
-    return f"jobs/{job_id}/backups/epoch-{epoch:04d}.weights.h5"
+    return f"jobs/{_server_id(job_id)}/backups/epoch-{int(epoch):04d}.weights.h5"
 
 
 def dataset_key(dataset_id: str) -> str:
-    return f"datasets/{dataset_id}"
+    return f"datasets/{_server_id(dataset_id)}"
 
 
 __all__ = [

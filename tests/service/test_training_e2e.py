@@ -70,7 +70,7 @@ def test_metrics_one_row_per_epoch_counting_from_one(api_url: str, auth: dict[st
 
 
 def test_best_checkpoint_downloads_with_etag_and_range_and_predicts(
-    api_url: str, auth: dict[str, str], digits_job: dict[str, Any], tmp_path: Path
+    api_url: str, auth: dict[str, str], digits_job: dict[str, Any], tmp_path: Path, make_token: Any
 ) -> None:
     job_id = digits_job["id"]
     listed = requests.get(f"{api_url}/v1/jobs/{job_id}/checkpoints", headers=auth, timeout=5).json()["checkpoints"]
@@ -95,6 +95,12 @@ def test_best_checkpoint_downloads_with_etag_and_range_and_predicts(
     assert tail.status_code == 206 and tail.content == resp.content[-50:]
     bad = requests.get(url, headers={**auth, "Range": f"bytes={len(resp.content) + 5}-"}, timeout=5)
     assert bad.status_code == 416
+
+    # Another tenant learns nothing about this job, its files included: every read is a 404.
+    other = {"Authorization": f"Bearer {make_token('e2e-mallory')}"}
+    for path in ("", "/metrics", "/diagnostics", "/checkpoints", "/checkpoints/best"):
+        stolen = requests.get(f"{api_url}/v1/jobs/{job_id}{path}", headers=other, timeout=5)
+        assert stolen.status_code == 404 and stolen.content != resp.content, path
 
     import keras
     from sklearn.datasets import load_digits

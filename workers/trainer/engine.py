@@ -54,7 +54,8 @@ def _floats(logs: dict) -> dict[str, float]:
 
 def _evaluate_checkpoint(path: Path, x, y, batch_size: int) -> dict[str, float]:
     # Loading the file (not reusing the in-memory model) also proves the artifact is usable.
-    model = keras.models.load_model(path)
+    # safe_mode (Keras' default, spelled out): a checkpoint, even one of ours, never runs code as it loads.
+    model = keras.models.load_model(path, safe_mode=True)
     logs = model.evaluate(make_dataset(x, y, batch_size), verbose=0, return_dict=True)
     return _floats(logs)
 
@@ -240,7 +241,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
         elif checkpoint.best_path is not None and stop_reason in ("completed", "early_stopping", "max_runtime",
                                                                    "sweep_early_stopped"):
             # A job must never end well with a best checkpoint that does not load: prove it does.
-            keras.models.load_model(checkpoint.best_path, compile=False)
+            keras.models.load_model(checkpoint.best_path, compile=False, safe_mode=True)
     except Exception:
         logger.exception("training failed")
         call_with_retry(reporter.finished, result("error"), attempts=RETRY_ATTEMPTS,
