@@ -74,12 +74,12 @@ def encode_cursor(created_at: datetime, row_id: str) -> str:
     return base64.urlsafe_b64encode(payload).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str, kind: str = "job") -> tuple[datetime, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
         dt = datetime.fromisoformat(created.replace("Z", "+00:00"))
-        if not is_server_id(row_id, "job"):
+        if not is_server_id(row_id, kind):
             raise ValueError
         return dt, row_id
     except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):

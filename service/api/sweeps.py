@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from service.api.common import decode_cursor, encode_cursor, int_arg, iso, json_body, tenant_id
+from service.api.common import decode_cursor, encode_cursor, int_arg, is_server_id, iso, json_body, tenant_id
 from service.api.idempotency import find_replay, idempotency_key, insert_once, request_sha256
 from service.app import services
 from service.datasets.lookup import dataset_lookup
@@ -78,6 +78,8 @@ def _detail(session: Session, sweep: Sweep) -> dict[str, Any]:
 
 
 def load_sweep(session: Session, sweep_id: str, *, lock: bool = False) -> Sweep:
+    if not is_server_id(sweep_id, "swp"):  # never query with an id this server cannot have issued
+        raise NotFound(f"There is no sweep {sweep_id}.")
     stmt = select(Sweep).where(Sweep.id == sweep_id)
     sweep = session.execute(stmt.with_for_update() if lock else stmt).scalar_one_or_none()
     # Another tenant's sweep answers exactly like a missing one.
@@ -131,7 +133,7 @@ def list_sweeps() -> Response:
         stmt = stmt.where(Sweep.status == status)
     svc = services()
     if cursor := request.args.get("cursor"):
-        created, sweep_id = decode_cursor(cursor)
+        created, sweep_id = decode_cursor(cursor, "swp")
         if svc.settings.is_embedded:
             created = created.replace(tzinfo=None)
         stmt = stmt.where(or_(Sweep.created_at < created, and_(Sweep.created_at == created, Sweep.id < sweep_id)))

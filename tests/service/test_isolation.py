@@ -60,6 +60,7 @@ def test_folder_store_never_leaves_its_root(settings: Any, tmp_path: Path) -> No
     "/v1/jobs/..%2F..%2Fetc%2Fpasswd", "/v1/jobs/..%2F..%2Fetc%2Fpasswd/checkpoints/best",
     "/v1/jobs/job_%2E%2E/metrics", "/v1/jobs/%00/diagnostics", "/v1/datasets/..%2F..%2Fetc%2Fpasswd",
     "/v1/datasets/ds_../../x", "/v1/datasets/builtin:..%2Firis", "/v1/jobs/job_0/checkpoints/..%2F..%2Fx",
+    "/v1/sweeps/%00", "/v1/sweeps/swp_..%2F..",
 ])
 def test_hostile_ids_in_urls_answer_404(client: Any, auth: dict[str, str], path: str) -> None:
     resp = client.get(path, headers=auth)
