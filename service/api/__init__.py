@@ -32,8 +32,8 @@ def _require_token() -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from service.api import checkpoints, datasets, diagnostics, health, jobs
+    from service.api import checkpoints, datasets, diagnostics, health, jobs, tensorboard
 
     app.before_request(_require_token)
-    for module in (health, jobs, checkpoints, datasets, diagnostics):
+    for module in (health, jobs, checkpoints, datasets, diagnostics, tensorboard):
         app.register_blueprint(module.bp)

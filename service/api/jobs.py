@@ -12,6 +12,7 @@ from service.api.common import decode_cursor, encode_cursor, int_arg, iso, json_
 from service.api.datasets import dataset_lookup
 from service.api.idempotency import find_replay, idempotency_key, insert_once, request_sha256
 from service.app import services
+from service.db.exports import JobExport
 from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Finding, Job, utcnow
 from service.errors import Conflict, NotFound, ValidationFailed
 from service.queue import enqueue_job
@@ -205,6 +206,7 @@ def delete_job(job_id: str) -> tuple[str, int]:
         if job.status not in FINAL_STATUSES:
             raise Conflict(f"Job {job_id} is {job.status}; cancel it and wait for it to end before deleting it.")
         keys = list(s.execute(select(Checkpoint.artifact_key).where(Checkpoint.job_id == job_id)).scalars())
+        keys += s.execute(select(JobExport.artifact_key).where(JobExport.job_id == job_id)).scalars()
     for key in keys:
         svc.store.delete(key)
     with svc.db.session() as s:
