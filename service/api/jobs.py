@@ -31,6 +31,7 @@ def job_links(job_id: str) -> dict[str, str]:
         "best_checkpoint": url_for("checkpoints.download_best", job_id=job_id),
         "cancel": url_for("jobs.cancel_job", job_id=job_id),
         "diagnostics": url_for("diagnostics.get_diagnostics", job_id=job_id),
+        "tensorboard": url_for("tensorboard.download_tensorboard", job_id=job_id),
     }
 
 

@@ -161,3 +161,24 @@ def test_dashboard_errors_are_readable(page: Any, api_url: str, token: str) -> N
     page.click("#sign-out")
     page.wait_for_selector("#signin:not([hidden])")
     assert page.evaluate("sessionStorage.getItem('trainyard.token')") is None
+
+
+def test_event_stream_parser_in_the_browser(page: Any, api_url: str) -> None:
+    """The page's own SSE parser (live.js, used where the API streams job events) on a stream cut at
+    awkward places: CRLF line ends, keep-alive comments, multi-line data, a chunk ending mid-line."""
+    page.goto(api_url + "/")
+    events = page.evaluate("""async () => {
+        const { sseEvents } = await import("/ui/live.js");
+        const chunks = [": keepalive\\r\\n\\r\\nid: 1\\r\\nevent: status\\r\\ndata: {\\"status\\":",
+                        " \\"running\\"}\\r\\n\\r\\nid: 2\\nevent: epoch\\ndata: {\\"epoch\\": 1,\\ndata: \\"loss\\": 0.5}\\n",
+                        "\\n: keepalive\\n\\nevent: end\\ndata: {\\"status\\": \\"succeeded\\"}\\n\\n"];
+        const body = new ReadableStream({ start(c) {
+            for (const s of chunks) c.enqueue(new TextEncoder().encode(s));
+            c.close();
+        } });
+        const out = [];
+        for await (const e of sseEvents(body)) out.push([e.event, e.id, JSON.parse(e.data)]);
+        return out;
+    }""")
+    assert events == [["status", "1", {"status": "running"}], ["epoch", "2", {"epoch": 1, "loss": 0.5}],
+                      ["end", None, {"status": "succeeded"}]]
