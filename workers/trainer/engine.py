@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 # Reporter calls from callbacks: a couple of retries with a short sleep, then log and carry on.
 RETRY_ATTEMPTS = 3
 RETRY_DELAY_SECONDS = 0.2
-# Runs that end with a usable best model get its SavedModel export.
-EXPORTED_STOP_REASONS = ("completed", "early_stopping", "max_runtime")
+# Runs that end well: their best checkpoint must load, and gets its SavedModel export.
+ENDED_WELL = ("completed", "early_stopping", "max_runtime")
 
 
 def _resolve_monitor(monitor: str, has_validation: bool, what: str) -> str:
@@ -226,10 +226,10 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
                 and stop_reason not in ("cancelled", "max_runtime")):
             test_metrics = _evaluate_checkpoint(checkpoint.best_path, prepared.x_test, prepared.y_test,
                                                 batch_size)
-        elif checkpoint.best_path is not None and stop_reason in ("completed", "early_stopping", "max_runtime"):
+        elif checkpoint.best_path is not None and stop_reason in ENDED_WELL:
             # A job must never end well with a best checkpoint that does not load: prove it does.
             keras.models.load_model(checkpoint.best_path, compile=False)
-        if checkpoint.best_path is not None and stop_reason in EXPORTED_STOP_REASONS:
+        if checkpoint.best_path is not None and stop_reason in ENDED_WELL:
             _export_best(checkpoint.best_path, checkpoint.best_epoch, workdir, reporter)
     except Exception:
         logger.exception("training failed")
