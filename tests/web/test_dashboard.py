@@ -142,6 +142,8 @@ def test_dashboard_errors_are_readable(page: Any, api_url: str, token: str) -> N
     page.goto(api_url + "/")
     _sign_in(page, token)
     page.wait_for_selector("#jobs-view:not([hidden])")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-jobs.png"), full_page=True)
 
     missing = "job_" + "0" * 32
     page.goto(f"{api_url}/#/jobs/{missing}")
@@ -151,12 +153,11 @@ def test_dashboard_errors_are_readable(page: Any, api_url: str, token: str) -> N
 
     # A token revoked (or mistyped) while signed in: the next call asks for it again.
     page.evaluate("sessionStorage.setItem('trainyard.token', 'ty_revoked')")
-    page.goto(f"{api_url}/#/")
     page.reload()
     page.wait_for_selector("#signin:not([hidden])")
     assert "refused the token" in page.inner_text("#signin-error")
-    _sign_in(page, token)
-    page.wait_for_selector("#jobs-view:not([hidden])")
+    _sign_in(page, token)  # back where the user was
+    page.wait_for_selector("#job-view:not([hidden]) #job-title:text('Job not found')")
 
     page.click("#sign-out")
     page.wait_for_selector("#signin:not([hidden])")
