@@ -208,6 +208,8 @@ def delete_job(job_id: str) -> tuple[str, int]:
             raise Conflict(f"Job {job_id} is {job.status}; cancel it and wait for it to end before deleting it.")
         keys = list(s.execute(select(Checkpoint.artifact_key).where(Checkpoint.job_id == job_id)).scalars())
         keys += s.execute(select(JobExport.artifact_key).where(JobExport.job_id == job_id)).scalars()
+        if job.backup_key:  # the last resume backup outlives the run; it goes with the job
+            keys.append(job.backup_key)
     for key in keys:
         svc.store.delete(key)
     with svc.db.session() as s:

@@ -129,3 +129,18 @@ def test_download_formats_and_when_exports_exist(api: Api, finished_job: dict[st
     api("GET", f"/v1/jobs/{long['id']}/checkpoints/best", 404, query={"format": "savedmodel"})
     api("GET", f"/v1/jobs/{long['id']}/tensorboard", 200)
     api("DELETE", f"/v1/jobs/{long['id']}", 204)
+
+
+def test_deleting_a_job_deletes_its_export(api: Api, app: Any, finished_job: dict[str, Any]) -> None:
+    # Last in this module: it deletes the job the tests above share.
+    from sqlalchemy import select
+
+    from service.db.models import Artifact
+
+    def stored() -> list[str]:
+        with app.extensions["trainyard"].db.session() as s:
+            return list(s.execute(select(Artifact.key).where(Artifact.key.like(f"jobs/{finished_job['id']}/%"))).scalars())
+
+    assert any(key.endswith(".savedmodel.tar.gz") for key in stored())
+    api("DELETE", f"/v1/jobs/{finished_job['id']}", 204)
+    assert stored() == []
