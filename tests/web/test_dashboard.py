@@ -67,7 +67,7 @@ def _sign_in(page: Any, token: str) -> None:
 
 
 def test_dashboard_follows_a_job_and_downloads_its_checkpoint(page: Any, api_url: str, token: str,
-                                                               worker: Any) -> None:
+                                                               worker: Any, capsys: Any) -> None:
     auth = {"Authorization": f"Bearer {token}"}
     job = requests.post(f"{api_url}/v1/jobs", json=_spec(), headers=auth, timeout=10).json()
     job_id = job["id"]
@@ -135,7 +135,8 @@ def test_dashboard_follows_a_job_and_downloads_its_checkpoint(page: Any, api_url
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "dashboard-job.png"
     page.screenshot(path=str(shot), full_page=True)
-    print(f"\ndashboard screenshot: {shot}")
+    with capsys.disabled():  # shown in the test run's output, not only on failure
+        print(f"\ndashboard screenshot: {shot}")
 
 
 def test_dashboard_errors_are_readable(page: Any, api_url: str, token: str) -> None:
