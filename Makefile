@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test services migrate clean-var bench-engine
+.PHONY: run test services browser migrate clean-var bench-engine
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Trainyard needs Python 3.11; set PYTHON=/path/to/python3.11")'
@@ -19,11 +19,15 @@ run: $(STAMP)
 	$(PY) -m service.devserver
 
 ## The whole suite against real Postgres and Redis (started, or installed, when missing).
-test: $(STAMP) services
+test: $(STAMP) services browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 services:
 	@bash .ci/ensure-services
+
+## Debian's Chromium for the dashboard test (installed with apt-get when missing).
+browser:
+	@bash .ci/ensure-browser
 
 migrate: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bin/migrate

@@ -1,8 +1,10 @@
 """`Trainyard`: a small synchronous client for the Trainyard HTTP API (see openapi.yaml)."""
 from __future__ import annotations
 
+import io
 import logging
 import os
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -134,15 +136,30 @@ class Trainyard:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
             time.sleep(poll)
 
-    def download_best(self, job_id: str, path: str | os.PathLike[str], *,
+    def download_best(self, job_id: str, path: str | os.PathLike[str], *, format: str = "keras",
                       on_progress: Callable[[int, int], Any] | None = None) -> Download:
         """Stream the best checkpoint to `path`, verified against its SHA-256.
 
-        Bytes go to `<path>.part` first and are renamed only once verified; an existing `.part` is
-        resumed with a Range request (guarded by If-Range), and downloaded again from scratch if the
-        resumed file does not verify. `on_progress(done, total)` is called as bytes arrive.
+        `format="savedmodel"` downloads the `.tar.gz` of its TensorFlow SavedModel instead (made when
+        the job succeeds). Bytes go to `<path>.part` first and are renamed only once verified; an
+        existing `.part` is resumed with a Range request (guarded by If-Range), and downloaded again
+        from scratch if the resumed file does not verify. `on_progress(done, total)` is called as bytes
+        arrive.
         """
-        return download_verified(self, job_id, Path(path), on_progress=on_progress)
+        return download_verified(self, job_id, Path(path), on_progress=on_progress, fmt=format)
+
+    def download_tensorboard(self, job_id: str, out_dir: str | os.PathLike[str]) -> Path:
+        """Write the job's TensorBoard event files under `out_dir/<job_id>/{train,validation}`.
+
+        Returns `out_dir/<job_id>`; `tensorboard --logdir out_dir` shows every job downloaded there.
+        """
+        out = Path(out_dir)
+        resp = self.request("GET", f"/v1/jobs/{job_id}/tensorboard", timeout=max(self.timeout, 300))
+        out.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(resp.content), mode="r:gz") as tar:
+            # "data": no absolute paths, no links out of `out`, no device files, whatever the archive says.
+            tar.extractall(out, filter="data")
+        return out / job_id
 
     # ---------------------------------------------------------------- datasets
     def upload_dataset(self, path: str | os.PathLike[str], *, target: str | None = None,

@@ -221,16 +221,22 @@ def cancel(ctx: click.Context, job_id: str, as_json: bool) -> None:
         click.echo(f"cancel requested for {job['id']} ({job['status']}); it stops at its next batch")
 
 
+DOWNLOAD_SUFFIXES = {"keras": ".keras", "savedmodel": ".savedmodel.tar.gz"}
+
+
 @main.command()
 @click.argument("job_id")
 @click.option("--out", "-o", type=click.Path(path_type=Path),
-              help="File (or existing folder) to write; default ./JOB_ID.keras.")
+              help="File (or existing folder) to write; default ./JOB_ID.keras (./JOB_ID.savedmodel.tar.gz).")
+@click.option("--format", "fmt", type=click.Choice(list(DOWNLOAD_SUFFIXES)), default="keras", show_default=True,
+              help="keras: the .keras checkpoint; savedmodel: a .tar.gz of its TensorFlow SavedModel, for serving.")
 @click.pass_context
-def download(ctx: click.Context, job_id: str, out: Path | None) -> None:
+def download(ctx: click.Context, job_id: str, out: Path | None, fmt: str) -> None:
     """Download JOB_ID's best checkpoint, verified against its SHA-256 (resumes a .part left behind)."""
-    path = out or Path(f"{job_id}.keras")
+    name = f"{job_id}{DOWNLOAD_SUFFIXES[fmt]}"
+    path = out or Path(name)
     if path.is_dir():
-        path = path / f"{job_id}.keras"
+        path = path / name
     if _is_tty():
         bar: Any = None
 
@@ -239,23 +245,35 @@ def download(ctx: click.Context, job_id: str, out: Path | None) -> None:
             if bar is None or bar.length != total or done < bar.pos:
                 if bar is not None:
                     bar.render_finish()
-                bar = click.progressbar(length=total, label=f"{job_id}.keras", show_pos=True)
+                bar = click.progressbar(length=total, label=name, show_pos=True)
                 bar.render_progress()
             bar.update(done - bar.pos)
 
         try:
-            result = _client(ctx).download_best(job_id, path, on_progress=on_progress)
+            result = _client(ctx).download_best(job_id, path, format=fmt, on_progress=on_progress)
         finally:
             if bar is not None:
                 bar.render_finish()
     else:
-        result = _client(ctx).download_best(job_id, path)
+        result = _client(ctx).download_best(job_id, path, format=fmt)
     how = ""
     if result.restarted:
         how = " (a partial file did not match and was downloaded again)"
     elif result.resumed_from:
         how = f" (resumed at byte {result.resumed_from})"
     click.echo(f"saved {result.path} ({result.size} bytes, sha256 {result.sha256}){how}")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("tensorboard"),
+              show_default=True, help="Log folder; the job's runs go to OUT/JOB_ID/{train,validation}.")
+@click.pass_context
+def tensorboard(ctx: click.Context, job_id: str, out: Path) -> None:
+    """Write JOB_ID's curves and diagnostics as TensorBoard event files (current even while it runs)."""
+    folder = _client(ctx).download_tensorboard(job_id, out)
+    runs = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    click.echo(f"wrote {folder} ({', '.join(runs)}); view with: tensorboard --logdir {out}")
 
 
 # ------------------------------------------------------------------ datasets

@@ -1,4 +1,4 @@
-"""Resumable, verified download of a job's best checkpoint.
+"""Resumable, verified download of a job's best checkpoint (the `.keras` file or its SavedModel archive).
 
 The server's ETag is the quoted SHA-256 of the file and it honours `Range` guarded by `If-Range`, so a
 partial `<path>.part` can be continued safely: if the best checkpoint changed meanwhile, `If-Range` makes
@@ -39,7 +39,7 @@ def _hash_file(path: Path) -> Any:
 
 
 def _fetch(ty: Trainyard, job_id: str, part: Path, on_progress: Callable[[int, int], Any] | None,
-           etag_hint: str | None) -> tuple[str, str, int, int, bool]:
+           etag_hint: str | None, fmt: str = "keras") -> tuple[str, str, int, int, bool]:
     """Download into `part`, resuming it when possible.
 
     Returns (sha256 of the bytes, sha256 the ETag names, size, bytes resumed, whether a .part was dropped).
@@ -49,15 +49,15 @@ def _fetch(ty: Trainyard, job_id: str, part: Path, on_progress: Callable[[int, i
     headers = {}
     if offset and etag_hint:
         headers = {"Range": f"bytes={offset}-", "If-Range": f'"{etag_hint}"'}
+    url = f"/v1/jobs/{job_id}/checkpoints/best" + ("" if fmt == "keras" else f"?format={fmt}")
     try:
-        resp = ty.request("GET", f"/v1/jobs/{job_id}/checkpoints/best", ok=(200, 206), headers=headers,
-                          stream=True)
+        resp = ty.request("GET", url, ok=(200, 206), headers=headers, stream=True)
     except TrainyardError as exc:
         if exc.status != 416:  # the .part is longer than the file: it cannot be a prefix of it
             raise
         part.unlink()
         offset, discarded = 0, True
-        resp = ty.request("GET", f"/v1/jobs/{job_id}/checkpoints/best", stream=True)
+        resp = ty.request("GET", url, stream=True)
     with resp:
         etag = resp.headers.get("ETag", "").strip().strip('"')
         length = int(resp.headers.get("Content-Length", 0))
@@ -79,22 +79,36 @@ def _fetch(ty: Trainyard, job_id: str, part: Path, on_progress: Callable[[int, i
     return hasher.hexdigest(), etag, done, offset, discarded
 
 
+def _etag(ty: Trainyard, job_id: str, fmt: str) -> str | None:
+    """The SHA-256 the server names for an export, from a HEAD request (no body)."""
+    resp = ty.request("HEAD", f"/v1/jobs/{job_id}/checkpoints/best?format={fmt}")
+    resp.close()
+    return resp.headers.get("ETag", "").strip().strip('"') or None
+
+
 def download_verified(ty: Trainyard, job_id: str, path: Path,
-                      on_progress: Callable[[int, int], Any] | None = None) -> Download:
+                      on_progress: Callable[[int, int], Any] | None = None, fmt: str = "keras") -> Download:
+    """`fmt` "keras" is the checkpoint itself, also checked against the checkpoint listing; "savedmodel"
+    its SavedModel archive, checked against the ETag alone (a .part of it is resumed only while the
+    server's ETag still names the same archive)."""
     part = path.with_name(path.name + ".part")
-    best = [c for c in ty.checkpoints(job_id) if c["is_best"]]
-    listed_sha = best[0]["sha256"] if best else None
-    sha, etag, size, resumed, restarted = _fetch(ty, job_id, part, on_progress, listed_sha)
+    listed_sha = None
+    if fmt == "keras":
+        best = [c for c in ty.checkpoints(job_id) if c["is_best"]]
+        listed_sha = best[0]["sha256"] if best else None
+    else:
+        listed_sha = _etag(ty, job_id, fmt) if part.exists() else None
+    sha, etag, size, resumed, restarted = _fetch(ty, job_id, part, on_progress, listed_sha, fmt)
     if sha != etag and resumed:
         # The bytes kept from before were not a prefix of this file: start over once.
         part.unlink()
         restarted = True
-        sha, etag, size, resumed, _ = _fetch(ty, job_id, part, on_progress, None)
+        sha, etag, size, resumed, _ = _fetch(ty, job_id, part, on_progress, None, fmt)
     if sha != etag:
         part.unlink(missing_ok=True)
         raise ChecksumMismatch("Checksum mismatch", f"downloaded {size} bytes with SHA-256 {sha}, "
                                f"but the server's ETag says {etag}")
-    if sha != listed_sha:
+    if fmt == "keras" and sha != listed_sha:
         # A running job may have found a new best between the listing and the download.
         listed = {c["sha256"] for c in ty.checkpoints(job_id) if c["is_best"]}
         if sha not in listed:

@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 
 from service.db import Database
+from service.db.exports import JobExport
 from service.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
-from service.store import ArtifactStore, checkpoint_key, put_file
+from service.store import ArtifactStore, checkpoint_key, export_key, put_file
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,27 @@ class DbReporter:
                 )
 
         self._retry(f"storing epoch {epoch}'s checkpoint", write)
+
+    def export_saved(self, fmt: str, epoch: int, path: str, size: int, sha256: str) -> None:
+        """Store an export of epoch `epoch`'s checkpoint; one row per job and format, replaced on a re-run."""
+        key = export_key(self.job_id, fmt, epoch)
+
+        def write() -> None:
+            meta = put_file(self.store, key, path)
+            if meta.sha256 != sha256:
+                raise OSError(f"the {fmt} export changed while it was stored")
+            with self.db.session() as s:
+                row = s.get(JobExport, (self.job_id, fmt))
+                previous = row.artifact_key if row is not None else None
+                if row is None:
+                    row = JobExport(job_id=self.job_id, format=fmt)
+                    s.add(row)
+                row.epoch, row.artifact_key, row.size_bytes, row.sha256 = epoch, key, meta.size, meta.sha256
+                row.created_at = utcnow()
+            if previous and previous != key:
+                self.store.delete(previous)
+
+        self._retry(f"storing the {fmt} export", write)
 
     def should_stop(self) -> str | None:
         if self._stop is not None:

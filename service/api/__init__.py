@@ -7,7 +7,8 @@ from service.app import services
 from service.auth import authenticate
 from service.errors import Unauthorized
 
-PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.openapi", "static"}
+# The dashboard's page and assets load without a token: the page asks for one and sends it on API calls.
+PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.openapi", "static", "web.index", "web.static"}
 
 
 def _require_token() -> None:
@@ -32,8 +33,10 @@ def _require_token() -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from service.api import checkpoints, datasets, diagnostics, health, jobs, sweeps
+    from service.api import checkpoints, datasets, diagnostics, health, jobs, sweeps, tensorboard
+
+    from service import web
 
     app.before_request(_require_token)
-    for module in (health, jobs, checkpoints, datasets, diagnostics, sweeps):
+    for module in (health, jobs, checkpoints, datasets, diagnostics, sweeps, tensorboard, web):
         app.register_blueprint(module.bp)

@@ -1,4 +1,4 @@
-"""Checkpoints: the kept ones, and the best one streamed as a `.keras` attachment."""
+"""Checkpoints: the kept ones, and the best one streamed as a `.keras` file or as its SavedModel export."""
 from __future__ import annotations
 
 import re
@@ -6,12 +6,14 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from service.api.common import iso
 from service.api.jobs import load_job
 from service.app import services
-from service.db.models import Checkpoint
-from service.errors import NotFound, RangeNotSatisfiable
+from service.db.exports import EXPORT_FORMATS, JobExport
+from service.db.models import FINAL_STATUSES, Checkpoint, Job
+from service.errors import Conflict, NotFound, RangeNotSatisfiable, ValidationFailed
 from service.store import ArtifactStore
 
 bp = Blueprint("checkpoints", __name__)
@@ -59,7 +61,8 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def stream_artifact(store: ArtifactStore, key: str, size: int, sha256: str, filename: str) -> Response:
+def stream_artifact(store: ArtifactStore, key: str, size: int, sha256: str, filename: str,
+                    mimetype: str = "application/octet-stream") -> Response:
     etag = f'"{sha256}"'
     inm = request.headers.get("If-None-Match")
     if inm and (inm.strip() == "*" or etag in [t.strip() for t in inm.split(",")]):
@@ -76,7 +79,7 @@ def stream_artifact(store: ArtifactStore, key: str, size: int, sha256: str, file
     def body() -> Iterator[bytes]:
         yield from store.iter_bytes(key, start, end)
 
-    resp = Response(stream_with_context(body()), status=status, mimetype="application/octet-stream",
+    resp = Response(stream_with_context(body()), status=status, mimetype=mimetype,
                     direct_passthrough=True)
     resp.headers["Content-Length"] = str(end - start)
     resp.headers["ETag"] = etag
@@ -87,16 +90,43 @@ def stream_artifact(store: ArtifactStore, key: str, size: int, sha256: str, file
     return resp
 
 
+DOWNLOAD_FORMATS = ("keras", *EXPORT_FORMATS)
+
+
 @bp.get("/v1/jobs/<job_id>/checkpoints/best")
 def download_best(job_id: str) -> Response:
+    fmt = request.args.get("format") or "keras"
+    if fmt not in DOWNLOAD_FORMATS:
+        raise ValidationFailed(
+            f"Unknown format {fmt!r}; the best checkpoint downloads as {' or '.join(DOWNLOAD_FORMATS)}.",
+            errors=[{"field": "query.format", "message": f"Must be one of: {', '.join(DOWNLOAD_FORMATS)}."}],
+        )
     svc = services()
     with svc.db.session() as s:
-        load_job(s, job_id)
-        best = s.execute(
-            select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.is_best.is_(True))
-        ).scalar_one_or_none()
-        if best is None:
-            raise NotFound(f"Job {job_id} has no checkpoint yet; one is written when the monitored value first improves.")
-        key, size, sha = best.artifact_key, best.size_bytes, best.sha256
-        filename = f"{job_id}-epoch{best.epoch:04d}.keras"
-    return stream_artifact(svc.store, key, size, sha, filename)
+        job = load_job(s, job_id)
+        mimetype = "application/octet-stream"
+        if fmt != "keras":
+            key, size, sha, filename = _export(s, job, fmt)
+            mimetype = "application/gzip"
+        else:
+            best = s.execute(
+                select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.is_best.is_(True))
+            ).scalar_one_or_none()
+            if best is None:
+                raise NotFound(f"Job {job_id} has no checkpoint yet; one is written when the monitored value first improves.")
+            key, size, sha = best.artifact_key, best.size_bytes, best.sha256
+            filename = f"{job_id}-epoch{best.epoch:04d}.keras"
+    return stream_artifact(svc.store, key, size, sha, filename, mimetype)
+
+
+def _export(s: Session, job: Job, fmt: str) -> tuple[str, int, str, str]:
+    """The worker's export of the final best checkpoint: (key, size, sha256, filename), or a problem."""
+    if job.status not in FINAL_STATUSES:
+        raise Conflict(f"Job {job.id} is {job.status}; its {fmt} export is made from the best checkpoint "
+                       "when the job succeeds. Download the .keras checkpoint meanwhile.")
+    row = s.get(JobExport, (job.id, fmt))
+    # An export of an older checkpoint is not the best model: never serve it as one.
+    if job.status != "succeeded" or row is None or row.epoch != job.best_epoch:
+        raise NotFound(f"Job {job.id} has no {fmt} export: exports are made for jobs that succeed "
+                       f"(this one is {job.status}), and an export that failed is in the worker's log.")
+    return row.artifact_key, row.size_bytes, row.sha256, f"{job.id}-epoch{row.epoch:04d}.{fmt}.tar.gz"

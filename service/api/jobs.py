@@ -12,6 +12,7 @@ from service.api.common import decode_cursor, encode_cursor, int_arg, is_server_
 from service.api.datasets import dataset_lookup
 from service.api.idempotency import find_replay, idempotency_key, request_sha256
 from service.app import services
+from service.db.exports import JobExport
 from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Finding, Job, Tenant
 from service.errors import Conflict, NotFound, TooManyRequests, ValidationFailed
 from service.queue import enqueue_job
@@ -31,6 +32,7 @@ def job_links(job_id: str) -> dict[str, str]:
         "best_checkpoint": url_for("checkpoints.download_best", job_id=job_id),
         "cancel": url_for("jobs.cancel_job", job_id=job_id),
         "diagnostics": url_for("diagnostics.get_diagnostics", job_id=job_id),
+        "tensorboard": url_for("tensorboard.download_tensorboard", job_id=job_id),
     }
 
 
@@ -226,6 +228,9 @@ def delete_job(job_id: str) -> tuple[str, int]:
         if job.status not in FINAL_STATUSES:
             raise Conflict(f"Job {job_id} is {job.status}; cancel it and wait for it to end before deleting it.")
         keys = list(s.execute(select(Checkpoint.artifact_key).where(Checkpoint.job_id == job_id)).scalars())
+        keys += s.execute(select(JobExport.artifact_key).where(JobExport.job_id == job_id)).scalars()
+        if job.backup_key:  # the last resume backup outlives the run; it goes with the job
+            keys.append(job.backup_key)
     for key in keys:
         svc.store.delete(key)
     with svc.db.session() as s:

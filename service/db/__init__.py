@@ -66,3 +66,8 @@ def upgrade_schema(database_url: str) -> None:
     cfg.set_main_option("script_location", str(root / "migrations"))
     cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     command.upgrade(cfg, "head")
+
+
+# Tables kept in their own modules join `models.Base.metadata` here, so whoever imports the models (the
+# app, the workers, Alembic's comparison) sees the whole schema.
+from service.db import exports as _exports  # noqa: E402,F401

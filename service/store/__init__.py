@@ -262,6 +262,11 @@ def backup_key(job_id: str, epoch: int) -> str:
     return f"jobs/{_server_id(job_id)}/backups/epoch-{int(epoch):04d}.weights.h5"
 
 
+def export_key(job_id: str, fmt: str, epoch: int) -> str:
+    # Named after the checkpoint it was made from: a later, better checkpoint never matches an old export.
+    return f"jobs/{job_id}/exports/epoch-{epoch:04d}.{fmt}.tar.gz"
+
+
 def dataset_key(dataset_id: str) -> str:
     return f"datasets/{_server_id(dataset_id)}"
 
@@ -277,6 +282,7 @@ __all__ = [
     "checkpoint_key",
     "dataset_key",
     "download_to",
+    "export_key",
     "make_store",
     "put_file",
 ]

@@ -24,6 +24,7 @@ from .callbacks import (
     call_with_retry,
 )
 from .data import make_dataset, prepare_data
+from .export import export_savedmodel
 from .layers import build_model, summarize, takes_integer_inputs
 from .losses import build_loss, build_metrics
 from .optimizers import build_optimizer
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 # Reporter calls from callbacks: a couple of retries with a short sleep, then log and carry on.
 RETRY_ATTEMPTS = 3
 RETRY_DELAY_SECONDS = 0.2
+# Runs that end well: their best checkpoint must load, and gets its SavedModel export.
+ENDED_WELL = ("completed", "early_stopping", "max_runtime", "sweep_early_stopped")
 
 
 def _resolve_monitor(monitor: str, has_validation: bool, what: str) -> str:
@@ -238,10 +241,11 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
                 and stop_reason not in ("cancelled", "max_runtime")):
             test_metrics = _evaluate_checkpoint(checkpoint.best_path, prepared.x_test, prepared.y_test,
                                                 batch_size)
-        elif checkpoint.best_path is not None and stop_reason in ("completed", "early_stopping", "max_runtime",
-                                                                   "sweep_early_stopped"):
+        elif checkpoint.best_path is not None and stop_reason in ENDED_WELL:
             # A job must never end well with a best checkpoint that does not load: prove it does.
             keras.models.load_model(checkpoint.best_path, compile=False, safe_mode=True)
+        if checkpoint.best_path is not None and stop_reason in ENDED_WELL:
+            _export_best(checkpoint.best_path, checkpoint.best_epoch, workdir, reporter)
     except Exception:
         logger.exception("training failed")
         call_with_retry(reporter.finished, result("error"), attempts=RETRY_ATTEMPTS,
@@ -253,6 +257,24 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
     call_with_retry(reporter.finished, final, attempts=RETRY_ATTEMPTS, delay=RETRY_DELAY_SECONDS,
                     what="finished")
     return final
+
+
+def _export_best(best_path: Path, best_epoch: int, workdir: Path, reporter: Reporter) -> None:
+    """The final best checkpoint as a SavedModel archive, for reporters with ``export_saved``.
+
+    Before ``finished``: a job that ends well already has its export. An export that fails costs the
+    job nothing (the ``.keras`` checkpoint is the artifact it promises); it is logged and skipped.
+    """
+    if not callable(getattr(reporter, "export_saved", None)):
+        return
+    path = workdir / "exports" / f"epoch-{best_epoch:04d}.savedmodel.tar.gz"
+    try:
+        size, sha256 = export_savedmodel(best_path, path)
+    except Exception:
+        logger.exception("could not export the best checkpoint as a SavedModel; the .keras file stays")
+        return
+    call_with_retry(reporter.export_saved, "savedmodel", best_epoch, str(path), size, sha256,
+                    attempts=RETRY_ATTEMPTS, delay=RETRY_DELAY_SECONDS, what="export_saved")
 
 
 def _resume_callbacks(resume: ResumeState | None, epochs: int, **stateful) -> int:

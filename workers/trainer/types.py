@@ -82,6 +82,9 @@ class Reporter(Protocol):
 
     # Optional: reporters with ``backup_saved(epoch, path, state)`` get a resume backup after every
     # completed epoch (see ``ResumeState``); reporters without it cost no backup at all.
+    # Optional: reporters with ``export_saved(format, epoch, path, size, sha256)`` get the final best
+    # checkpoint as a SavedModel ``.tar.gz`` (format "savedmodel") before ``finished``, when the run
+    # ended well (completed, early_stopping, max_runtime); reporters without it cost no export.
 
 
 @dataclass

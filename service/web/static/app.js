@@ -1,0 +1,353 @@
+// The Trainyard dashboard: a token form, the tenant's jobs, and one job's live curves, diagnostics and
+// downloads. Every API call sends the token as a bearer token; nothing else is stored.
+import { chartCard } from "./charts.js";
+import { follow } from "./live.js";
+
+const TOKEN_KEY = "trainyard.token";
+const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+const $ = (id) => document.getElementById(id);
+
+// ------------------------------------------------------------------ API calls
+
+export class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+export function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+export async function api(path, { method = "GET", headers = {}, raw = false } = {}) {
+  const resp = await fetch(path, {
+    method,
+    headers: { Authorization: `Bearer ${token()}`, ...headers },
+    cache: "no-store",
+  });
+  if (resp.status === 304 || (raw && resp.ok)) return resp;
+  if (!resp.ok) {
+    let problem = {};
+    try { problem = await resp.json(); } catch { /* not a problem document (a proxy's page) */ }
+    const err = new ApiError(resp.status, problem);
+    if (resp.status === 401) signIn("The server refused the token: " + err.message);
+    throw err;
+  }
+  return resp.json();
+}
+
+function showError(err) {
+  const banner = $("banner");
+  if (err instanceof ApiError && err.status === 401) return; // the sign-in form says it
+  const p = err instanceof ApiError ? err.problem : {};
+  banner.textContent = err instanceof ApiError
+    ? `${p.title || "Error"} (${err.status}): ${err.message}`
+    : `Cannot reach the API: ${err.message}`;
+  banner.hidden = false;
+}
+
+// ------------------------------------------------------------------ views
+
+let stopFollowing = null;
+let refreshTimer = null;
+
+function show(view) {
+  for (const id of ["signin", "jobs-view", "job-view"]) $(id).hidden = id !== view;
+  $("sign-out").hidden = !token();
+}
+
+function reset() {
+  if (stopFollowing) stopFollowing();
+  stopFollowing = null;
+  clearInterval(refreshTimer);
+  refreshTimer = null;
+  $("banner").hidden = true;
+}
+
+function signIn(message = "") {
+  reset();
+  sessionStorage.removeItem(TOKEN_KEY);
+  show("signin");
+  $("signin-error").textContent = message;
+  $("signin-error").hidden = !message;
+  $("token-input").focus();
+}
+
+function route() {
+  reset();
+  const hash = location.hash || "#/";
+  if (hash === "#/signout") {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.hash = "#/";
+    return;
+  }
+  if (!token()) return signIn();
+  const match = hash.match(/^#\/jobs\/([\w:-]+)$/);
+  if (match) return showJob(match[1]);
+  return showJobs();
+}
+
+// ------------------------------------------------------------------ jobs list
+
+const pages = { cursors: [null], index: 0 };
+
+function text(tag, value, className) {
+  const node = document.createElement(tag);
+  node.textContent = value;
+  if (className) node.className = className;
+  return node;
+}
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString() : "";
+}
+
+function num(v) {
+  if (v === null || v === undefined) return "n/a";
+  const a = Math.abs(v);
+  return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(3) : (+v.toPrecision(4)).toString();
+}
+
+function bestText(job) {
+  return job.best ? `${job.best.monitor} ${num(job.best.value)} (epoch ${job.best.epoch})` : "";
+}
+
+async function loadJobs() {
+  const params = new URLSearchParams({ limit: "20" });
+  const status = $("status-filter").value;
+  if (status) params.set("status", status);
+  const cursor = pages.cursors[pages.index];
+  if (cursor) params.set("cursor", cursor);
+  const body = await api(`/v1/jobs?${params}`);
+  const rows = body.jobs.map((job) => {
+    const tr = document.createElement("tr");
+    tr.dataset.job = job.id;
+    const name = document.createElement("td");
+    const link = text("a", job.name || job.id);
+    link.href = `#/jobs/${job.id}`;
+    name.append(link, text("div", job.id, "muted small"));
+    const findings = job.findings.count
+      ? Object.entries(job.findings.by_severity).filter(([, n]) => n).map(([s, n]) => `${n} ${s}`).join(", ")
+      : "";
+    tr.append(name, statusCell(job), text("td", when(job.created_at)),
+      text("td", `${job.progress.epoch} / ${job.progress.epochs}`, "epochs"), text("td", bestText(job), "best"),
+      text("td", findings));
+    return tr;
+  });
+  $("jobs-body").replaceChildren(...rows);
+  $("jobs-empty").hidden = rows.length > 0;
+  pages.cursors[pages.index + 1] = body.next_cursor;
+  $("next-page").disabled = !body.next_cursor;
+  $("prev-page").disabled = pages.index === 0;
+  return body.jobs;
+}
+
+function statusCell(job) {
+  const td = document.createElement("td");
+  td.appendChild(text("span", job.status, `status ${job.status}`));
+  return td;
+}
+
+async function showJobs() {
+  show("jobs-view");
+  try {
+    const jobs = await loadJobs();
+    // Keep the page current while something on it can still change.
+    if (jobs.some((j) => !FINAL.has(j.status))) {
+      refreshTimer = setInterval(() => loadJobs().catch(showError), 3000);
+    }
+  } catch (err) {
+    showError(err);
+  }
+}
+
+// ------------------------------------------------------------------ one job
+
+const MODES = { live: "● live", polling: "updating every 2 s", ended: "" };
+const TRAIN_ONLY = new Set(["loss", "learning_rate", "seconds", "epoch"]);
+
+function metricNames(rows) {
+  const names = new Set();
+  for (const row of rows) {
+    for (const key of Object.keys(row)) {
+      const base = key.startsWith("val_") ? key.slice(4) : key;
+      if (!TRAIN_ONLY.has(base)) names.add(base);
+    }
+  }
+  return [...names];
+}
+
+function curve(rows, key) {
+  return { name: key, points: rows.filter((r) => key in r).map((r) => [r.epoch, r[key]]) };
+}
+
+function renderCharts(state) {
+  const rows = state.metrics;
+  const cards = [];
+  const pair = (key) => [curve(rows, key), curve(rows, `val_${key}`)].filter((s) => s.points.length);
+  cards.push(chartCard("chart-loss", "Loss", pair("loss").length ? pair("loss") : [curve(rows, "loss")]));
+  for (const name of metricNames(rows)) {
+    cards.push(chartCard(`chart-metric-${name}`, name, pair(name)));
+  }
+  const lr = rows.map((r) => r.learning_rate).filter((v) => v > 0);
+  const logLr = lr.length > 1 && Math.max(...lr) / Math.min(...lr) > 10;
+  cards.push(chartCard("chart-lr", "Learning rate", [curve(rows, "learning_rate")], { log: logLr }));
+  const byVariable = new Map();
+  for (const epoch of state.diagnostics) {
+    for (const v of epoch.variables) {
+      const key = `${v.layer}/${v.name}`;
+      if (!byVariable.has(key)) byVariable.set(key, []);
+      byVariable.get(key).push([epoch.epoch, v.update_ratio]);
+    }
+  }
+  const ratios = [...byVariable].map(([name, points]) => ({ name, points }));
+  const ratioCard = chartCard("chart-update-ratio", "Update / weight ratio per variable (log scale)", ratios,
+    { log: true });
+  if (!ratios.length) {
+    ratioCard.appendChild(text("p", state.job.spec.diagnostics && state.job.spec.diagnostics.enabled === false
+      ? "Diagnostics are off for this job." : "No diagnostics yet.", "muted"));
+  }
+  cards.push(ratioCard);
+  $("charts").replaceChildren(...cards);
+}
+
+function renderFindings(findings) {
+  $("findings-empty").hidden = findings.length > 0;
+  $("findings-list").replaceChildren(...findings.map((f) => {
+    const li = document.createElement("li");
+    li.className = `finding ${f.severity}`;
+    li.dataset.code = f.code;
+    const head = document.createElement("div");
+    head.className = "finding-head";
+    head.append(text("span", f.severity, `severity ${f.severity}`), text("strong", f.code),
+      text("span", [f.layer, f.epoch ? `epoch ${f.epoch}` : ""].filter(Boolean).join(" · "), "muted"));
+    li.append(head, text("p", f.message));
+    const details = document.createElement("div");
+    details.className = "finding-json";
+    for (const [label, value] of [["evidence", f.evidence], ["suggested_change", f.suggested_change]]) {
+      if (value === null || value === undefined) continue;
+      const box = document.createElement("div");
+      box.append(text("h4", label), text("pre", JSON.stringify(value, null, 2), label.replace("_", "-")));
+      details.appendChild(box);
+    }
+    li.appendChild(details);
+    return li;
+  }));
+}
+
+function fact(label, value) {
+  if (value === null || value === undefined || value === "") return [];
+  return [text("dt", label), text("dd", value)];
+}
+
+function renderJob(job) {
+  document.title = `${job.name || job.id} · Trainyard`;
+  $("job-title").textContent = job.name || job.id;
+  const status = $("job-status");
+  status.textContent = job.status;
+  status.className = `status ${job.status}`;
+  const tests = job.test_metrics
+    ? Object.entries(job.test_metrics).map(([k, v]) => `${k} ${num(v)}`).join(", ") : "";
+  $("job-facts").replaceChildren(
+    ...fact("Id", job.id),
+    ...fact("Epochs", `${job.progress.epoch} / ${job.progress.epochs}`),
+    ...fact("Best", bestText(job)),
+    ...fact("Stop reason", job.stop_reason),
+    ...fact("Error", job.error ? `${job.error.code}: ${job.error.message || ""}` : ""),
+    ...fact("Test metrics", tests),
+    ...fact("Created", when(job.created_at)),
+    ...fact("Finished", when(job.finished_at)),
+  );
+  $("download-keras").disabled = !job.best;
+  $("download-savedmodel").disabled = job.status !== "succeeded";
+  $("cancel-job").hidden = FINAL.has(job.status);
+}
+
+async function save(path, filename, button) {
+  const label = button.textContent;
+  button.disabled = true;
+  button.textContent = "Downloading…";
+  try {
+    const resp = await api(path, { raw: true });
+    const url = URL.createObjectURL(await resp.blob());
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = filename;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  } catch (err) {
+    showError(err);
+  } finally {
+    button.textContent = label;
+    button.disabled = false;
+  }
+}
+
+function showJob(jobId) {
+  show("job-view");
+  $("job-title").textContent = jobId;
+  $("job-status").textContent = "";
+  $("job-facts").replaceChildren();
+  $("charts").replaceChildren();
+  $("findings-list").replaceChildren();
+  $("findings-empty").hidden = true;
+  $("download-keras").onclick = (e) => save(`/v1/jobs/${jobId}/checkpoints/best`, `${jobId}-best.keras`, e.target);
+  $("download-savedmodel").onclick = (e) =>
+    save(`/v1/jobs/${jobId}/checkpoints/best?format=savedmodel`, `${jobId}-best.savedmodel.tar.gz`, e.target);
+  $("download-tensorboard").onclick = (e) =>
+    save(`/v1/jobs/${jobId}/tensorboard`, `${jobId}-tensorboard.tar.gz`, e.target);
+  $("cancel-job").onclick = () => api(`/v1/jobs/${jobId}/cancel`, { method: "POST" }).then(renderJob, showError);
+
+  const view = document.getElementById("job-view");
+  stopFollowing = follow(jobId, {
+    api,
+    token,
+    onUpdate(state) {
+      renderJob(state.job);
+      renderCharts(state);
+      renderFindings(state.findings);
+      view.dataset.epochs = String(state.metrics.length);
+      view.dataset.status = state.job.status;
+    },
+    onMode(mode) {
+      $("job-live").textContent = MODES[mode];
+      view.dataset.live = mode;
+    },
+    onError(err) {
+      if (err instanceof ApiError && err.status === 404) {
+        $("job-title").textContent = "Job not found";
+        $("job-facts").replaceChildren(...fact("Id", jobId));
+      }
+      showError(err);
+    },
+  });
+}
+
+// ------------------------------------------------------------------ wiring
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("token-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
+    $("token-input").value = "";
+    try {
+      await api("/v1/jobs?limit=1"); // says 401 (and asks again) when the token is wrong
+      route();
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 401)) showError(err);
+    }
+  });
+  $("status-filter").addEventListener("change", () => {
+    pages.cursors = [null];
+    pages.index = 0;
+    loadJobs().catch(showError);
+  });
+  $("next-page").addEventListener("click", () => { pages.index++; loadJobs().catch(showError); });
+  $("prev-page").addEventListener("click", () => { pages.index--; loadJobs().catch(showError); });
+  window.addEventListener("hashchange", route);
+  route();
+});

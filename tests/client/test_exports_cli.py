@@ -1,0 +1,52 @@
+"""`trainyard download --format savedmodel` and `trainyard tensorboard` against the live API and worker."""
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from client import Trainyard
+
+
+def test_download_savedmodel_archive(run_cli: Any, done_job: dict[str, Any], api_url: str, token: str,
+                                     tmp_path: Path) -> None:
+    result = run_cli("download", done_job["id"], "--format", "savedmodel", "-o", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    out = tmp_path / f"{done_job['id']}.savedmodel.tar.gz"
+    served = requests.head(f"{api_url}/v1/jobs/{done_job['id']}/checkpoints/best?format=savedmodel",
+                           headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    sha = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert served.headers["ETag"] == f'"{sha}"'
+    assert result.stdout.strip() == f"saved {out} ({out.stat().st_size} bytes, sha256 {sha})"
+    with tarfile.open(out) as tar:
+        assert "savedmodel/saved_model.pb" in tar.getnames()
+
+    # A partial archive left behind is resumed from where it stopped, and verified whole.
+    part = tmp_path / "again.tar.gz.part"
+    part.write_bytes(out.read_bytes()[:100])
+    result = run_cli("download", done_job["id"], "--format", "savedmodel", "-o", str(tmp_path / "again.tar.gz"))
+    assert result.exit_code == 0 and "(resumed at byte 100)" in result.stdout, result.output
+    assert (tmp_path / "again.tar.gz").read_bytes() == out.read_bytes()
+
+    assert run_cli("download", done_job["id"], "--format", "onnx").exit_code == 2
+
+
+def test_tensorboard_writes_event_files_tensorboard_reads(run_cli: Any, ty: Trainyard, done_job: dict[str, Any],
+                                                          tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = run_cli("tensorboard", done_job["id"], "--out", str(tmp_path / "logs"))
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "logs" / done_job["id"]
+    assert result.stdout.strip() == (f"wrote {folder} (train, validation); view with: tensorboard --logdir "
+                                     f"{tmp_path / 'logs'}")
+    metrics = ty.metrics(done_job["id"])
+    acc = EventAccumulator(str(folder / "validation"))
+    acc.Reload()
+    assert [(e.step, round(e.value, 5)) for e in acc.Scalars("epoch_loss")] == [
+        (m["epoch"], round(m["val_loss"], 5)) for m in metrics]
+
+    assert run_cli("tensorboard", "job_" + "0" * 32, "--out", str(tmp_path)).exit_code == 3
