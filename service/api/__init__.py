@@ -1,13 +1,18 @@
 """HTTP API: one module per resource, all behind bearer-token auth except health and the OpenAPI file."""
 from __future__ import annotations
 
-from flask import Flask, g, request
+import re
+import uuid
+
+from flask import Flask, Response, g, request
 
 from service.app import services
 from service.auth import authenticate
 from service.errors import Unauthorized
+from service.logconfig import request_id_var
 
-PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.openapi", "static"}
+# /metrics has its own rule (service/api/metrics.py): open, off, or a separate scrape token.
+PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.openapi", "static", "metrics.scrape"}
 
 
 def _require_token() -> None:
@@ -31,9 +36,28 @@ def _require_token() -> None:
     g.principal = principal
 
 
-def register_blueprints(app: Flask) -> None:
-    from service.api import checkpoints, datasets, diagnostics, health, jobs
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
+
+def _start_request_log() -> None:
+    # A caller's X-Request-ID (when sane) ties our log lines to theirs; otherwise we make one up.
+    given = request.headers.get("X-Request-ID", "")
+    g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    request_id_var.set(g.request_id)
+
+
+def _end_request_log(resp: Response) -> Response:
+    if "request_id" in g:
+        resp.headers["X-Request-ID"] = g.request_id
+    return resp
+
+
+def register_blueprints(app: Flask) -> None:
+    from service.api import checkpoints, datasets, diagnostics, events, health, jobs, logs, metrics
+
+    app.before_request(_start_request_log)
+    app.after_request(_end_request_log)
+    metrics.install(app)
     app.before_request(_require_token)
-    for module in (health, jobs, checkpoints, datasets, diagnostics):
+    for module in (health, jobs, checkpoints, datasets, diagnostics, events, logs, metrics):
         app.register_blueprint(module.bp)

@@ -1,6 +1,7 @@
 """Jobs: submit, list, read, cancel, delete, and per-epoch metrics."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -30,6 +31,8 @@ def job_links(job_id: str) -> dict[str, str]:
         "best_checkpoint": url_for("checkpoints.download_best", job_id=job_id),
         "cancel": url_for("jobs.cancel_job", job_id=job_id),
         "diagnostics": url_for("diagnostics.get_diagnostics", job_id=job_id),
+        "events": url_for("events.job_events", job_id=job_id),
+        "logs": url_for("logs.get_logs", job_id=job_id),
     }
 
 
@@ -179,7 +182,11 @@ def list_jobs() -> Response:
 @bp.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     with services().db.session() as s:
-        return jsonify(job_with_findings(s, load_job(s, job_id)))
+        resp = jsonify(job_with_findings(s, load_job(s, job_id)))
+    # A strong validator of the exact representation: pollers send If-None-Match and get a bodiless 304
+    # until something in the job changes.
+    resp.set_etag(hashlib.sha256(resp.get_data()).hexdigest()[:32])
+    return resp.make_conditional(request)
 
 
 @bp.post("/v1/jobs/<job_id>/cancel")
@@ -220,5 +227,10 @@ def get_metrics(job_id: str) -> Response:
         rows = s.execute(
             select(EpochMetrics).where(EpochMetrics.job_id == job_id, EpochMetrics.epoch > after).order_by(EpochMetrics.epoch)
         ).scalars()
-        epochs = [{"epoch": r.epoch, **r.values} for r in rows]
+        epochs = [metrics_item(r) for r in rows]
     return jsonify({"epochs": epochs})
+
+
+def metrics_item(row: EpochMetrics) -> dict[str, Any]:
+    """One item of GET /v1/jobs/{id}/metrics (and of the events stream's `epoch` events)."""
+    return {"epoch": row.epoch, **row.values}

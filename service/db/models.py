@@ -220,3 +220,7 @@ class Worker(Base):
     hostname: Mapped[str] = mapped_column(String(200))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# Registered on the same metadata (migrations compare against it); kept in their own module.
+from service.db import live as _live  # noqa: E402,F401
