@@ -68,6 +68,7 @@ class DbReporter:
         self._next_check = 0.0
         self._stop: str | None = None
         self.last_epoch = 0
+        self._findings_logged: set[tuple[str, str, str, str]] = set()
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T | None:
         for attempt in range(1, self.retries + 1):
@@ -81,6 +82,10 @@ class DbReporter:
         return None
 
     def started(self, info: dict[str, Any]) -> None:
+        logger.info("model built: %s parameters (%s trainable); %s training and %s validation samples, "
+                    "%s steps per epoch", info.get("params"), info.get("trainable_params"), info.get("train_samples"),
+                    info.get("val_samples"), info.get("steps_per_epoch"))
+
         def write() -> None:
             with self.db.session() as s:
                 s.execute(update(Job).where(Job.id == self.job_id).values(model_info=info))
@@ -90,6 +95,9 @@ class DbReporter:
     def epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
         values = {k: _finite(v) for k, v in logs.items()}
         self.last_epoch = epoch
+        logger.info("epoch %d: %s", epoch, "  ".join(
+            f"{k} {v:.4g}" for k, v in values.items() if v is not None and k != "seconds")
+            + (f"  ({values['seconds']:.2f} s)" if values.get("seconds") is not None else ""))
 
         def write() -> None:
             with self.db.session() as s:
@@ -127,7 +135,8 @@ class DbReporter:
                     .values(best_monitor=monitor, best_value=_finite(value), best_epoch=epoch)
                 )
 
-        self._retry(f"storing epoch {epoch}'s checkpoint", write)
+        if self._retry(f"storing epoch {epoch}'s checkpoint", lambda: write() or True):
+            logger.info("checkpoint of epoch %d stored: %s %.4g, %d bytes", epoch, monitor, value, size)
 
     def should_stop(self) -> str | None:
         if self._stop is not None:
@@ -168,6 +177,12 @@ class DbReporter:
         """Upsert on (job, code, layer); "" stands for a finding about the whole model."""
         if not items:
             return
+        for item in items:
+            key = (item["code"], item.get("layer") or "", item["severity"], item["message"])
+            if key not in self._findings_logged:
+                self._findings_logged.add(key)
+                logger.info("finding %s (%s)%s: %s", item["code"], item["severity"],
+                            f" in {item['layer']}" if item.get("layer") else "", item["message"])
 
         def write() -> None:
             with self.db.session() as s:
@@ -222,4 +237,8 @@ class DbReporter:
                 if result.normalization is not None:
                     job.model_info = {**(job.model_info or {}), "normalization": result.normalization}
 
-        self._retry("recording the job's end", write)
+        if self._retry("recording the job's end", lambda: write() or True):
+            logger.log(logging.INFO if status == "succeeded" else logging.WARNING,
+                       "finished: %s (%s) after %d epochs; best %s %s at epoch %s%s", status, result.stop_reason,
+                       result.epochs_run, result.monitor, values.get("best_value"), result.best_epoch,
+                       f"; {error_code}: {error_message}" if error_code else "")

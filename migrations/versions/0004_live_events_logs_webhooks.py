@@ -139,6 +139,7 @@ def upgrade() -> None:
     sa.Column('job_id', sa.String(length=40), nullable=False),
     sa.Column('url', sa.Text(), nullable=False),
     sa.Column('events', JSON, nullable=False),
+    sa.Column('epoch_events', sa.Boolean(), nullable=False),
     sa.Column('secret', sa.String(length=256), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], ondelete='CASCADE'),

@@ -51,11 +51,13 @@ def find_replay(db: Database, tenant_id: str, key: str, sha256: str) -> Job | No
     return job
 
 
-def insert_once(db: Database, job: Job) -> tuple[Job, bool]:
-    """Insert `job` (which carries its key and body hash); return (job, replayed)."""
+def insert_once(db: Database, job: Job, *with_job: object) -> tuple[Job, bool]:
+    """Insert `job` (which carries its key and body hash), and `with_job` rows in the same transaction;
+    return (job, replayed)."""
     try:
         with db.session() as s:
             s.add(job)
+            s.add_all(with_job)
         return job, False
     except IntegrityError:
         existing = find_replay(db, job.tenant_id, job.idempotency_key or "", job.request_sha256 or "")

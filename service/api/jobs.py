@@ -13,10 +13,12 @@ from service.api.common import decode_cursor, encode_cursor, int_arg, iso, json_
 from service.api.datasets import dataset_lookup
 from service.api.idempotency import find_replay, idempotency_key, insert_once, request_sha256
 from service.app import services
-from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Finding, Job, utcnow
+from service.db.live import JobWebhook
+from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Finding, Job, new_id, utcnow
 from service.errors import Conflict, NotFound, ValidationFailed
 from service.queue import enqueue_job
 from service.spec import SpecError, validate_spec
+from service.webhooks import validate_webhook
 
 logger = logging.getLogger(__name__)
 
@@ -115,21 +117,35 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
     body_sha256 = request_sha256(raw) if key else None
     if key and (earlier := find_replay(svc.db, tenant_id(), key, body_sha256)) is not None:
         return _replayed(earlier)
+    # The webhook is checked on its own (it resolves the host) and kept out of the trainer's spec but
+    # its URL and events; the secret goes to its own table and is never shown again.
+    raw_webhook = raw.pop("webhook", None) if isinstance(raw, dict) else None
+    webhook, secret, errors = (None, None, [])
+    if raw_webhook is not None:
+        webhook, secret, errors = validate_webhook(raw_webhook, svc.settings.webhook_allow_private)
     with svc.db.session() as s:
         try:
             spec = validate_spec(raw, datasets=dataset_lookup(s, tenant_id()), limits=svc.settings.spec_limits)
         except SpecError as exc:
+            errors = exc.errors + errors
+        if errors:
             raise ValidationFailed(
-                "The job spec is not valid: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in exc.errors[:3])
-                + (f" (and {len(exc.errors) - 3} more)" if len(exc.errors) > 3 else ""),
-                errors=exc.errors,
+                "The job spec is not valid: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors[:3])
+                + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""),
+                errors=errors,
             ) from None
-        job = Job(tenant_id=tenant_id(), name=spec.get("name"), status="queued", spec=spec,
+        job = Job(id=new_id("job"), tenant_id=tenant_id(), name=spec.get("name"), status="queued", spec=spec,
                   epochs=spec["training"]["epochs"], idempotency_key=key, request_sha256=body_sha256)
+        hook = []
+        if webhook is not None:
+            spec["webhook"] = webhook
+            hook.append(JobWebhook(job_id=job.id, url=webhook["url"], events=webhook["events"], secret=secret,
+                                   epoch_events="epoch" in webhook["events"]))
         if key is None:
             s.add(job)
+            s.add_all(hook)
     if key is not None:
-        job, replayed = insert_once(svc.db, job)
+        job, replayed = insert_once(svc.db, job, *hook)
         if replayed:
             return _replayed(job)
     # Enqueue only after the row is committed: a worker must always find the job it is handed.

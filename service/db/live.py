@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.models import Base, JsonType, utcnow
@@ -68,6 +68,8 @@ class JobWebhook(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     url: Mapped[str] = mapped_column(Text)
     events: Mapped[list[Any]] = mapped_column(JsonType)
+    # "epoch" in events, as a column the outbox query can filter on.
+    epoch_events: Mapped[bool] = mapped_column(Boolean, default=False)
     secret: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

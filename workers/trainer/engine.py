@@ -190,6 +190,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
         if diagnostics.preflight and resume is None:
             checked = preflight(model, spec, prepared.x_train, prepared.y_train,
                                 steps_per_epoch=steps_per_epoch, context=diagnostics.context)
+            logger.info("preflight on one batch: %s", "passed" if checked.ok else f"failed ({checked.stop_reason})")
             if not checked.ok:
                 diagnostics.report(reporter, checked.findings, attempts=RETRY_ATTEMPTS,
                                    delay=RETRY_DELAY_SECONDS)
