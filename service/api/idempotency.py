@@ -57,6 +57,7 @@ def insert_once(db: Database, job: Job, *with_job: object) -> tuple[Job, bool]:
     try:
         with db.session() as s:
             s.add(job)
+            s.flush()  # the job row first: the others point to it
             s.add_all(with_job)
         return job, False
     except IntegrityError:

@@ -143,6 +143,7 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
                                    epoch_events="epoch" in webhook["events"]))
         if key is None:
             s.add(job)
+            s.flush()  # the job row before its webhook row, which points to it
             s.add_all(hook)
     if key is not None:
         job, replayed = insert_once(svc.db, job, *hook)
