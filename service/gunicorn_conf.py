@@ -1,4 +1,4 @@
-"""gunicorn hooks for bin/api: logging and Prometheus' multiprocess folder, set up once at start-up.
+"""gunicorn settings for bin/api: logging and Prometheus' multiprocess folder, set up once at start-up.
 
 Each API worker process writes its request-latency samples to files in a folder of its own master
 (`$TRAINYARD_VAR_DIR/prometheus/api-<master pid>`), so GET /metrics on any worker reports all of them;
@@ -11,8 +11,22 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from gunicorn.glogging import Logger as GunicornLogger
+
 from service.logconfig import configure_logging
 from service.settings import Settings
+
+
+class Logger(GunicornLogger):
+    """gunicorn's logger, with the service's logging configured as soon as gunicorn sets up its own (before
+    its first line), in the master; workers inherit it when they are forked."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        configure_logging(Settings.from_env())
+
+
+logger_class = Logger
 
 
 def _alive(pid: int) -> bool:
@@ -27,7 +41,6 @@ def _alive(pid: int) -> bool:
 
 def on_starting(server: Any) -> None:
     settings = Settings.from_env()
-    configure_logging(settings)
     base = settings.var_dir / "prometheus"
     base.mkdir(parents=True, exist_ok=True)
     for old in base.glob("api-*"):
@@ -39,10 +52,6 @@ def on_starting(server: Any) -> None:
     folder.mkdir()
     # Read by prometheus_client when the workers (forked after this) import it.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
-
-
-def post_worker_init(worker: Any) -> None:
-    configure_logging(Settings.from_env())
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -55,6 +55,18 @@ def _finite(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _epoch_summary(values: dict[str, float | None]) -> str:
+    """`loss 0.4123  val_loss 0.381  accuracy 0.9  val_accuracy 0.88  lr 2e-03  (1.20 s)`."""
+    first = [k for k in ("loss", "val_loss") if k in values]
+    rest = [k for k in values if k not in first and k not in ("learning_rate", "seconds")]
+    parts = [f"{k} {values[k]:.4g}" if values[k] is not None else f"{k} -" for k in first + rest]
+    if values.get("learning_rate") is not None:
+        parts.append(f"lr {values['learning_rate']:.2e}")
+    if values.get("seconds") is not None:
+        parts.append(f"({values['seconds']:.2f} s)")
+    return "  ".join(parts)
+
+
 class DbReporter:
     def __init__(self, db: Database, store: ArtifactStore, job_id: str, *, stop_check_seconds: float = 0.5,
                  max_runtime_seconds: float | None = None, retries: int = 3) -> None:
@@ -95,9 +107,7 @@ class DbReporter:
     def epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
         values = {k: _finite(v) for k, v in logs.items()}
         self.last_epoch = epoch
-        logger.info("epoch %d: %s", epoch, "  ".join(
-            f"{k} {v:.4g}" for k, v in values.items() if v is not None and k != "seconds")
-            + (f"  ({values['seconds']:.2f} s)" if values.get("seconds") is not None else ""))
+        logger.info("epoch %d: %s", epoch, _epoch_summary(values))
 
         def write() -> None:
             with self.db.session() as s:

@@ -60,20 +60,19 @@ def sse(event: str, data: Any, event_id: int) -> str:
     return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def status_data(session: Session, job: Job, status: str | None = None, stop_reason: str | None = None) -> dict[str, Any]:
-    resource = job_with_findings(session, job)
-    if status is None:
-        status, stop_reason = job.status, job.stop_reason
-    return {"status": status, "stop_reason": stop_reason, "job": resource}
+def current_status(session: Session, job: Job) -> dict[str, Any]:
+    return {"status": job.status, "stop_reason": job.stop_reason, "job": job_with_findings(session, job)}
+
+
+def _subject(e: JobEvent) -> tuple[str, int | None]:
+    """What an event is about: its epoch, or its finding (status events are each their own)."""
+    return (e.kind, e.epoch if e.kind == "epoch" else e.finding_id)
 
 
 def _render(session: Session, job: Job, events: list[JobEvent]) -> list[str]:
     """The SSE text of `events`, keeping only the newest event of each epoch and finding."""
-    newest: dict[tuple[str, int | None], int] = {}
-    for e in events:
-        if e.kind != "status":
-            newest[(e.kind, e.epoch if e.kind == "epoch" else e.finding_id)] = e.seq
-    keep = [e for e in events if e.kind == "status" or newest[(e.kind, e.epoch if e.kind == "epoch" else e.finding_id)] == e.seq]
+    newest = {_subject(e): e.seq for e in events if e.kind != "status"}
+    keep = [e for e in events if e.kind == "status" or newest[_subject(e)] == e.seq]
     epochs = {r.epoch: r for r in session.execute(select(EpochMetrics).where(
         EpochMetrics.job_id == job.id, EpochMetrics.epoch.in_([e.epoch for e in keep if e.kind == "epoch"]))).scalars()}
     findings = {f.id: f for f in session.execute(select(Finding).where(
@@ -98,7 +97,7 @@ def _snapshot(session: Session, job: Job) -> tuple[list[str], int]:
         JobEvent.job_id == job.id, JobEvent.kind != "status", JobEvent.seq <= head,
     ).group_by(JobEvent.kind, JobEvent.epoch, JobEvent.finding_id)
     events = list(session.execute(select(JobEvent).where(JobEvent.seq.in_(latest)).order_by(JobEvent.seq)).scalars())
-    return [sse("status", status_data(session, job), 0), *_render(session, job, events)], head
+    return [sse("status", current_status(session, job), 0), *_render(session, job, events)], head
 
 
 def _stream(job_id: str, cursor: int) -> Iterator[str]:

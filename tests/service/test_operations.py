@@ -97,6 +97,8 @@ def test_a_real_runs_job_logs_in_order_paginated_and_tenant_scoped(
     messages = [line["message"] for line in logs]
     expected = ["attempt 1 started", "model built", "preflight on one batch: passed", "epoch 1: loss",
                 "epoch 3: loss", "checkpoint of epoch", "finished: succeeded (completed) after 3 epochs"]
+    missing = [e for e in expected if not any(m.startswith(e) for m in messages)]
+    assert not missing, (missing, messages)
     positions = [next(i for i, m in enumerate(messages) if m.startswith(e)) for e in expected]
     assert positions[:5] == sorted(positions[:5]) and positions[-1] == max(positions), messages
     assert "val_loss" in messages[positions[3]]
@@ -150,10 +152,11 @@ def test_json_logs_carry_the_job_id_and_the_request_id(
         assert requests.get(url + "/v1/jobs", headers=auth, timeout=30).headers["X-Request-ID"] != "req-42"
 
         def access_line() -> dict[str, Any] | None:
-            lines = [json.loads(line) for line in api.output().splitlines() if line.strip()]
+            lines = [json.loads(line) for line in api.output().splitlines() if line.startswith("{")]
             return next((e for e in lines if e.get("request_id") == "req-42"), None)
 
         entry = wait_until(access_line, 10, 0.2, "the request's log line")
+        assert all(line.startswith("{") for line in api.output().splitlines() if line.strip()), api.output()
         assert entry["logger"] == "gunicorn.access" and "/v1/jobs" in entry["message"]
     finally:
         api.stop()
