@@ -102,7 +102,8 @@ def test_events_are_tenant_scoped_and_check_the_resume_id(api_url: str, auth: di
 
 
 def test_keepalive_comments_while_idle(service_env: dict[str, str], tmp_path: Any, settings: Any,
-                                       token: str) -> None:
+                                       streams_token: str) -> None:
+    token = streams_token
     from tests.conftest import ROOT, Proc, free_port
 
     # A job that stays running (no worker holds it; its row is set by hand) keeps the stream idle.
@@ -138,12 +139,19 @@ def _up(url: str, proc: Any) -> bool:
 def _idle_running_job(settings: Any, token: str, db: Database) -> str:
     """A running job no worker will touch: its row exists, no message is queued, its lease never expires."""
     from service.auth import authenticate
+    from service.spec import validate_spec
 
     with db.session() as s:
         tenant = authenticate(s, token).tenant_id
-        job = Job(tenant_id=tenant, name="idle", status="running", spec=tiny_spec(), epochs=3)
+        job = Job(tenant_id=tenant, name="idle", status="running", spec=validate_spec(tiny_spec()), epochs=3)
         s.add(job)
     return job.id
+
+
+@pytest.fixture(scope="module")
+def streams_token(make_token: Any) -> str:
+    """A tenant of its own: the hand-made idle jobs stay out of other tests' job lists."""
+    return make_token("streams")
 
 
 def _open_stream(host: str, port: int, path: str, token: str) -> socket.socket:
@@ -170,8 +178,8 @@ def _read_until(sock: socket.socket, marker: bytes, timeout: float) -> bytes:
 
 
 @pytest.mark.integration
-def test_hundreds_of_idle_streams_do_not_starve_the_api(api_url: str, settings: Any, token: str,
-                                                        auth: dict[str, str]) -> None:
+def test_hundreds_of_idle_streams_do_not_starve_the_api(api_url: str, settings: Any, streams_token: str) -> None:
+    token, auth = streams_token, {"Authorization": f"Bearer {streams_token}"}
     db = Database(settings.database_url)
     job_id = _idle_running_job(settings, token, db)
     parts = urlsplit(api_url)
