@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from service.db import Database
 from service.db.models import Job
-from tests.conftest import tiny_spec, wait_until
+from tests.conftest import tiny_spec
 
 
 def read_events(resp: requests.Response, timeout: float = 90) -> Iterator[dict[str, Any]]:
@@ -101,39 +101,20 @@ def test_events_are_tenant_scoped_and_check_the_resume_id(api_url: str, auth: di
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "header.Last-Event-ID"
 
 
-def test_keepalive_comments_while_idle(service_env: dict[str, str], tmp_path: Any, settings: Any,
-                                       streams_token: str) -> None:
-    token = streams_token
-    from tests.conftest import ROOT, Proc, free_port
-
+def test_keepalive_comments_while_idle(tuned_api: tuple[str, Any], settings: Any, streams_token: str) -> None:
     # A job that stays running (no worker holds it; its row is set by hand) keeps the stream idle.
     db = Database(settings.database_url)
-    job_id = _idle_running_job(settings, token, db)
-    port = free_port()
-    api = Proc([str(ROOT / "bin" / "api")], {**service_env, "TRAINYARD_PORT": str(port),
-                                             "TRAINYARD_API_WORKERS": "1",
-                                             "TRAINYARD_EVENTS_KEEPALIVE_SECONDS": "0.5"}, tmp_path / "api.log")
+    job_id = _idle_running_job(settings, streams_token, db)
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _up(url, api), 60, 0.2, "gunicorn")
-        resp = stream(url, job_id, {"Authorization": f"Bearer {token}"})
+        resp = stream(tuned_api[0], job_id, {"Authorization": f"Bearer {streams_token}"})
         items = read_events(resp)
         assert next(items)["event"] == "status"
-        assert next(items) == {"comment": "keepalive"}
+        assert next(items) == {"comment": "keepalive"}  # after half a second of quiet
         resp.close()
     finally:
-        api.stop()
         with db.session() as s:
             s.execute(update(Job).where(Job.id == job_id).values(status="cancelled", stop_reason="cancelled"))
         db.dispose()
-
-
-def _up(url: str, proc: Any) -> bool:
-    assert proc.alive(), proc.output()[-3000:]
-    try:
-        return requests.get(url + "/healthz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def _idle_running_job(settings: Any, token: str, db: Database) -> str:

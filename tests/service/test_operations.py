@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from service.db import Database
 from service.db.models import JOB_STATUSES, EpochMetrics, Job
 from service.logconfig import configure_logging, job_id_var
-from tests.conftest import ROOT, Proc, free_port, tiny_spec, wait_until
+from tests.conftest import Proc, tiny_spec, wait_until
 
 
 def scrape(url: str, **headers: str) -> dict[str, float]:
@@ -119,8 +119,10 @@ def test_a_real_runs_job_logs_in_order_paginated_and_tenant_scoped(
 
 
 def test_json_logs_carry_the_job_id_and_the_request_id(
-        service_env: dict[str, str], tmp_path: Path, auth: dict[str, str], settings: Any) -> None:
+        tuned_api: tuple[str, Proc], auth: dict[str, str], settings: Any) -> None:
     stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
     configure_logging(dataclasses.replace(settings, log_format="json"), stream=stream)
     try:
         token = job_id_var.set("job_123")
@@ -130,33 +132,19 @@ def test_json_logs_carry_the_job_id_and_the_request_id(
         assert line["message"] == "epoch 1: loss 0.50" and line["job_id"] == "job_123"
         assert line["level"] == "INFO" and line["logger"] == "workers.reporting" and line["timestamp"].endswith("Z")
     finally:
-        logging.getLogger().handlers.clear()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
 
     # The API under gunicorn with TRAINYARD_LOG_FORMAT=json: every line is one JSON object.
-    port = free_port()
-    api = Proc([str(ROOT / "bin" / "api")], {**service_env, "TRAINYARD_PORT": str(port), "TRAINYARD_API_WORKERS": "1",
-                                             "TRAINYARD_LOG_FORMAT": "json"}, tmp_path / "api.log")
-    try:
-        url = f"http://127.0.0.1:{port}"
+    url, api = tuned_api
+    resp = requests.get(url + "/v1/jobs", headers={**auth, "X-Request-ID": "req-42"}, timeout=30)
+    assert resp.headers["X-Request-ID"] == "req-42"
+    assert requests.get(url + "/v1/jobs", headers=auth, timeout=30).headers["X-Request-ID"] != "req-42"
 
-        def up() -> bool:
-            assert api.alive(), api.output()[-3000:]
-            try:
-                return requests.get(url + "/healthz", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
+    def access_line() -> dict[str, Any] | None:
+        lines = [json.loads(line) for line in api.output().splitlines() if line.startswith("{")]
+        return next((e for e in lines if e.get("request_id") == "req-42"), None)
 
-        wait_until(up, 60, 0.2, "gunicorn")
-        resp = requests.get(url + "/v1/jobs", headers={**auth, "X-Request-ID": "req-42"}, timeout=30)
-        assert resp.headers["X-Request-ID"] == "req-42"
-        assert requests.get(url + "/v1/jobs", headers=auth, timeout=30).headers["X-Request-ID"] != "req-42"
-
-        def access_line() -> dict[str, Any] | None:
-            lines = [json.loads(line) for line in api.output().splitlines() if line.startswith("{")]
-            return next((e for e in lines if e.get("request_id") == "req-42"), None)
-
-        entry = wait_until(access_line, 10, 0.2, "the request's log line")
-        assert all(line.startswith("{") for line in api.output().splitlines() if line.strip()), api.output()
-        assert entry["logger"] == "gunicorn.access" and "/v1/jobs" in entry["message"]
-    finally:
-        api.stop()
+    entry = wait_until(access_line, 10, 0.2, "the request's log line")
+    assert all(line.startswith("{") for line in api.output().splitlines() if line.strip()), api.output()
+    assert entry["logger"] == "gunicorn.access" and "/v1/jobs" in entry["message"]
