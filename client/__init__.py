@@ -5,10 +5,12 @@
     job = ty.submit(spec)
     job = ty.wait(job["id"], on_epoch=lambda row: print(row["epoch"], row["loss"]))
     ty.download_best(job["id"], "best.keras")
+    for event in ty.events(job["id"]):   # live: status, epoch, finding, then end
+        print(event.event, event.data)
 
 Only `requests` is needed (and `click` for the command line).
 """
-from client.api import Trainyard
+from client.api import Event, Trainyard
 from client.download import Download
 from client.errors import (
     ChecksumMismatch,
@@ -28,6 +30,7 @@ __all__ = [
     "Conflict",
     "ConnectionFailed",
     "Download",
+    "Event",
     "JobFailed",
     "NotFound",
     "PayloadTooLarge",

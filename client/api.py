@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,38 @@ from client.download import Download, download_verified
 from client.errors import ConnectionFailed, JobFailed, error_for_response
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One Server-Sent Event of a job's stream."""
+
+    id: int | None
+    event: str
+    data: Any
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[Event]:
+    """Events from the lines of a `text/event-stream` (comments skipped; data lines joined with newlines)."""
+    event_id: int | None = None
+    name = "message"
+    data: list[str] = []
+    for line in lines:
+        if line == "":
+            if data:
+                yield Event(event_id, name, json.loads("\n".join(data)))
+            name, data = "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "id":
+            event_id = int(value) if value.isdigit() else event_id
+        elif field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEV_TOKEN_FILE = Path("var") / "dev-token"
@@ -135,6 +169,43 @@ class Trainyard:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
             time.sleep(poll)
+
+    def events(self, job_id: str, last_event_id: int | None = None, *, read_timeout: float = 60.0,
+               reconnects: int = 5) -> Iterator[Event]:
+        """The job's live events (`GET /v1/jobs/{id}/events`), parsed, until the stream's `end` event.
+
+        Yields `Event`s (`.id`, `.event`: status | epoch | finding | end, `.data`: the parsed JSON); the
+        last one is `end`. A dropped connection is resumed from the last id received (up to `reconnects`
+        times in a row), so no event is lost or repeated. Keep-alive comments are skipped. Raises
+        `NotFound` for an unknown job, or when the server has no events endpoint (an older server).
+        """
+        last = last_event_id
+        failures = 0
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last is not None:
+                headers["Last-Event-ID"] = str(last)
+            try:
+                resp = self.request("GET", f"/v1/jobs/{job_id}/events", headers=headers, stream=True,
+                                    timeout=(self.timeout, read_timeout))
+                with resp:
+                    for event in parse_sse(resp.iter_lines(decode_unicode=True)):
+                        failures = 0
+                        last = event.id if event.id is not None else last
+                        yield event
+                        if event.event == "end":
+                            return
+            except ConnectionFailed:
+                failures += 1
+                if failures > reconnects:
+                    raise
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                failures += 1
+                if failures > reconnects:
+                    raise ConnectionFailed("The event stream broke",
+                                           f"{self.url}/v1/jobs/{job_id}/events: {exc.__class__.__name__}") from exc
+            # The server closed the stream early or the connection broke: resume after the last event.
+            time.sleep(min(0.5 * 2**failures, 5.0))
 
     def download_best(self, job_id: str, path: str | os.PathLike[str], *, format: str = "keras",
                       on_progress: Callable[[int, int], Any] | None = None) -> Download:

@@ -15,7 +15,7 @@ import click
 
 from client import render
 from client.api import DEFAULT_URL, FINAL_STATUSES, Trainyard
-from client.errors import ConnectionFailed, TrainyardError
+from client.errors import ConnectionFailed, NotFound, TrainyardError
 
 EXIT_JOB_FAILED = 1
 EXIT_API_ERROR = 3
@@ -95,7 +95,8 @@ def submit(ctx: click.Context, spec: Any, wait_: bool, poll: float, as_json: boo
 
 @main.command()
 @click.argument("job_id")
-@click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between polls.")
+@click.option("--poll", type=float, default=0.5, show_default=True,
+              help="Seconds between polls, when the server has no event stream.")
 @json_option
 @click.pass_context
 def watch(ctx: click.Context, job_id: str, poll: float, as_json: bool) -> None:
@@ -118,7 +119,9 @@ def _follow(ctx: click.Context, job: dict[str, Any], poll: float, as_json: bool)
             click.echo(line)
 
     try:
-        final = ty.wait(job["id"], on_epoch=None if as_json else on_epoch, poll=poll)
+        final = _follow_events(ty, job["id"], None if as_json else on_epoch)
+        if final is None:  # a server without the events endpoint: poll instead
+            final = ty.wait(job["id"], on_epoch=None if as_json else on_epoch, poll=poll)
     except KeyboardInterrupt:
         click.echo(f"\nstopped watching; {job['id']} goes on (trainyard watch {job['id']})", err=True)
         ctx.exit(130)
@@ -131,6 +134,25 @@ def _follow(ctx: click.Context, job: dict[str, Any], poll: float, as_json: bool)
         click.echo(render.job_summary(final))
     if final["status"] != "succeeded":
         ctx.exit(EXIT_JOB_FAILED)
+
+
+def _follow_events(ty: Trainyard, job_id: str, on_epoch: Any) -> dict[str, Any] | None:
+    """Follow the job's event stream until it ends and return the job; None when the server has no stream.
+
+    Each epoch is shown once, in order, like the polling path (a resumed run that re-does an epoch
+    sends it again; it is not printed twice)."""
+    shown = 0
+    try:
+        for event in ty.events(job_id):
+            if event.event == "epoch" and on_epoch is not None and event.data["epoch"] > shown:
+                shown = event.data["epoch"]
+                on_epoch(event.data)
+    except NotFound:
+        if shown:
+            raise
+        ty.get(job_id)  # the job exists (or this raises NotFound for it): so the endpoint is missing
+        return None
+    return ty.get(job_id)
 
 
 @main.command()

@@ -10,6 +10,7 @@ from flask import Flask
 
 from service.db import Database
 from service.errors import register_error_handlers
+from service.eventhub import EventHub
 from service.settings import Settings
 from service.store import ArtifactStore, make_store
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["trainyard"] = Services(
         settings=settings, db=db, store=make_store(db, settings.artifact_url), celery=make_celery(settings)
     )
+    app.extensions["trainyard_events"] = EventHub(db, settings.events_poll_seconds)
     register_error_handlers(app)
     # Before the blueprints: the rate limit is checked before the token is looked up.
     init_rate_limits(app, settings)

@@ -44,6 +44,24 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or default).strip().lower()
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path
@@ -77,6 +95,23 @@ class Settings:
     # Bytes of uploaded data sets a worker machine keeps in work_dir/datasets; 0 fetches every time.
     dataset_cache_bytes: int = 4 * 1024**3
     log_level: str = "INFO"
+    # "text" for people at a terminal, "json" (one object per line) for log collectors.
+    log_format: str = "text"
+    # Event streams: a keep-alive comment (and a re-read of the job's events) after this much quiet;
+    # on SQLite, how often each API process looks for new events.
+    events_keepalive_seconds: float = 15.0
+    events_poll_seconds: float = 0.5
+    # GET /metrics: on by default and unauthenticated (scrapers rarely hold API tokens); a token, when
+    # set, must be sent as a bearer token.
+    metrics_enabled: bool = True
+    metrics_token: str | None = None
+    # Webhooks: private, loopback and link-local targets are refused unless allowed (a test or a
+    # private network); each delivery is tried up to `webhook_max_attempts` times with exponential backoff.
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 5.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_seconds: float = 2.0
+    webhook_poll_seconds: float = 1.0
 
     @property
     def is_embedded(self) -> bool:
@@ -126,5 +161,15 @@ class Settings:
             work_dir=Path(env.get("TRAINYARD_WORK_DIR") or (var_dir / "work")).resolve(),
             dataset_cache_bytes=_int(env, "TRAINYARD_DATASET_CACHE_BYTES", 4 * 1024**3, minimum=0),
             log_level=(env.get("TRAINYARD_LOG_LEVEL") or "INFO").upper(),
+            log_format=_choice(env, "TRAINYARD_LOG_FORMAT", "text", ("text", "json")),
+            events_keepalive_seconds=_float(env, "TRAINYARD_EVENTS_KEEPALIVE_SECONDS", 15.0, minimum=0.5),
+            events_poll_seconds=_float(env, "TRAINYARD_EVENTS_POLL_SECONDS", 0.5, minimum=0.05),
+            metrics_enabled=_bool(env, "TRAINYARD_METRICS_ENABLED", True),
+            metrics_token=env.get("TRAINYARD_METRICS_TOKEN") or None,
+            webhook_allow_private=_bool(env, "TRAINYARD_WEBHOOK_ALLOW_PRIVATE", False),
+            webhook_timeout_seconds=_float(env, "TRAINYARD_WEBHOOK_TIMEOUT_SECONDS", 5.0, minimum=0.1),
+            webhook_max_attempts=_int(env, "TRAINYARD_WEBHOOK_MAX_ATTEMPTS", 8, minimum=1),
+            webhook_backoff_seconds=_float(env, "TRAINYARD_WEBHOOK_BACKOFF_SECONDS", 2.0, minimum=0.01),
+            webhook_poll_seconds=_float(env, "TRAINYARD_WEBHOOK_POLL_SECONDS", 1.0, minimum=0.05),
         )
         return settings

@@ -79,6 +79,11 @@ def service_env(tmp_path_factory: pytest.TempPathFactory, pg_url: str, redis_url
         "TRAINYARD_BROKER_URL": redis_url,
         "TRAINYARD_VAR_DIR": str(var),
         "TRAINYARD_WORKER_HEARTBEAT_SECONDS": "1",
+        # Webhook tests run their receivers on 127.0.0.1, with quick retries (tests/service/test_webhooks.py).
+        "TRAINYARD_WEBHOOK_ALLOW_PRIVATE": "true",
+        "TRAINYARD_WEBHOOK_BACKOFF_SECONDS": "0.2",
+        "TRAINYARD_WEBHOOK_TIMEOUT_SECONDS": "1",
+        "TRAINYARD_WEBHOOK_POLL_SECONDS": "0.2",
     })
     subprocess.run([str(ROOT / "bin" / "migrate")], env=env, check=True, cwd=ROOT)
     return env

@@ -14,6 +14,7 @@ import socket
 from celery import signals
 
 from service.queue import make_celery
+from service.logconfig import configure_logging
 from service.settings import Settings
 from workers.runtime import WorkerRuntime
 
@@ -33,11 +34,18 @@ def _gpu_for_child(index: int) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ids[index % len(ids)]
 
 
+@signals.setup_logging.connect
+def _setup_logging(**_: object) -> None:
+    # Connected, so Celery leaves logging alone: one configuration for the API and the workers.
+    configure_logging(settings)
+
+
 @signals.worker_process_init.connect
 def _init_prefork_child(**_: object) -> None:
     from billiard.process import current_process
 
     runtime.reset_after_fork()
+    runtime.start_job_logs()
     _gpu_for_child(getattr(current_process(), "index", 0) or 0)
     runtime.warm()
 

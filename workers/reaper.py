@@ -41,14 +41,15 @@ def reap_expired_leases(db: Database, send: Callable[[str], None]) -> list[str]:
             if job.cancel_requested:
                 job.status, job.stop_reason, job.finished_at = "cancelled", "cancelled", now
                 job.lease_expires_at = None
-                logger.info("job %s: worker %s is gone and the job was cancelled", job.id, job.worker_id)
+                logger.info("job %s: worker %s is gone and the job was cancelled", job.id, job.worker_id,
+                            extra={"job_id": job.id})
             elif job.attempts - job.interruptions >= job.max_attempts:
                 fail_worker_lost(job)
                 logger.warning("job %s: worker %s is gone after the last allowed attempt; failed",
-                               job.id, job.worker_id)
+                               job.id, job.worker_id, extra={"job_id": job.id})
             else:
                 logger.warning("job %s: lease of worker %s expired (attempt %d); re-queueing",
-                               job.id, job.worker_id, job.attempts)
+                               job.id, job.worker_id, job.attempts, extra={"job_id": job.id})
                 job.status, job.worker_id, job.lease_expires_at, job.enqueued_at = "queued", None, None, None
                 requeued.append(job.id)
     for job_id in requeued:
@@ -73,7 +74,7 @@ def send_unsent(db: Database, send: Callable[[str], None]) -> list[str]:
         ).scalars())
     for job_id in ids:
         send_marked(db, send, job_id)
-        logger.info("re-sent job %s that the broker had not accepted", job_id)
+        logger.info("re-sent job %s that the broker had not accepted", job_id, extra={"job_id": job_id})
     return ids
 
 
@@ -101,7 +102,8 @@ def resend_lost(db: Database, send: Callable[[str], None], in_broker: Callable[[
         if won:
             send(job_id)
             resent.append(job_id)
-            logger.warning("job %s was queued but its message is gone from the broker; re-sent", job_id)
+            logger.warning("job %s was queued but its message is gone from the broker; re-sent", job_id,
+                           extra={"job_id": job_id})
     return resent
 
 

@@ -57,6 +57,18 @@ def _finite(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _epoch_summary(values: dict[str, float | None]) -> str:
+    """`loss 0.4123  val_loss 0.381  accuracy 0.9  val_accuracy 0.88  lr 2e-03  (1.20 s)`."""
+    first = [k for k in ("loss", "val_loss") if k in values]
+    rest = [k for k in values if k not in first and k not in ("learning_rate", "seconds")]
+    parts = [f"{k} {values[k]:.4g}" if values[k] is not None else f"{k} -" for k in first + rest]
+    if values.get("learning_rate") is not None:
+        parts.append(f"lr {values['learning_rate']:.2e}")
+    if values.get("seconds") is not None:
+        parts.append(f"({values['seconds']:.2f} s)")
+    return "  ".join(parts)
+
+
 class DbReporter:
     def __init__(self, db: Database, store: ArtifactStore, job_id: str, *, stop_check_seconds: float = 0.5,
                  max_runtime_seconds: float | None = None, retries: int = 3,
@@ -77,6 +89,7 @@ class DbReporter:
         self._next_check = 0.0
         self._stop: str | None = None
         self.last_epoch = 0
+        self._findings_logged: set[tuple[str, str, str, str]] = set()
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T | None:
         for attempt in range(1, self.retries + 1):
@@ -90,6 +103,10 @@ class DbReporter:
         return None
 
     def started(self, info: dict[str, Any]) -> None:
+        logger.info("model built: %s parameters (%s trainable); %s training and %s validation samples, "
+                    "%s steps per epoch", info.get("params"), info.get("trainable_params"), info.get("train_samples"),
+                    info.get("val_samples"), info.get("steps_per_epoch"))
+
         def write() -> None:
             with self.db.session() as s:
                 s.execute(update(Job).where(Job.id == self.job_id).values(model_info=info))
@@ -99,6 +116,7 @@ class DbReporter:
     def epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
         values = {k: _finite(v) for k, v in logs.items()}
         self.last_epoch = epoch
+        logger.info("epoch %d: %s", epoch, _epoch_summary(values))
 
         def write() -> None:
             with self.db.session() as s:
@@ -142,7 +160,8 @@ class DbReporter:
                     .values(best_monitor=monitor, best_value=_finite(value), best_epoch=epoch)
                 )
 
-        self._retry(f"storing epoch {epoch}'s checkpoint", write)
+        if self._retry(f"storing epoch {epoch}'s checkpoint", lambda: write() or True):
+            logger.info("checkpoint of epoch %d stored: %s %.4g, %d bytes", epoch, monitor, value, size)
 
     def export_saved(self, fmt: str, epoch: int, path: str, size: int, sha256: str) -> None:
         """Store an export of epoch `epoch`'s checkpoint; one row per job and format, replaced on a re-run."""
@@ -204,6 +223,12 @@ class DbReporter:
         """Upsert on (job, code, layer); "" stands for a finding about the whole model."""
         if not items:
             return
+        for item in items:
+            key = (item["code"], item.get("layer") or "", item["severity"], item["message"])
+            if key not in self._findings_logged:
+                self._findings_logged.add(key)
+                logger.info("finding %s (%s)%s: %s", item["code"], item["severity"],
+                            f" in {item['layer']}" if item.get("layer") else "", item["message"])
 
         def write() -> None:
             with self.db.session() as s:
@@ -263,4 +288,8 @@ class DbReporter:
                     info["timings"] = timings
                 job.model_info = info
 
-        self._retry("recording the job's end", write)
+        if self._retry("recording the job's end", lambda: write() or True):
+            logger.log(logging.INFO if status == "succeeded" else logging.WARNING,
+                       "finished: %s (%s) after %d epochs; best %s %s at epoch %s%s", status, result.stop_reason,
+                       result.epochs_run, result.monitor, values.get("best_value"), result.best_epoch,
+                       f"; {error_code}: {error_message}" if error_code else "")

@@ -3,9 +3,11 @@ renews the running job's lease and runs the reaper (workers/reaper.py)."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from celery import Celery
 
@@ -17,6 +19,10 @@ from service.store import ArtifactStore, make_store
 from service.sweeps import controller as sweeps
 from workers import leases, reaper
 from workers.dataset_cache import DatasetCache
+
+if TYPE_CHECKING:
+    from workers.joblogs import JobLogHandler
+    from workers.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,8 @@ class WorkerRuntime:
         self.lease_lost = threading.Event()
         # Set by the warm-shutdown signal (SIGTERM): the running job stops at the next batch and is re-queued.
         self.shutting_down = threading.Event()
+        self.job_logs: JobLogHandler | None = None
+        self.webhooks: WebhookSender | None = None
 
     @cached_property
     def db(self) -> Database:
@@ -65,12 +73,39 @@ class WorkerRuntime:
 
     def start_heartbeat(self, worker_id: str, hostname: str) -> None:
         self.worker_id = worker_id
+        self.start_side_threads()
         self._beat(hostname)
         self._thread = threading.Thread(target=self._loop, args=(hostname,), name="trainyard-heartbeat", daemon=True)
         self._thread.start()
 
+    def start_side_threads(self) -> None:
+        """Job logs to the database, and webhook deliveries: each in its own thread, off training's path."""
+        from workers.webhooks import WebhookSender
+
+        self.start_job_logs()
+        if self.webhooks is None:
+            self.webhooks = WebhookSender(self.db, self.settings)
+            self.webhooks.start()
+
+    def start_job_logs(self) -> None:
+        """The handler that writes job-scoped log records to `job_logs`; a forked child needs its own (its
+        parent's writer thread did not come along)."""
+        from workers.joblogs import JobLogHandler
+
+        root = logging.getLogger()
+        if self.job_logs is not None and self.job_logs.pid == os.getpid():
+            return
+        if self.job_logs is not None:
+            root.removeHandler(self.job_logs)
+        self.job_logs = JobLogHandler(self.db, self.worker_id)
+        root.addHandler(self.job_logs)
+
     def stop_heartbeat(self) -> None:
         self._stop.set()
+        if self.webhooks is not None:
+            self.webhooks.stop()
+        if self.job_logs is not None:
+            self.job_logs.flush(timeout=5)
         try:
             with self.db.session() as s:
                 s.execute(Worker.__table__.delete().where(Worker.id == self.worker_id))

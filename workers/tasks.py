@@ -14,6 +14,7 @@ from pathlib import Path
 
 from service.datasets import DatasetError, load_builtin, load_csv, load_npz
 from service.db.models import Dataset, Job, utcnow
+from service.logconfig import job_id_var
 from service.queue import TRAIN_TASK
 from service.store import ArtifactMissing
 from service.sweeps import controller as sweeps
@@ -88,10 +89,22 @@ def _one_line(exc: BaseException) -> str:
 
 @app.task(name=TRAIN_TASK, acks_late=True, ignore_result=True)
 def train_job(job_id: str) -> None:
+    # Every record logged while this job trains carries its id (JSON logs) and lands in its job logs.
+    token = job_id_var.set(job_id)
+    try:
+        _train(job_id)
+    finally:
+        if runtime.job_logs is not None:
+            runtime.job_logs.flush(timeout=5)
+        job_id_var.reset(token)
+
+
+def _train(job_id: str) -> None:
     claimed = _claim(job_id)
     if claimed is None:
         _top_up_sweep(job_id)
         return
+    logger.info("attempt %d started on worker %s", claimed.attempt, runtime.worker_id)
     spec = claimed.spec
     runtime.settings.work_dir.mkdir(parents=True, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix=f"{job_id}-", dir=runtime.settings.work_dir)
@@ -100,6 +113,8 @@ def train_job(job_id: str) -> None:
         data = load_data(job_id, spec["dataset"]["id"], workdir)
         resume = prepare_resume(runtime.store, claimed, workdir)
         data_seconds = round(time.perf_counter() - began, 4)
+        if resume is not None:
+            logger.info("resuming after epoch %d from the last backup", claimed.backup_epoch)
         max_runtime = (spec.get("limits") or {}).get("max_runtime_seconds")
         if max_runtime and resume is not None:
             # The limit covers the whole job, earlier attempts included.
@@ -114,6 +129,7 @@ def train_job(job_id: str) -> None:
         if result.stop_reason == "interrupted" and not runtime.lease_lost.is_set():
             _requeue(claimed)
     except JobFailed as exc:
+        logger.error("job failed: %s (%s)", exc.message, exc.code)
         _fail(job_id, exc.code, exc.message)
     except Exception as exc:
         logger.exception("job %s failed", job_id)

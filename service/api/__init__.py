@@ -1,14 +1,20 @@
 """HTTP API: one module per resource, all behind bearer-token auth except health and the OpenAPI file."""
 from __future__ import annotations
 
-from flask import Flask, g, request
+import re
+import uuid
+
+from flask import Flask, Response, g, request
 
 from service.app import services
 from service.auth import authenticate
 from service.errors import Unauthorized
+from service.logconfig import request_id_var
 
 # The dashboard's page and assets load without a token: the page asks for one and sends it on API calls.
-PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.openapi", "static", "web.index", "web.static"}
+# /metrics has its own rule (service/api/metrics.py): open, off, or a separate scrape token.
+PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.openapi", "static", "web.index", "web.static",
+                    "metrics.scrape"}
 
 
 def _require_token() -> None:
@@ -32,11 +38,31 @@ def _require_token() -> None:
     g.principal = principal
 
 
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def _start_request_log() -> None:
+    # A caller's X-Request-ID (when sane) ties our log lines to theirs; otherwise we make one up.
+    given = request.headers.get("X-Request-ID", "")
+    g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    request_id_var.set(g.request_id)
+
+
+def _end_request_log(resp: Response) -> Response:
+    if "request_id" in g:
+        resp.headers["X-Request-ID"] = g.request_id
+    return resp
+
+
 def register_blueprints(app: Flask) -> None:
-    from service.api import checkpoints, datasets, diagnostics, health, jobs, sweeps, tensorboard
-
     from service import web
+    from service.api import (checkpoints, datasets, diagnostics, events, health, jobs, logs, metrics, sweeps,
+                             tensorboard)
 
+    app.before_request(_start_request_log)
+    app.after_request(_end_request_log)
+    metrics.install(app)
     app.before_request(_require_token)
-    for module in (health, jobs, checkpoints, datasets, diagnostics, sweeps, tensorboard, web):
+    for module in (health, jobs, checkpoints, datasets, diagnostics, sweeps, tensorboard, web, events, logs,
+                   metrics):
         app.register_blueprint(module.bp)

@@ -1,6 +1,7 @@
 """Jobs: submit, list, read, cancel, delete, and per-epoch metrics."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -13,11 +14,13 @@ from service.api.datasets import dataset_lookup
 from service.api.idempotency import find_replay, idempotency_key, request_sha256
 from service.app import services
 from service.db.exports import JobExport
+from service.db.live import JobWebhook
 from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Finding, Job, Tenant
 from service.errors import Conflict, NotFound, TooManyRequests, ValidationFailed
 from service.queue import enqueue_job
 from service.spec import SpecError, validate_spec
 from service.submission import new_job, submit
+from service.webhooks import validate_webhook
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ def job_links(job_id: str) -> dict[str, str]:
         "cancel": url_for("jobs.cancel_job", job_id=job_id),
         "diagnostics": url_for("diagnostics.get_diagnostics", job_id=job_id),
         "tensorboard": url_for("tensorboard.download_tensorboard", job_id=job_id),
+        "events": url_for("events.job_events", job_id=job_id),
+        "logs": url_for("logs.get_logs", job_id=job_id),
     }
 
 
@@ -152,18 +157,30 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
     body_sha256 = request_sha256(raw) if key else None
     if key and (earlier := find_replay(svc.db, tenant_id(), key, body_sha256)) is not None:
         return _replayed(earlier)
+    # The webhook is checked on its own (it resolves the host) and kept out of the trainer's spec but
+    # its URL and events; the secret goes to its own table and is never shown again.
+    raw_webhook = raw.pop("webhook", None) if isinstance(raw, dict) else None
+    webhook, secret, errors = (None, None, [])
+    if raw_webhook is not None:
+        webhook, secret, errors = validate_webhook(raw_webhook, svc.settings.webhook_allow_private)
     with svc.db.session() as s:
         try:
             spec = validate_spec(raw, datasets=dataset_lookup(s, tenant_id()), limits=svc.settings.spec_limits)
         except SpecError as exc:
+            errors = exc.errors + errors
+        if errors:
             raise ValidationFailed(
-                "The job spec is not valid: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in exc.errors[:3])
-                + (f" (and {len(exc.errors) - 3} more)" if len(exc.errors) > 3 else ""),
-                errors=exc.errors,
+                "The job spec is not valid: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors[:3])
+                + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""),
+                errors=errors,
             ) from None
+    if webhook is not None:
+        spec["webhook"] = webhook
+    job = new_job(tenant_id(), spec, idempotency_key=key, request_sha256=body_sha256)
+    hooks = [] if webhook is None else [JobWebhook(job_id=job.id, url=webhook["url"], events=webhook["events"],
+                                                   secret=secret, epoch_events="epoch" in webhook["events"])]
     limit = svc.settings.max_active_jobs_per_tenant
-    job, replayed = submit(svc.db, lambda job_id: enqueue_job(svc.celery, job_id),
-                           new_job(tenant_id(), spec, idempotency_key=key, request_sha256=body_sha256),
+    job, replayed = submit(svc.db, lambda job_id: enqueue_job(svc.celery, job_id), job, with_rows=hooks,
                            before_insert=lambda session: check_active_job_quota(session, tenant_id(), limit))
     if replayed:  # a concurrent request with the same key won the race (409 if its body was different)
         return _replayed(find_replay(svc.db, tenant_id(), key or "", body_sha256 or "") or job)
@@ -207,7 +224,11 @@ def list_jobs() -> Response:
 @bp.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     with services().db.session() as s:
-        return jsonify(job_with_findings(s, load_job(s, job_id)))
+        resp = jsonify(job_with_findings(s, load_job(s, job_id)))
+    # A strong validator of the exact representation: pollers send If-None-Match and get a bodiless 304
+    # until something in the job changes.
+    resp.set_etag(hashlib.sha256(resp.get_data()).hexdigest()[:32])
+    return resp.make_conditional(request)
 
 
 @bp.post("/v1/jobs/<job_id>/cancel")
@@ -246,5 +267,10 @@ def get_metrics(job_id: str) -> Response:
         rows = s.execute(
             select(EpochMetrics).where(EpochMetrics.job_id == job_id, EpochMetrics.epoch > after).order_by(EpochMetrics.epoch)
         ).scalars()
-        epochs = [{"epoch": r.epoch, **r.values} for r in rows]
+        epochs = [metrics_item(r) for r in rows]
     return jsonify({"epochs": epochs})
+
+
+def metrics_item(row: EpochMetrics) -> dict[str, Any]:
+    """One item of GET /v1/jobs/{id}/metrics (and of the events stream's `epoch` events)."""
+    return {"epoch": row.epoch, **row.values}

@@ -239,3 +239,5 @@ class Worker(Base):
 
 # Tables kept in their own modules register on the same metadata.
 from service.db import sweeps as _sweeps  # noqa: E402,F401
+# Registered on the same metadata (migrations compare against it); kept in their own module.
+from service.db import live as _live  # noqa: E402,F401

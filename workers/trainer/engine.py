@@ -206,6 +206,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
             checked = preflight(model, spec, prepared.x_train, prepared.y_train,
                                 context=diagnostics.context, measure=diagnostics.measure)
             phase_done("preflight")
+            logger.info("preflight on one batch: %s", "passed" if checked.ok else f"failed ({checked.stop_reason})")
             if not checked.ok:
                 diagnostics.report(reporter, checked.findings, attempts=RETRY_ATTEMPTS,
                                    delay=RETRY_DELAY_SECONDS)

@@ -1,0 +1,147 @@
+"""A job's live events as Server-Sent Events: GET /v1/jobs/{id}/events.
+
+Every event is read from the database (`job_events`, filled by triggers in the transaction of each
+change), so a stream that resumes with `Last-Event-ID` gets exactly what it missed. Event ids are the
+log's sequence numbers, which within one job grow in commit order:
+
+- a fresh stream (no id, or id 0) starts with `status` (the job now) as id 0, then the newest version of
+  every epoch and finding so far, in the order they were written, then follows the log;
+- a resumed stream sends the log's events after the id it was given;
+- once the job has ended and every event is sent, `end` (id: the last id + 1) closes the stream.
+
+While idle the stream sleeps on the process's EventHub (service/eventhub.py) and costs no queries; it
+writes `: keepalive` (and re-reads the log) after `events_keepalive_seconds` of quiet. bin/api serves
+the API with gevent workers, so hundreds of open streams are hundreds of parked greenlets, not threads.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request, stream_with_context
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.api.diagnostics import finding_resource
+from service.api.jobs import job_with_findings, load_job, metrics_item
+from service.app import services
+from service.db.live import JobEvent
+from service.db.models import FINAL_STATUSES, EpochMetrics, Finding, Job
+from service.errors import ValidationFailed
+from service.eventhub import EventHub
+
+bp = Blueprint("events", __name__)
+
+BATCH = 500
+
+
+def hub() -> EventHub:
+    return current_app.extensions["trainyard_events"]
+
+
+def _last_event_id() -> int:
+    for source, field, raw in (("header", "header.Last-Event-ID", request.headers.get("Last-Event-ID")),
+                               ("query", "query.last_event_id", request.args.get("last_event_id"))):
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise ValidationFailed(f"The {source} {field.split('.', 1)[1]} must be an event id this stream sent.",
+                                   errors=[{"field": field, "message": "Must be a whole number >= 0."}])
+        return value
+    return 0
+
+
+def sse(event: str, data: Any, event_id: int) -> str:
+    return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def current_status(session: Session, job: Job) -> dict[str, Any]:
+    return {"status": job.status, "stop_reason": job.stop_reason, "job": job_with_findings(session, job)}
+
+
+def _subject(e: JobEvent) -> tuple[str, int | None]:
+    """What an event is about: its epoch, or its finding (status events are each their own)."""
+    return (e.kind, e.epoch if e.kind == "epoch" else e.finding_id)
+
+
+def _render(session: Session, job: Job, events: list[JobEvent]) -> list[str]:
+    """The SSE text of `events`, keeping only the newest event of each epoch and finding."""
+    newest = {_subject(e): e.seq for e in events if e.kind != "status"}
+    keep = [e for e in events if e.kind == "status" or newest[_subject(e)] == e.seq]
+    epochs = {r.epoch: r for r in session.execute(select(EpochMetrics).where(
+        EpochMetrics.job_id == job.id, EpochMetrics.epoch.in_([e.epoch for e in keep if e.kind == "epoch"]))).scalars()}
+    findings = {f.id: f for f in session.execute(select(Finding).where(
+        Finding.id.in_([e.finding_id for e in keep if e.kind == "finding"]))).scalars()}
+    out: list[str] = []
+    resource: dict[str, Any] | None = None
+    for e in keep:
+        if e.kind == "status":
+            resource = resource or job_with_findings(session, job)
+            out.append(sse("status", {"status": e.status, "stop_reason": e.stop_reason, "job": resource}, e.seq))
+        elif e.kind == "epoch" and e.epoch in epochs:  # a resumed attempt may have dropped the row
+            out.append(sse("epoch", metrics_item(epochs[e.epoch]), e.seq))
+        elif e.kind == "finding" and e.finding_id in findings:
+            out.append(sse("finding", finding_resource(findings[e.finding_id]), e.seq))
+    return out
+
+
+def _snapshot(session: Session, job: Job) -> tuple[list[str], int]:
+    """A fresh stream's start: the job now, then the newest version of each epoch and finding so far."""
+    head = session.execute(select(func.max(JobEvent.seq)).where(JobEvent.job_id == job.id)).scalar_one_or_none() or 0
+    latest = select(func.max(JobEvent.seq)).where(
+        JobEvent.job_id == job.id, JobEvent.kind != "status", JobEvent.seq <= head,
+    ).group_by(JobEvent.kind, JobEvent.epoch, JobEvent.finding_id)
+    events = list(session.execute(select(JobEvent).where(JobEvent.seq.in_(latest)).order_by(JobEvent.seq)).scalars())
+    return [sse("status", current_status(session, job), 0), *_render(session, job, events)], head
+
+
+def _stream(job_id: str, cursor: int) -> Iterator[str]:
+    svc = services()
+    keepalive = svc.settings.events_keepalive_seconds
+    sub = hub().subscribe(job_id)
+    try:
+        if cursor == 0:
+            with svc.db.session() as s:
+                chunks, cursor = _snapshot(s, load_job(s, job_id))
+            yield "".join(chunks)
+        while True:
+            with svc.db.session() as s:
+                # The job first: when it is final, its final status event is already in the log.
+                job = s.get(Job, job_id)
+                if job is None:  # deleted while streamed
+                    return
+                events = list(s.execute(
+                    select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > cursor)
+                    .order_by(JobEvent.seq).limit(BATCH)
+                ).scalars())
+                chunks = _render(s, job, events)
+                final = job.status in FINAL_STATUSES and len(events) < BATCH
+            if events:
+                cursor = events[-1].seq
+            if chunks:
+                yield "".join(chunks)
+            if final:
+                yield sse("end", {"status": job.status}, cursor + 1)
+                return
+            if len(events) == BATCH:
+                continue
+            if not sub.wait(keepalive):
+                yield ": keepalive\n\n"
+    finally:
+        sub.close()
+
+
+@bp.get("/v1/jobs/<job_id>/events")
+def job_events(job_id: str) -> Response:
+    cursor = _last_event_id()
+    with services().db.session() as s:
+        load_job(s, job_id)  # 404 (as a problem document) before the stream starts
+    resp = Response(stream_with_context(_stream(job_id, cursor)), mimetype="text/event-stream")
+    resp.headers["Cache-Control"] = "no-cache"
+    resp.headers["X-Accel-Buffering"] = "no"  # a proxy in front must not hold events back
+    return resp

@@ -1,0 +1,66 @@
+"""gunicorn settings for bin/api: logging and Prometheus' multiprocess folder, set up once at start-up.
+
+Each API worker process writes its request-latency samples to files in a folder of its own master
+(`$TRAINYARD_VAR_DIR/prometheus/api-<master pid>`), so GET /metrics on any worker reports all of them;
+folders of masters that are gone are removed when the next one starts.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from gunicorn.glogging import Logger as GunicornLogger
+
+from service.logconfig import configure_logging
+from service.settings import Settings
+
+
+class Logger(GunicornLogger):
+    """gunicorn's logger, with the service's logging configured as soon as gunicorn sets up its own (before
+    its first line), in the master; workers inherit it when they are forked."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        configure_logging(Settings.from_env())
+
+
+logger_class = Logger
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def on_starting(server: Any) -> None:
+    settings = Settings.from_env()
+    base = settings.var_dir / "prometheus"
+    base.mkdir(parents=True, exist_ok=True)
+    for old in base.glob("api-*"):
+        pid = old.name.removeprefix("api-")
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    folder = base / f"api-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    # Read by prometheus_client when the workers (forked after this) import it.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder and Path(folder).name == f"api-{os.getpid()}":
+        shutil.rmtree(folder, ignore_errors=True)
