@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service import resources
 from service.spec.limits import SpecLimits
 
 
@@ -44,6 +45,26 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
+def _optional_int(env: Mapping[str, str], name: str, maximum: int) -> int | None:
+    if not env.get(name):
+        return None
+    value = _int(env, name, 0)
+    if value > maximum:
+        # The router holds this many bytes in memory per upload to decide where it goes.
+        raise SettingsError(f"{name} must be at most {maximum}, got {value}")
+    return value
+
+
+def _classes(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return resources.parse_classes(raw, name)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path
@@ -64,6 +85,13 @@ class Settings:
     spec_limits: SpecLimits = field(default_factory=SpecLimits)
     work_dir: Path = field(default=Path("var/work"))
     log_level: str = "INFO"
+    # With an object store: artifacts up to this size stay in the database, larger ones go to the store.
+    artifact_db_max_bytes: int | None = None
+    # An S3-compatible server (MinIO, Ceph, moto) instead of AWS for s3:// artifact URLs.
+    s3_endpoint_url: str | None = None
+    # How many GPUs this worker process trains on, and the resource classes whose queues it consumes.
+    worker_gpus: int = 0
+    worker_classes: tuple[str, ...] = ("cpu",)
 
     @property
     def is_embedded(self) -> bool:
@@ -79,6 +107,7 @@ class Settings:
         for name, value in (("TRAINYARD_DATABASE_URL", database_url),):
             if not (value.startswith("sqlite") or value.startswith("postgresql")):
                 raise SettingsError(f"{name} must be a sqlite:// or postgresql+psycopg:// URL, got {value!r}")
+        worker_gpus = _int(env, "TRAINYARD_WORKER_GPUS", 0)
         settings = cls(
             var_dir=var_dir,
             database_url=database_url,
@@ -99,8 +128,17 @@ class Settings:
                 max_batch_size=_int(env, "TRAINYARD_MAX_BATCH_SIZE", SpecLimits.max_batch_size, minimum=1),
                 max_runtime_seconds=_int(env, "TRAINYARD_MAX_RUNTIME_SECONDS", SpecLimits.max_runtime_seconds,
                                          minimum=1),
+                resource_classes=_classes(env, "TRAINYARD_RESOURCE_CLASSES", SpecLimits.resource_classes),
             ),
             work_dir=Path(env.get("TRAINYARD_WORK_DIR") or (var_dir / "work")).resolve(),
             log_level=(env.get("TRAINYARD_LOG_LEVEL") or "INFO").upper(),
+            artifact_db_max_bytes=_optional_int(env, "TRAINYARD_ARTIFACT_DB_MAX_BYTES", maximum=256 * 1024 * 1024),
+            s3_endpoint_url=env.get("TRAINYARD_S3_ENDPOINT_URL") or None,
+            worker_gpus=worker_gpus,
+            worker_classes=_classes(env, "TRAINYARD_WORKER_CLASSES", (resources.resource_class(worker_gpus),)),
         )
+        for cls in settings.worker_classes:
+            if (resources.gpus_of(cls) or 0) > worker_gpus:
+                raise SettingsError(f"TRAINYARD_WORKER_CLASSES lists {cls}, but TRAINYARD_WORKER_GPUS is {worker_gpus}: "
+                                    "a worker serves only classes that fit on its GPUs")
         return settings

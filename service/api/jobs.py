@@ -11,10 +11,12 @@ from sqlalchemy.orm import Session
 from service.api.common import decode_cursor, encode_cursor, int_arg, iso, json_body, tenant_id
 from service.api.datasets import dataset_lookup
 from service.api.idempotency import find_replay, idempotency_key, insert_once, request_sha256
-from service.app import services
+from service.app import Services, services
 from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Finding, Job, utcnow
 from service.errors import Conflict, NotFound, ValidationFailed
 from service.queue import enqueue_job
+from service.resources import gpus_of, queue_name, resource_class
+from service.settings import Settings
 from service.spec import SpecError, validate_spec
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,24 @@ def finding_counts(session: Session, job_ids: list[str]) -> dict[str, dict[str, 
     return counts
 
 
-def job_resource(job: Job, findings: dict[str, Any] | None = None) -> dict[str, Any]:
+def queue_positions(session: Session, job_ids: list[str]) -> dict[str, int]:
+    """1-based FIFO positions of these jobs among the queued jobs of their resource class, in one query.
+
+    The order is the broker's: when the job's message was (last) sent, so a job re-queued after its worker
+    died queues behind the jobs already waiting, as its message does.
+    """
+    if not job_ids:
+        return {}
+    order = func.row_number().over(
+        partition_by=Job.resource_class,
+        order_by=(func.coalesce(Job.enqueued_at, Job.created_at), Job.id),
+    )
+    ranked = select(Job.id.label("id"), order.label("position")).where(Job.status == "queued").subquery()
+    rows = session.execute(select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(job_ids)))
+    return {job_id: int(position) for job_id, position in rows}
+
+
+def job_resource(job: Job, findings: dict[str, Any] | None = None, position: int | None = None) -> dict[str, Any]:
     best = None
     if job.best_epoch is not None:
         best = {"monitor": job.best_monitor, "value": job.best_value, "epoch": job.best_epoch}
@@ -87,13 +106,19 @@ def job_resource(job: Job, findings: dict[str, Any] | None = None) -> dict[str, 
         if info
         else None,
         "findings": findings or _no_findings(),
+        "resources": {"gpus": gpus_of(job.resource_class), "class": job.resource_class},
+        # While queued: the Celery queue of its resource class and its place in it (1 = next).
+        "queue": {"name": queue_name(job.resource_class), "position": position}
+        if job.status == "queued" and position is not None
+        else None,
         "links": job_links(job.id),
     }
 
 
 def job_with_findings(session: Session, job: Job) -> dict[str, Any]:
-    """One job's resource, with its finding counts."""
-    return job_resource(job, finding_counts(session, [job.id]).get(job.id))
+    """One job's resource, with its finding counts and, while queued, its queue position."""
+    position = queue_positions(session, [job.id]).get(job.id) if job.status == "queued" else None
+    return job_resource(job, finding_counts(session, [job.id]).get(job.id), position)
 
 
 def load_job(session: Session, job_id: str) -> Job:
@@ -104,6 +129,58 @@ def load_job(session: Session, job_id: str) -> Job:
     return job
 
 
+def new_job(session: Session, tenant: str, raw: Any, settings: Settings, **columns: Any) -> Job:
+    """A validated, not yet added, queued Job for a raw spec; ValidationFailed (422) names every bad field.
+
+    The spec check includes the operator's limits and resource classes: a job no configured worker class
+    can run is refused here rather than left waiting forever. `columns` sets further Job columns.
+    """
+    try:
+        spec = validate_spec(raw, datasets=dataset_lookup(session, tenant), limits=settings.spec_limits)
+    except SpecError as exc:
+        raise ValidationFailed(
+            "The job spec is not valid: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in exc.errors[:3])
+            + (f" (and {len(exc.errors) - 3} more)" if len(exc.errors) > 3 else ""),
+            errors=exc.errors,
+        ) from None
+    return Job(tenant_id=tenant, name=spec.get("name"), status="queued", spec=spec,
+               epochs=spec["training"]["epochs"], resource_class=resource_class(spec["resources"]["gpus"]),
+               **columns)
+
+
+def enqueue_committed(svc: Services, job: Job) -> None:
+    """Send a committed job to its class's queue and set the outbox marker; a broker outage loses nothing."""
+    # Enqueue only after the row is committed: a worker must always find the job it is handed.
+    try:
+        enqueue_job(svc.celery, job.id, job.resource_class)
+    except Exception:  # the broker is down: the workers' outbox sweep enqueues it once it is back
+        logger.exception("could not enqueue job %s; the outbox sweep will retry", job.id)
+    else:
+        with svc.db.session() as s:
+            row = s.get(Job, job.id)
+            if row is not None and row.enqueued_at is None:
+                row.enqueued_at = utcnow()
+
+
+def submit(svc: Services, tenant: str, raw: Any, *, key: str | None = None, body_sha256: str | None = None,
+           **columns: Any) -> tuple[Job, bool]:
+    """The one way a job enters the system: validate, commit, enqueue. Returns (job, replayed).
+
+    With an idempotency `key`, a concurrent or earlier submission with the same key wins and is returned
+    with replayed=True (it was enqueued by its own request).
+    """
+    with svc.db.session() as s:
+        job = new_job(s, tenant, raw, svc.settings, idempotency_key=key, request_sha256=body_sha256, **columns)
+        if key is None:
+            s.add(job)
+    if key is not None:
+        job, replayed = insert_once(svc.db, job)
+        if replayed:
+            return job, True
+    enqueue_committed(svc, job)
+    return job, False
+
+
 @bp.post("/v1/jobs")
 def submit_job() -> tuple[Response, int, dict[str, str]]:
     svc = services()
@@ -112,39 +189,19 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
     body_sha256 = request_sha256(raw) if key else None
     if key and (earlier := find_replay(svc.db, tenant_id(), key, body_sha256)) is not None:
         return _replayed(earlier)
+    job, replayed = submit(svc, tenant_id(), raw, key=key, body_sha256=body_sha256)
+    if replayed:
+        return _replayed(job)
     with svc.db.session() as s:
-        try:
-            spec = validate_spec(raw, datasets=dataset_lookup(s, tenant_id()), limits=svc.settings.spec_limits)
-        except SpecError as exc:
-            raise ValidationFailed(
-                "The job spec is not valid: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in exc.errors[:3])
-                + (f" (and {len(exc.errors) - 3} more)" if len(exc.errors) > 3 else ""),
-                errors=exc.errors,
-            ) from None
-        job = Job(tenant_id=tenant_id(), name=spec.get("name"), status="queued", spec=spec,
-                  epochs=spec["training"]["epochs"], idempotency_key=key, request_sha256=body_sha256)
-        if key is None:
-            s.add(job)
-    if key is not None:
-        job, replayed = insert_once(svc.db, job)
-        if replayed:
-            return _replayed(job)
-    # Enqueue only after the row is committed: a worker must always find the job it is handed.
-    try:
-        enqueue_job(svc.celery, job.id)
-    except Exception:  # the broker is down: the workers' outbox sweep enqueues it once it is back
-        logger.exception("could not enqueue job %s; the outbox sweep will retry", job.id)
-    else:
-        with svc.db.session() as s:
-            row = s.get(Job, job.id)
-            if row is not None and row.enqueued_at is None:
-                row.enqueued_at = utcnow()
-    return jsonify(job_resource(job)), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}
+        body = job_with_findings(s, s.get(Job, job.id) or job)
+    return jsonify(body), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}
 
 
 def _replayed(job: Job) -> tuple[Response, int, dict[str, str]]:
     # The same answer as the first request gave (which enqueued the job), marked as a replay.
-    return jsonify(job_resource(job)), 201, {"Location": url_for("jobs.get_job", job_id=job.id),
+    with services().db.session() as s:
+        body = job_with_findings(s, s.get(Job, job.id) or job)
+    return jsonify(body), 201, {"Location": url_for("jobs.get_job", job_id=job.id),
                                              "Idempotent-Replayed": "true"}
 
 
@@ -172,8 +229,10 @@ def list_jobs() -> Response:
         rows = list(s.execute(stmt).scalars())
         page = rows[:limit]
         counts = finding_counts(s, [j.id for j in page])
+        positions = queue_positions(s, [j.id for j in page if j.status == "queued"])
     next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
-    return jsonify({"jobs": [job_resource(j, counts.get(j.id)) for j in page], "next_cursor": next_cursor})
+    return jsonify({"jobs": [job_resource(j, counts.get(j.id), positions.get(j.id)) for j in page],
+                    "next_cursor": next_cursor})
 
 
 @bp.get("/v1/jobs/<job_id>")
