@@ -45,7 +45,7 @@ from tests.s3server import S3Server
 WORKERS = 4
 JOBS = 24
 KILLS = 2
-EPOCHS = 4
+EPOCHS = 3
 DB_MAX_BYTES = 8192
 BUCKET = "trainyard-scale"
 
@@ -87,10 +87,19 @@ class Farm:
                                 timeout=30, **kwargs)
 
     def jobs(self, ids: list[str]) -> dict[str, Any]:
+        from sqlalchemy.exc import OperationalError
+
         from service.db.models import Job
 
-        with self.db.session() as s:
-            return {j.id: j for j in s.execute(select(Job).where(Job.id.in_(ids))).scalars()}
+        # Other suites on this machine may restart the shared Postgres server (test_faults does): the
+        # workers ride that out, and so does the test's own polling.
+        for _ in range(30):
+            try:
+                with self.db.session() as s:
+                    return {j.id: j for j in s.execute(select(Job).where(Job.id.in_(ids))).scalars()}
+            except OperationalError:
+                time.sleep(1)
+        raise AssertionError("the database did not come back")
 
     def logs_text(self) -> str:
         return "\n".join(w.output()[-3000:] for w in self.workers)
@@ -172,7 +181,7 @@ def _spec(i: int, npz_id: str) -> dict[str, Any]:
             dataset={"id": "builtin:digits", "validation_split": 0.2, "normalize": "standardize"},
             model={"input_shape": [64], "layers": [{"type": "dense", "units": 32, "activation": "relu"},
                                                     {"type": "dense", "units": 10, "activation": "softmax"}]},
-            training={"epochs": EPOCHS, "batch_size": 8, "seed": i}, diagnostics={"enabled": False})
+            training={"epochs": EPOCHS, "batch_size": 16, "seed": i}, diagnostics={"enabled": False})
     return tiny_spec(  # the upload in S3, on the cpu class's queue
         name=f"scale-{i}", resources={"gpus": 0},
         dataset={"id": npz_id, "validation_split": 0.25, "normalize": "standardize"},
@@ -191,6 +200,7 @@ def test_many_workers_one_postgres_redis_and_s3_every_job_exactly_once(farm: Far
     assert where == {npz_id: "object", csv_id: "db"}  # the threshold: large to S3, small to Postgres
 
     farm.start_workers(WORKERS, tmp_path)
+    started = time.monotonic()
     submitted = [farm.api("POST", "/v1/jobs", json=_spec(i, npz_id)) for i in range(JOBS)]
     assert all(r.status_code == 201 for r in submitted), [r.text for r in submitted if r.status_code != 201][:1]
     ids = [r.json()["id"] for r in submitted]
@@ -205,7 +215,7 @@ def test_many_workers_one_postgres_redis_and_s3_every_job_exactly_once(farm: Far
     for _ in range(KILLS):
         def victim() -> tuple[Proc, str] | None:
             for job in farm.jobs(ids).values():
-                if job.status == "running" and (job.backup_epoch or 0) >= 1 and job.epoch < EPOCHS - 1:
+                if job.status == "running" and (job.backup_epoch or 0) >= 1 and job.epoch < EPOCHS:
                     pid = int(job.worker_id.rsplit(":", 1)[1])
                     proc = next((w for w in farm.workers if w.popen.pid == pid and w.alive()), None)
                     if proc is not None:
@@ -244,7 +254,8 @@ def test_many_workers_one_postgres_redis_and_s3_every_job_exactly_once(farm: Far
     incomplete = [job_id for job_id, seen in epochs.items() if seen != list(range(1, EPOCHS + 1))]
     print(f"\nscale-out run: jobs={JOBS} workers={WORKERS} workers_killed={len(killed)} "
           f"jobs_lost={len(lost)} duplicate_trainings={duplicates} resumed_jobs={sum(kills.values())} "
-          f"incomplete_metrics={len(incomplete)} seconds={time.monotonic() - began:.0f}")
+          f"incomplete_metrics={len(incomplete)} seconds={time.monotonic() - began:.0f} "
+          f"(jobs: {time.monotonic() - started:.0f})")
     assert lost == [] and duplicates == 0 and missing == [] and incomplete == []
     assert all(j.backup_epoch == EPOCHS for j in jobs.values())
     assert {w.popen.pid for w in farm.workers} - {w.popen.pid for w in killed}  # survivors did the rest
