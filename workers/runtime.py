@@ -56,9 +56,15 @@ class WorkerRuntime:
             return
         from workers.trainer import warm_up
 
+        from workers.trainer.distribute import visible_gpus
+
         seconds = warm_up()
         self._warmed = True
         logger.info("TensorFlow warmed in %.2f s", seconds)
+        if visible_gpus() < self.settings.worker_gpus:
+            # Jobs asking for more than one GPU will fail here; one-GPU jobs would run on the CPU.
+            logger.warning("TRAINYARD_WORKER_GPUS is %d but TensorFlow sees %d GPU(s); check CUDA_VISIBLE_DEVICES "
+                           "and the TensorFlow build", self.settings.worker_gpus, visible_gpus())
 
     def start_heartbeat(self, worker_id: str, hostname: str) -> None:
         self.worker_id = worker_id

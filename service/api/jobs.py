@@ -90,7 +90,8 @@ def job_resource(job: Job, findings: dict[str, Any] | None = None, position: int
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
-        "spec": job.spec,
+        # Jobs submitted before resource classes existed have no `resources`: they asked for none.
+        "spec": job.spec if "resources" in job.spec else {**job.spec, "resources": {"gpus": None}},
         "progress": {"epoch": job.epoch, "epochs": job.epochs},
         "best": best,
         "stop_reason": job.stop_reason,

@@ -30,6 +30,10 @@ class NotEnoughDevices(RuntimeError):
     pass
 
 
+def visible_gpus() -> int:
+    return len(tf.config.list_physical_devices("GPU"))
+
+
 def replicas_requested(spec: dict) -> int:
     gpus = (spec.get("resources") or {}).get("gpus")
     return int(gpus) if gpus else 1
