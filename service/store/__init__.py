@@ -297,13 +297,16 @@ class RoutingStore:
         location = self._location(key)
         if location is None:
             raise ArtifactMissing(key)
-        return self._backend(location).iter_bytes(key, start, end)
+        yield from self._backend(location).iter_bytes(key, start, end)
 
     def delete(self, key: str) -> None:
         location = self._location(key)
         backend = self._backend_or_none(location) if location is not None else None
         if backend is not None:
             backend.delete(key)
+        elif location is not None:
+            logger.warning("artifact %s is in an object store this process is not configured for; "
+                           "its record stays so the bytes can still be found", key)
 
 
 class _Prepended(io.RawIOBase):
