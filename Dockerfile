@@ -9,7 +9,13 @@ COPY workers ./workers
 COPY bin ./bin
 COPY migrations ./migrations
 # Editable, so the code finds alembic.ini, migrations/ and openapi.yaml beside it as it does in a checkout.
-RUN pip install --no-cache-dir -e . && useradd --create-home trainyard && mkdir -p var && chown trainyard var
+# TENSORFLOW_GPU=1 (docker-compose.worker.yml) swaps the CPU-only TensorFlow for the CUDA build.
+ARG TENSORFLOW_GPU=""
+RUN pip install --no-cache-dir -e . \
+    && if [ -n "$TENSORFLOW_GPU" ]; then \
+         pip uninstall -y tensorflow-cpu && pip install --no-cache-dir "tensorflow[and-cuda]>=2.18"; \
+       fi \
+    && useradd --create-home trainyard && mkdir -p var && chown trainyard var
 USER trainyard
 EXPOSE 8000
 CMD ["bin/api"]

@@ -12,7 +12,7 @@ from service.db import Database
 from service.errors import register_error_handlers
 from service.eventhub import EventHub
 from service.settings import Settings
-from service.store import ArtifactStore, make_store
+from service.store import ArtifactStore, store_from_settings
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     db = Database(settings.database_url)
     app.extensions["trainyard"] = Services(
-        settings=settings, db=db, store=make_store(db, settings.artifact_url), celery=make_celery(settings)
+        settings=settings, db=db, store=store_from_settings(db, settings), celery=make_celery(settings)
     )
     app.extensions["trainyard_events"] = EventHub(db, settings.events_poll_seconds)
     register_error_handlers(app)

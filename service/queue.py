@@ -10,10 +10,12 @@ from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as kombu_sqla
 from sqlalchemy import create_engine
 
+from service.resources import ANY, DEFAULT_QUEUE, queue_name, worker_queues
 from service.settings import Settings
 
 TRAIN_TASK = "trainyard.train_job"
-QUEUE = "trainyard"
+# The default queue (jobs without `resources`); every resource class has its own (service/resources.py).
+QUEUE = DEFAULT_QUEUE
 
 # kombu's SQLAlchemy transport hands every transport option it does not know to `create_engine`, which
 # refuses the ones kombu's own virtual transport reads (kombu 5.7). These never go to the engine.
@@ -64,5 +66,11 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def enqueue_job(celery: Celery, job_id: str) -> None:
-    celery.send_task(TRAIN_TASK, args=[job_id], queue=QUEUE)
+def enqueue_job(celery: Celery, job_id: str, resource_class: str = ANY) -> None:
+    """Send the job to its resource class's queue (Celery routing: workers consume the classes they serve)."""
+    celery.send_task(TRAIN_TASK, args=[job_id], queue=queue_name(resource_class))
+
+
+if __name__ == "__main__":
+    # bin/worker: the `celery worker -Q` list for this worker's TRAINYARD_WORKER_CLASSES (checked first).
+    print(",".join(worker_queues(Settings.from_env().worker_classes)))

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service import resources
 from service.spec.limits import SpecLimits
 
 
@@ -60,6 +61,26 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if raw not in choices:
         raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
     return raw
+
+
+def _optional_int(env: Mapping[str, str], name: str, maximum: int) -> int | None:
+    if not env.get(name):
+        return None
+    value = _int(env, name, 0)
+    if value > maximum:
+        # The router holds this many bytes in memory per upload to decide where it goes.
+        raise SettingsError(f"{name} must be at most {maximum}, got {value}")
+    return value
+
+
+def _classes(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return resources.parse_classes(raw, name)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -112,6 +133,13 @@ class Settings:
     webhook_max_attempts: int = 8
     webhook_backoff_seconds: float = 2.0
     webhook_poll_seconds: float = 1.0
+    # With an object store: artifacts up to this size stay in the database, larger ones go to the store.
+    artifact_db_max_bytes: int | None = None
+    # An S3-compatible server (MinIO, Ceph, moto) instead of AWS for s3:// artifact URLs.
+    s3_endpoint_url: str | None = None
+    # How many GPUs this worker process trains on, and the resource classes whose queues it consumes.
+    worker_gpus: int = 0
+    worker_classes: tuple[str, ...] = ("cpu",)
 
     @property
     def is_embedded(self) -> bool:
@@ -132,6 +160,7 @@ class Settings:
         rate_limit = env.get("TRAINYARD_RATE_LIMIT")
         if rate_limit is None:
             rate_limit = cls.rate_limit
+        worker_gpus = _int(env, "TRAINYARD_WORKER_GPUS", 0)
         settings = cls(
             var_dir=var_dir,
             database_url=database_url,
@@ -152,6 +181,7 @@ class Settings:
                 max_batch_size=_int(env, "TRAINYARD_MAX_BATCH_SIZE", SpecLimits.max_batch_size, minimum=1),
                 max_runtime_seconds=_int(env, "TRAINYARD_MAX_RUNTIME_SECONDS", SpecLimits.max_runtime_seconds,
                                          minimum=1),
+                resource_classes=_classes(env, "TRAINYARD_RESOURCE_CLASSES", SpecLimits.resource_classes),
             ),
             max_sweep_trials=_int(env, "TRAINYARD_MAX_SWEEP_TRIALS", 200, minimum=1),
             max_active_jobs_per_tenant=_int(env, "TRAINYARD_MAX_ACTIVE_JOBS_PER_TENANT", 50, minimum=1),
@@ -171,5 +201,13 @@ class Settings:
             webhook_max_attempts=_int(env, "TRAINYARD_WEBHOOK_MAX_ATTEMPTS", 8, minimum=1),
             webhook_backoff_seconds=_float(env, "TRAINYARD_WEBHOOK_BACKOFF_SECONDS", 2.0, minimum=0.01),
             webhook_poll_seconds=_float(env, "TRAINYARD_WEBHOOK_POLL_SECONDS", 1.0, minimum=0.05),
+            artifact_db_max_bytes=_optional_int(env, "TRAINYARD_ARTIFACT_DB_MAX_BYTES", maximum=256 * 1024 * 1024),
+            s3_endpoint_url=env.get("TRAINYARD_S3_ENDPOINT_URL") or None,
+            worker_gpus=worker_gpus,
+            worker_classes=_classes(env, "TRAINYARD_WORKER_CLASSES", (resources.resource_class(worker_gpus),)),
         )
+        for cls in settings.worker_classes:
+            if (resources.gpus_of(cls) or 0) > worker_gpus:
+                raise SettingsError(f"TRAINYARD_WORKER_CLASSES lists {cls}, but TRAINYARD_WORKER_GPUS is {worker_gpus}: "
+                                    "a worker serves only classes that fit on its GPUs")
         return settings

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from service.db import Database
 from service.db.models import Job, new_id, utcnow
+from service.resources import resource_class
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,8 @@ Send = Callable[[str], None]
 def new_job(tenant_id: str, spec: dict[str, Any], **fields: Any) -> Job:
     """The row of a queued job for a normalised spec; `fields` sets other columns (idempotency, sweep)."""
     return Job(id=new_id("job"), tenant_id=tenant_id, name=spec.get("name"), status="queued", spec=spec,
-               epochs=spec["training"]["epochs"], **fields)
+               epochs=spec["training"]["epochs"], resource_class=resource_class(spec["resources"]["gpus"]),
+               **fields)
 
 
 def enqueue(db: Database, send: Send, job_id: str) -> None:

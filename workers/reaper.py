@@ -107,20 +107,34 @@ def resend_lost(db: Database, send: Callable[[str], None], in_broker: Callable[[
     return resent
 
 
-def redis_messages_for(broker_url: str, queue: str) -> Callable[[list[str]], set[str]]:
-    """For a Redis broker: which of the given job ids have a message waiting or delivered-unacked."""
+def redis_messages_for(broker_url: str, queue: str,
+                       unacked_grace: float | None = None) -> Callable[[list[str]], set[str]]:
+    """For a Redis broker: which of the given job ids have a message waiting or delivered-unacked.
+
+    With `unacked_grace`, a delivered message counts only while it is younger than that: a worker that
+    died between taking a message and claiming its job leaves it unacknowledged for the broker's
+    visibility timeout (a week), and the job, still queued, would wait all that time.
+    """
+    import time
+
     import redis
 
     client = redis.Redis.from_url(broker_url, socket_timeout=5)
 
     def present(job_ids: list[str]) -> set[str]:
         blobs: list[bytes] = []
-        # kombu keeps a queue per priority step ("trainyard", "trainyard\x06\x163", ...) and the
-        # messages delivered to a worker but not acknowledged yet in the "unacked" hash.
+        # kombu keeps a queue per priority step ("trainyard", "trainyard\x06\x163", ...), one per resource
+        # class ("trainyard.gpu-2", ...), and the messages delivered to a worker but not acknowledged yet
+        # in the "unacked" hash (delivery time in the "unacked_index" sorted set).
         for key in client.scan_iter(match=f"{queue}*", count=1000):
             if client.type(key) == b"list":
                 blobs.extend(client.lrange(key, 0, -1))
-        blobs.extend(client.hvals("unacked"))
+        if unacked_grace is None:
+            blobs.extend(client.hvals("unacked"))
+        else:
+            tags = client.zrangebyscore("unacked_index", time.time() - unacked_grace, "+inf")
+            if tags:
+                blobs.extend(blob for blob in client.hmget("unacked", tags) if blob is not None)
         text = b"\n".join(blobs)
         return {job_id for job_id in job_ids if job_id.encode() in text}
 

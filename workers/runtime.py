@@ -12,10 +12,13 @@ from typing import TYPE_CHECKING
 from celery import Celery
 
 from service.db import Database
-from service.db.models import Worker, utcnow
+from sqlalchemy import select
+
+from service.db.models import Job, Worker, utcnow
+from service.resources import ANY
 from service.queue import QUEUE, enqueue_job
 from service.settings import Settings
-from service.store import ArtifactStore, make_store
+from service.store import ArtifactStore, store_from_settings
 from service.sweeps import controller as sweeps
 from workers import leases, reaper
 from workers.dataset_cache import DatasetCache
@@ -50,7 +53,7 @@ class WorkerRuntime:
 
     @cached_property
     def store(self) -> ArtifactStore:
-        return make_store(self.db, self.settings.artifact_url)
+        return store_from_settings(self.db, self.settings)
 
     @cached_property
     def dataset_cache(self) -> DatasetCache:
@@ -67,9 +70,15 @@ class WorkerRuntime:
             return
         from workers.trainer import warm_up
 
+        from workers.trainer.distribute import visible_gpus
+
         seconds = warm_up()
         self._warmed = True
         logger.info("TensorFlow warmed in %.2f s", seconds)
+        if visible_gpus() < self.settings.worker_gpus:
+            # Jobs asking for more than one GPU will fail here; one-GPU jobs would run on the CPU.
+            logger.warning("TRAINYARD_WORKER_GPUS is %d but TensorFlow sees %d GPU(s); check CUDA_VISIBLE_DEVICES "
+                           "and the TensorFlow build", self.settings.worker_gpus, visible_gpus())
 
     def start_heartbeat(self, worker_id: str, hostname: str) -> None:
         self.worker_id = worker_id
@@ -131,14 +140,19 @@ class WorkerRuntime:
             self._current = None
 
     def send(self, job_id: str) -> None:
-        enqueue_job(self.celery, job_id)
+        # Re-sends (reaper, graceful stop) go to the job's own class queue, like the first send did.
+        with self.db.session() as s:
+            cls = s.execute(select(Job.resource_class).where(Job.id == job_id)).scalar_one_or_none()
+        enqueue_job(self.celery, job_id, cls or ANY)
 
     @cached_property
     def _in_broker(self) -> Callable[[list[str]], set[str]] | None:
         # Only Redis can lose a message the database still counts as queued (a flush, a restart without
         # persistence); the embedded broker keeps messages in SQLite next to the jobs.
         if self.settings.broker_url.startswith(("redis://", "rediss://")):
-            return reaper.redis_messages_for(self.settings.broker_url, QUEUE)
+            # A message a worker took but never claimed (killed in between) counts as lost once it has
+            # been unacknowledged longer than a lease: a live worker claims within milliseconds.
+            return reaper.redis_messages_for(self.settings.broker_url, QUEUE, unacked_grace=2 * self.lease_seconds)
         return None
 
     def _beat(self, hostname: str) -> None:

@@ -18,6 +18,7 @@ from service.db.live import JobWebhook
 from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Finding, Job, Tenant
 from service.errors import Conflict, NotFound, TooManyRequests, ValidationFailed
 from service.queue import enqueue_job
+from service.resources import gpus_of, queue_name
 from service.spec import SpecError, validate_spec
 from service.submission import new_job, submit
 from service.webhooks import validate_webhook
@@ -64,7 +65,24 @@ def finding_counts(session: Session, job_ids: list[str]) -> dict[str, dict[str, 
     return counts
 
 
-def job_resource(job: Job, findings: dict[str, Any] | None = None) -> dict[str, Any]:
+def queue_positions(session: Session, job_ids: list[str]) -> dict[str, int]:
+    """1-based FIFO positions of these jobs among the queued jobs of their resource class, in one query.
+
+    The order is the broker's: when the job's message was (last) sent, so a job re-queued after its worker
+    died queues behind the jobs already waiting, as its message does.
+    """
+    if not job_ids:
+        return {}
+    order = func.row_number().over(
+        partition_by=Job.resource_class,
+        order_by=(func.coalesce(Job.enqueued_at, Job.created_at), Job.id),
+    )
+    ranked = select(Job.id.label("id"), order.label("position")).where(Job.status == "queued").subquery()
+    rows = session.execute(select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(job_ids)))
+    return {job_id: int(position) for job_id, position in rows}
+
+
+def job_resource(job: Job, findings: dict[str, Any] | None = None, position: int | None = None) -> dict[str, Any]:
     best = None
     if job.best_epoch is not None:
         best = {"monitor": job.best_monitor, "value": job.best_value, "epoch": job.best_epoch}
@@ -79,7 +97,8 @@ def job_resource(job: Job, findings: dict[str, Any] | None = None) -> dict[str, 
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
-        "spec": job.spec,
+        # Jobs submitted before resource classes existed have no `resources`: they asked for none.
+        "spec": job.spec if "resources" in job.spec else {**job.spec, "resources": {"gpus": None}},
         "progress": {"epoch": job.epoch, "epochs": job.epochs},
         "best": best,
         "stop_reason": job.stop_reason,
@@ -97,6 +116,11 @@ def job_resource(job: Job, findings: dict[str, Any] | None = None) -> dict[str, 
         "findings": findings or _no_findings(),
         "timings": job_timings(job),
         "sweep": {"id": job.sweep_id, "trial": job.trial_index} if job.sweep_id else None,
+        "resources": {"gpus": gpus_of(job.resource_class), "class": job.resource_class},
+        # While queued: the Celery queue of its resource class and its place in it (1 = next).
+        "queue": {"name": queue_name(job.resource_class), "position": position}
+        if job.status == "queued" and position is not None
+        else None,
         "links": job_links(job.id),
     }
 
@@ -114,8 +138,9 @@ def job_timings(job: Job) -> dict[str, float] | None:
 
 
 def job_with_findings(session: Session, job: Job) -> dict[str, Any]:
-    """One job's resource, with its finding counts."""
-    return job_resource(job, finding_counts(session, [job.id]).get(job.id))
+    """One job's resource, with its finding counts and, while queued, its queue position."""
+    position = queue_positions(session, [job.id]).get(job.id) if job.status == "queued" else None
+    return job_resource(job, finding_counts(session, [job.id]).get(job.id), position)
 
 
 # How long a client told "too many active jobs" should wait: about one short job, or a cancellation.
@@ -180,16 +205,22 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
     hooks = [] if webhook is None else [JobWebhook(job_id=job.id, url=webhook["url"], events=webhook["events"],
                                                    secret=secret, epoch_events="epoch" in webhook["events"])]
     limit = svc.settings.max_active_jobs_per_tenant
-    job, replayed = submit(svc.db, lambda job_id: enqueue_job(svc.celery, job_id), job, with_rows=hooks,
+    queue_class = job.resource_class
+    job, replayed = submit(svc.db, lambda job_id: enqueue_job(svc.celery, job_id, queue_class), job,
+                           with_rows=hooks,
                            before_insert=lambda session: check_active_job_quota(session, tenant_id(), limit))
     if replayed:  # a concurrent request with the same key won the race (409 if its body was different)
         return _replayed(find_replay(svc.db, tenant_id(), key or "", body_sha256 or "") or job)
-    return jsonify(job_resource(job)), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}
+    with svc.db.session() as s:
+        body = job_with_findings(s, s.get(Job, job.id) or job)  # with its queue position
+    return jsonify(body), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}
 
 
 def _replayed(job: Job) -> tuple[Response, int, dict[str, str]]:
     # The same answer as the first request gave (which enqueued the job), marked as a replay.
-    return jsonify(job_resource(job)), 201, {"Location": url_for("jobs.get_job", job_id=job.id),
+    with services().db.session() as s:
+        body = job_with_findings(s, s.get(Job, job.id) or job)
+    return jsonify(body), 201, {"Location": url_for("jobs.get_job", job_id=job.id),
                                              "Idempotent-Replayed": "true"}
 
 
@@ -217,8 +248,10 @@ def list_jobs() -> Response:
         rows = list(s.execute(stmt).scalars())
         page = rows[:limit]
         counts = finding_counts(s, [j.id for j in page])
+        positions = queue_positions(s, [j.id for j in page if j.status == "queued"])
     next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
-    return jsonify({"jobs": [job_resource(j, counts.get(j.id)) for j in page], "next_cursor": next_cursor})
+    return jsonify({"jobs": [job_resource(j, counts.get(j.id), positions.get(j.id)) for j in page],
+                    "next_cursor": next_cursor})
 
 
 @bp.get("/v1/jobs/<job_id>")

@@ -15,7 +15,7 @@ from service.datasets.lookup import dataset_lookup
 from service.db.models import Job
 from service.db.sweeps import SWEEP_STATUSES, Sweep
 from service.errors import Conflict, NotFound, ValidationFailed
-from service.queue import enqueue_job
+from service.queue import ANY, enqueue_job
 from service.sweeps import controller
 from service.sweeps.config import SweepError, validate_sweep
 
@@ -25,7 +25,11 @@ bp = Blueprint("sweeps", __name__)
 
 
 def _send(job_id: str) -> None:
-    enqueue_job(services().celery, job_id)
+    # A trial goes to its resource class's queue, like any job (the base spec's `resources`).
+    svc = services()
+    with svc.db.session() as s:
+        queue_class = s.execute(select(Job.resource_class).where(Job.id == job_id)).scalar_one_or_none()
+    enqueue_job(svc.celery, job_id, queue_class or ANY)
 
 
 def _trial(position: int | None, job: Job) -> dict[str, Any]:

@@ -121,6 +121,9 @@ class Job(Base):
     backup_key: Mapped[str | None] = mapped_column(String(200))
     backup_epoch: Mapped[int | None] = mapped_column(Integer)
     resume_state: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # The resource class the job asked for (service/resources.py): it picks the Celery queue, and the
+    # queue position counts queued jobs of the same class.
+    resource_class: Mapped[str] = mapped_column(String(16), default="any", server_default="any")
     # A sweep's trial (service/sweeps): the sweep, the trial's number in it and the values it sampled.
     sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"))
     trial_index: Mapped[int | None] = mapped_column(Integer)
@@ -141,6 +144,7 @@ class Job(Base):
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_tenant_status_created", "tenant_id", "status", "created_at", "id"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        Index("ix_jobs_status_class", "status", "resource_class"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
     )
 
@@ -215,6 +219,8 @@ class Artifact(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     chunk_size: Mapped[int] = mapped_column(Integer)
+    # "db" (bytes in `artifact_chunks`) or "object" (bytes in the object store of TRAINYARD_ARTIFACT_URL).
+    location: Mapped[str] = mapped_column(String(16), default="db", server_default="db")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -10,6 +10,7 @@ import math
 from service.spec.catalog import BUILTIN_DATASETS, BUILTIN_ID_RE, DatasetInfo, DatasetLookup
 from service.spec.errors import SpecError, error
 from service.spec.layers import LayerShape, infer_shapes
+from service.resources import ANY, gpus_of, resource_class
 from service.spec.limits import SpecLimits
 from service.spec.names import (
     CLASSIFICATION_LOSSES,
@@ -117,6 +118,16 @@ def check_limits(spec: dict, limits: SpecLimits) -> Errors:
             "limits.max_runtime_seconds", f"Must be at most {limits.max_runtime_seconds}."
         ))
     return errors
+
+
+def check_resources(spec: dict, limits: SpecLimits) -> Errors:
+    gpus = spec["resources"]["gpus"]
+    cls = resource_class(gpus)
+    if cls == ANY or cls in limits.resource_classes:
+        return []
+    served = ", ".join(f"{gpus_of(c)} ({c})" for c in limits.resource_classes)
+    return [error("resources.gpus", f"No worker here serves {gpus} GPU(s) ({cls}); the configured classes "
+                                    f"take gpus: {served}, or leave resources out to run anywhere.")]
 
 
 def check_model(spec: dict, limits: SpecLimits) -> tuple[list[LayerShape] | None, Errors]:
@@ -296,6 +307,7 @@ def run_checks(spec: dict, info: DatasetInfo | None, limits: SpecLimits) -> Erro
     if info is not None:
         errors += check_dataset_options(spec, info)
     errors += check_limits(spec, limits)
+    errors += check_resources(spec, limits)
     shapes, model_errors = check_model(spec, limits)
     errors += model_errors
     if shapes is not None:

@@ -11,3 +11,6 @@ class SpecLimits:
     max_epochs: int = 10_000
     max_batch_size: int = 65_536
     max_runtime_seconds: int = 7 * 24 * 3600
+    # The resource classes some configured worker serves (service/resources.py); a job asking for another
+    # would wait forever, so it is refused. Jobs without `resources` run anywhere.
+    resource_classes: tuple[str, ...] = ("cpu",)

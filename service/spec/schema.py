@@ -249,6 +249,12 @@ class LimitsSchema(SpecSchema):
     max_runtime_seconds = Int(allow_none=True, load_default=None, validate=validate.Range(min=1))
 
 
+class ResourcesSchema(SpecSchema):
+    # null: no preference, any worker (the default queue). 0: CPU. N: N GPUs of one worker, trained under
+    # tf.distribute.MirroredStrategy when N > 1. Which classes exist is the operator's (checks.py).
+    gpus = Int(allow_none=True, load_default=None, validate=validate.Range(0, 64))
+
+
 class DiagnosticsSchema(SpecSchema):
     enabled = Bool(load_default=True)
     preflight = Bool(load_default=True)
@@ -284,6 +290,7 @@ class JobSpecSchema(SpecSchema):
     training = fields.Nested(TrainingSchema)
     limits = fields.Nested(LimitsSchema)
     diagnostics = fields.Nested(DiagnosticsSchema)
+    resources = fields.Nested(ResourcesSchema)
 
     @pre_load
     def _defaults(self, data: Any, **kwargs: Any) -> Any:
@@ -297,5 +304,6 @@ class JobSpecSchema(SpecSchema):
                 "training": {},
                 "limits": {},
                 "diagnostics": {},
+                "resources": {},
             },
         )

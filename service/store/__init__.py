@@ -3,30 +3,40 @@
 Two backends behind one small interface, chosen by `TRAINYARD_ARTIFACT_URL`:
 - `db` (default): the bytes live in the database as fixed-size chunk rows, so a worker on any machine
   needs nothing but the database. Reads stream chunk by chunk: memory stays constant whatever the size.
-- any fsspec URL (`file:///srv/artifacts`, `s3://bucket/prefix`, ...): the bytes live there.
+- any fsspec URL (`file:///srv/artifacts`, `s3://bucket/prefix`, ...): the bytes live there. S3 and
+  S3-compatible servers (MinIO, Ceph) go through s3fs; `TRAINYARD_S3_ENDPOINT_URL` names a server other
+  than AWS, and credentials come from the usual `AWS_*` variables.
 
-Both keep a row in `artifacts` (size, sha256), so a download can be answered (ETag, Content-Length,
-Range) without touching the bytes. Keys are built by the server from ids, never from client input.
+With an object store, `TRAINYARD_ARTIFACT_DB_MAX_BYTES` keeps small artifacts in the database and sends
+only larger ones to the object store (`RoutingStore`). Either way, each artifact's row in `artifacts`
+(size, sha256, and `location`: `db` or `object`) says where its bytes are, so reads find them whatever
+the settings are now, and a download is answered (ETag, Content-Length, Range) without touching the
+bytes. Keys are built by the server from ids, never from client input.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from sqlalchemy import delete, select
 
 from service.db import Database
 from service.db.models import Artifact, ArtifactChunk
+from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 4 * 1024 * 1024
+# Where an artifact's bytes are (`artifacts.location`).
+IN_DB = "db"
+IN_OBJECT_STORE = "object"
 READ_SIZE = 1024 * 1024
 
 
@@ -120,7 +130,8 @@ class DatabaseStore:
                 seq += 1
             meta = StoredArtifact(key=key, size=size, sha256=digest.hexdigest())
             with self.db.session() as s:
-                s.add(Artifact(key=key, size_bytes=size, sha256=meta.sha256, chunk_size=self.chunk_size))
+                s.add(Artifact(key=key, size_bytes=size, sha256=meta.sha256, chunk_size=self.chunk_size,
+                               location=IN_DB))
             return meta
         except BaseException:
             self._delete_chunks(key)
@@ -166,12 +177,13 @@ class DatabaseStore:
 class FsspecStore:
     """Bytes on any fsspec filesystem; the record (size, sha256) in the database."""
 
-    def __init__(self, db: Database, url: str) -> None:
+    def __init__(self, db: Database, url: str, storage_options: dict[str, Any] | None = None) -> None:
         import fsspec
 
         self.db = db
-        self.fs, root = fsspec.core.url_to_fs(url)
+        self.fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
         self.root = root.rstrip("/")
+        # On S3 this creates the bucket when it is missing (and is a no-op for a prefix inside it).
         self.fs.makedirs(self.root, exist_ok=True)
 
     def _path(self, key: str) -> str:
@@ -203,7 +215,7 @@ class FsspecStore:
             raise
         meta = StoredArtifact(key=key, size=size, sha256=digest.hexdigest())
         with self.db.session() as s:
-            s.merge(Artifact(key=key, size_bytes=size, sha256=meta.sha256, chunk_size=0))
+            s.merge(Artifact(key=key, size_bytes=size, sha256=meta.sha256, chunk_size=0, location=IN_OBJECT_STORE))
         return meta
 
     def stat(self, key: str) -> StoredArtifact | None:
@@ -218,7 +230,8 @@ class FsspecStore:
         end = meta.size if end is None else min(end, meta.size)
         if start >= end:
             return
-        with self.fs.open(self._path(key), "rb") as fh:
+        # A bounded read-ahead: on S3 each block is one ranged GET, so memory stays at one block.
+        with self.fs.open(self._path(key), "rb", block_size=CHUNK_SIZE) as fh:
             fh.seek(start)
             remaining = end - start
             while remaining > 0:
@@ -236,10 +249,110 @@ class FsspecStore:
             self.fs.rm(path)
 
 
-def make_store(db: Database, artifact_url: str) -> ArtifactStore:
+class RoutingStore:
+    """Small artifacts in the database, larger ones in the object store; reads go where the row says.
+
+    `put` reads up to `db_max_bytes + 1` bytes first: a stream that ends within the threshold is stored
+    as database chunks; a longer one goes to the object store, the bytes already read first. Memory stays
+    at the threshold (keep it to a few MiB) and nothing is read twice.
+    """
+
+    def __init__(self, database: DatabaseStore, objects: FsspecStore | None, db_max_bytes: int | None) -> None:
+        self.db = database.db
+        self.database = database
+        self.objects = objects
+        self.db_max_bytes = db_max_bytes
+
+    def _location(self, key: str) -> str | None:
+        with self.db.session() as s:
+            return s.execute(select(Artifact.location).where(Artifact.key == key)).scalar_one_or_none()
+
+    def _backend(self, location: str) -> DatabaseStore | FsspecStore:
+        if location == IN_DB:
+            return self.database
+        if self.objects is None:
+            raise ArtifactMissing("the artifact is in the object store, but TRAINYARD_ARTIFACT_URL names none")
+        return self.objects
+
+    def put(self, key: str, stream: BinaryIO, *, max_bytes: int | None = None) -> StoredArtifact:
+        if self.objects is None:
+            target: DatabaseStore | FsspecStore = self.database
+        elif self.db_max_bytes is None:
+            target = self.objects
+        else:
+            head = _read_limited(stream, self.db_max_bytes + 1)
+            target = self.database if len(head) <= self.db_max_bytes else self.objects
+            stream = _Prepended(head, stream)
+        previous = self._location(key)
+        if previous is not None and self._backend_or_none(previous) is not target:
+            # Replaced across backends (the threshold or the URL changed): drop the old bytes.
+            self.delete(key)
+        return target.put(key, stream, max_bytes=max_bytes)
+
+    def _backend_or_none(self, location: str) -> DatabaseStore | FsspecStore | None:
+        try:
+            return self._backend(location)
+        except ArtifactMissing:
+            return None
+
+    def stat(self, key: str) -> StoredArtifact | None:
+        return self.database.stat(key)
+
+    def iter_bytes(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        location = self._location(key)
+        if location is None:
+            raise ArtifactMissing(key)
+        yield from self._backend(location).iter_bytes(key, start, end)
+
+    def delete(self, key: str) -> None:
+        location = self._location(key)
+        backend = self._backend_or_none(location) if location is not None else None
+        if backend is not None:
+            backend.delete(key)
+        elif location is not None:
+            logger.warning("artifact %s is in an object store this process is not configured for; "
+                           "its record stays so the bytes can still be found", key)
+
+
+class _Prepended(io.RawIOBase):
+    """`head` followed by the rest of `stream`: what `RoutingStore.put` already read is not lost."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head = memoryview(head)
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            n = len(self._head) if size is None or size < 0 else min(size, len(self._head))
+            part, self._head = bytes(self._head[:n]), self._head[n:]
+            return part
+        return self._stream.read(size)
+
+
+def storage_options(artifact_url: str, s3_endpoint_url: str | None) -> dict[str, Any]:
+    """fsspec options for the artifact URL: an S3-compatible server's endpoint (credentials: AWS_*)."""
+    if s3_endpoint_url and artifact_url.startswith(("s3://", "s3a://")):
+        return {"endpoint_url": s3_endpoint_url}
+    return {}
+
+
+def make_store(db: Database, artifact_url: str, *, db_max_bytes: int | None = None,
+               s3_endpoint_url: str | None = None) -> ArtifactStore:
+    database = DatabaseStore(db)
     if artifact_url == "db":
-        return DatabaseStore(db)
-    return FsspecStore(db, artifact_url)
+        # Still a RoutingStore: artifacts written earlier under an object-store URL are then reported
+        # missing with a reason instead of being read from the wrong place.
+        return RoutingStore(database, None, None)
+    objects = FsspecStore(db, artifact_url, storage_options(artifact_url, s3_endpoint_url))
+    return RoutingStore(database, objects, db_max_bytes)
+
+
+def store_from_settings(db: Database, settings: Settings) -> ArtifactStore:
+    return make_store(db, settings.artifact_url, db_max_bytes=settings.artifact_db_max_bytes,
+                      s3_endpoint_url=settings.s3_endpoint_url)
 
 
 # Keys are built here from server-issued ids (service.db.models.new_id) and numbers only; nothing a client
@@ -285,4 +398,6 @@ __all__ = [
     "export_key",
     "make_store",
     "put_file",
+    "RoutingStore",
+    "store_from_settings",
 ]

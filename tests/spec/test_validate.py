@@ -128,6 +128,7 @@ def test_issue_example_normalises_to_the_documented_shape():
                      "mixed_precision": False, "jit_compile": False},
         "limits": {"max_runtime_seconds": None},
         "diagnostics": {"enabled": True, "preflight": True},
+        "resources": {"gpus": None},
     }
     assert json.loads(json.dumps(spec)) == spec  # plain JSON: no tuples, no custom objects
 
@@ -624,3 +625,15 @@ def test_import_pulls_in_no_heavy_packages():
             "('keras', 'tensorflow', 'flask', 'numpy', 'sklearn', 'sqlalchemy')]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_resources_pick_a_class_the_operator_configured():
+    assert valid(minimal())["resources"] == {"gpus": None}  # no preference: any worker
+    assert valid(minimal(resources={"gpus": 0}))["resources"] == {"gpus": 0}
+    # The defaults configure CPU workers only: a GPU job would wait forever, so it is refused.
+    error_at(minimal(resources={"gpus": 1}), "resources.gpus", contains="No worker here serves 1 GPU(s) (gpu)")
+    gpu_box = SpecLimits(resource_classes=("cpu", "gpu-2"))
+    assert valid(minimal(resources={"gpus": 2}), limits=gpu_box)["resources"] == {"gpus": 2}
+    error_at(minimal(resources={"gpus": 4}), "resources.gpus", contains="gpus: 0 (cpu), 2 (gpu-2)", limits=gpu_box)
+    error_at(minimal(resources={"gpus": -1}), "resources.gpus")
+    error_at(minimal(resources={"gpus": 1, "tpus": 2}), "resources.tpus")

@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import runtime
+from . import distribute, runtime
 from .callbacks import (
     BestCheckpoint,
     EarlyStopping,
@@ -64,12 +64,14 @@ def _evaluate_checkpoint(path: Path, x, y, batch_size: int) -> dict[str, float]:
 
 
 def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
-          resume: ResumeState | None = None) -> TrainResult:
+          resume: ResumeState | None = None, *, devices: list[str] | None = None) -> TrainResult:
     """Train the model ``spec`` describes on ``data``, reporting progress to ``reporter``.
 
     Checkpoints go to ``workdir/checkpoints``. Any exception is reported as ``finished`` with
     stop_reason ``error`` and then re-raised. When the reporter has ``backup_saved``, every completed
     epoch is backed up to ``workdir/backup``; ``resume`` continues such a backup at its next epoch.
+    A job with ``resources.gpus`` > 1 (or explicit ``devices``) trains under MirroredStrategy
+    (distribute.py); ``training.batch_size`` is then the global batch, split across the replicas.
     """
     started_at = time.monotonic()
     timings: dict[str, float] = {}
@@ -119,17 +121,21 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
         if reduce_lr_spec and schedule.get("type", "constant") != "constant":
             raise ValueError("reduce_lr_on_plateau only works with the constant schedule")
 
-        with runtime.dtype_policy(bool(training.get("mixed_precision"))) as mixed:
-            if seed is not None:
-                runtime.seed_everything(seed)
-            model = build_model(spec, float32_output=mixed)
-        jit_compile = runtime.resolve_jit_compile(bool(training.get("jit_compile")))
-        model.compile(
-            optimizer=build_optimizer(spec["optimizer"], schedule, steps_per_epoch),
-            loss=build_loss(spec["loss"]),
-            metrics=build_metrics(spec.get("metrics"), spec["loss"]),
-            jit_compile=jit_compile,
-        )
+        strategy = distribute.strategy_for(spec, devices)
+        replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+        # Under a strategy every variable (model, optimizer, metrics) is created in its scope: mirrored.
+        with distribute.scope(strategy):
+            with runtime.dtype_policy(bool(training.get("mixed_precision"))) as mixed:
+                if seed is not None:
+                    runtime.seed_everything(seed)
+                model = build_model(spec, float32_output=mixed)
+            jit_compile = runtime.resolve_jit_compile(bool(training.get("jit_compile")))
+            model.compile(
+                optimizer=build_optimizer(spec["optimizer"], schedule, steps_per_epoch),
+                loss=build_loss(spec["loss"]),
+                metrics=build_metrics(spec.get("metrics"), spec["loss"]),
+                jit_compile=jit_compile,
+            )
 
         monitor = _resolve_monitor(monitor, has_validation, "checkpoint")
         retry = {"retry_attempts": RETRY_ATTEMPTS, "retry_delay": RETRY_DELAY_SECONDS}
@@ -165,7 +171,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
             early_stopping = EarlyStopping(state, **es_args)
             callbacks.append(early_stopping)
         diagnostics = prepare_diagnostics(
-            spec, model, data.x_train, data.y_train, prepared.x_train, prepared.y_train, reporter, state,
+            distribute.without_probes(spec) if strategy is not None else spec, model, data.x_train, data.y_train, prepared.x_train, prepared.y_train, reporter, state,
             integer_inputs=integer_inputs, retry_attempts=RETRY_ATTEMPTS, retry_delay=RETRY_DELAY_SECONDS)
         if diagnostics.callback is not None:
             callbacks.append(diagnostics.callback)
@@ -194,6 +200,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
             "normalization": normalization,
             "mixed_precision": mixed,
             "jit_compile": jit_compile,
+            "replicas": replicas,
         }
         info["variables"] = diagnostics.variables
         phase_done("setup")
