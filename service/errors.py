@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy.exc
 from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
@@ -112,6 +113,9 @@ _HTTP_TO_API: dict[int, type[ApiError]] = {
 }
 
 
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(err: ApiError) -> Response:
@@ -135,6 +139,17 @@ def register_error_handlers(app: Flask) -> None:
         if err.code == 405 and hasattr(err, "valid_methods") and err.valid_methods:
             resp.headers["Allow"] = ", ".join(err.valid_methods)
         return resp
+
+    @app.errorhandler(sqlalchemy.exc.OperationalError)
+    @app.errorhandler(sqlalchemy.exc.InterfaceError)
+    def _database_down(err: Exception) -> Response:
+        # The database restarting or unreachable is the server's passing trouble, not a bug: say so, and
+        # when to try again. Nothing was accepted (every write is one transaction that did not commit).
+        logger.warning("database unavailable on %s %s: %s", request.method, request.path,
+                       str(err).splitlines()[0][:300])
+        return problem_response(ServiceUnavailable(
+            "The database is unavailable for the moment; nothing was changed. Try again shortly.",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}))
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Response:
