@@ -8,6 +8,7 @@ import click
 from celery import Celery
 from flask import Flask
 
+from service.auth import TokenCache
 from service.db import Database
 from service.errors import register_error_handlers
 from service.settings import Settings
@@ -24,6 +25,7 @@ class Services:
     db: Database
     store: ArtifactStore
     celery: Celery
+    tokens: TokenCache
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -37,7 +39,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     db = Database(settings.database_url)
     app.extensions["trainyard"] = Services(
-        settings=settings, db=db, store=make_store(db, settings.artifact_url), celery=make_celery(settings)
+        settings=settings, db=db, store=make_store(db, settings.artifact_url), celery=make_celery(settings),
+        tokens=TokenCache(settings.token_cache_seconds),
     )
     register_error_handlers(app)
     register_blueprints(app)

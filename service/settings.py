@@ -64,6 +64,8 @@ class Settings:
     spec_limits: SpecLimits = field(default_factory=SpecLimits)
     work_dir: Path = field(default=Path("var/work"))
     log_level: str = "INFO"
+    # How long an API process trusts a token it has checked; a revoked token is refused within this.
+    token_cache_seconds: float = 5.0
 
     @property
     def is_embedded(self) -> bool:
@@ -102,5 +104,6 @@ class Settings:
             ),
             work_dir=Path(env.get("TRAINYARD_WORK_DIR") or (var_dir / "work")).resolve(),
             log_level=(env.get("TRAINYARD_LOG_LEVEL") or "INFO").upper(),
+            token_cache_seconds=_float(env, "TRAINYARD_TOKEN_CACHE_SECONDS", 5.0, minimum=0.0),
         )
         return settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Flask, g, request
 
 from service.app import services
-from service.auth import authenticate
+from service.auth import authenticate_cached
 from service.errors import Unauthorized
 
 PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.openapi", "static"}
@@ -21,8 +21,8 @@ def _require_token() -> None:
             "var/dev-token.",
             headers={"WWW-Authenticate": 'Bearer realm="trainyard"'},
         )
-    with services().db.session() as s:
-        principal = authenticate(s, token.strip())
+    svc = services()
+    principal = authenticate_cached(svc.db, svc.tokens, token.strip())
     if principal is None:
         raise Unauthorized(
             "This token is not valid: it is unknown or was revoked.",

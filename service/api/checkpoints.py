@@ -21,7 +21,7 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 @bp.get("/v1/jobs/<job_id>/checkpoints")
 def list_checkpoints(job_id: str) -> Response:
-    with services().db.session() as s:
+    with services().db.read_session() as s:
         load_job(s, job_id)
         rows = s.execute(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.epoch)).scalars()
         items = [
@@ -90,7 +90,7 @@ def stream_artifact(store: ArtifactStore, key: str, size: int, sha256: str, file
 @bp.get("/v1/jobs/<job_id>/checkpoints/best")
 def download_best(job_id: str) -> Response:
     svc = services()
-    with svc.db.session() as s:
+    with svc.db.read_session() as s:
         load_job(s, job_id)
         best = s.execute(
             select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.is_best.is_(True))
