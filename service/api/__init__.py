@@ -34,6 +34,9 @@ def _require_token() -> None:
 def register_blueprints(app: Flask) -> None:
     from service.api import checkpoints, datasets, diagnostics, health, jobs
 
+    from service.api.common import ApiRequest
+
+    app.request_class = ApiRequest
     app.before_request(_require_token)
     for module in (health, jobs, checkpoints, datasets, diagnostics):
         app.register_blueprint(module.bp)

@@ -5,6 +5,7 @@ import re
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
+from werkzeug.wsgi import wrap_file
 from sqlalchemy import select
 
 from service.api.common import iso
@@ -12,7 +13,7 @@ from service.api.jobs import load_job
 from service.app import services
 from service.db.models import Checkpoint
 from service.errors import NotFound, RangeNotSatisfiable
-from service.store import ArtifactStore
+from service.store import READ_SIZE, ArtifactStore
 
 bp = Blueprint("checkpoints", __name__)
 
@@ -73,11 +74,20 @@ def stream_artifact(store: ArtifactStore, key: str, size: int, sha256: str, file
             start, end = parsed
             status = 206
 
-    def body() -> Iterator[bytes]:
-        yield from store.iter_bytes(key, start, end)
+    local = store.local_file(key)
+    if local is not None and end == size:
+        # A file on this machine, sent to its end: gunicorn hands it to the kernel (sendfile) from
+        # `start`, with no copy through Python (other servers read it to the end in blocks).
+        fh = open(local, "rb")  # noqa: SIM115 - closed by the WSGI server with the response
+        fh.seek(start)
+        resp = Response(wrap_file(request.environ, fh, READ_SIZE), status=status,
+                        mimetype="application/octet-stream", direct_passthrough=True)
+    else:
+        def body() -> Iterator[bytes]:
+            yield from store.iter_bytes(key, start, end)
 
-    resp = Response(stream_with_context(body()), status=status, mimetype="application/octet-stream",
-                    direct_passthrough=True)
+        resp = Response(stream_with_context(body()), status=status, mimetype="application/octet-stream",
+                        direct_passthrough=True)
     resp.headers["Content-Length"] = str(end - start)
     resp.headers["ETag"] = etag
     resp.headers["Accept-Ranges"] = "bytes"

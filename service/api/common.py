@@ -3,12 +3,27 @@ from __future__ import annotations
 
 import base64
 import json
+import tempfile
 from datetime import datetime, timezone
-from typing import Any
+from typing import IO, Any
 
-from flask import g, request
+from flask import Request, current_app, g, request
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+
+
+class ApiRequest(Request):
+    """Flask's request, with uploaded files spooled to a named file in the var folder.
+
+    The upload route validates and stores that very file: a large data set is written to disk once,
+    not spooled by the form parser and then copied. The file is removed when the request ends.
+    """
+
+    def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
+                         filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
+        var_dir = current_app.extensions["trainyard"].settings.var_dir
+        var_dir.mkdir(parents=True, exist_ok=True)
+        return tempfile.NamedTemporaryFile("w+b", dir=var_dir, prefix="upload-")
 
 
 def tenant_id() -> str:

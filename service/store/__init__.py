@@ -55,6 +55,8 @@ class ArtifactStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def local_file(self, key: str) -> str | None: ...
+
 
 def put_file(store: ArtifactStore, key: str, path: str | os.PathLike[str]) -> StoredArtifact:
     with open(path, "rb") as fh:
@@ -157,6 +159,10 @@ class DatabaseStore:
             s.execute(delete(Artifact).where(Artifact.key == key))
         self._delete_chunks(key)
 
+    def local_file(self, key: str) -> str | None:
+        """The bytes are rows, never a file on this machine."""
+        return None
+
     def _delete_chunks(self, key: str) -> None:
         with self.db.session() as s:
             s.execute(delete(ArtifactChunk).where(ArtifactChunk.key == key))
@@ -229,6 +235,13 @@ class FsspecStore:
         path = self._path(key)
         if self.fs.exists(path):
             self.fs.rm(path)
+
+    def local_file(self, key: str) -> str | None:
+        """The artifact's path when the store is a folder on this machine (downloads use sendfile)."""
+        protocol = self.fs.protocol
+        if "file" in (protocol if isinstance(protocol, (tuple, list)) else (protocol,)):
+            return self._path(key)
+        return None
 
 
 def make_store(db: Database, artifact_url: str) -> ArtifactStore:
