@@ -79,6 +79,8 @@ def service_env(tmp_path_factory: pytest.TempPathFactory, pg_url: str, redis_url
         "TRAINYARD_BROKER_URL": redis_url,
         "TRAINYARD_VAR_DIR": str(var),
         "TRAINYARD_WORKER_HEARTBEAT_SECONDS": "1",
+        # Short, so tests that revoke a token see it refused within a second or two (production: 5 s).
+        "TRAINYARD_TOKEN_CACHE_SECONDS": "1",
     })
     subprocess.run([str(ROOT / "bin" / "migrate")], env=env, check=True, cwd=ROOT)
     return env

@@ -1,0 +1,81 @@
+"""Behaviour of the fast paths: the token cache, and folder-store downloads handed to the server as a file."""
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+from service.auth import Principal, TokenCache
+from tests.conftest import tiny_spec
+
+
+def test_token_cache_expires_and_is_bounded() -> None:
+    p = Principal(tenant_id="tn_1", tenant_name="acme", token_id="tok_1")
+    cache = TokenCache(ttl=0.2, max_entries=2)
+    cache.put("a", p)
+    assert cache.get("a") == p
+    time.sleep(0.25)
+    assert cache.get("a") is None
+    cache.put("a", p)
+    cache.put("b", p)
+    cache.put("c", p)  # full: older entries go, memory stays bounded
+    assert cache.get("c") == p and len(cache._entries) <= 2
+    off = TokenCache(ttl=0)
+    off.put("a", p)
+    assert off.get("a") is None
+
+
+def test_revoked_token_works_at_most_the_cache_ttl(app: Any, client: Any) -> None:
+    from service.auth import create_token, revoke_token
+
+    assert app.extensions["trainyard"].settings.token_cache_seconds == 1
+    with app.extensions["trainyard"].db.session() as s:
+        issued = create_token(s, "cache-tenant")
+    headers = {"Authorization": f"Bearer {issued.token}"}
+    assert client.get("/v1/jobs", headers=headers).status_code == 200
+    with app.extensions["trainyard"].db.session() as s:
+        assert revoke_token(s, issued.token_id)
+    revoked_at = time.monotonic()
+    # Answered from the cache without the database for the TTL...
+    assert client.get("/v1/jobs", headers=headers).status_code == 200
+    # ...and refused once it runs out.
+    while client.get("/v1/jobs", headers=headers).status_code != 401:
+        assert time.monotonic() - revoked_at < 3, "a revoked token outlived the cache TTL"
+        time.sleep(0.05)
+    # Unknown tokens are never cached: one created now works at once.
+    with app.extensions["trainyard"].db.session() as s:
+        fresh = create_token(s, "cache-tenant")
+    assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {fresh.token}"}).status_code == 200
+
+
+def test_folder_store_download_whole_and_ranges(settings: Any, make_token: Any, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from service import create_app
+    from service.db.models import Checkpoint
+    from service.store import checkpoint_key
+
+    app = create_app(replace(settings, artifact_url=f"file://{tmp_path}/artifacts"))
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {make_token('folder-tenant')}"}
+    job_id = client.post("/v1/jobs", json=tiny_spec(), headers=headers).get_json()["id"]
+    svc = app.extensions["trainyard"]
+    data = bytes(range(256)) * 5000  # 1.28 MB: more than one read block
+    key = checkpoint_key(job_id, 1)
+    meta = svc.store.put(key, io.BytesIO(data))
+    assert svc.store.local_file(key) is not None
+    with svc.db.session() as s:
+        s.add(Checkpoint(job_id=job_id, epoch=1, monitor="loss", value=0.5, artifact_key=key,
+                         size_bytes=meta.size, sha256=meta.sha256, is_best=True))
+    url = f"/v1/jobs/{job_id}/checkpoints/best"
+    whole = client.get(url, headers=headers)
+    assert whole.status_code == 200 and whole.data == data
+    assert whole.headers["Content-Length"] == str(len(data))
+    assert hashlib.sha256(whole.data).hexdigest() == whole.headers["ETag"].strip('"')
+    tail = client.get(url, headers={**headers, "Range": "bytes=1000000-"})
+    assert tail.status_code == 206 and tail.data == data[1000000:]
+    middle = client.get(url, headers={**headers, "Range": "bytes=10-19"})
+    assert middle.status_code == 206 and middle.data == data[10:20]
+    svc.db.dispose()
