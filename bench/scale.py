@@ -159,11 +159,12 @@ def submit_throughput(base: str, headers: dict[str, str], clients: int, seconds:
 def explain(stack: Stack, tenant_id: str) -> list[tuple[str, str]]:
     """The plans Postgres picks for the list's deep page and the metrics poll (index use)."""
     queries = {
-        "list deep page": ("SELECT id FROM jobs WHERE tenant_id = %s AND (created_at < now() - interval '20 days' "
-                           "OR (created_at = now() - interval '20 days' AND id < 'job_z')) "
-                           "ORDER BY created_at DESC, id DESC LIMIT 21", (tenant_id,)),
-        "list ?status=failed": ("SELECT id FROM jobs WHERE tenant_id = %s AND status = 'failed' "
-                                "ORDER BY created_at DESC, id DESC LIMIT 21", (tenant_id,)),
+        "list deep page": ("SELECT id FROM jobs WHERE tenant_id = %s AND (created_at, id) < "
+                           "(now() - interval '20 days', 'job_z') ORDER BY created_at DESC, id DESC LIMIT 21",
+                           (tenant_id,)),
+        "list ?status=failed deep page": ("SELECT id FROM jobs WHERE tenant_id = %s AND status = 'failed' AND "
+                                          "(created_at, id) < (now() - interval '20 days', 'job_z') "
+                                          "ORDER BY created_at DESC, id DESC LIMIT 21", (tenant_id,)),
         "metrics ?after=": ("SELECT epoch FROM epoch_metrics WHERE job_id = 'job_x' AND epoch > 990 "
                             "ORDER BY epoch", None),
     }
@@ -171,7 +172,9 @@ def explain(stack: Stack, tenant_id: str) -> list[tuple[str, str]]:
     with psycopg.connect(stack.pg_dsn()) as conn:
         for name, (sql, params) in queries.items():
             plan = [r[0] for r in conn.execute("EXPLAIN " + sql, params).fetchall()]
-            out.append((name, next((p.strip() for p in plan if "Index" in p), plan[0].strip())))
+            scan = next((p.strip() for p in plan if "Index" in p), plan[0].strip())
+            cond = next((p.strip() for p in plan if "Index Cond" in p), "")
+            out.append((name, f"{scan}; {cond}"))
     return out
 
 

@@ -5,7 +5,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
-from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import bindparam, delete, func, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from service.api.common import decode_cursor, encode_cursor, int_arg, iso, json_body, tenant_id
@@ -191,7 +191,9 @@ def list_jobs() -> Response:
         created, job_id = decode_cursor(cursor)
         if svc.settings.is_embedded:
             created = created.replace(tzinfo=None)
-        stmt = stmt.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+        # A row-value comparison, not `a < x OR (a = x AND id < y)`: Postgres turns it into a bound on the
+        # (tenant_id, [status,] created_at, id) index, so page 200 costs what page 1 does.
+        stmt = stmt.where(tuple_(Job.created_at, Job.id) < tuple_(created, job_id))
     stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     with svc.db.read_session() as s:
         rows = list(s.execute(stmt).scalars())

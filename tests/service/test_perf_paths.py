@@ -79,3 +79,35 @@ def test_folder_store_download_whole_and_ranges(settings: Any, make_token: Any, 
     middle = client.get(url, headers={**headers, "Range": "bytes=10-19"})
     assert middle.status_code == 206 and middle.data == data[10:20]
     svc.db.dispose()
+
+
+def test_keyset_pages_cover_every_job_once_across_equal_timestamps(app: Any, client: Any, make_token: Any) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import select
+
+    from service.db.models import Job, Tenant
+
+    headers = {"Authorization": f"Bearer {make_token('keyset-tenant')}"}
+    db = app.extensions["trainyard"].db
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    # Seven jobs share one timestamp, so page boundaries fall between equal created_at values.
+    stamps = [t0] * 7 + [t0 + timedelta(seconds=1), t0 - timedelta(seconds=1), t0 + timedelta(seconds=2)]
+    with db.session() as s:
+        tenant = s.execute(select(Tenant.id).where(Tenant.name == "keyset-tenant")).scalar_one()
+        jobs = [Job(tenant_id=tenant, name=f"k{i}", status="failed" if i % 3 else "succeeded", spec={},
+                    epochs=1, created_at=ts) for i, ts in enumerate(stamps)]
+        s.add_all(jobs)
+    expected = [j.id for j in sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)]
+    for limit, status in ((2, None), (3, None), (1, "failed")):
+        seen: list[str] = []
+        cursor = None
+        while True:
+            url = f"/v1/jobs?limit={limit}" + (f"&status={status}" if status else "") + (f"&cursor={cursor}" if cursor else "")
+            body = client.get(url, headers=headers).get_json()
+            seen += [j["id"] for j in body["jobs"]]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        want = [i for i in expected if status is None or next(j for j in jobs if j.id == i).status == status]
+        assert seen == want, (limit, status)
