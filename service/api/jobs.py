@@ -96,13 +96,19 @@ def job_with_findings(session: Session, job: Job) -> dict[str, Any]:
     return job_resource(job, finding_counts(session, [job.id]).get(job.id))
 
 
-# A job of a tenant and its finding counts per severity, in one round trip: the whole cost of a status
-# poll. Built once; only the parameters change.
-_JOB_WITH_FINDINGS = select(
+# Jobs with their finding counts per severity, in one round trip: a status poll or a list page is one
+# query. Built once; only the parameters change.
+_JOBS_WITH_FINDINGS = select(
     Job,
     *(select(func.count()).where(Finding.job_id == Job.id, Finding.severity == severity).correlate(Job)
       .scalar_subquery() for severity in SEVERITIES),
-).where(Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
+)
+_JOB_WITH_FINDINGS = _JOBS_WITH_FINDINGS.where(Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
+
+
+def _with_counts(row: Any) -> tuple[Job, dict[str, Any]]:
+    job, *per_severity = row
+    return job, {"count": sum(per_severity), "by_severity": dict(zip(SEVERITIES, per_severity))}
 
 
 def load_job_with_findings(session: Session, job_id: str) -> tuple[Job, dict[str, Any]]:
@@ -110,8 +116,7 @@ def load_job_with_findings(session: Session, job_id: str) -> tuple[Job, dict[str
     row = session.execute(_JOB_WITH_FINDINGS, {"job_id": job_id, "tenant_id": tenant_id()}).first()
     if row is None:
         raise NotFound(f"There is no job {job_id}.")
-    job, *per_severity = row
-    return job, {"count": sum(per_severity), "by_severity": dict(zip(SEVERITIES, per_severity))}
+    return _with_counts(row)
 
 
 def load_job(session: Session, job_id: str) -> Job:
@@ -183,7 +188,7 @@ def list_jobs() -> Response:
             errors=[{"field": "query.status", "message": f"Must be one of: {', '.join(JOB_STATUSES)}."}],
         )
     cursor = request.args.get("cursor")
-    stmt = select(Job).where(Job.tenant_id == tenant_id())
+    stmt = _JOBS_WITH_FINDINGS.where(Job.tenant_id == tenant_id())
     if status:
         stmt = stmt.where(Job.status == status)
     svc = services()
@@ -196,11 +201,11 @@ def list_jobs() -> Response:
         stmt = stmt.where(tuple_(Job.created_at, Job.id) < tuple_(created, job_id))
     stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     with svc.db.read_session() as s:
-        rows = list(s.execute(stmt).scalars())
-        page = rows[:limit]
-        counts = finding_counts(s, [j.id for j in page])
-    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
-    return jsonify({"jobs": [job_resource(j, counts.get(j.id)) for j in page], "next_cursor": next_cursor})
+        rows = [_with_counts(row) for row in s.execute(stmt)]
+    page = rows[:limit]
+    last = page[-1][0] if page else None
+    next_cursor = encode_cursor(last.created_at, last.id) if last is not None and len(rows) > limit else None
+    return jsonify({"jobs": [job_resource(job, counts) for job, counts in page], "next_cursor": next_cursor})
 
 
 @bp.get("/v1/jobs/<job_id>")
