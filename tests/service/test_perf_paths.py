@@ -111,3 +111,26 @@ def test_keyset_pages_cover_every_job_once_across_equal_timestamps(app: Any, cli
                 break
         want = [i for i in expected if status is None or next(j for j in jobs if j.id == i).status == status]
         assert seen == want, (limit, status)
+
+
+def test_metrics_body_is_the_rows_values_with_their_epoch(app: Any, client: Any, make_token: Any) -> None:
+    from sqlalchemy import select
+
+    from service.db.models import EpochMetrics, Job, Tenant
+
+    headers = {"Authorization": f"Bearer {make_token('metrics-tenant')}"}
+    db = app.extensions["trainyard"].db
+    rows = {1: {"loss": 0.5, "val_loss": 0.625, "accuracy": 0.75, "learning_rate": 1e-05}, 2: {},
+            3: {"loss": 0.25, "note": 'a "quoted" } brace'}}
+    with db.session() as s:
+        tenant = s.execute(select(Tenant.id).where(Tenant.name == "metrics-tenant")).scalar_one()
+        job = Job(tenant_id=tenant, name="m", status="running", spec={}, epochs=3)
+        s.add(job)
+        s.flush()
+        s.add_all(EpochMetrics(job_id=job.id, epoch=e, values=v) for e, v in rows.items())
+    resp = client.get(f"/v1/jobs/{job.id}/metrics", headers=headers)
+    assert resp.status_code == 200 and resp.mimetype == "application/json"
+    assert resp.get_json() == {"epochs": [{"epoch": e, **v} for e, v in rows.items()]}
+    assert client.get(f"/v1/jobs/{job.id}/metrics?after=2", headers=headers).get_json() == {
+        "epochs": [{"epoch": 3, **rows[3]}]}
+    assert client.get(f"/v1/jobs/{job.id}/metrics?after=3", headers=headers).get_json() == {"epochs": []}
