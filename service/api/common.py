@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import tempfile
 from datetime import datetime, timezone
@@ -10,6 +11,31 @@ from typing import IO, Any
 from flask import Request, current_app, g, request
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+
+
+class SpooledUpload:
+    """A named temporary file that keeps the size and sha256 of what the form parser writes to it, so the
+    upload is never read again just to hash it."""
+
+    def __init__(self, directory: str) -> None:
+        self._file = tempfile.NamedTemporaryFile("w+b", dir=directory, prefix="upload-")
+        self.name = self._file.name
+        self.size = 0
+        self._sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._sha256.update(data)
+        self.size += len(data)
+        return self._file.write(data)
+
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+    def __getattr__(self, name: str) -> Any:  # read, readline, seek, tell, flush, close, ...
+        return getattr(self._file, name)
+
+    def __iter__(self) -> Any:
+        return iter(self._file)
 
 
 class ApiRequest(Request):
@@ -23,7 +49,7 @@ class ApiRequest(Request):
                          filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
         var_dir = current_app.extensions["trainyard"].settings.var_dir
         var_dir.mkdir(parents=True, exist_ok=True)
-        return tempfile.NamedTemporaryFile("w+b", dir=var_dir, prefix="upload-")
+        return SpooledUpload(str(var_dir))  # type: ignore[return-value]
 
 
 def tenant_id() -> str:

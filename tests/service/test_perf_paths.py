@@ -134,3 +134,32 @@ def test_metrics_body_is_the_rows_values_with_their_epoch(app: Any, client: Any,
     assert client.get(f"/v1/jobs/{job.id}/metrics?after=2", headers=headers).get_json() == {
         "epochs": [{"epoch": 3, **rows[3]}]}
     assert client.get(f"/v1/jobs/{job.id}/metrics?after=3", headers=headers).get_json() == {"epochs": []}
+
+
+def test_folder_store_upload_is_stored_with_the_hash_of_its_bytes(settings: Any, make_token: Any,
+                                                                  tmp_path: Path) -> None:
+    # The folder store takes the form parser's spooled file (hard link, hashed while written); what it
+    # holds must be exactly the uploaded bytes, under the sha256 the API reports.
+    from dataclasses import replace
+
+    import numpy as np
+
+    from service import create_app
+
+    app = create_app(replace(settings, artifact_url=f"file://{tmp_path}/artifacts"))
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {make_token('upload-tenant')}"}
+    buf = io.BytesIO()
+    np.savez(buf, x_train=np.arange(4000, dtype=np.float32).reshape(1000, 4), y_train=np.arange(1000) % 3)
+    data = buf.getvalue()
+    resp = client.post("/v1/datasets", headers=headers, data={"file": (io.BytesIO(data), "d.npz")},
+                       content_type="multipart/form-data")
+    assert resp.status_code == 201, resp.get_json()
+    body = resp.get_json()
+    assert body["size"] == len(data) and body["sha256"] == hashlib.sha256(data).hexdigest()
+    svc = app.extensions["trainyard"]
+    key = f"datasets/{body['id']}"
+    assert Path(svc.store.local_file(key)).read_bytes() == data
+    assert svc.store.stat(key).sha256 == body["sha256"]
+    assert not list(svc.settings.var_dir.glob("upload-*"))  # the spool itself is gone
+    svc.db.dispose()
