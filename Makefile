@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test services browser migrate clean-var bench-engine
+.PHONY: run test services browser migrate clean-var bench-engine bench-status bench-scale bench-transfer
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Trainyard needs Python 3.11; set PYTHON=/path/to/python3.11")'
@@ -34,3 +34,14 @@ migrate: $(STAMP)
 
 bench-engine: $(STAMP)
 	$(PY) bench/engine.py
+
+## API benchmarks (bench/README.md): each starts its own Postgres database and API via bench/stack.py.
+bench-status: $(STAMP) services
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	$(PY) bench/status_throughput.py
+
+bench-scale: $(STAMP) services
+	$(PY) bench/scale.py
+
+bench-transfer: $(STAMP) services
+	$(PY) bench/transfer.py

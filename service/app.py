@@ -8,6 +8,7 @@ import click
 from celery import Celery
 from flask import Flask
 
+from service.auth import TokenCache
 from service.db import Database
 from service.errors import register_error_handlers
 from service.eventhub import EventHub
@@ -25,6 +26,7 @@ class Services:
     db: Database
     store: ArtifactStore
     celery: Celery
+    tokens: TokenCache
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -39,7 +41,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     db = Database(settings.database_url)
     app.extensions["trainyard"] = Services(
-        settings=settings, db=db, store=store_from_settings(db, settings), celery=make_celery(settings)
+        settings=settings, db=db, store=store_from_settings(db, settings), celery=make_celery(settings),
+        tokens=TokenCache(settings.token_cache_seconds),
     )
     app.extensions["trainyard_events"] = EventHub(db, settings.events_poll_seconds)
     register_error_handlers(app)

@@ -4,11 +4,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.db import Database
 from service.db.models import ApiToken, Tenant, utcnow
 
 TOKEN_PREFIX = "ty_"
@@ -57,6 +60,60 @@ def authenticate(session: Session, token: str) -> Principal | None:
     if not hmac.compare_digest(tok.token_hash, digest) or tok.revoked_at is not None:
         return None
     return Principal(tenant_id=tok.tenant_id, tenant_name=tenant_name, token_id=tok.id)
+
+
+class TokenCache:
+    """Principals of tokens seen recently, keyed by the token's sha256, kept for `ttl` seconds.
+
+    Status polls arrive thousands of times a second; a hit answers without the database. The price is
+    that a token revoked in another process (the CLI) keeps working in an API process that cached it
+    for at most `ttl` seconds. Unknown and revoked tokens are never cached, so a new token works at
+    once. `ttl` 0 turns the cache off.
+    """
+
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            self.discard(digest)
+            return None
+        return entry[1]
+
+    def put(self, digest: str, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                # Bounded memory: dropping everything is rare (it needs max_entries live tokens) and safe.
+                self._entries.clear()
+            self._entries[digest] = (time.monotonic() + self.ttl, principal)
+
+    def discard(self, digest: str) -> None:
+        with self._lock:
+            self._entries.pop(digest, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def authenticate_cached(db: Database, cache: TokenCache, token: str) -> Principal | None:
+    """`authenticate`, answered from `cache` while the token's entry is fresh."""
+    digest = hash_token(token)
+    principal = cache.get(digest)
+    if principal is None:
+        with db.read_session() as s:
+            principal = authenticate(s, token)
+        if principal is not None:
+            cache.put(digest, principal)
+    return principal
 
 
 def revoke_token(session: Session, token_id: str) -> bool:

@@ -140,6 +140,8 @@ class Settings:
     # How many GPUs this worker process trains on, and the resource classes whose queues it consumes.
     worker_gpus: int = 0
     worker_classes: tuple[str, ...] = ("cpu",)
+    # How long an API process trusts a token it has checked; a revoked token is refused within this.
+    token_cache_seconds: float = 5.0
 
     @property
     def is_embedded(self) -> bool:
@@ -205,6 +207,7 @@ class Settings:
             s3_endpoint_url=env.get("TRAINYARD_S3_ENDPOINT_URL") or None,
             worker_gpus=worker_gpus,
             worker_classes=_classes(env, "TRAINYARD_WORKER_CLASSES", (resources.resource_class(worker_gpus),)),
+            token_cache_seconds=_float(env, "TRAINYARD_TOKEN_CACHE_SECONDS", 5.0, minimum=0.0),
         )
         for cls in settings.worker_classes:
             if (resources.gpus_of(cls) or 0) > worker_gpus:

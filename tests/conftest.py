@@ -84,6 +84,8 @@ def service_env(tmp_path_factory: pytest.TempPathFactory, pg_url: str, redis_url
         "TRAINYARD_WEBHOOK_BACKOFF_SECONDS": "0.2",
         "TRAINYARD_WEBHOOK_TIMEOUT_SECONDS": "1",
         "TRAINYARD_WEBHOOK_POLL_SECONDS": "0.2",
+        # Short, so tests that revoke a token see it refused within a second or two (production: 5 s).
+        "TRAINYARD_TOKEN_CACHE_SECONDS": "1",
     })
     subprocess.run([str(ROOT / "bin" / "migrate")], env=env, check=True, cwd=ROOT)
     return env

@@ -7,7 +7,7 @@ import uuid
 from flask import Flask, Response, g, request
 
 from service.app import services
-from service.auth import authenticate
+from service.auth import authenticate_cached
 from service.errors import Unauthorized
 from service.logconfig import request_id_var
 
@@ -28,8 +28,8 @@ def _require_token() -> None:
             "var/dev-token.",
             headers={"WWW-Authenticate": 'Bearer realm="trainyard"'},
         )
-    with services().db.session() as s:
-        principal = authenticate(s, token.strip())
+    svc = services()
+    principal = authenticate_cached(svc.db, svc.tokens, token.strip())
     if principal is None:
         raise Unauthorized(
             "This token is not valid: it is unknown or was revoked.",
@@ -56,12 +56,14 @@ def _end_request_log(resp: Response) -> Response:
 
 def register_blueprints(app: Flask) -> None:
     from service import web
+    from service.api.common import ApiRequest
     from service.api import (checkpoints, datasets, diagnostics, events, health, jobs, logs, metrics, sweeps,
                              tensorboard)
 
     app.before_request(_start_request_log)
     app.after_request(_end_request_log)
     metrics.install(app)
+    app.request_class = ApiRequest  # uploads spooled once, to a named file the upload route stores
     app.before_request(_require_token)
     for module in (health, jobs, checkpoints, datasets, diagnostics, sweeps, tensorboard, web, events, logs,
                    metrics):

@@ -5,6 +5,7 @@ import re
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
+from werkzeug.wsgi import wrap_file
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -14,7 +15,7 @@ from service.app import services
 from service.db.exports import EXPORT_FORMATS, JobExport
 from service.db.models import FINAL_STATUSES, Checkpoint, Job
 from service.errors import Conflict, NotFound, RangeNotSatisfiable, ValidationFailed
-from service.store import ArtifactStore
+from service.store import READ_SIZE, ArtifactStore
 
 bp = Blueprint("checkpoints", __name__)
 
@@ -23,7 +24,7 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 @bp.get("/v1/jobs/<job_id>/checkpoints")
 def list_checkpoints(job_id: str) -> Response:
-    with services().db.session() as s:
+    with services().db.read_session() as s:
         load_job(s, job_id)
         rows = s.execute(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.epoch)).scalars()
         items = [
@@ -76,11 +77,20 @@ def stream_artifact(store: ArtifactStore, key: str, size: int, sha256: str, file
             start, end = parsed
             status = 206
 
-    def body() -> Iterator[bytes]:
-        yield from store.iter_bytes(key, start, end)
+    local = store.local_file(key)
+    if local is not None and end == size:
+        # A file on this machine, sent to its end: gunicorn hands it to the kernel (sendfile) from
+        # `start`, with no copy through Python (other servers read it to the end in blocks).
+        fh = open(local, "rb")  # noqa: SIM115 - closed by the WSGI server with the response
+        fh.seek(start)
+        resp = Response(wrap_file(request.environ, fh, READ_SIZE), status=status,
+                        mimetype=mimetype, direct_passthrough=True)
+    else:
+        def body() -> Iterator[bytes]:
+            yield from store.iter_bytes(key, start, end)
 
-    resp = Response(stream_with_context(body()), status=status, mimetype=mimetype,
-                    direct_passthrough=True)
+        resp = Response(stream_with_context(body()), status=status, mimetype=mimetype,
+                        direct_passthrough=True)
     resp.headers["Content-Length"] = str(end - start)
     resp.headers["ETag"] = etag
     resp.headers["Accept-Ranges"] = "bytes"
@@ -102,7 +112,7 @@ def download_best(job_id: str) -> Response:
             errors=[{"field": "query.format", "message": f"Must be one of: {', '.join(DOWNLOAD_FORMATS)}."}],
         )
     svc = services()
-    with svc.db.session() as s:
+    with svc.db.read_session() as s:
         job = load_job(s, job_id)
         mimetype = "application/octet-stream"
         if fmt != "keras":

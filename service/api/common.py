@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
+import tempfile
 from datetime import datetime, timezone
-from typing import Any
+from typing import IO, Any
 
-from flask import g, request
+from flask import Request, current_app, g, request
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
@@ -19,6 +21,43 @@ _SERVER_ID = re.compile(r"[a-z]{2,4}_[0-9a-f]{32}")
 
 def is_server_id(value: object, prefix: str) -> bool:
     return isinstance(value, str) and value.startswith(prefix + "_") and _SERVER_ID.fullmatch(value) is not None
+class SpooledUpload:
+    """A named temporary file that keeps the size and sha256 of what the form parser writes to it, so the
+    upload is never read again just to hash it."""
+
+    def __init__(self, directory: str) -> None:
+        self._file = tempfile.NamedTemporaryFile("w+b", dir=directory, prefix="upload-")
+        self.name = self._file.name
+        self.size = 0
+        self._sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._sha256.update(data)
+        self.size += len(data)
+        return self._file.write(data)
+
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+    def __getattr__(self, name: str) -> Any:  # read, readline, seek, tell, flush, close, ...
+        return getattr(self._file, name)
+
+    def __iter__(self) -> Any:
+        return iter(self._file)
+
+
+class ApiRequest(Request):
+    """Flask's request, with uploaded files spooled to a named file in the var folder.
+
+    The upload route validates and stores that very file: a large data set is written to disk once,
+    not spooled by the form parser and then copied. The file is removed when the request ends.
+    """
+
+    def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
+                         filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
+        var_dir = current_app.extensions["trainyard"].settings.var_dir
+        var_dir.mkdir(parents=True, exist_ok=True)
+        return SpooledUpload(str(var_dir))  # type: ignore[return-value]
 
 
 def tenant_id() -> str:

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.api.common import is_server_id, iso, tenant_id
+from service.api.common import SpooledUpload, is_server_id, iso, tenant_id
 from service.app import services
 from service.datasets import DatasetError, inspect_csv, inspect_npz
 from service.db.models import Dataset, Job, new_id
@@ -82,32 +81,36 @@ def upload_dataset() -> tuple[Response, int, dict[str, str]]:
     if fmt == "csv" and not target:
         raise ValidationFailed("A CSV upload needs the form field 'target' naming the column to predict.",
                                errors=[{"field": "target", "message": "Missing target column name."}])
-    svc.settings.var_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=svc.settings.var_dir, prefix="upload-", suffix="." + fmt) as tmp:
-        size = 0
-        while chunk := upload.stream.read(1024 * 1024):
-            size += len(chunk)
-            if size > svc.settings.max_upload_bytes:
-                raise PayloadTooLarge(f"Uploads are limited to {svc.settings.max_upload_bytes} bytes.")
-            tmp.write(chunk)
-        tmp.flush()
+    # The form parser already wrote the file to disk (service.api.common.ApiRequest): validate and store
+    # that file, read twice, never held in memory and never copied.
+    stream = upload.stream
+    path = stream.name
+    stream.seek(0, os.SEEK_END)
+    size = stream.tell()
+    if size > svc.settings.max_upload_bytes:
+        raise PayloadTooLarge(f"Uploads are limited to {svc.settings.max_upload_bytes} bytes.")
+    try:
+        if fmt == "npz":
+            summary = inspect_npz(path, max_decompressed_bytes=svc.settings.max_dataset_bytes)
+        else:
+            summary = inspect_csv(path, target=target or "", max_bytes=svc.settings.max_upload_bytes)
+    except DatasetError as exc:
+        raise _upload_error(exc) from None
+    info = summary.to_dict()
+    if fmt == "csv":
+        info["target"] = target
+    # The id is needed now, for the artifact key: the column default would only fill it at flush.
+    row = Dataset(id=new_id("ds"), tenant_id=tenant_id(), name=original, format=fmt, artifact_key="",
+                  size_bytes=size, sha256="", info=info)
+    row.artifact_key = dataset_key(row.id)
+    meta = None
+    if isinstance(stream, SpooledUpload) and stream.size == size:
+        # A folder store on this filesystem takes the spooled file as it is (hashed while it was written).
+        meta = svc.store.adopt(row.artifact_key, path, size, stream.sha256())
+    if meta is None:
+        stream.seek(0)
         try:
-            if fmt == "npz":
-                summary = inspect_npz(tmp.name, max_decompressed_bytes=svc.settings.max_dataset_bytes)
-            else:
-                summary = inspect_csv(tmp.name, target=target or "", max_bytes=svc.settings.max_upload_bytes)
-        except DatasetError as exc:
-            raise _upload_error(exc) from None
-        info = summary.to_dict()
-        if fmt == "csv":
-            info["target"] = target
-        # The id is needed now, for the artifact key: the column default would only fill it at flush.
-        row = Dataset(id=new_id("ds"), tenant_id=tenant_id(), name=original, format=fmt, artifact_key="",
-                      size_bytes=size, sha256="", info=info)
-        row.artifact_key = dataset_key(row.id)
-        tmp.seek(0)
-        try:
-            meta = svc.store.put(row.artifact_key, tmp, max_bytes=svc.settings.max_upload_bytes)
+            meta = svc.store.put(row.artifact_key, stream, max_bytes=svc.settings.max_upload_bytes)
         except ArtifactTooLarge:
             raise PayloadTooLarge(f"Uploads are limited to {svc.settings.max_upload_bytes} bytes.") from None
     row.size_bytes, row.sha256 = meta.size, meta.sha256

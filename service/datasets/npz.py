@@ -44,7 +44,10 @@ def inspect_npz(path: str | os.PathLike[str], *, max_decompressed_bytes: int) ->
     `x_test`/`y_test`, whose uncompressed sizes must sum to at most `max_decompressed_bytes`.
     See `service.datasets.summary.infer_task` for how the task is guessed.
     """
-    arrays = _read(Path(path), max_decompressed_bytes)
+    # Features are checked in blocks straight from the archive, never loaded whole: an upload of
+    # hundreds of MB must not grow the API process by as much. Targets are loaded (the task is inferred
+    # from their values); they are one number or a few per sample.
+    arrays = _read(Path(path), max_decompressed_bytes, scan_features=True)
     return _summarize(arrays)
 
 
@@ -57,7 +60,57 @@ def load_npz(path: str | os.PathLike[str], *, max_decompressed_bytes: int | None
     return _read(Path(path), max_decompressed_bytes)
 
 
-def _read(path: Path, max_decompressed_bytes: int | None) -> Arrays:
+class _ScannedArray:
+    """What validation needs of an array (shape, dtype, finiteness) without holding its data."""
+
+    def __init__(self, path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.name, self.shape, self.dtype = path, name, shape, dtype
+        self.ndim = len(shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def first_non_finite_sample(self) -> int | None:
+        """The sample holding the first NaN or infinity, reading SCAN_BLOCK_BYTES at a time."""
+        if self.dtype.kind != "f":
+            return None
+        per_sample = math.prod(self.shape[1:])
+        total = math.prod(self.shape)
+        block = max(per_sample, SCAN_BLOCK_BYTES // self.dtype.itemsize // max(per_sample, 1) * per_sample)
+        with zipfile.ZipFile(self.path) as zf, zf.open(self.name + ".npy") as fp:
+            version = npy_format.read_magic(fp)
+            read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            _shape, fortran, _dtype = read_header(fp, _MAX_NPY_HEADER_BYTES)
+            seen = 0
+            while seen < total:
+                values = np.frombuffer(fp.read(min(block, total - seen) * self.dtype.itemsize), dtype=self.dtype)
+                if values.size == 0:  # pragma: no cover - sizes were checked against the headers
+                    break
+                bad = np.flatnonzero(~np.isfinite(values))
+                if bad.size:
+                    flat = seen + int(bad[0])
+                    return flat % self.shape[0] if fortran else flat // max(per_sample, 1)
+                seen += values.size
+        return None
+
+
+# How much of a feature array is checked at a time when it is scanned rather than loaded.
+SCAN_BLOCK_BYTES = 4 * 1024 * 1024
+
+
+def _first_non_finite_sample(arr: np.ndarray | _ScannedArray) -> int | None:
+    if isinstance(arr, _ScannedArray):
+        try:
+            return arr.first_non_finite_sample()
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as exc:
+            fail(f"file:{arr.name}", f"{arr.name} could not be read: the archive is damaged ({exc}). "
+                 "Save the file again with numpy.savez.")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        return int(np.argwhere(~np.isfinite(arr))[0][0])
+    return None
+
+
+def _read(path: Path, max_decompressed_bytes: int | None, *, scan_features: bool = False) -> Arrays:
     headers = _check_archive(path, max_decompressed_bytes)
     try:
         npz = np.load(path, allow_pickle=False, max_header_size=_MAX_NPY_HEADER_BYTES)
@@ -68,7 +121,10 @@ def _read(path: Path, max_decompressed_bytes: int | None) -> Arrays:
              "numpy.savez_compressed.")
     arrays: Arrays = dict.fromkeys(ARRAY_NAMES)
     with npz:
-        for name in headers:
+        for name, (shape, dtype) in headers.items():
+            if scan_features and name.startswith("x_"):
+                arrays[name] = _ScannedArray(path, name, shape, dtype)  # type: ignore[assignment]
+                continue
             try:
                 value = npz[name]
             except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
@@ -193,8 +249,8 @@ def _check_contents(arrays: Arrays) -> None:
         if len(x) == 0:
             fail(f"file:{xn}", f"{xn} has no samples; the {split} split needs at least one.")
         for arr, arr_name in ((x, xn), (y, yn)):
-            if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-                bad = int(np.argwhere(~np.isfinite(arr))[0][0])
+            bad = _first_non_finite_sample(arr)
+            if bad is not None:
                 fail(f"file:{arr_name}", f"{arr_name} contains NaN or infinite values (first at sample "
                      f"{bad}); remove or fill them before uploading.")
         if split == "train":

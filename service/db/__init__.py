@@ -4,9 +4,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+import time
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,38 @@ def make_engine(database_url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(database_url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(database_url, pool_size=10, max_overflow=20)
+    _ping_idle_connections(engine)
+    return engine
+
+
+# A connection back in the pool for less than this is handed out again without a ping.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """`pool_pre_ping`, but only for connections that sat idle in the pool.
+
+    A ping is one more round trip, and a busy API reuses each connection within milliseconds; a
+    connection broken since (Postgres restarted) fails its first query, SQLAlchemy then invalidates
+    the whole pool, and the next checkout connects afresh. A connection idle for longer than
+    PING_AFTER_IDLE_SECONDS is pinged first, as pool_pre_ping would.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn, record) -> None:  # type: ignore[no-untyped-def]
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        idle_since = record.info.get("checked_in_at")
+        if idle_since is not None and time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as err:
+            # The pool discards this connection and checks out (or opens) another one.
+            raise exc.DisconnectionError(str(err)) from err
 
 
 class Database:
@@ -39,6 +71,9 @@ class Database:
         self.url = database_url
         self.engine = make_engine(database_url)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        # Autocommit: no BEGIN/COMMIT round trips around a request that only reads.
+        self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._read_factory = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -51,6 +86,23 @@ class Database:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reads only: each statement runs on its own, without a transaction around
+        it, which saves two round trips per request. Never write through it (nothing would be
+        atomic); use `session()` for that."""
+        session = self._read_factory()
+        try:
+            yield session
+        finally:
+            session.close()
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A plain connection in autocommit, for the hottest reads: no ORM session, no transaction."""
+        with self._read_engine.connect() as conn:
+            yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -98,6 +98,9 @@ class Tagged(fields.Field):
 
     def __init__(self, schemas: Mapping[str, type[Schema]], **kwargs: Any) -> None:
         self.schemas = dict(schemas)
+        # One instance per type, made on first use: building a schema deep-copies its fields, which
+        # cost more than loading a layer. Loading keeps no state on the instance, so it is reused.
+        self._instances: dict[str, Schema] = {}
         super().__init__(**kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict:
@@ -108,7 +111,10 @@ class Tagged(fields.Field):
             raise ValidationError({"type": ["Missing data for required field."]})
         if not isinstance(kind, str) or kind not in self.schemas:
             raise ValidationError({"type": [f"Must be one of: {', '.join(self.schemas)}."]})
-        loaded = self.schemas[kind]().load(value)
+        schema = self._instances.get(kind)
+        if schema is None:
+            schema = self._instances[kind] = self.schemas[kind]()
+        loaded = schema.load(value)
         # `type` first, whatever the schema's inheritance order, so stored specs read naturally.
         return {"type": kind, **{k: v for k, v in loaded.items() if k != "type"}}
 

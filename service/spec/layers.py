@@ -106,11 +106,13 @@ def _conv_schema(name: str, rank: int) -> type[SpecSchema]:
         type = type_field(name)
         filters = Int(required=True, validate=validate.Range(1, MAX_UNITS))
         kernel_size = IntOrList(rank, 1, MAX_WINDOW, required=True)
-        strides = IntOrList(rank, 1, MAX_WINDOW, load_default=[1] * rank)
+        # Defaults are made per load (a lambda): schema instances are reused, so a shared list could leak
+        # one spec's later edit into another's.
+        strides = IntOrList(rank, 1, MAX_WINDOW, load_default=lambda: [1] * rank)
         padding = Choice(_PADDINGS, load_default="valid")
         activation = _activation("linear")
         use_bias = Bool(load_default=True)
-        dilation_rate = IntOrList(rank, 1, MAX_WINDOW, load_default=[1] * rank)
+        dilation_rate = IntOrList(rank, 1, MAX_WINDOW, load_default=lambda: [1] * rank)
         kernel_initializer = _initializer("glorot_uniform")
         bias_initializer = _initializer("zeros")
         kernel_regularizer = _regularizer()
@@ -131,7 +133,7 @@ def _conv_schema(name: str, rank: int) -> type[SpecSchema]:
 def _pool_schema(name: str, rank: int) -> type[SpecSchema]:
     class PoolSchema(SpecSchema):
         type = type_field(name)
-        pool_size = IntOrList(rank, 1, MAX_WINDOW, load_default=[2] * rank)
+        pool_size = IntOrList(rank, 1, MAX_WINDOW, load_default=lambda: [2] * rank)
         strides = IntOrList(rank, 1, MAX_WINDOW, allow_none=True, load_default=None)
         padding = Choice(_PADDINGS, load_default="valid")
 

@@ -9,6 +9,9 @@ from service.spec.errors import ROOT, SpecError, error, flatten_messages
 from service.spec.limits import SpecLimits
 from service.spec.schema import JobSpecSchema
 
+# Built once: a schema's construction deep-copies every declared field; `load` keeps no state on it.
+_SCHEMA = JobSpecSchema()
+
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
                int: "a number", float: "a number", type(None): "null"}
 
@@ -44,7 +47,7 @@ def validate_spec(
     if size_errors:
         raise SpecError(size_errors)
     try:
-        spec = JobSpecSchema().load(raw)
+        spec = _SCHEMA.load(raw)
     except ValidationError as exc:
         raise SpecError(flatten_messages(exc.messages)) from None
 

@@ -66,6 +66,10 @@ class ArtifactStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def local_file(self, key: str) -> str | None: ...
+
+    def adopt(self, key: str, path: str, size: int, sha256: str) -> StoredArtifact | None: ...
+
 
 def put_file(store: ArtifactStore, key: str, path: str | os.PathLike[str]) -> StoredArtifact:
     with open(path, "rb") as fh:
@@ -169,6 +173,14 @@ class DatabaseStore:
             s.execute(delete(Artifact).where(Artifact.key == key))
         self._delete_chunks(key)
 
+    def local_file(self, key: str) -> str | None:
+        """The bytes are rows, never a file on this machine."""
+        return None
+
+    def adopt(self, key: str, path: str, size: int, sha256: str) -> StoredArtifact | None:
+        """Rows cannot take over a file: the caller `put`s it."""
+        return None
+
     def _delete_chunks(self, key: str) -> None:
         with self.db.session() as s:
             s.execute(delete(ArtifactChunk).where(ArtifactChunk.key == key))
@@ -247,6 +259,35 @@ class FsspecStore:
         path = self._path(key)
         if self.fs.exists(path):
             self.fs.rm(path)
+
+    def adopt(self, key: str, path: str, size: int, sha256: str) -> StoredArtifact | None:
+        """Store the local file at `path`, whose size and sha256 the caller computed as it wrote it, by
+        hard-linking it into a folder store on the same filesystem: no copy. None when that cannot be
+        done (another filesystem, a remote store); the caller then `put`s the file."""
+        dest = self.local_file(key)
+        if dest is None:
+            return None
+        tmp = f"{dest}.part"
+        try:
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            os.link(path, tmp)
+            os.replace(tmp, dest)
+        except OSError:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            return None
+        with self.db.session() as s:
+            s.merge(Artifact(key=key, size_bytes=size, sha256=sha256, chunk_size=0))
+        return StoredArtifact(key=key, size=size, sha256=sha256)
+
+    def local_file(self, key: str) -> str | None:
+        """The artifact's path when the store is a folder on this machine (downloads use sendfile)."""
+        protocol = self.fs.protocol
+        if "file" in (protocol if isinstance(protocol, (tuple, list)) else (protocol,)):
+            return self._path(key)
+        return None
 
 
 class RoutingStore:

@@ -277,3 +277,35 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as err:
         inspect_npz(tmp_path / "gone.npz", max_decompressed_bytes=CAP)
     assert "upload it again" in err.value.detail
+
+
+@pytest.mark.parametrize("save, order", [(np.savez, "C"), (np.savez_compressed, "C"), (np.savez, "F")])
+def test_non_finite_value_found_in_a_later_scan_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      save, order: str) -> None:
+    # Feature arrays are scanned block by block from the archive; a NaN far past the first block is
+    # found and named by its sample, whatever the compression or memory order.
+    monkeypatch.setattr("service.datasets.npz.SCAN_BLOCK_BYTES", 64)
+    x = np.asarray(np.ones((1000, 3), dtype=np.float32), order=order)
+    x[777, 1] = np.nan
+    path = tmp_path / "d.npz"
+    save(path, x_train=x, y_train=np.zeros(1000))
+    with pytest.raises(DatasetError) as err:
+        inspect_npz(path, max_decompressed_bytes=CAP)
+    assert _fields(err) == ["file:x_train"]
+    assert "sample 777" in err.value.detail
+
+
+def test_inspect_does_not_load_the_features_into_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    x = np.ones((125_000, 64), dtype=np.float32)  # 32 MB
+    path = _save(tmp_path / "d.npz", x_train=x, y_train=np.zeros(125_000, dtype=np.int8))
+    del x
+    tracemalloc.start()
+    try:
+        summary = inspect_npz(path, max_decompressed_bytes=10**9)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary.splits["train"] == 125_000 and summary.input_shape == [64]
+    assert peak < 12 * 1024 * 1024, f"inspecting a 32 MB upload peaked at {peak / 1e6:.1f} MB"

@@ -1,0 +1,165 @@
+"""Behaviour of the fast paths: the token cache, and folder-store downloads handed to the server as a file."""
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+from service.auth import Principal, TokenCache
+from tests.conftest import tiny_spec
+
+
+def test_token_cache_expires_and_is_bounded() -> None:
+    p = Principal(tenant_id="tn_1", tenant_name="acme", token_id="tok_1")
+    cache = TokenCache(ttl=0.2, max_entries=2)
+    cache.put("a", p)
+    assert cache.get("a") == p
+    time.sleep(0.25)
+    assert cache.get("a") is None
+    cache.put("a", p)
+    cache.put("b", p)
+    cache.put("c", p)  # full: older entries go, memory stays bounded
+    assert cache.get("c") == p and len(cache._entries) <= 2
+    off = TokenCache(ttl=0)
+    off.put("a", p)
+    assert off.get("a") is None
+
+
+def test_revoked_token_works_at_most_the_cache_ttl(app: Any, client: Any) -> None:
+    from service.auth import create_token, revoke_token
+
+    assert app.extensions["trainyard"].settings.token_cache_seconds == 1
+    with app.extensions["trainyard"].db.session() as s:
+        issued = create_token(s, "cache-tenant")
+    headers = {"Authorization": f"Bearer {issued.token}"}
+    assert client.get("/v1/jobs", headers=headers).status_code == 200
+    with app.extensions["trainyard"].db.session() as s:
+        assert revoke_token(s, issued.token_id)
+    revoked_at = time.monotonic()
+    # Answered from the cache without the database for the TTL...
+    assert client.get("/v1/jobs", headers=headers).status_code == 200
+    # ...and refused once it runs out.
+    while client.get("/v1/jobs", headers=headers).status_code != 401:
+        assert time.monotonic() - revoked_at < 3, "a revoked token outlived the cache TTL"
+        time.sleep(0.05)
+    # Unknown tokens are never cached: one created now works at once.
+    with app.extensions["trainyard"].db.session() as s:
+        fresh = create_token(s, "cache-tenant")
+    assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {fresh.token}"}).status_code == 200
+
+
+def test_folder_store_download_whole_and_ranges(settings: Any, make_token: Any, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from service import create_app
+    from service.db.models import Checkpoint
+    from service.store import checkpoint_key
+
+    app = create_app(replace(settings, artifact_url=f"file://{tmp_path}/artifacts"))
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {make_token('folder-tenant')}"}
+    job_id = client.post("/v1/jobs", json=tiny_spec(), headers=headers).get_json()["id"]
+    svc = app.extensions["trainyard"]
+    data = bytes(range(256)) * 5000  # 1.28 MB: more than one read block
+    key = checkpoint_key(job_id, 1)
+    meta = svc.store.put(key, io.BytesIO(data))
+    assert svc.store.local_file(key) is not None
+    with svc.db.session() as s:
+        s.add(Checkpoint(job_id=job_id, epoch=1, monitor="loss", value=0.5, artifact_key=key,
+                         size_bytes=meta.size, sha256=meta.sha256, is_best=True))
+    url = f"/v1/jobs/{job_id}/checkpoints/best"
+    whole = client.get(url, headers=headers)
+    assert whole.status_code == 200 and whole.data == data
+    assert whole.headers["Content-Length"] == str(len(data))
+    assert hashlib.sha256(whole.data).hexdigest() == whole.headers["ETag"].strip('"')
+    tail = client.get(url, headers={**headers, "Range": "bytes=1000000-"})
+    assert tail.status_code == 206 and tail.data == data[1000000:]
+    middle = client.get(url, headers={**headers, "Range": "bytes=10-19"})
+    assert middle.status_code == 206 and middle.data == data[10:20]
+    svc.db.dispose()
+
+
+def test_keyset_pages_cover_every_job_once_across_equal_timestamps(app: Any, client: Any, make_token: Any) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import select
+
+    from service.db.models import Job, Tenant
+
+    headers = {"Authorization": f"Bearer {make_token('keyset-tenant')}"}
+    db = app.extensions["trainyard"].db
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    # Seven jobs share one timestamp, so page boundaries fall between equal created_at values.
+    stamps = [t0] * 7 + [t0 + timedelta(seconds=1), t0 - timedelta(seconds=1), t0 + timedelta(seconds=2)]
+    with db.session() as s:
+        tenant = s.execute(select(Tenant.id).where(Tenant.name == "keyset-tenant")).scalar_one()
+        jobs = [Job(tenant_id=tenant, name=f"k{i}", status="failed" if i % 3 else "succeeded", spec={},
+                    epochs=1, created_at=ts) for i, ts in enumerate(stamps)]
+        s.add_all(jobs)
+    expected = [j.id for j in sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)]
+    for limit, status in ((2, None), (3, None), (1, "failed")):
+        seen: list[str] = []
+        cursor = None
+        while True:
+            url = f"/v1/jobs?limit={limit}" + (f"&status={status}" if status else "") + (f"&cursor={cursor}" if cursor else "")
+            body = client.get(url, headers=headers).get_json()
+            seen += [j["id"] for j in body["jobs"]]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        want = [i for i in expected if status is None or next(j for j in jobs if j.id == i).status == status]
+        assert seen == want, (limit, status)
+
+
+def test_metrics_body_is_the_rows_values_with_their_epoch(app: Any, client: Any, make_token: Any) -> None:
+    from sqlalchemy import select
+
+    from service.db.models import EpochMetrics, Job, Tenant
+
+    headers = {"Authorization": f"Bearer {make_token('metrics-tenant')}"}
+    db = app.extensions["trainyard"].db
+    rows = {1: {"loss": 0.5, "val_loss": 0.625, "accuracy": 0.75, "learning_rate": 1e-05}, 2: {},
+            3: {"loss": 0.25, "note": 'a "quoted" } brace'}}
+    with db.session() as s:
+        tenant = s.execute(select(Tenant.id).where(Tenant.name == "metrics-tenant")).scalar_one()
+        job = Job(tenant_id=tenant, name="m", status="running", spec={}, epochs=3)
+        s.add(job)
+        s.flush()
+        s.add_all(EpochMetrics(job_id=job.id, epoch=e, values=v) for e, v in rows.items())
+    resp = client.get(f"/v1/jobs/{job.id}/metrics", headers=headers)
+    assert resp.status_code == 200 and resp.mimetype == "application/json"
+    assert resp.get_json() == {"epochs": [{"epoch": e, **v} for e, v in rows.items()]}
+    assert client.get(f"/v1/jobs/{job.id}/metrics?after=2", headers=headers).get_json() == {
+        "epochs": [{"epoch": 3, **rows[3]}]}
+    assert client.get(f"/v1/jobs/{job.id}/metrics?after=3", headers=headers).get_json() == {"epochs": []}
+
+
+def test_folder_store_upload_is_stored_with_the_hash_of_its_bytes(settings: Any, make_token: Any,
+                                                                  tmp_path: Path) -> None:
+    # The folder store takes the form parser's spooled file (hard link, hashed while written); what it
+    # holds must be exactly the uploaded bytes, under the sha256 the API reports.
+    from dataclasses import replace
+
+    import numpy as np
+
+    from service import create_app
+
+    app = create_app(replace(settings, artifact_url=f"file://{tmp_path}/artifacts"))
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {make_token('upload-tenant')}"}
+    buf = io.BytesIO()
+    np.savez(buf, x_train=np.arange(4000, dtype=np.float32).reshape(1000, 4), y_train=np.arange(1000) % 3)
+    data = buf.getvalue()
+    resp = client.post("/v1/datasets", headers=headers, data={"file": (io.BytesIO(data), "d.npz")},
+                       content_type="multipart/form-data")
+    assert resp.status_code == 201, resp.get_json()
+    body = resp.get_json()
+    assert body["size"] == len(data) and body["sha256"] == hashlib.sha256(data).hexdigest()
+    svc = app.extensions["trainyard"]
+    key = f"datasets/{body['id']}"
+    assert Path(svc.store.local_file(key)).read_bytes() == data
+    assert svc.store.stat(key).sha256 == body["sha256"]
+    assert not list(svc.settings.var_dir.glob("upload-*"))  # the spool itself is gone
+    svc.db.dispose()
