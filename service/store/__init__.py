@@ -23,13 +23,16 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from sqlalchemy import delete, select
 
 from service.db import Database
 from service.db.models import Artifact, ArtifactChunk
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.store.s3 import S3Store
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +282,7 @@ class FsspecStore:
                 os.unlink(tmp)
             return None
         with self.db.session() as s:
-            s.merge(Artifact(key=key, size_bytes=size, sha256=sha256, chunk_size=0))
+            s.merge(Artifact(key=key, size_bytes=size, sha256=sha256, chunk_size=0, location=IN_OBJECT_STORE))
         return StoredArtifact(key=key, size=size, sha256=sha256)
 
     def local_file(self, key: str) -> str | None:
@@ -298,7 +301,7 @@ class RoutingStore:
     at the threshold (keep it to a few MiB) and nothing is read twice.
     """
 
-    def __init__(self, database: DatabaseStore, objects: FsspecStore | None, db_max_bytes: int | None) -> None:
+    def __init__(self, database: DatabaseStore, objects: FsspecStore | S3Store | None, db_max_bytes: int | None) -> None:
         self.db = database.db
         self.database = database
         self.objects = objects
@@ -308,7 +311,7 @@ class RoutingStore:
         with self.db.session() as s:
             return s.execute(select(Artifact.location).where(Artifact.key == key)).scalar_one_or_none()
 
-    def _backend(self, location: str) -> DatabaseStore | FsspecStore:
+    def _backend(self, location: str) -> DatabaseStore | FsspecStore | S3Store:
         if location == IN_DB:
             return self.database
         if self.objects is None:
@@ -317,7 +320,7 @@ class RoutingStore:
 
     def put(self, key: str, stream: BinaryIO, *, max_bytes: int | None = None) -> StoredArtifact:
         if self.objects is None:
-            target: DatabaseStore | FsspecStore = self.database
+            target: DatabaseStore | FsspecStore | S3Store = self.database
         elif self.db_max_bytes is None:
             target = self.objects
         else:
@@ -330,7 +333,7 @@ class RoutingStore:
             self.delete(key)
         return target.put(key, stream, max_bytes=max_bytes)
 
-    def _backend_or_none(self, location: str) -> DatabaseStore | FsspecStore | None:
+    def _backend_or_none(self, location: str) -> DatabaseStore | FsspecStore | S3Store | None:
         try:
             return self._backend(location)
         except ArtifactMissing:
@@ -344,6 +347,20 @@ class RoutingStore:
         if location is None:
             raise ArtifactMissing(key)
         yield from self._backend(location).iter_bytes(key, start, end)
+
+    def local_file(self, key: str) -> str | None:
+        location = self._location(key)
+        backend = self._backend_or_none(location) if location is not None else None
+        return backend.local_file(key) if backend is not None else None
+
+    def adopt(self, key: str, path: str, size: int, sha256: str) -> StoredArtifact | None:
+        # Only a file the object store would get anyway (past the threshold) is handed over whole.
+        if self.objects is None or (self.db_max_bytes is not None and size <= self.db_max_bytes):
+            return None
+        previous = self._location(key)
+        if previous is not None and self._backend_or_none(previous) is not self.objects:
+            self.delete(key)
+        return self.objects.adopt(key, path, size, sha256)
 
     def delete(self, key: str) -> None:
         location = self._location(key)
@@ -387,7 +404,15 @@ def make_store(db: Database, artifact_url: str, *, db_max_bytes: int | None = No
         # Still a RoutingStore: artifacts written earlier under an object-store URL are then reported
         # missing with a reason instead of being read from the wrong place.
         return RoutingStore(database, None, None)
-    objects = FsspecStore(db, artifact_url, storage_options(artifact_url, s3_endpoint_url))
+    objects: FsspecStore | S3Store
+    if artifact_url.startswith(("s3://", "s3a://")):
+        from service.store.s3 import S3Store
+
+        # botocore's own (blocking, gevent-friendly) client rather than s3fs: s3fs runs an asyncio
+        # loop in a helper thread, which under the API's gevent workers is a greenlet and cannot work.
+        objects = S3Store(db, artifact_url, endpoint_url=s3_endpoint_url)
+    else:
+        objects = FsspecStore(db, artifact_url, storage_options(artifact_url, s3_endpoint_url))
     return RoutingStore(database, objects, db_max_bytes)
 
 
