@@ -93,7 +93,10 @@ class Cluster:
     def worker_running(self, job_id: str) -> Proc:
         worker_id = self.row(job_id)["worker_id"]
         pid = int(worker_id.rsplit(":", 1)[1])
-        return next(w for w in self.workers if w.popen.pid == pid)
+        # A worker started in the background may claim the job before start_worker has seen its first
+        # heartbeat and listed it: wait for it to be listed.
+        return wait_until(lambda: next((w for w in self.workers if w.popen.pid == pid), None), 60, 0.05,
+                          f"worker {worker_id} to be listed")
 
     def logs_text(self) -> str:
         return "\n".join(w.output() for w in self.workers)
