@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test services browser migrate clean-var bench-engine bench-status bench-scale bench-transfer
+.PHONY: run test services browser migrate clean-var bench-engine bench-diagnostics bench-service bench-latency \
+	bench-status bench-scale bench-transfer
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Trainyard needs Python 3.11; set PYTHON=/path/to/python3.11")'
@@ -34,6 +35,16 @@ migrate: $(STAMP)
 
 bench-engine: $(STAMP)
 	$(PY) bench/engine.py
+
+bench-diagnostics: $(STAMP)
+	$(PY) bench/diagnostics.py
+
+## Training through the whole service (API, queue, worker) versus a bare Keras script; start latency.
+bench-service: $(STAMP) services
+	$(PY) bench/service_overhead.py
+
+bench-latency: $(STAMP) services
+	$(PY) bench/start_latency.py
 
 ## API benchmarks (bench/README.md): each starts its own Postgres database and API via bench/stack.py.
 bench-status: $(STAMP) services
