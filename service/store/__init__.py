@@ -189,7 +189,39 @@ class DatabaseStore:
             s.execute(delete(ArtifactChunk).where(ArtifactChunk.key == key))
 
 
-class FsspecStore:
+def checked_key(key: str) -> str:
+    """Second line of defence for object and folder stores: whatever the key, it stays under the root."""
+    parts = key.split("/")
+    if key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"not an artifact key: {key!r}")
+    return key
+
+
+class RecordedObjects:
+    """What stores keeping bytes outside the database share: the record (size, sha256, location) in the
+    database, and reading a byte range of it."""
+
+    db: Database
+
+    def _record(self, key: str, size: int, sha256: str) -> StoredArtifact:
+        with self.db.session() as s:
+            s.merge(Artifact(key=key, size_bytes=size, sha256=sha256, chunk_size=0, location=IN_OBJECT_STORE))
+        return StoredArtifact(key=key, size=size, sha256=sha256)
+
+    def stat(self, key: str) -> StoredArtifact | None:
+        with self.db.session() as s:
+            row = s.get(Artifact, key)
+            return None if row is None else StoredArtifact(key, row.size_bytes, row.sha256)
+
+    def _span(self, key: str, start: int, end: int | None) -> tuple[int, int]:
+        """[start, end) clipped to the recorded size; ArtifactMissing when there is no record."""
+        meta = self.stat(key)
+        if meta is None:
+            raise ArtifactMissing(key)
+        return start, meta.size if end is None else min(end, meta.size)
+
+
+class FsspecStore(RecordedObjects):
     """Bytes on any fsspec filesystem; the record (size, sha256) in the database."""
 
     def __init__(self, db: Database, url: str, storage_options: dict[str, Any] | None = None) -> None:
@@ -202,11 +234,7 @@ class FsspecStore:
         self.fs.makedirs(self.root, exist_ok=True)
 
     def _path(self, key: str) -> str:
-        # Second line of defence: whatever the key, it stays under the root.
-        parts = key.split("/")
-        if key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
-            raise ValueError(f"not an artifact key: {key!r}")
-        return f"{self.root}/{key}"
+        return f"{self.root}/{checked_key(key)}"
 
     def put(self, key: str, stream: BinaryIO, *, max_bytes: int | None = None) -> StoredArtifact:
         digest = hashlib.sha256()
@@ -228,21 +256,10 @@ class FsspecStore:
             if self.fs.exists(tmp):
                 self.fs.rm(tmp)
             raise
-        meta = StoredArtifact(key=key, size=size, sha256=digest.hexdigest())
-        with self.db.session() as s:
-            s.merge(Artifact(key=key, size_bytes=size, sha256=meta.sha256, chunk_size=0, location=IN_OBJECT_STORE))
-        return meta
-
-    def stat(self, key: str) -> StoredArtifact | None:
-        with self.db.session() as s:
-            row = s.get(Artifact, key)
-            return None if row is None else StoredArtifact(key, row.size_bytes, row.sha256)
+        return self._record(key, size, digest.hexdigest())
 
     def iter_bytes(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        meta = self.stat(key)
-        if meta is None:
-            raise ArtifactMissing(key)
-        end = meta.size if end is None else min(end, meta.size)
+        start, end = self._span(key, start, end)
         if start >= end:
             return
         # A bounded read-ahead: on S3 each block is one ranged GET, so memory stays at one block.
@@ -281,9 +298,7 @@ class FsspecStore:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             return None
-        with self.db.session() as s:
-            s.merge(Artifact(key=key, size_bytes=size, sha256=sha256, chunk_size=0, location=IN_OBJECT_STORE))
-        return StoredArtifact(key=key, size=size, sha256=sha256)
+        return self._record(key, size, sha256)
 
     def local_file(self, key: str) -> str | None:
         """The artifact's path when the store is a folder on this machine (downloads use sendfile)."""

@@ -21,8 +21,8 @@ from sqlalchemy import delete
 
 from service.db import Database
 from service.db.models import Artifact
-from service.store import (IN_OBJECT_STORE, READ_SIZE, ArtifactMissing, ArtifactTooLarge, StoredArtifact,
-                           _read_limited)
+from service.store import (READ_SIZE, ArtifactMissing, ArtifactTooLarge, RecordedObjects, StoredArtifact,
+                           _read_limited, checked_key)
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def _missing(exc: Exception) -> bool:
     return code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound")
 
 
-class S3Store:
+class S3Store(RecordedObjects):
     def __init__(self, db: Database, url: str, *, endpoint_url: str | None = None) -> None:
         from botocore.exceptions import ClientError
 
@@ -67,10 +67,7 @@ class S3Store:
             logger.info("created bucket %s", self.bucket)
 
     def _key(self, key: str) -> str:
-        # Second line of defence: whatever the key, it stays under the prefix.
-        parts = key.split("/")
-        if key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
-            raise ValueError(f"not an artifact key: {key!r}")
+        key = checked_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def put(self, key: str, stream: BinaryIO, *, max_bytes: int | None = None) -> StoredArtifact:
@@ -104,23 +101,12 @@ class S3Store:
             except BaseException:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
                 raise
-        meta = StoredArtifact(key=key, size=size, sha256=digest.hexdigest())
-        with self.db.session() as s:
-            s.merge(Artifact(key=key, size_bytes=size, sha256=meta.sha256, chunk_size=0, location=IN_OBJECT_STORE))
-        return meta
-
-    def stat(self, key: str) -> StoredArtifact | None:
-        with self.db.session() as s:
-            row = s.get(Artifact, key)
-            return None if row is None else StoredArtifact(key, row.size_bytes, row.sha256)
+        return self._record(key, size, digest.hexdigest())
 
     def iter_bytes(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         from botocore.exceptions import ClientError
 
-        meta = self.stat(key)
-        if meta is None:
-            raise ArtifactMissing(key)
-        end = meta.size if end is None else min(end, meta.size)
+        start, end = self._span(key, start, end)
         if start >= end:
             return
         try:
