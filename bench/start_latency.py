@@ -2,13 +2,14 @@
 
 A real stack (Postgres, Redis, gunicorn via bin/api, one warm worker via bin/worker). Per job, one at a
 time so the worker is idle when the job arrives: POST a tiny model's spec (builtin:digits, 64-32-10
-MLP, 2 epochs), then poll `GET /v1/jobs/{id}` every 5 ms until it is `running`, and
-`GET /v1/jobs/{id}/metrics` every 5 ms until epoch 1's row is there; then wait for the job's end.
+MLP, 2 epochs), then follow `GET /v1/jobs/{id}/events` (Server-Sent Events) and note when it says
+`running` and when epoch 1's metrics arrive; then wait for its `end`.
 Baseline, measured in this run: a bare in-process `fit` of one epoch of the same freshly built model on
 the same data in a warm process (TensorFlow imported, earlier fits done), as many times.
 
 Figures: POST -> running p50 (target <= 50 ms) and POST -> first epoch visible p50 versus the bare fit's
-p50 (target <= 2x). Polling adds up to 5 ms (half that on average) to each service figure.
+p50 (target <= 2x). Both service figures include the event's trip through Postgres' NOTIFY and the
+stream, as any client sees them; nothing polls, so the worker has the CPU to itself.
 
 Run: ``.venv/bin/python bench/start_latency.py [--jobs N]`` (or ``make bench-latency``).
 """
@@ -31,7 +32,6 @@ import requests  # noqa: E402
 from bench.stack import Stack  # noqa: E402
 
 RUNNING_TARGET_MS, FIRST_EPOCH_TARGET = 50.0, 2.0
-POLL = 0.005
 SPEC = {
     "name": "bench-start-latency",
     "dataset": {"id": "builtin:digits", "validation_split": 0.0, "normalize": "standardize"},
@@ -71,25 +71,32 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def one_job(session: requests.Session, base: str) -> tuple[float, float]:
+    """(POST -> running, POST -> first epoch) seconds, as the job's event stream reports them."""
     began = time.perf_counter()
     resp = session.post(f"{base}/v1/jobs", json=SPEC, timeout=30)
     resp.raise_for_status()
     job_id = resp.json()["id"]
-    while session.get(f"{base}/v1/jobs/{job_id}", timeout=30).json()["status"] == "queued":
-        time.sleep(POLL)
-    running = time.perf_counter() - began
-    while True:
-        epochs = session.get(f"{base}/v1/jobs/{job_id}/metrics", timeout=30).json()["epochs"]
-        if epochs:
-            first = time.perf_counter() - began
-            break
-        job = session.get(f"{base}/v1/jobs/{job_id}", timeout=30).json()
-        if job["status"] in ("failed", "cancelled"):
-            raise RuntimeError(f"job {job_id} ended {job['status']}: {job.get('error')}")
-        time.sleep(POLL)
-    while session.get(f"{base}/v1/jobs/{job_id}", timeout=30).json()["status"] not in ("succeeded", "failed", "cancelled"):
-        time.sleep(0.05)
-    return running, first
+    running = first = None
+    with session.get(f"{base}/v1/jobs/{job_id}/events", stream=True, timeout=(10, 300)) as stream:
+        stream.raise_for_status()
+        kind = None
+        for line in stream.iter_lines(decode_unicode=True):
+            if line.startswith("event:"):
+                kind = line.split(":", 1)[1].strip()
+                continue
+            if not line.startswith("data:"):
+                continue
+            now = time.perf_counter() - began
+            data = json.loads(line.split(":", 1)[1])
+            if kind == "status" and data["status"] != "queued" and running is None:
+                running = now
+            elif kind == "epoch" and first is None:
+                first = now
+            elif kind == "end":
+                if data["status"] != "succeeded" or running is None or first is None:
+                    raise RuntimeError(f"job {job_id} ended {data['status']}")
+                return running, first
+    raise RuntimeError(f"the event stream of job {job_id} ended without an end event")
 
 
 def main() -> None:
