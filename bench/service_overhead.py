@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
 from bench.stack import Stack  # noqa: E402
+from client.api import parse_sse  # noqa: E402
 
 SAMPLES, FEATURES, CLASSES, EPOCHS, BATCH = 60_000, 784, 10, 3, 128
 FIT_TARGET, WHOLE_TARGET = 1.05, 1.0
@@ -66,14 +67,10 @@ def events(session: requests.Session, base: str, job_id: str):
     """The job's server-sent events as (event type, parsed data) pairs, up to its `end`."""
     with session.get(f"{base}/v1/jobs/{job_id}/events", stream=True, timeout=(10, 600)) as resp:
         resp.raise_for_status()
-        kind = None
-        for line in resp.iter_lines(decode_unicode=True):
-            if line.startswith("event:"):
-                kind = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and kind is not None:
-                yield kind, json.loads(line.split(":", 1)[1])
-                if kind == "end":
-                    return
+        for event in parse_sse(resp.iter_lines(decode_unicode=True)):
+            yield event.event, event.data
+            if event.event == "end":
+                return
 
 
 def run_service(session: requests.Session, base: str, dataset_id: str) -> dict:

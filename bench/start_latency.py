@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
 from bench.stack import Stack  # noqa: E402
+from client.api import parse_sse  # noqa: E402
 
 RUNNING_TARGET_MS, FIRST_EPOCH_TARGET = 50.0, 2.0
 SPEC = {
@@ -79,22 +80,15 @@ def one_job(session: requests.Session, base: str) -> tuple[float, float]:
     running = first = None
     with session.get(f"{base}/v1/jobs/{job_id}/events", stream=True, timeout=(10, 300)) as stream:
         stream.raise_for_status()
-        kind = None
-        for line in stream.iter_lines(decode_unicode=True):
-            if line.startswith("event:"):
-                kind = line.split(":", 1)[1].strip()
-                continue
-            if not line.startswith("data:"):
-                continue
+        for event in parse_sse(stream.iter_lines(decode_unicode=True)):
             now = time.perf_counter() - began
-            data = json.loads(line.split(":", 1)[1])
-            if kind == "status" and data["status"] != "queued" and running is None:
+            if event.event == "status" and event.data["status"] != "queued" and running is None:
                 running = now
-            elif kind == "epoch" and first is None:
+            elif event.event == "epoch" and first is None:
                 first = now
-            elif kind == "end":
-                if data["status"] != "succeeded" or running is None or first is None:
-                    raise RuntimeError(f"job {job_id} ended {data['status']}")
+            elif event.event == "end":
+                if event.data["status"] != "succeeded" or running is None or first is None:
+                    raise RuntimeError(f"job {job_id} ended {event.data['status']}")
                 return running, first
     raise RuntimeError(f"the event stream of job {job_id} ended without an end event")
 
