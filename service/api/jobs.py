@@ -182,9 +182,14 @@ _JOB_ROW_WITH_FINDINGS = select(
 _COLUMNS = len(Job.__table__.c)
 
 
+def _counts(per_severity: Any) -> dict[str, Any]:
+    """The finding counts of a job from its per-severity columns (in SEVERITIES order)."""
+    return {"count": sum(per_severity), "by_severity": dict(zip(SEVERITIES, per_severity))}
+
+
 def _with_counts(row: Any) -> tuple[Job, dict[str, Any]]:
     job, *per_severity = row
-    return job, {"count": sum(per_severity), "by_severity": dict(zip(SEVERITIES, per_severity))}
+    return job, _counts(per_severity)
 
 
 def job_row_with_findings(job_id: str) -> tuple[Any, dict[str, Any]]:
@@ -197,7 +202,7 @@ def job_row_with_findings(job_id: str) -> tuple[Any, dict[str, Any]]:
     if row is None:
         raise NotFound(f"There is no job {job_id}.")
     per_severity = row[_COLUMNS:]
-    return row, {"count": sum(per_severity), "by_severity": dict(zip(SEVERITIES, per_severity))}
+    return row, _counts(per_severity)
 
 
 def load_job(session: Session, job_id: str) -> Job:
@@ -245,8 +250,9 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
                            before_insert=lambda session: check_active_job_quota(session, tenant_id(), limit))
     if replayed:  # a concurrent request with the same key won the race (409 if its body was different)
         return _replayed(find_replay(svc.db, tenant_id(), key or "", body_sha256 or "") or job)
-    with svc.db.session() as s:
-        body = job_with_findings(s, s.get(Job, job.id) or job)  # with its queue position
+    # A job just created has no findings yet: only its queue position is read back.
+    with svc.db.read_session() as s:
+        body = job_resource(job, None, queue_positions(s, [job.id]).get(job.id))
     return jsonify(body), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}
 
 
