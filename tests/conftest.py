@@ -196,14 +196,13 @@ def worker(service_env: dict[str, str], settings: Any, tmp_path_factory: pytest.
     proc.stop()
 
 
-@pytest.fixture(scope="session")
-def api_url(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`bin/api` (gunicorn), exactly as docker-compose.yml runs it."""
+def start_api(env: dict[str, str], log: Path) -> tuple[Proc, str]:
+    """`bin/api` (gunicorn) on a free port, exactly as docker-compose.yml runs it; waited for until
+    /healthz answers. Returns the process and its base URL."""
     import requests
 
     port = free_port()
-    env = {**service_env, "TRAINYARD_PORT": str(port)}
-    proc = Proc([str(ROOT / "bin" / "api")], env, tmp_path_factory.mktemp("logs") / "api.log")
+    proc = Proc([str(ROOT / "bin" / "api")], {**env, "TRAINYARD_PORT": str(port)}, log)
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -215,6 +214,12 @@ def api_url(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
             return False
 
     wait_until(up, 60, 0.2, "gunicorn to answer")
+    return proc, url
+
+
+@pytest.fixture(scope="session")
+def api_url(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    proc, url = start_api(service_env, tmp_path_factory.mktemp("logs") / "api.log")
     yield url
     proc.stop()
 

@@ -32,7 +32,7 @@ from tests.conftest import (
     REDIS_DB,
     ROOT,
     Proc,
-    free_port,
+    start_api,
     start_worker,
     subprocess_env,
     tiny_spec,
@@ -175,18 +175,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
     with c.db.session() as s:
         c.auth = {"Authorization": f"Bearer {create_token(s, 'faults').token}"}
-    port = free_port()
-    api = Proc([str(ROOT / "bin" / "api")], {**env, "TRAINYARD_PORT": str(port)}, c.logs / "api.log")
-    c.api_url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert api.alive(), api.output()
-        try:
-            return requests.get(c.api_url + "/healthz", timeout=5).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_until(up, 60, 0.2, "gunicorn")
+    api, c.api_url = start_api(env, c.logs / "api.log")
     try:
         yield c
     finally:

@@ -35,7 +35,7 @@ from tests.conftest import (
     REDIS_DB,
     ROOT,
     Proc,
-    free_port,
+    start_api,
     start_worker,
     subprocess_env,
     tiny_spec,
@@ -130,18 +130,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
 
     with f.db.session() as s:
         f.auth = {"Authorization": f"Bearer {create_token(s, 'scale').token}"}
-    port = free_port()
-    api = Proc([str(ROOT / "bin" / "api")], {**env, "TRAINYARD_PORT": str(port)}, logs / "api.log")
-    f.api_url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert api.alive(), api.output()
-        try:
-            return requests.get(f.api_url + "/healthz", timeout=5).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_until(up, 60, 0.2, "gunicorn")
+    api, f.api_url = start_api(env, logs / "api.log")
     try:
         yield f
     finally:
