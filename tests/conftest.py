@@ -91,6 +91,32 @@ def service_env(tmp_path_factory: pytest.TempPathFactory, pg_url: str, redis_url
     return env
 
 
+@pytest.fixture(autouse=True)
+def _stray_jobs_cancelled(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that submits jobs or sweeps without a worker to run them, end them: otherwise the
+    session worker, once a later test starts it, trains every job left queued (sweeps top up with more
+    trials) before the jobs that later test waits for. Tests that use the worker end their own jobs."""
+    yield
+    if "service_env" not in request.fixturenames or "worker" in request.fixturenames:
+        return
+    from sqlalchemy import select
+
+    from service.db import Database
+    from service.db.models import Job
+    from service.db.sweeps import Sweep
+    from service.sweeps import controller
+
+    db = Database(request.getfixturevalue("service_env")["TRAINYARD_DATABASE_URL"])
+    try:
+        with db.session() as s:
+            for sweep in s.execute(select(Sweep).where(Sweep.status == "running").with_for_update()).scalars():
+                controller.cancel(s, sweep)
+            for job in s.execute(select(Job).where(Job.status.in_(controller.ACTIVE_STATUSES)).with_for_update()).scalars():
+                job.request_cancel()
+    finally:
+        db.dispose()
+
+
 @pytest.fixture(scope="session")
 def settings(service_env: dict[str, str]) -> Any:
     from service.settings import Settings
