@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import defaultdict
 
 from sqlalchemy import func, make_url, select
@@ -48,6 +47,11 @@ class EventHub:
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        """Stop the listener (within a second or two) before the database goes away."""
+        self._closed.set()
 
     def subscribe(self, job_id: str) -> Subscription:
         self._ensure_listener()
@@ -87,7 +91,7 @@ class EventHub:
 
     def _poll(self) -> None:
         last: int | None = None
-        while True:
+        while not self._closed.is_set():
             try:
                 with self.db.session() as s:
                     head = s.execute(select(func.max(JobEvent.seq))).scalar_one_or_none() or 0
@@ -95,25 +99,29 @@ class EventHub:
                     self.wake(None)
                 last = head
             except Exception:
+                if self._closed.is_set():
+                    return
                 logger.warning("polling job events failed; will retry", exc_info=True)
-            time.sleep(self.poll_seconds)
+            self._closed.wait(self.poll_seconds)
 
     def _listen_postgres(self) -> None:
         import psycopg
 
         dsn = make_url(self.db.url).set(drivername="postgresql").render_as_string(hide_password=False)
         delay = 0.5
-        while True:
+        while not self._closed.is_set():
             try:
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     # Whatever happened while (re)connecting is picked up by a full re-read.
                     self.wake(None)
                     delay = 0.5
-                    while True:
-                        for note in conn.notifies(timeout=30):
+                    while not self._closed.is_set():
+                        for note in conn.notifies(timeout=1):
                             self.wake(note.payload)
             except Exception:
+                if self._closed.is_set():
+                    return
                 logger.warning("listening for job events failed; reconnecting in %.1f s", delay, exc_info=True)
-                time.sleep(delay)
+                self._closed.wait(delay)
                 delay = min(delay * 2, 10.0)

@@ -125,10 +125,12 @@ def settings(service_env: dict[str, str]) -> Any:
 
 
 @pytest.fixture(scope="session")
-def app(settings: Any) -> Any:
+def app(settings: Any) -> Iterator[Any]:
     from service import create_app
 
-    return create_app(settings)
+    app = create_app(settings)
+    yield app
+    app.extensions["trainyard_events"].close()  # its listener must not outlive the test database
 
 
 @pytest.fixture()
