@@ -27,10 +27,10 @@ from workers.trainer import TrainData, train  # noqa: E402
 TARGET_RATIO = 1.03
 
 
-def intrinsic_cost(x, y) -> float:
-    """Seconds diagnostics add to one run, timed directly (robust to a busy machine): the data-scale
-    statistics, preflight, and per epoch a weight snapshot, a probe measurement and the findings rules,
-    on the benchmark's model.
+def intrinsic_cost(x, y) -> dict[str, float]:
+    """Seconds diagnostics add to one run, timed directly (robust to a busy machine), part by part: the
+    data-scale statistics, preflight, and over the epochs a weight snapshot and a probe measurement each,
+    and the findings rules; "total" is their sum.
 
     The model's train function is traced before the clock starts: in a real run preflight traces the very
     function fit then reuses (workers/trainer/preflight.py), so tracing is fit's cost either way.
@@ -52,19 +52,32 @@ def intrinsic_cost(x, y) -> float:
               shuffle=False)
     tracked = trainable_variables(model)
     context = RunContext(SPEC, [t.describe() for t in tracked])
-    began = time.perf_counter()
+    parts = {"stats": 0.0, "preflight": 0.0, "probes": 0.0, "findings": 0.0}
+    clock = time.perf_counter()
+
+    def lap(part: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        parts[part] += now - clock
+        clock = now
+
     scale_stats(x, y, classification=True)
+    lap("stats")
     measure = ProbeMeasure(model, build_loss(SPEC["loss"]), tracked)
     preflight(model, SPEC, prepared.x_train, prepared.y_train, context=context, measure=measure)
+    lap("preflight")
     probe = probe_batch(prepared.x_train, prepared.y_train)
     history = []
     for epoch in range(1, SPEC["training"]["epochs"] + 1):
         before = measure.snapshot()
         loss, rows = measure.measure(*probe, before)
+        lap("probes")
         history.append({"epoch": epoch, "learning_rate": 0.001, "loss": loss, "val_loss": None,
                         "variables": rows})
         analyze_epochs(history, context)
-    return time.perf_counter() - began
+        lap("findings")
+    parts["total"] = sum(parts.values())
+    return parts
 
 
 def run(x, y, enabled: bool) -> tuple[float, float, int]:
@@ -105,8 +118,10 @@ def main() -> None:
         rows.append((on[0], off[0], on[1], off[1]))
         print(f"repeat {repeat}: fit on {on[0]:7.3f} s  off {off[0]:7.3f} s  ratio {on[0] / off[0]:5.3f} | "
               f"whole on {on[1]:7.3f} s  off {off[1]:7.3f} s  ratio {on[1] / off[1]:5.3f}", flush=True)
-    costs = [intrinsic_cost(x, y) for _ in range(3)]
-    cost = statistics.median(costs)
+    measured = [intrinsic_cost(x, y) for _ in range(5)]
+    parts = {k: statistics.median(m[k] for m in measured) for k in measured[0]}
+    cost = parts["total"]
+    costs = [m["total"] for m in measured]
     fit_ratio = statistics.median(r[0] / r[1] for r in rows)
     whole_ratio = statistics.median(r[2] / r[3] for r in rows)
     med = [statistics.median(r[i] for r in rows) for i in range(4)]
@@ -116,7 +131,9 @@ def main() -> None:
     intrinsic_ratio = 1 + cost / med[1]
     print(f"diagnostics' own time per run {cost:.3f} s (median of {[round(c, 3) for c in costs]}): "
           f"{cost / med[1]:.2%} of the off run's fit -> ratio {intrinsic_ratio:.3f}")
+    print("  of which " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in parts.items() if k != "total"))
     print(json.dumps({"benchmark": "diagnostics", "intrinsic_seconds": round(cost, 4),
+                      "intrinsic_parts_ms": {k: round(v * 1000, 1) for k, v in parts.items() if k != "total"},
                       "intrinsic_ratio": round(intrinsic_ratio, 4), "on_seconds": round(med[0], 4), "off_seconds": round(med[1], 4),
                       "ratio": round(fit_ratio, 4), "whole_ratio": round(whole_ratio, 4),
                       "target": TARGET_RATIO, "within_target": fit_ratio <= TARGET_RATIO,

@@ -73,6 +73,8 @@ def test_probe_measure_numbers_and_no_side_effects():
     for a, b in zip(rows, compiled_rows):
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5, abs=1e-9)
         assert a["update_norm"] == pytest.approx(b["update_norm"], rel=1e-5)
+        assert a["weight_norm"] == pytest.approx(b["weight_norm"], rel=1e-5)
+        assert a["zero_grad_fraction"] == pytest.approx(b["zero_grad_fraction"])
     # Measuring changed nothing, not even the dropout seed state.
     after_values = [v.numpy() for v in model.variables]
     after_values[0] = after_values[0] - 1.0

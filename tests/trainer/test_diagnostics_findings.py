@@ -167,6 +167,29 @@ def test_unscaled_inputs_and_targets_from_raw_data():
     assert scale_stats(x, y, integer_inputs=True)["inputs"] is None
 
 
+def test_scale_stats_match_float64_numpy_on_every_kind_of_input():
+    rng = np.random.default_rng(1)
+    cases = {
+        "float32": rng.normal(size=(5000, 3, 4)).astype(np.float32) * 3 + 2,
+        "float64 with a huge offset": rng.normal(size=(3000, 5)) * 1e3 + 1e8,
+        "float32 with a huge offset": (rng.normal(size=(3000, 5)) * 1e3 + 1e8).astype(np.float32),
+        "uint8 pixels": rng.integers(0, 256, size=(4100, 28, 28)).astype(np.uint8),
+        "int64": rng.integers(-1000, 1000, size=(100, 2)),
+    }
+    for what, a in cases.items():
+        stats = scale_stats(a, a[:, :1].reshape(len(a), -1))["inputs"]
+        rows = a[::-(-len(a) // 2048)].reshape(-1, int(np.prod(a.shape[1:]))).astype(np.float64)
+        assert stats["rows_sampled"] == len(rows) <= 2048, what
+        np.testing.assert_allclose(stats["max_abs_mean"], np.abs(rows.mean(0)).max(), rtol=1e-6, err_msg=what)
+        np.testing.assert_allclose(stats["max_std"], rows.std(0).max(), rtol=1e-4, err_msg=what)
+        assert (stats["min"], stats["max"]) == (rows.min(), rows.max()), what
+        assert stats["finite"], what
+    for bad in (np.nan, np.inf, -np.inf):
+        a = np.ones((10, 3), dtype=np.float32)
+        a[4, 1] = bad
+        assert scale_stats(a, a)["inputs"]["finite"] is False
+
+
 def test_loss_activation_mismatch_for_what_validation_lets_through():
     softmax_mse = ctx(loss="mse")
     [f] = check_loss_activation(softmax_mse, 10, None)

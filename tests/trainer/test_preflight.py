@@ -52,6 +52,35 @@ def test_all_zero_gradients_fail_fast_with_zero_gradients(tmp_path, classificati
                if f["code"] == "zero_gradients")
 
 
+@pytest.mark.parametrize("opt", [optimizer("adam", learning_rate=0.01),
+                                 optimizer("adamw", learning_rate=0.01, weight_decay=0.1)],
+                         ids=["adam", "adamw-decay-moves-weights-without-gradients"])
+def test_zero_gradients_are_found_whatever_the_optimizer_does_with_them(classification_data, opt):
+    spec = make_spec(model={"input_shape": [4], "layers": [
+        layer("dense", units=8, activation="relu"),
+        layer("dense", units=3, activation="relu", kernel_initializer="zeros")]},
+        loss="mse", metrics=[], optimizer=opt)
+    model = build_model(spec)
+    model.compile(optimizer=build_optimizer(spec["optimizer"], spec["schedule"], 2), loss=build_loss("mse"))
+    y = np.eye(3, dtype=np.float32)[classification_data.y_train]
+    checked = preflight(model, spec, classification_data.x_train, y, context=RunContext(spec))
+    assert checked.stop_reason == "no_gradients" and checked.findings
+
+
+def test_a_healthy_model_pays_no_gradient_measurement(classification_data):
+    """Steps that moved a weight had gradients: the probe is not called at all."""
+    from workers.trainer.diagnostics.probe import ProbeMeasure, trainable_variables
+
+    spec = make_spec(model={"input_shape": [4], "layers": [layer("dense", units=8, activation="relu"),
+                                                           layer("dense", units=3, activation="softmax")]})
+    model = build_model(spec)
+    model.compile(optimizer=build_optimizer(spec["optimizer"], spec["schedule"], 2), loss=build_loss(spec["loss"]))
+    measure = ProbeMeasure(model, build_loss(spec["loss"]), trainable_variables(model))
+    checked = preflight(model, spec, classification_data.x_train, classification_data.y_train,
+                        context=RunContext(spec), measure=measure)
+    assert checked.ok and len(checked.losses) == 3 and measure._calls == 0
+
+
 def test_preflight_can_be_switched_off(tmp_path):
     spec = make_spec(model={"input_shape": [4], "layers": [layer("dense", units=1)]},
                      loss="mse", metrics=[], optimizer=optimizer("sgd", learning_rate=10.0),

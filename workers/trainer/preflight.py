@@ -5,7 +5,9 @@ will not get better in hours; it fails at once with a ``diverged`` or ``zero_gra
 
 The steps run through the compiled model's own ``fit`` on a one-batch data set, so they use (and trace)
 the very train function the real run uses: the real run's first epoch then skips the tracing it would
-have paid anyway, and preflight costs a gradient measurement and a few steps, not a second compilation.
+have paid anyway, and preflight costs a few steps, not a second compilation. Gradients are measured only
+when the steps moved no trainable variable (or the optimizer decays weights, which moves them without
+gradients).
 Everything they touch is put back afterwards: every model variable (weights, batch-norm statistics,
 the dropout layers' seed-generator states), every optimizer variable (built here exactly as fit would
 build it: iteration counter, slots, loss scale) and Keras' global seed generator if one exists. They
@@ -71,10 +73,11 @@ class _StepLosses(keras.callbacks.Callback):
 
 def preflight(model: keras.Model, spec: dict, x: np.ndarray, y: np.ndarray, *, context: RunContext,
               steps: int = PREFLIGHT_STEPS, measure: ProbeMeasure | None = None) -> PreflightResult:
-    """Measure gradients on the first batch of (x, y) and train ``steps`` steps on it with the compiled
-    ``model``, then restore every variable of the model and its optimizer.
-
-    ``measure`` (the run's diagnostics probe, if any) is reused for the gradient measurement.
+    """Train ``steps`` steps on the first batch of (x, y) with the compiled ``model``, then restore every
+    variable of the model and its optimizer. Gradients are measured (with ``measure``, the run's
+    diagnostics probe, if any) only when the steps moved no trainable variable: a step that changed a
+    weight had a gradient, so the common case pays no measurement. An optimizer with weight decay moves
+    weights without gradients, so there the measurement comes first.
     """
     began = time.perf_counter()
     batch = int(spec["training"]["batch_size"])
@@ -84,14 +87,15 @@ def preflight(model: keras.Model, spec: dict, x: np.ndarray, y: np.ndarray, *, c
     optimizer = model.optimizer
     if not optimizer.built:  # as fit would: same variables, same initial values
         optimizer.build(model.trainable_variables)
+    lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
     seed_state = _global_seed_state()
     saved = [v.numpy() for v in model.variables]
     saved_optimizer = [v.numpy() for v in optimizer.variables]
     saved_seed = seed_state.numpy() if seed_state is not None else None
     result = PreflightResult(stop_reason=None)
-    try:
+
+    def check_gradients() -> None:
         loss, rows = measure.measure(tf.convert_to_tensor(xb), tf.convert_to_tensor(yb), measure.snapshot())
-        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         if not math.isfinite(loss):
             result.losses.append(loss)
             result.stop_reason = "nan_loss"
@@ -100,7 +104,13 @@ def preflight(model: keras.Model, spec: dict, x: np.ndarray, y: np.ndarray, *, c
                 {k: r[k] for k in ("layer", "name", "grad_norm", "zero_grad_fraction")} for r in rows]}
             result.stop_reason = "no_gradients"
             result.findings = zero_gradient_findings(record, context, severity="error")
-        else:
+
+    measure_first = bool(getattr(optimizer, "weight_decay", None))
+    moved = True
+    try:
+        if measure_first:
+            check_gradients()
+        if result.stop_reason is None:
             # The same data pipeline as the real run (element spec included): fit reuses the trace.
             recorder = _StepLosses()
             model.fit(make_dataset(xb, yb, batch).repeat(), epochs=steps, steps_per_epoch=1, verbose=0,
@@ -108,10 +118,9 @@ def preflight(model: keras.Model, spec: dict, x: np.ndarray, y: np.ndarray, *, c
             result.losses = recorder.losses
             if result.losses and not math.isfinite(result.losses[-1]):
                 result.stop_reason = "nan_loss"
-        if result.stop_reason == "nan_loss":
-            result.findings = check_diverged([], context, nan={
-                "epoch": None, "preflight": True, "step": len(result.losses), "learning_rate": lr,
-                "preflight_losses": result.losses})
+            trainable = {id(v) for v in model.trainable_variables}
+            moved = any(not np.array_equal(v.numpy(), value)
+                        for v, value in zip(model.variables, saved) if id(v) in trainable)
     finally:
         for v, value in zip(model.variables, saved):
             v.assign(value)
@@ -120,6 +129,12 @@ def preflight(model: keras.Model, spec: dict, x: np.ndarray, y: np.ndarray, *, c
         if seed_state is not None:
             seed_state.assign(saved_seed)
         model.reset_metrics()
+    if result.stop_reason is None and not moved and not measure_first:
+        check_gradients()  # on the restored weights; measuring writes no variable
+    if result.stop_reason == "nan_loss":
+        result.findings = check_diverged([], context, nan={
+            "epoch": None, "preflight": True, "step": len(result.losses), "learning_rate": lr,
+            "preflight_losses": result.losses})
     result.seconds = time.perf_counter() - began
     logger.info("preflight: %s after %d step(s), losses %s, %.3f s", result.stop_reason or "ok",
                 len(result.losses), result.losses, result.seconds)
