@@ -2,7 +2,9 @@
 
 Every write is idempotent (metric rows upserted on job id + epoch, checkpoints keyed by job id + epoch),
 because a delivery may be repeated. A sink that is briefly down is retried; a write that still fails is
-logged and training goes on: a lost metric row is better than a lost run.
+logged and training goes on: a lost metric row is better than a lost run. Every database write first asks
+`_may_write` inside its transaction; the leased reporter (workers.resumable) answers it by locking the
+job's row under its lease, so a worker that lost the job writes nothing more.
 """
 from __future__ import annotations
 
@@ -89,6 +91,8 @@ class DbReporter:
         self._next_check = 0.0
         self._stop: str | None = None
         self.last_epoch = 0
+        # The training attempt this reporter writes for (the leased reporter sets it); artifact keys carry it.
+        self.attempt: int | None = None
         self._findings_logged: set[tuple[str, str, str, str]] = set()
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T | None:
@@ -102,6 +106,10 @@ class DbReporter:
                 time.sleep(0.2 * 2**attempt)
         return None
 
+    def _may_write(self, session: Any) -> bool:
+        """Whether this run may still write the job's rows, asked first in each write's transaction."""
+        return True
+
     def started(self, info: dict[str, Any]) -> None:
         logger.info("model built: %s parameters (%s trainable); %s training and %s validation samples, "
                     "%s steps per epoch", info.get("params"), info.get("trainable_params"), info.get("train_samples"),
@@ -109,6 +117,8 @@ class DbReporter:
 
         def write() -> None:
             with self.db.session() as s:
+                if not self._may_write(s):
+                    return
                 s.execute(update(Job).where(Job.id == self.job_id).values(model_info=info))
 
         self._retry("recording the model summary", write)
@@ -120,6 +130,8 @@ class DbReporter:
 
         def write() -> None:
             with self.db.session() as s:
+                if not self._may_write(s):
+                    return
                 row = s.get(EpochMetrics, (self.job_id, epoch))
                 if row is None:
                     s.add(EpochMetrics(job_id=self.job_id, epoch=epoch, values=values))
@@ -136,42 +148,55 @@ class DbReporter:
                                exc_info=True)
 
     def checkpoint_saved(self, epoch: int, monitor: str, value: float, path: str, size: int, sha256: str) -> None:
-        key = checkpoint_key(self.job_id, epoch)
+        key = checkpoint_key(self.job_id, epoch, self.attempt)
         if _finite(value) is None:  # an improvement is always finite; refuse to record JSON-breaking NaN
             logger.warning("job %s: checkpoint of epoch %d has a non-finite %s; not recorded", self.job_id, epoch, monitor)
             return
 
-        def write() -> None:
+        def write() -> bool:
             meta = put_file(self.store, key, path)
             if meta.sha256 != sha256:
                 raise OSError(f"checkpoint of epoch {epoch} changed while it was stored")
             with self.db.session() as s:
-                s.execute(update(Checkpoint).where(Checkpoint.job_id == self.job_id).values(is_best=False))
-                row = s.execute(
-                    select(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.epoch == epoch)
-                ).scalar_one_or_none()
-                if row is None:
-                    row = Checkpoint(job_id=self.job_id, epoch=epoch)
-                    s.add(row)
-                row.monitor, row.value, row.artifact_key = monitor, float(value), key
-                row.size_bytes, row.sha256, row.is_best = meta.size, meta.sha256, True
-                s.execute(
-                    update(Job).where(Job.id == self.job_id)
-                    .values(best_monitor=monitor, best_value=_finite(value), best_epoch=epoch)
-                )
+                if not self._may_write(s):
+                    held, previous = False, None
+                else:
+                    held = True
+                    s.execute(update(Checkpoint).where(Checkpoint.job_id == self.job_id).values(is_best=False))
+                    row = s.execute(
+                        select(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.epoch == epoch)
+                    ).scalar_one_or_none()
+                    if row is None:
+                        row = Checkpoint(job_id=self.job_id, epoch=epoch)
+                        s.add(row)
+                    previous = row.artifact_key  # an earlier attempt's checkpoint of this epoch, if any
+                    row.monitor, row.value, row.artifact_key = monitor, float(value), key
+                    row.size_bytes, row.sha256, row.is_best = meta.size, meta.sha256, True
+                    s.execute(
+                        update(Job).where(Job.id == self.job_id)
+                        .values(best_monitor=monitor, best_value=_finite(value), best_epoch=epoch)
+                    )
+            if not held:
+                self.store.delete(key)  # not this run's to record: only its own key is touched
+            elif previous and previous != key:
+                self.store.delete(previous)
+            return held
 
-        if self._retry(f"storing epoch {epoch}'s checkpoint", lambda: write() or True):
+        if self._retry(f"storing epoch {epoch}'s checkpoint", write):
             logger.info("checkpoint of epoch %d stored: %s %.4g, %d bytes", epoch, monitor, value, size)
 
     def export_saved(self, fmt: str, epoch: int, path: str, size: int, sha256: str) -> None:
         """Store an export of epoch `epoch`'s checkpoint; one row per job and format, replaced on a re-run."""
-        key = export_key(self.job_id, fmt, epoch)
+        key = export_key(self.job_id, fmt, epoch, self.attempt)
 
         def write() -> None:
             meta = put_file(self.store, key, path)
             if meta.sha256 != sha256:
                 raise OSError(f"the {fmt} export changed while it was stored")
             with self.db.session() as s:
+                if not self._may_write(s):
+                    self.store.delete(key)  # not this run's to record
+                    return
                 row = s.get(JobExport, (self.job_id, fmt))
                 previous = row.artifact_key if row is not None else None
                 if row is None:
@@ -210,6 +235,8 @@ class DbReporter:
 
         def write() -> None:
             with self.db.session() as s:
+                if not self._may_write(s):
+                    return
                 row = s.get(EpochDiagnostics, (self.job_id, epoch))
                 if row is None:
                     s.add(EpochDiagnostics(job_id=self.job_id, epoch=epoch, learning_rate=learning_rate,
@@ -232,6 +259,8 @@ class DbReporter:
 
         def write() -> None:
             with self.db.session() as s:
+                if not self._may_write(s):
+                    return
                 existing = {(f.code, f.layer): f for f in s.execute(
                     select(Finding).where(Finding.job_id == self.job_id)).scalars()}
                 now = utcnow()
@@ -273,11 +302,13 @@ class DbReporter:
         if error_code:
             values.update(error_code=error_code, error_message=error_message)
 
-        def write() -> None:
+        def write() -> bool:
             with self.db.session() as s:
+                if not self._may_write(s):
+                    return False
                 job = s.get(Job, self.job_id)
                 if job is None:
-                    return
+                    return False
                 for k, v in values.items():
                     setattr(job, k, v)
                 info = dict(job.model_info or {})
@@ -287,8 +318,9 @@ class DbReporter:
                 if timings:
                     info["timings"] = timings
                 job.model_info = info
+            return True
 
-        if self._retry("recording the job's end", lambda: write() or True):
+        if self._retry("recording the job's end", write):
             logger.log(logging.INFO if status == "succeeded" else logging.WARNING,
                        "finished: %s (%s) after %d epochs; best %s %s at epoch %s%s", status, result.stop_reason,
                        result.epochs_run, result.monitor, values.get("best_value"), result.best_epoch,

@@ -2,6 +2,9 @@
 the preparation of a new attempt from the last backup.
 
 `LeasedReporter` is `DbReporter` plus:
+- every write is fenced: it locks the job's row where (worker_id, attempts, status running) are still this
+  attempt's, and writes nothing (and sets `lease_lost`) when they are not; artifact keys carry the attempt,
+  so a worker that lost the job can neither overwrite nor delete what its successor stored.
 - `backup_saved`: the backup goes to the artifact store under a per-epoch key, then the job row points to
   it (`backup_key`, `backup_epoch`, `resume_state`) in one fenced UPDATE, then the previous backup is
   deleted; so the row always names a complete, verified backup.
@@ -46,13 +49,24 @@ class LeasedReporter(DbReporter):
         self._shutting_down = shutting_down
         self._lease_lost = lease_lost
 
+    def _may_write(self, session: Any) -> bool:
+        # The row lock orders this write against the reaper re-queueing the job and a new claim of it.
+        held = session.execute(
+            select(Job.id).where(fenced(self.job_id, self.worker_id, self.attempt)).with_for_update()
+        ).first() is not None
+        if not held and not self._lease_lost.is_set():
+            self._lease_lost.set()
+            logger.error("job %s: attempt %d lost its lease; this worker writes nothing more for it",
+                         self.job_id, self.attempt)
+        return held
+
     def should_stop(self) -> str | None:
         if self._shutting_down.is_set() or self._lease_lost.is_set():
             return "interrupted"
         return super().should_stop()
 
     def backup_saved(self, epoch: int, path: str, state: dict[str, Any]) -> None:
-        key = backup_key(self.job_id, epoch)
+        key = backup_key(self.job_id, epoch, self.attempt)
         sha256 = _sha256(path)
 
         def write() -> None:
@@ -60,14 +74,13 @@ class LeasedReporter(DbReporter):
             if meta.sha256 != sha256:
                 raise OSError(f"backup of epoch {epoch} changed while it was stored")
             with self.db.session() as s:
-                previous = s.execute(select(Job.backup_key).where(Job.id == self.job_id)).scalar_one_or_none()
-                held = s.execute(
-                    update(Job).where(fenced(self.job_id, self.worker_id, self.attempt))
-                    .values(backup_key=key, backup_epoch=epoch, resume_state=state)
-                ).rowcount == 1
+                held = self._may_write(s)
+                if held:
+                    previous = s.execute(select(Job.backup_key).where(Job.id == self.job_id)).scalar_one()
+                    s.execute(update(Job).where(Job.id == self.job_id)
+                              .values(backup_key=key, backup_epoch=epoch, resume_state=state))
             if not held:
-                self.store.delete(key)
-                self._lease_lost.set()
+                self.store.delete(key)  # this attempt's own key: the successor's backups are untouched
                 logger.error("job %s: lease lost; backup of epoch %d discarded", self.job_id, epoch)
                 return
             if previous and previous != key:
@@ -107,8 +120,10 @@ class LeasedReporter(DbReporter):
         super().finished(result)
 
     def _mark_failed(self, code: str, message: str) -> None:
+        # Right after this attempt recorded its end: still its job if no other attempt has claimed it since.
         with self.db.session() as s:
-            s.execute(update(Job).where(Job.id == self.job_id)
+            s.execute(update(Job).where(Job.id == self.job_id, Job.worker_id == self.worker_id,
+                                        Job.attempts == self.attempt)
                       .values(status="failed", error_code=code, error_message=message))
 
 

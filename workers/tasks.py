@@ -51,10 +51,11 @@ def _requeue(claimed: Claim) -> None:
         logger.info("job %s: stopped for shutdown after its last backup; re-queued", claimed.job_id)
 
 
-def _fail(job_id: str, code: str, message: str) -> None:
+def _fail(claimed: Claim, code: str, message: str) -> None:
     with runtime.db.session() as s:
-        job = s.get(Job, job_id)
-        if job is not None and job.worker_id == runtime.worker_id and job.status == "running":
+        job = s.get(Job, claimed.job_id, with_for_update=True)
+        if (job is not None and job.worker_id == runtime.worker_id and job.attempts == claimed.attempt
+                and job.status == "running"):
             job.status, job.error_code, job.error_message = "failed", code, message
             job.stop_reason = job.stop_reason or "error"
             job.finished_at = utcnow()
@@ -130,10 +131,10 @@ def _train(job_id: str) -> None:
             _requeue(claimed)
     except JobFailed as exc:
         logger.error("job failed: %s (%s)", exc.message, exc.code)
-        _fail(job_id, exc.code, exc.message)
+        _fail(claimed, exc.code, exc.message)
     except Exception as exc:
         logger.exception("job %s failed", job_id)
-        _fail(job_id, "training_error", f"Training stopped with an error: {type(exc).__name__}: {_one_line(exc)}")
+        _fail(claimed, "training_error", f"Training stopped with an error: {type(exc).__name__}: {_one_line(exc)}")
     finally:
         runtime.release()
         shutil.rmtree(workdir, ignore_errors=True)

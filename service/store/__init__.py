@@ -447,18 +447,24 @@ def _server_id(value: str) -> str:
     return value
 
 
-def checkpoint_key(job_id: str, epoch: int) -> str:
-    return f"jobs/{_server_id(job_id)}/checkpoints/epoch-{int(epoch):04d}.keras"
+def _attempt_part(attempt: int | None) -> str:
+    # A training attempt writes under keys of its own: a worker that lost its lease and has not noticed
+    # yet can then neither overwrite nor delete what the attempt that replaced it stored for the same epoch.
+    return "" if attempt is None else f".a{int(attempt)}"
 
 
-def backup_key(job_id: str, epoch: int) -> str:
+def checkpoint_key(job_id: str, epoch: int, attempt: int | None = None) -> str:
+    return f"jobs/{_server_id(job_id)}/checkpoints/epoch-{int(epoch):04d}{_attempt_part(attempt)}.keras"
+
+
+def backup_key(job_id: str, epoch: int, attempt: int | None = None) -> str:
     # One key per epoch: the job row points at the previous backup until the new one is complete.
-    return f"jobs/{_server_id(job_id)}/backups/epoch-{int(epoch):04d}.weights.h5"
+    return f"jobs/{_server_id(job_id)}/backups/epoch-{int(epoch):04d}{_attempt_part(attempt)}.weights.h5"
 
 
-def export_key(job_id: str, fmt: str, epoch: int) -> str:
+def export_key(job_id: str, fmt: str, epoch: int, attempt: int | None = None) -> str:
     # Named after the checkpoint it was made from: a later, better checkpoint never matches an old export.
-    return f"jobs/{job_id}/exports/epoch-{epoch:04d}.{fmt}.tar.gz"
+    return f"jobs/{_server_id(job_id)}/exports/epoch-{int(epoch):04d}{_attempt_part(attempt)}.{fmt}.tar.gz"
 
 
 def dataset_key(dataset_id: str) -> str:
