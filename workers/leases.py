@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 
 from service.db import Database
-from service.db.models import FINAL_STATUSES, Checkpoint, EpochMetrics, Job, Tenant, utcnow
+from service.db.models import FINAL_STATUSES, Checkpoint, EpochDiagnostics, EpochMetrics, Job, Tenant, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +126,9 @@ def claim(db: Database, job_id: str, worker_id: str, lease_for: float,
         job.lease_expires_at = now + timedelta(seconds=lease_for)
         if job.backup_key is not None and job.backup_epoch is not None:
             # The new attempt re-runs every epoch after the backup: rows of the lost attempt past it go,
-            # so the metrics stay one row per epoch of the run that counts.
-            s.execute(delete(EpochMetrics).where(EpochMetrics.job_id == job_id,
-                                                 EpochMetrics.epoch > job.backup_epoch))
+            # so the metrics and diagnostics stay one row per epoch of the run that counts.
+            for table in (EpochMetrics, EpochDiagnostics):
+                s.execute(delete(table).where(table.job_id == job_id, table.epoch > job.backup_epoch))
             job.epoch = job.backup_epoch
         best_key = s.execute(
             select(Checkpoint.artifact_key).where(Checkpoint.job_id == job_id, Checkpoint.is_best.is_(True))

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from service.db import Database
-from service.db.models import Checkpoint, Job
+from service.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Job
 from service.store import ArtifactMissing, ArtifactStore, backup_key, download_to, put_file
 from workers.leases import Claim, fenced
 from workers.reporting import DbReporter
@@ -127,8 +127,24 @@ class LeasedReporter(DbReporter):
                       .values(status="failed", error_code=code, error_message=message))
 
 
-def prepare_resume(store: ArtifactStore, claim: Claim, workdir: str) -> ResumeState | None:
-    """Download the claim's backup (and best checkpoint) into `workdir`; None to start from scratch."""
+def diagnostics_history(db: Database, job_id: str, upto_epoch: int) -> list[dict[str, Any]]:
+    """The diagnostics records of epochs 1..`upto_epoch` as the trainer made them, val_loss from the metrics."""
+    with db.session() as s:
+        rows = s.execute(
+            select(EpochDiagnostics, EpochMetrics.values)
+            .outerjoin(EpochMetrics, (EpochMetrics.job_id == EpochDiagnostics.job_id)
+                       & (EpochMetrics.epoch == EpochDiagnostics.epoch))
+            .where(EpochDiagnostics.job_id == job_id, EpochDiagnostics.epoch <= upto_epoch)
+            .order_by(EpochDiagnostics.epoch)
+        ).all()
+    return [{"epoch": d.epoch, "learning_rate": d.learning_rate, "loss": d.loss,
+             "val_loss": (values or {}).get("val_loss"), "variables": list(d.variables or [])}
+            for d, values in rows]
+
+
+def prepare_resume(db: Database, store: ArtifactStore, claim: Claim, workdir: str) -> ResumeState | None:
+    """Download the claim's backup (and best checkpoint) into `workdir`, with the diagnostics history up to
+    the backup; None to start from scratch."""
     if claim.backup_key is None or claim.backup_epoch is None or not claim.resume_state:
         return None
     backup = Path(workdir) / "resume" / "backup.weights.h5"
@@ -154,4 +170,5 @@ def prepare_resume(store: ArtifactStore, claim: Claim, workdir: str) -> ResumeSt
                 best_path = None
     state["callbacks"] = callbacks
     logger.info("job %s: resuming after epoch %d", claim.job_id, claim.backup_epoch)
-    return ResumeState(str(backup), claim.backup_epoch, state, str(best_path) if best_path else None)
+    return ResumeState(str(backup), claim.backup_epoch, state, str(best_path) if best_path else None,
+                       diagnostics_history(db, claim.job_id, claim.backup_epoch))

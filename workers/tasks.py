@@ -112,7 +112,7 @@ def _train(job_id: str) -> None:
     try:
         began = time.perf_counter()
         data = load_data(job_id, spec["dataset"]["id"], workdir)
-        resume = prepare_resume(runtime.store, claimed, workdir)
+        resume = prepare_resume(runtime.db, runtime.store, claimed, workdir)
         data_seconds = round(time.perf_counter() - began, 4)
         if resume is not None:
             logger.info("resuming after epoch %d from the last backup", claimed.backup_epoch)

@@ -169,3 +169,30 @@ def test_backup_file_restores_weights_and_optimizer(tmp_path, classification_dat
         fh.visit(names.append)
     assert any("optimizer" in n for n in names), names
     assert isinstance(classification_data, TrainData) and np.isfinite(reporter.epochs[-1][1]["loss"])
+
+
+def test_findings_of_a_resumed_run_judge_the_whole_run(tmp_path, classification_data):
+    """A plateau that spans the resume (6 flat epochs before it, 6 after) is found only with the earlier
+    attempt's diagnostics history; without it the resumed run sees 6 flat epochs, too few to say."""
+    spec = make_spec(training={"epochs": 12, "batch_size": 16, "shuffle": False},
+                     optimizer={"type": "sgd", "learning_rate": 0.0, "momentum": 0.0, "nesterov": False,
+                                "clipnorm": None, "clipvalue": None})
+    first = _StopAtEpoch(6)
+    train(spec, classification_data, first, tmp_path / "first")
+    val_loss = {epoch: logs.get("val_loss") for epoch, logs in first.epochs}
+    history = [{"epoch": epoch, **record, "val_loss": val_loss[epoch]}
+               for epoch, record in first.diagnostics_records]
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5, 6]
+
+    codes = {}
+    for name, given in (("with", history), ("without", [])):
+        resume = _resume_from(first, tmp_path, name)
+        resume.diagnostics_history = given
+        reporter = InMemoryReporter()
+        train(spec, classification_data, reporter, tmp_path / name, resume=resume)
+        assert [e for e, _ in reporter.diagnostics_records] == list(range(7, 13))
+        codes[name] = {code for code, _ in reporter.findings_by_key}
+        if name == "with":
+            plateau = reporter.findings_by_key[("plateau", None)]
+    assert "plateau" in codes["with"] and "plateau" not in codes["without"]
+    assert plateau["evidence"]["best_epoch"] == 1 and plateau["epoch"] == 12

@@ -12,28 +12,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select, update
 
 from service.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
 from service.store import backup_key, checkpoint_key
-from tests.conftest import tiny_spec
 from workers import leases
 from workers.resumable import LeasedReporter
 from workers.trainer.types import TrainResult
-
-
-@pytest.fixture()
-def job_id(app: Any, client: Any, auth: dict[str, str]) -> str:
-    """A queued job no worker was ever sent: only this test moves it."""
-    template = client.post("/v1/jobs", json=tiny_spec(), headers=auth).get_json()
-    with app.extensions["trainyard"].db.session() as s:
-        row = s.get(Job, template["id"])
-        job = Job(tenant_id=row.tenant_id, name="fencing", status="queued", spec=row.spec, epochs=row.epochs,
-                  resource_class=row.resource_class)
-        s.add(job)
-        s.flush()
-        return job.id
 
 
 def _reporter(app: Any, job_id: str, worker: str, attempt: int) -> LeasedReporter:

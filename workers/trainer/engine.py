@@ -175,6 +175,8 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
             integer_inputs=integer_inputs, retry_attempts=RETRY_ATTEMPTS, retry_delay=RETRY_DELAY_SECONDS)
         if diagnostics.callback is not None:
             callbacks.append(diagnostics.callback)
+            if resume is not None:
+                diagnostics.callback.continue_from(resume.diagnostics_history, resume.epoch)
         initial_epoch = _resume_callbacks(
             resume, epochs, reporter=epoch_reporter, checkpoint=checkpoint, reduce_lr_on_plateau=reduce_lr,
             early_stopping=early_stopping)

@@ -35,12 +35,16 @@ class ResumeState:
     including the step counter and learning rate); ``epoch`` is the last completed epoch (from 1);
     ``state`` is what ``backup_saved`` reported with it. ``best_checkpoint_path``, when given, is the
     best checkpoint so far, so a resumed run can still evaluate it on the test split.
+    ``diagnostics_history`` is what ``diagnostics`` reported for the epochs up to ``epoch`` (each
+    ``{"epoch", "learning_rate", "loss", "val_loss", "variables"}``), so the findings rules of a resumed
+    run judge the whole run (a plateau, overfitting, a loss that grew) and not only its own epochs.
     """
 
     backup_path: str
     epoch: int
     state: dict[str, Any]
     best_checkpoint_path: str | None = None
+    diagnostics_history: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

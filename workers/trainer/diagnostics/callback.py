@@ -58,6 +58,11 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         self.findings: list[dict] = list(self._setup)
         self.seconds = 0.0
 
+    def continue_from(self, history: list[dict], epoch: int) -> None:
+        """A resumed run: take the earlier attempts' records of epochs 1..``epoch`` as this run's history."""
+        self.history = sorted((dict(r) for r in history if 1 <= int(r["epoch"]) <= epoch),
+                              key=lambda r: r["epoch"])
+
     @property
     def tracked(self) -> list[TrackedVariable]:
         return self._measure.tracked
