@@ -43,10 +43,12 @@ STATUSES: Counter[int] = Counter()
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(settings: Any) -> Any:
+def fuzz_app(settings: Any) -> Iterator[Any]:
     from service import create_app
 
-    return create_app(settings)
+    app = create_app(settings)
+    yield app
+    app.extensions["trainyard_events"].close()  # the fuzzed event streams started its listener
 
 
 @pytest.fixture(scope="module")
