@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -189,8 +190,14 @@ class Proc:
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
+                # Hung: a Celery worker writes every thread's stack to its log on SIGUSR1 (gunicorn only
+                # reopens its log files), so what it hung on is on record before it is killed.
+                self.popen.send_signal(signal.SIGUSR1)
+                time.sleep(1)
                 self.popen.kill()
                 self.popen.wait()
+                print(f"\n{self.log} did not stop within {timeout} s of SIGTERM; its stacks are in that log",
+                      file=sys.stderr)
         self._fh.close()
 
 
