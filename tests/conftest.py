@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -196,8 +197,9 @@ class Proc:
                 time.sleep(1)
                 self.popen.kill()
                 self.popen.wait()
-                print(f"\n{self.log} did not stop within {timeout} s of SIGTERM; its stacks are in that log",
-                      file=sys.stderr)
+                # A warning, so the run's summary names it even from a session fixture's teardown.
+                warnings.warn(f"{self.log} did not stop within {timeout} s of SIGTERM; its stacks are in that log",
+                              RuntimeWarning, stacklevel=1)
         self._fh.close()
 
 

@@ -7,6 +7,7 @@ With the prefork pool, each child warms itself in `worker_process_init` and the 
 """
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import socket
@@ -60,11 +61,18 @@ def _ready(sender: object = None, **_: object) -> None:
     runtime.start_heartbeat(worker_id, socket.gethostname())
 
 
+# A warm shutdown takes a batch and a backup; a worker still alive this long after SIGTERM is stuck, and
+# writes every thread's stack to stderr (from a C-level watchdog, so even a main thread blocked in C shows).
+SHUTDOWN_STACKS_AFTER_SECONDS = 20.0
+
+
 @signals.worker_shutting_down.connect
 def _shutting_down(**_: object) -> None:
     # Warm shutdown (SIGTERM): a running job stops at its next batch, keeps its last backup and goes back
-    # to the queue (workers/tasks.py); on the solo pool this runs in the signal handler, so only set a flag.
+    # to the queue (workers/tasks.py); on the solo pool this runs in the signal handler, so only set a flag
+    # (and arm the watchdog).
     runtime.shutting_down.set()
+    faulthandler.dump_traceback_later(SHUTDOWN_STACKS_AFTER_SECONDS, exit=False)
 
 
 @signals.worker_shutdown.connect
