@@ -6,7 +6,7 @@ the preparation of a new attempt from the last backup.
   attempt's, and writes nothing (and sets `lease_lost`) when they are not; artifact keys carry the attempt,
   so a worker that lost the job can neither overwrite nor delete what its successor stored.
 - `backup_saved`: the backup goes to the artifact store under a per-epoch key, then the job row points to
-  it (`backup_key`, `backup_epoch`, `resume_state`) in one fenced UPDATE, then the previous backup is
+  it (`backup_key`, `backup_epoch`, `resume_state`) in one fenced transaction, then the previous backup is
   deleted; so the row always names a complete, verified backup.
 - `should_stop` also answers "interrupted" when the worker is shutting down (SIGTERM) or lost the lease.
 - `finished` writes nothing for an interrupted run (the task re-queues it) or when the lease is gone, and
