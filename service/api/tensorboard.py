@@ -8,19 +8,23 @@ in the metrics endpoint. Made from the rows at request time, so it is current ev
 """
 from __future__ import annotations
 
+import heapq
 import io
+import itertools
 import tarfile
-from collections.abc import Iterable
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, BinaryIO
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, send_file
 from sqlalchemy import select
 
 from service.api.jobs import load_job
 from service.app import services
 from service.db.models import EpochDiagnostics, EpochMetrics
-from service.tfevents import event_file
+from service.tfevents import write_event_file
 
 bp = Blueprint("tensorboard", __name__)
 
@@ -56,55 +60,92 @@ def diagnostic_scalars(variables: Iterable[dict[str, Any]]) -> list[tuple[str, f
     return out
 
 
-def tensorboard_archive(job_id: str, created: float, metrics: list[EpochMetrics],
-                        diagnostics: list[EpochDiagnostics]) -> bytes:
-    train: dict[int, tuple[float, list[tuple[str, float]]]] = {}
+# Rows read from Postgres per round trip; between batches a gevent worker serves its other requests.
+ROWS_PER_BATCH = 200
+
+# One epoch's row: (epoch, created_at, values) for metrics, (epoch, created_at, variables) for diagnostics.
+Row = tuple[int, datetime, Any]
+
+
+def _train_steps(metrics: Iterable[Row], diagnostics: Iterable[Row],
+                 validation: list[tuple[float, int, list[tuple[str, float]]]]) -> Iterator[tuple[float, int, list]]:
+    """The train run's (wall_time, epoch, scalars), merging both epoch-ordered row streams; each epoch's
+    validation scalars go to `validation` on the way (small: a few per epoch)."""
+    tagged = heapq.merge(((r[0], 0, r) for r in metrics), ((r[0], 1, r) for r in diagnostics))
+    for count, (epoch, rows) in enumerate(itertools.groupby(tagged, key=lambda t: t[0])):
+        wall, scalars = None, []
+        for _, kind, (_, created_at, payload) in rows:
+            if kind == 0:
+                wall = _seconds(created_at)
+                train_scalars, val_scalars = split_metrics(payload)
+                scalars = train_scalars + scalars
+                validation.append((wall, epoch, val_scalars))
+            else:
+                wall = wall if wall is not None else _seconds(created_at)
+                scalars += diagnostic_scalars(payload)
+        if count % ROWS_PER_BATCH == ROWS_PER_BATCH - 1:
+            time.sleep(0)  # under gevent (bin/api): let the worker's other greenlets run
+        yield wall, epoch, scalars
+
+
+def write_tensorboard_archive(out: BinaryIO, job_id: str, created: float, metrics: Iterable[Row],
+                              diagnostics: Iterable[Row]) -> None:
+    """The `.tar.gz` of the job's two runs, written to `out`. The rows are consumed as they come and the
+    event files are spooled through temporary files, so memory stays flat for a 10,000-epoch job."""
     validation: list[tuple[float, int, list[tuple[str, float]]]] = []
-    for row in metrics:
-        wall = _seconds(row.created_at)
-        train_scalars, val_scalars = split_metrics(row.values)
-        train[row.epoch] = (wall, train_scalars)
-        validation.append((wall, row.epoch, val_scalars))
-    for row in diagnostics:
-        wall, scalars = train.get(row.epoch, (_seconds(row.created_at), []))
-        train[row.epoch] = (wall, scalars + diagnostic_scalars(row.variables))
-    runs = {
-        "train": event_file(created, [(wall, epoch, scalars) for epoch, (wall, scalars) in sorted(train.items())]),
-        "validation": event_file(created, validation),
-    }
+    with tempfile.TemporaryFile() as train, tempfile.TemporaryFile() as val:
+        write_event_file(train, created, _train_steps(metrics, diagnostics, validation))
+        write_event_file(val, created, validation)
+        with tarfile.open(fileobj=out, mode="w:gz") as tar:
+            _add(tar, job_id, int(created))
+            for run, fh in (("train", train), ("validation", val)):
+                _add(tar, f"{job_id}/{run}", int(created))
+                _add(tar, f"{job_id}/{run}/events.out.tfevents.{int(created)}.trainyard", int(created), fh)
+
+
+def tensorboard_archive(job_id: str, created: float, metrics: Iterable[Row], diagnostics: Iterable[Row]) -> bytes:
+    """`write_tensorboard_archive` into bytes (small jobs, tests)."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        _add(tar, job_id, int(created))
-        for run, data in runs.items():
-            _add(tar, f"{job_id}/{run}", int(created))
-            _add(tar, f"{job_id}/{run}/events.out.tfevents.{int(created)}.trainyard", int(created), data)
+    write_tensorboard_archive(buf, job_id, created, metrics, diagnostics)
     return buf.getvalue()
 
 
-def _add(tar: tarfile.TarFile, name: str, mtime: int, data: bytes | None = None) -> None:
-    """A folder (no data) or a file, owned by nobody in particular."""
+def _add(tar: tarfile.TarFile, name: str, mtime: int, fh: BinaryIO | None = None) -> None:
+    """A folder (no file) or a file read from `fh`, owned by nobody in particular."""
     info = tarfile.TarInfo(name)
     info.mtime = mtime
-    if data is None:
+    if fh is None:
         info.type, info.mode = tarfile.DIRTYPE, 0o755
         tar.addfile(info)
     else:
-        info.size, info.mode = len(data), 0o644
-        tar.addfile(info, io.BytesIO(data))
+        info.size, info.mode = fh.seek(0, io.SEEK_END), 0o644
+        fh.seek(0)
+        tar.addfile(info, fh)
 
 
 @bp.get("/v1/jobs/<job_id>/tensorboard")
 def download_tensorboard(job_id: str) -> Response:
-    with services().db.session() as s:
-        job = load_job(s, job_id)
-        created = _seconds(job.started_at or job.created_at)
-        metrics = list(s.execute(
-            select(EpochMetrics).where(EpochMetrics.job_id == job_id).order_by(EpochMetrics.epoch)).scalars())
-        diagnostics = list(s.execute(
-            select(EpochDiagnostics).where(EpochDiagnostics.job_id == job_id).order_by(EpochDiagnostics.epoch)
-        ).scalars())
-    body = tensorboard_archive(job_id, created, metrics, diagnostics)
-    resp = Response(body, mimetype="application/gzip")
+    archive = tempfile.TemporaryFile()
+    try:
+        with services().db.session() as s:
+            job = load_job(s, job_id)
+            created = _seconds(job.started_at or job.created_at)
+            batched = {"yield_per": ROWS_PER_BATCH}
+            metrics = s.execute(
+                select(EpochMetrics.epoch, EpochMetrics.created_at, EpochMetrics.values)
+                .where(EpochMetrics.job_id == job_id).order_by(EpochMetrics.epoch).execution_options(**batched))
+            diagnostics = s.execute(
+                select(EpochDiagnostics.epoch, EpochDiagnostics.created_at, EpochDiagnostics.variables)
+                .where(EpochDiagnostics.job_id == job_id).order_by(EpochDiagnostics.epoch)
+                .execution_options(**batched))
+            write_tensorboard_archive(archive, job_id, created, (tuple(r) for r in metrics),
+                                      (tuple(r) for r in diagnostics))
+        archive.seek(0)
+    except BaseException:
+        archive.close()
+        raise
+    # Streamed from the spooled file in blocks; the file goes when the response is closed.
+    resp = send_file(archive, mimetype="application/gzip", conditional=False, etag=False)
     resp.headers["Content-Disposition"] = f'attachment; filename="{job_id}-tensorboard.tar.gz"'
     resp.headers["Cache-Control"] = "no-store"  # the job may still add epochs
     return resp
