@@ -138,9 +138,11 @@ def claim(db: Database, job_id: str, worker_id: str, lease_for: float,
                      best_value=job.best_value, best_checkpoint_key=best_key)
 
 
-def fenced(job_id: str, worker_id: str, attempt: int) -> Any:
-    """The WHERE clause only the current lease holder's writes satisfy."""
-    return (Job.id == job_id) & (Job.worker_id == worker_id) & (Job.attempts == attempt) & (Job.status == "running")
+def fenced(job_id: str, worker_id: str, attempt: int, *, running: bool = True) -> Any:
+    """The WHERE clause only the current lease holder's writes satisfy; `running=False` for a correction
+    right after the holder recorded the job's end (no other attempt has claimed it since)."""
+    clause = (Job.id == job_id) & (Job.worker_id == worker_id) & (Job.attempts == attempt)
+    return clause & (Job.status == "running") if running else clause
 
 
 def renew(db: Database, job_id: str, worker_id: str, attempt: int, lease_for: float) -> bool:

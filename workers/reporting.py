@@ -158,10 +158,8 @@ class DbReporter:
             if meta.sha256 != sha256:
                 raise OSError(f"checkpoint of epoch {epoch} changed while it was stored")
             with self.db.session() as s:
-                if not self._may_write(s):
-                    held, previous = False, None
-                else:
-                    held = True
+                held = self._may_write(s)
+                if held:
                     s.execute(update(Checkpoint).where(Checkpoint.job_id == self.job_id).values(is_best=False))
                     row = s.execute(
                         select(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.epoch == epoch)
@@ -178,9 +176,10 @@ class DbReporter:
                     )
             if not held:
                 self.store.delete(key)  # not this run's to record: only its own key is touched
-            elif previous and previous != key:
+                return False
+            if previous and previous != key:
                 self.store.delete(previous)
-            return held
+            return True
 
         if self._retry(f"storing epoch {epoch}'s checkpoint", write):
             logger.info("checkpoint of epoch %d stored: %s %.4g, %d bytes", epoch, monitor, value, size)

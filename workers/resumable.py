@@ -122,8 +122,7 @@ class LeasedReporter(DbReporter):
     def _mark_failed(self, code: str, message: str) -> None:
         # Right after this attempt recorded its end: still its job if no other attempt has claimed it since.
         with self.db.session() as s:
-            s.execute(update(Job).where(Job.id == self.job_id, Job.worker_id == self.worker_id,
-                                        Job.attempts == self.attempt)
+            s.execute(update(Job).where(fenced(self.job_id, self.worker_id, self.attempt, running=False))
                       .values(status="failed", error_code=code, error_message=message))
 
 

@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sqlalchemy import func, update
+
 from service.datasets import DatasetError, load_builtin, load_csv, load_npz
 from service.db.models import Dataset, Job, utcnow
 from service.logconfig import job_id_var
@@ -53,12 +55,9 @@ def _requeue(claimed: Claim) -> None:
 
 def _fail(claimed: Claim, code: str, message: str) -> None:
     with runtime.db.session() as s:
-        job = s.get(Job, claimed.job_id, with_for_update=True)
-        if (job is not None and job.worker_id == runtime.worker_id and job.attempts == claimed.attempt
-                and job.status == "running"):
-            job.status, job.error_code, job.error_message = "failed", code, message
-            job.stop_reason = job.stop_reason or "error"
-            job.finished_at = utcnow()
+        s.execute(update(Job).where(leases.fenced(claimed.job_id, runtime.worker_id, claimed.attempt))
+                  .values(status="failed", error_code=code, error_message=message,
+                          stop_reason=func.coalesce(Job.stop_reason, "error"), finished_at=utcnow()))
 
 
 def load_data(job_id: str, dataset_id: str, tmpdir: str) -> TrainData:

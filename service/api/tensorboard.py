@@ -103,13 +103,6 @@ def write_tensorboard_archive(out: BinaryIO, job_id: str, created: float, metric
                 _add(tar, f"{job_id}/{run}/events.out.tfevents.{int(created)}.trainyard", int(created), fh)
 
 
-def tensorboard_archive(job_id: str, created: float, metrics: Iterable[Row], diagnostics: Iterable[Row]) -> bytes:
-    """`write_tensorboard_archive` into bytes (small jobs, tests)."""
-    buf = io.BytesIO()
-    write_tensorboard_archive(buf, job_id, created, metrics, diagnostics)
-    return buf.getvalue()
-
-
 def _add(tar: tarfile.TarFile, name: str, mtime: int, fh: BinaryIO | None = None) -> None:
     """A folder (no file) or a file read from `fh`, owned by nobody in particular."""
     info = tarfile.TarInfo(name)
