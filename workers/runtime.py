@@ -82,6 +82,8 @@ class WorkerRuntime:
 
     def start_heartbeat(self, worker_id: str, hostname: str) -> None:
         self.worker_id = worker_id
+        if self.job_logs is not None:
+            self.job_logs.worker_id = worker_id
         self.start_side_threads()
         self._beat(hostname)
         self._thread = threading.Thread(target=self._loop, args=(hostname,), name="trainyard-heartbeat", daemon=True)
