@@ -165,3 +165,14 @@ def release_for_requeue(db: Database, job_id: str, worker_id: str, attempt: int)
                     lease_expires_at=None, enqueued_at=None)
         )
         return result.rowcount == 1
+
+
+def end_cancelled(db: Database, job_id: str, worker_id: str, attempt: int) -> bool:
+    """A cancelled attempt that stopped before the trainer could record its end (interrupted in a phase, or
+    stuck in one): the job ends cancelled. Its best checkpoint, if it stored one, stays the job's best."""
+    with db.session() as s:
+        result = s.execute(
+            update(Job).where(fenced(job_id, worker_id, attempt))
+            .values(status="cancelled", stop_reason="cancelled", finished_at=utcnow(), lease_expires_at=None)
+        )
+        return result.rowcount == 1
