@@ -156,6 +156,13 @@ def renew(db: Database, job_id: str, worker_id: str, attempt: int, lease_for: fl
         return result.rowcount == 1
 
 
+def ended_by(db: Database, job_id: str, worker_id: str, attempt: int) -> bool:
+    """Whether this attempt itself recorded the job's end (a renewal that finds it final is not a lost lease)."""
+    with db.session() as s:
+        return s.execute(select(Job.id).where(fenced(job_id, worker_id, attempt, running=False),
+                                              Job.status.in_(FINAL_STATUSES))).first() is not None
+
+
 def release_for_requeue(db: Database, job_id: str, worker_id: str, attempt: int) -> bool:
     """A graceful stop: back to queued, counted as an interruption rather than a failed attempt."""
     with db.session() as s:

@@ -177,7 +177,7 @@ class WorkerRuntime:
                     cancelled = s.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one_or_none()
                 if cancelled and stop.request(CANCELLED):
                     logger.info("job %s: cancel requested; stopping it", job_id, extra={"job_id": job_id})
-        if stop.escalate():
+        if stop.escalate() and stop.sent == 1:  # sent again every second while it does not stop: logged once
             logger.info("job %s: interrupting its training thread %.1f s after the %s request", job_id,
                         time.monotonic() - (stop.requested_at or 0.0), stop.reason, extra={"job_id": job_id})
         waited = time.monotonic() - (stop.requested_at or 0.0)
@@ -234,6 +234,8 @@ class WorkerRuntime:
             return
         try:
             held = leases.renew(self.db, current[0], self.worker_id, current[1], self.lease_seconds)
+            # A job this attempt has just ended is final, not lost: the task releases it in a moment.
+            held = held or leases.ended_by(self.db, current[0], self.worker_id, current[1])
         except Exception:
             # The database is briefly away: the lease lasts a few beats, try again on the next one.
             logger.warning("could not renew the lease of job %s; will retry", current[0], exc_info=True)
