@@ -1,0 +1,98 @@
+"""A job resumed after its worker was SIGKILLed mid-run reports the same per-epoch metrics as an
+uninterrupted run of the same spec and seed on this machine, exactly: with shuffling and dropout, the
+resumed epochs see the rows in the order and with the masks the uninterrupted run's epochs saw.
+
+Own database, Redis database and workers (like tests/service/test_faults.py, whose Cluster it uses, without
+its Postgres restart), so the killed worker is never the session's.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+import requests
+
+from tests.conftest import PG_ADMIN_DSN, PG_URL_BASE, REDIS_BASE, REDIS_DB, ROOT, start_api, subprocess_env
+from tests.service.test_faults import Cluster
+
+SPEC: dict[str, Any] = {
+    "name": "exact-resume",
+    "dataset": {"id": "builtin:digits", "validation_split": 0.2, "normalize": "standardize"},
+    "model": {"input_shape": [64], "layers": [{"type": "dense", "units": 64, "activation": "relu"},
+                                               {"type": "dropout", "rate": 0.3},
+                                               {"type": "dense", "units": 32, "activation": "relu"},
+                                               {"type": "dropout", "rate": 0.3},
+                                               {"type": "dense", "units": 10, "activation": "softmax"}]},
+    "loss": "sparse_categorical_crossentropy",
+    "metrics": ["accuracy"],
+    "optimizer": {"type": "adam", "learning_rate": 0.002},
+    # Batch 8: an epoch lasts about half a second, so the kill lands in the middle of the run.
+    "training": {"epochs": 10, "batch_size": 8, "seed": 7, "shuffle": True},
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    name = f"trainyard_resume_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    redis_url = f"{REDIS_BASE}/{REDIS_DB + 1}"
+    redis.Redis.from_url(redis_url).flushdb()
+    env = subprocess_env({"TRAINYARD_DATABASE_URL": f"{PG_URL_BASE}/{name}", "TRAINYARD_BROKER_URL": redis_url,
+                          "TRAINYARD_VAR_DIR": str(tmp_path_factory.mktemp("resume-var")),
+                          "TRAINYARD_WORKER_HEARTBEAT_SECONDS": "1"})
+    subprocess.run([str(ROOT / "bin" / "migrate")], env=env, check=True, cwd=ROOT)
+    c = Cluster(env, tmp_path_factory.mktemp("resume-logs"))
+    from service.auth import create_token
+
+    with c.db.session() as s:
+        c.auth = {"Authorization": f"Bearer {create_token(s, 'resume').token}"}
+    api, c.api_url = start_api(env, c.logs / "api.log")
+    try:
+        yield c
+    finally:
+        for w in c.workers:
+            if w.alive():
+                os.killpg(w.popen.pid, signal.SIGKILL)
+            w.stop()
+        api.stop()
+        c.db.dispose()
+        redis.Redis.from_url(redis_url).flushdb()
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _curves(cluster: Cluster, job_id: str) -> dict[int, dict[str, float]]:
+    rows = requests.get(f"{cluster.api_url}/v1/jobs/{job_id}/metrics", headers=cluster.auth, timeout=10).json()
+    # `seconds` is wall time; every other value of an epoch must match.
+    return {row["epoch"]: {k: v for k, v in row.items() if k not in ("epoch", "seconds")} for row in rows["epochs"]}
+
+
+def test_a_job_resumed_after_kill_9_has_the_metrics_of_an_uninterrupted_run(cluster: Cluster) -> None:
+    first = cluster.start_worker()
+    whole_id = cluster.submit(SPEC)
+    whole = cluster.wait_final(whole_id, timeout=180)
+    assert whole["status"] == "succeeded" and whole["attempts"] == 1, whole
+
+    job_id = cluster.submit(SPEC)
+    cluster.wait_backup(job_id, 3)  # epoch 4 is under way
+    os.killpg(first.popen.pid, signal.SIGKILL)
+    first.popen.wait(10)
+    backup_epoch = cluster.row(job_id)["backup_epoch"]
+    assert 3 <= backup_epoch < SPEC["training"]["epochs"]
+
+    cluster.start_worker()
+    job = cluster.wait_final(job_id, timeout=180)
+    assert job["status"] == "succeeded" and job["attempts"] == 2, job
+    expected, resumed = _curves(cluster, whole_id), _curves(cluster, job_id)
+    assert list(expected) == list(range(1, 11))
+    assert "val_accuracy" in expected[1] and "learning_rate" in expected[1]
+    for epoch in expected:
+        assert resumed[epoch] == expected[epoch], f"epoch {epoch} (resumed after epoch {backup_epoch})"
