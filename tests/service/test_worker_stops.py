@@ -1,9 +1,10 @@
-"""A job resumed after its worker was SIGKILLed mid-run reports the same per-epoch metrics as an
-uninterrupted run of the same spec and seed on this machine, exactly: with shuffling and dropout, the
-resumed epochs see the rows in the order and with the masks the uninterrupted run's epochs saw.
+"""Workers stopped under a job: a job resumed after its worker was SIGKILLed mid-run reports the same
+per-epoch metrics as an uninterrupted run of the same spec and seed on this machine, exactly (with shuffling
+and dropout, the resumed epochs see the rows in the order and with the masks the uninterrupted run's epochs
+saw); a worker told to stop (SIGTERM) while it traces a big model hands the job back within seconds.
 
 Own database, Redis database and workers (like tests/service/test_faults.py, whose Cluster it uses, without
-its Postgres restart), so the killed worker is never the session's.
+its Postgres restart), so the stopped workers are never the session's.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import secrets
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +21,8 @@ import pytest
 import redis
 import requests
 
-from tests.conftest import PG_ADMIN_DSN, PG_URL_BASE, REDIS_BASE, REDIS_DB, ROOT, start_api, subprocess_env
+from tests.conftest import (PG_ADMIN_DSN, PG_URL_BASE, REDIS_BASE, REDIS_DB, ROOT, start_api, subprocess_env,
+                            wait_until)
 from tests.service.test_faults import Cluster
 
 SPEC: dict[str, Any] = {
@@ -96,3 +99,26 @@ def test_a_job_resumed_after_kill_9_has_the_metrics_of_an_uninterrupted_run(clus
     assert "val_accuracy" in expected[1] and "learning_rate" in expected[1]
     for epoch in expected:
         assert resumed[epoch] == expected[epoch], f"epoch {epoch} (resumed after epoch {backup_epoch})"
+
+
+def test_sigterm_while_tracing_a_big_model_hands_the_job_back_within_seconds(cluster: Cluster) -> None:
+    cluster.ensure_workers(1)
+    worker = cluster.live_workers()[0]
+    # Preflight traces the train function of ten bidirectional LSTMs: tens of seconds of Python.
+    layers = ([{"type": "reshape", "target_shape": [64, 1]}]
+              + [{"type": "bidirectional", "layer": {"type": "lstm", "units": 8, "return_sequences": True}}] * 10
+              + [{"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}])
+    job_id = cluster.submit({**SPEC, "name": "traced", "model": {"input_shape": [64], "layers": layers}})
+    wait_until(lambda: cluster.row(job_id)["model_info"], 120, 0.1, "the model to be built")
+    time.sleep(1)
+    worker.popen.send_signal(signal.SIGTERM)
+    began = time.monotonic()
+    worker.popen.wait(60)
+    seconds = time.monotonic() - began
+    print(f"worker stopped {seconds:.1f} s after SIGTERM, in preflight")
+    assert seconds < 10, "the warm shutdown waited for the trace"
+    row = cluster.row(job_id)
+    assert (row["status"], row["attempts"], row["interruptions"]) == ("queued", 1, 1), row
+    assert "stopped (interrupted) while preflight" in worker.output()
+    resp = requests.post(f"{cluster.api_url}/v1/jobs/{job_id}/cancel", headers=cluster.auth, timeout=10)
+    assert resp.status_code == 202 and cluster.row(job_id)["status"] == "cancelled"
