@@ -9,21 +9,16 @@ its Postgres restart), so the stopped workers are never the session's.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
-import redis
 import requests
 
-from tests.conftest import (PG_ADMIN_DSN, PG_URL_BASE, REDIS_BASE, REDIS_DB, ROOT, start_api, subprocess_env,
-                            wait_until)
-from tests.service.test_faults import Cluster
+from tests.conftest import wait_until
+from tests.service.test_faults import Cluster, own_cluster
 
 SPEC: dict[str, Any] = {
     "name": "exact-resume",
@@ -43,33 +38,8 @@ SPEC: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    name = f"trainyard_resume_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    redis_url = f"{REDIS_BASE}/{REDIS_DB + 1}"
-    redis.Redis.from_url(redis_url).flushdb()
-    env = subprocess_env({"TRAINYARD_DATABASE_URL": f"{PG_URL_BASE}/{name}", "TRAINYARD_BROKER_URL": redis_url,
-                          "TRAINYARD_VAR_DIR": str(tmp_path_factory.mktemp("resume-var")),
-                          "TRAINYARD_WORKER_HEARTBEAT_SECONDS": "1"})
-    subprocess.run([str(ROOT / "bin" / "migrate")], env=env, check=True, cwd=ROOT)
-    c = Cluster(env, tmp_path_factory.mktemp("resume-logs"))
-    from service.auth import create_token
-
-    with c.db.session() as s:
-        c.auth = {"Authorization": f"Bearer {create_token(s, 'resume').token}"}
-    api, c.api_url = start_api(env, c.logs / "api.log")
-    try:
+    with own_cluster(tmp_path_factory, "stops") as c:
         yield c
-    finally:
-        for w in c.workers:
-            if w.alive():
-                os.killpg(w.popen.pid, signal.SIGKILL)
-            w.stop()
-        api.stop()
-        c.db.dispose()
-        redis.Redis.from_url(redis_url).flushdb()
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _curves(cluster: Cluster, job_id: str) -> dict[int, dict[str, float]]:
