@@ -10,7 +10,10 @@ call returns; the runtime ends a job that stays stuck past its limit by ending t
 (workers/runtime.py).
 
 Only the region a task marks `interruptible` is ever interrupted; an exception still pending when the
-region is left is withdrawn, so nothing outside it (Celery's loop, the next job) can receive one. Writes
+region is left is withdrawn, so nothing outside it (Celery's loop, the next job) can receive one. An
+exception that lands between a lock's `acquire()` and the `try` guarding it leaves the lock held; the
+locks every thread of a worker takes all the time are logging's (a handler's lock is taken for each line
+it writes), so the region's exit releases any logging lock the interrupted thread still holds. Writes
 that must not be cut in half (the reporter's database and store writes) run `shielded`: no exception is
 sent while one runs, and entering one after the thread was already interrupted raises at once, before
 the write starts. An asynchronous exception can land where it is swallowed (a `__del__`, a weakref
@@ -20,6 +23,7 @@ leaves the region.
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 import time
 import traceback
@@ -70,6 +74,20 @@ def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
         # The C API's own advice: more than one thread state means a bad id; undo it.
         ctypes.pythonapi.PyThreadState_SetAsyncExc(target, None)
         raise RuntimeError(f"thread id {thread_id} matched several threads")
+
+
+def _release_logging_locks() -> int:
+    """Release the logging locks the calling thread holds; call it where it holds none legitimately.
+    Returns how many acquisitions were undone."""
+    loggers = [logging.getLogger(), *(obj for obj in list(logging.Logger.manager.loggerDict.values())
+                                      if isinstance(obj, logging.Logger))]
+    locks = [getattr(logging, "_lock", None), *(h.lock for lg in loggers for h in lg.handlers)]
+    released = 0
+    for lock in locks:
+        while lock is not None and lock._is_owned():
+            lock.release()
+            released += 1
+    return released
 
 
 class Interrupter:
@@ -124,10 +142,14 @@ class Interrupter:
         try:
             yield
         finally:
-            with self._lock:
-                ident, self._thread = self._thread, None
-                if self.sent and ident is not None:
-                    _raise_in(ident, None)  # withdraw one not delivered yet: it must not outlive the region
+            try:
+                with self._lock:
+                    ident, self._thread = self._thread, None
+                    if self.sent and ident is not None:
+                        _raise_in(ident, None)  # withdraw one not delivered yet: it must not outlive the region
+            finally:
+                if self.sent:
+                    _release_logging_locks()
 
     @contextmanager
     def shielded(self) -> Iterator[None]:

@@ -3,6 +3,8 @@ in the middle of a shielded write, and again when the first exception was swallo
 from __future__ import annotations
 
 import gc
+import io
+import logging
 import threading
 import time
 from typing import Any
@@ -169,3 +171,35 @@ def test_check_raises_only_inside_the_region_once_requested() -> None:
     with stop.interruptible():
         stop.check()
     assert stop.reason is None
+
+
+def test_an_interrupted_thread_leaves_no_logging_lock_held() -> None:
+    """An exception that lands between a handler's acquire() and its try would leave the handler locked for
+    every other thread of the worker (heartbeat, webhooks, job logs) forever. A thread that logs without
+    pause is interrupted over and over; each time, another thread can still take the handler's lock."""
+    handler = logging.StreamHandler(io.StringIO())
+    log = logging.getLogger(f"{__name__}.busy")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        for _ in range(200):  # the window is hit a few times in a hundred
+            stop = Interrupter(grace_seconds=0.0)
+            logging_now = threading.Event()
+
+            def work(out: dict[str, Any], stop: Interrupter = stop, logging_now: threading.Event = logging_now) -> None:
+                with stop.interruptible():
+                    logging_now.set()
+                    while True:
+                        log.warning("line %d", 1)
+
+            thread, out = _run(work)
+            logging_now.wait(5)
+            time.sleep(0.001)
+            stop.request(CANCELLED)
+            assert stop.escalate()
+            thread.join(5)
+            assert out["result"] == "stopped"
+            assert handler.lock.acquire(timeout=1), "the interrupted thread kept the handler's lock"
+            handler.lock.release()
+    finally:
+        log.removeHandler(handler)
