@@ -107,22 +107,25 @@ class Interrupter:
         self._lock = threading.Lock()
         self._thread: int | None = None
         self._shields = 0
+        self._job: object = None
         self.reason: str | None = None
         self.requested_at: float | None = None
         self._sent_at: float | None = None
         self.sent = 0
 
     # the job's lifetime
-    def reset(self) -> None:
-        """A new job: no request, nothing sent."""
+    def reset(self, job: object = None) -> None:
+        """A new job (any key naming it): no request, nothing sent."""
         with self._lock:
+            self._job = job
             self.reason = self.requested_at = self._sent_at = None
             self.sent = 0
 
-    def request(self, reason: str) -> bool:
-        """Ask the job to stop; the first reason wins. True if this call made the request."""
+    def request(self, reason: str, job: object = None) -> bool:
+        """Ask the job to stop; the first reason wins. With `job`, only if that is still the job (a watcher
+        that looked at the previous job must not stop the next one). True if this call made the request."""
         with self._lock:
-            if self.reason is not None:
+            if self.reason is not None or (job is not None and job != self._job):
                 return False
             self.reason, self.requested_at = reason, self._clock()
             return True

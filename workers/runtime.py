@@ -149,7 +149,7 @@ class WorkerRuntime:
         with self._lock:
             self._current = (job_id, attempt)
             self.lease_lost.clear()
-            self.interrupter.reset()
+            self.interrupter.reset((job_id, attempt))
 
     def release(self) -> None:
         with self._lock:
@@ -171,11 +171,11 @@ class WorkerRuntime:
         stop = self.interrupter
         if stop.reason is None:
             if self.shutting_down.is_set() or self.lease_lost.is_set():
-                stop.request(INTERRUPTED)
+                stop.request(INTERRUPTED, (job_id, attempt))
             else:
                 with self.db.session() as s:
                     cancelled = s.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one_or_none()
-                if cancelled and stop.request(CANCELLED):
+                if cancelled and stop.request(CANCELLED, (job_id, attempt)):
                     logger.info("job %s: cancel requested; stopping it", job_id, extra={"job_id": job_id})
         if stop.escalate() and stop.sent == 1:  # sent again every second while it does not stop: logged once
             logger.info("job %s: interrupting its training thread %.1f s after the %s request", job_id,

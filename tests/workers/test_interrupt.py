@@ -203,3 +203,12 @@ def test_an_interrupted_thread_leaves_no_logging_lock_held() -> None:
             handler.lock.release()
     finally:
         log.removeHandler(handler)
+
+
+def test_a_request_for_the_previous_job_does_not_stop_the_next() -> None:
+    stop = Interrupter()
+    stop.reset(("job-a", 1))
+    stop.reset(("job-b", 1))  # job a ended and job b was claimed while a watcher still looked at a
+    assert not stop.request(CANCELLED, ("job-a", 1))
+    assert stop.reason is None
+    assert stop.request(CANCELLED, ("job-b", 1)) and stop.reason == CANCELLED
