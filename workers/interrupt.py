@@ -131,6 +131,11 @@ class Interrupter:
             return True
 
     @property
+    def job(self) -> object:
+        """The key of the job the state is about (what `reset` was given)."""
+        return self._job
+
+    @property
     def active(self) -> bool:
         """Whether a thread is inside `interruptible()`."""
         return self._thread is not None

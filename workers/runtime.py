@@ -169,6 +169,8 @@ class WorkerRuntime:
     def _watch(self, job_id: str, attempt: int) -> None:
         """Turn what the job must stop for into a request, and see that the training thread honours it."""
         stop = self.interrupter
+        if stop.job != (job_id, attempt):
+            return  # the job ended (and maybe another began) since this tick looked
         if stop.reason is None:
             if self.shutting_down.is_set() or self.lease_lost.is_set():
                 stop.request(INTERRUPTED, (job_id, attempt))
