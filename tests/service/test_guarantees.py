@@ -1,12 +1,15 @@
 """The README's Guarantees that need a fault from outside: the broker down at submit time, Redis restarting
 empty, `limits.max_runtime_seconds` across a resumed attempt, and a best checkpoint lost or damaged on disk.
 
+It also shows a worker loading a data set applies the upload caps again (Security model).
+
 The module runs its own Postgres database, its own `redis-server` (on a free port, so stopping it touches
 no other test's broker), its own API (gunicorn) and workers, and a folder artifact store, so a disk fault is
 a file removed or overwritten, as a failing disk would do. Nothing in the service knows it is being tested.
 """
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import signal
@@ -15,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 import redis
@@ -27,6 +31,7 @@ from tests.conftest import (
     Proc,
     free_port,
     start_api,
+    start_worker,
     subprocess_env,
     wait_until,
 )
@@ -245,6 +250,29 @@ def test_a_best_checkpoint_lost_on_disk_never_ends_succeeded(cluster: Cluster, f
     assert job["error"]["code"] == "checkpoint_unavailable"
     assert "epoch 1" in job["error"]["message"] and "sha256" in job["error"]["message"]
     assert [e["epoch"] for e in _epochs(cluster, job_id)] == [1, 2, 3, 4, 5]  # it trained; it is not usable
+
+
+# --- the worker trusts the store no more than the API trusted the upload ----------------------------
+
+
+def test_a_worker_applies_the_upload_caps_again_to_the_data_set_it_loads(cluster: Cluster) -> None:
+    """Security model: the worker re-applies the upload caps when it loads a data set. The .npz was within
+    the caps when it was uploaded; the operator has lowered TRAINYARD_MAX_DATASET_BYTES since."""
+    buf = io.BytesIO()
+    np.savez(buf, x_train=np.zeros((2000, 64), dtype="float32"), y_train=np.arange(2000) % 10)  # 520 kB
+    resp = requests.post(f"{cluster.api_url}/v1/datasets", headers=cluster.auth, timeout=30,
+                         files={"file": ("big.npz", buf.getvalue())})
+    assert resp.status_code == 201, resp.text
+    _stop_workers(cluster)
+    lowered = {**cluster.env, "TRAINYARD_MAX_DATASET_BYTES": "100000"}
+    cluster.workers.append(start_worker(lowered, cluster.logs / "worker-lowered-cap.log", cluster.settings))
+
+    job_id = cluster.submit(digits_spec(epochs=1, dataset={"id": resp.json()["id"]}))
+    job = cluster.wait_final(job_id)
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == "dataset_unavailable"
+    assert "more than the limit" in job["error"]["message"]
+    assert _epochs(cluster, job_id) == []
 
 
 def test_redis_never_hands_a_running_job_to_a_second_worker_by_itself() -> None:
