@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import requests
 from sqlalchemy import event
 
@@ -34,29 +35,63 @@ def _flask(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+@pytest.fixture(scope="module")
+def short_cache_api(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    """bin/api with two processes, a token cache of a few seconds and quick keep-alives on event streams."""
+    env = {**service_env, "TRAINYARD_TOKEN_CACHE_SECONDS": str(CACHE_SECONDS), "TRAINYARD_API_WORKERS": "2",
+           "TRAINYARD_EVENTS_KEEPALIVE_SECONDS": "0.5"}
+    api, url = start_api(env, tmp_path_factory.mktemp("short-cache-api") / "api.log")
+    yield url, env
+    api.stop()
+
+
+def _revocable_token(env: dict[str, str], tenant: str) -> tuple[str, str]:
+    """A token made and listed as an operator does, with the CLI: (token, token id)."""
+    token = _flask(env, "tokens", "create", "--tenant", tenant, "--quiet").strip()
+    return token, _flask(env, "tokens", "list", "--tenant", tenant).split()[0]
+
+
 def test_a_revoked_token_is_refused_by_every_api_process_within_the_cache_time(
-        service_env: dict[str, str], tmp_path: Path) -> None:
-    env = {**service_env, "TRAINYARD_TOKEN_CACHE_SECONDS": str(CACHE_SECONDS), "TRAINYARD_API_WORKERS": "2"}
-    api, url = start_api(env, tmp_path / "api.log")
-    try:
-        token = _flask(env, "tokens", "create", "--tenant", "revocation", "--quiet").strip()
-        headers = {"Authorization": f"Bearer {token}"}
+        short_cache_api: tuple[str, dict[str, str]]) -> None:
+    url, env = short_cache_api
+    token, token_id = _revocable_token(env, "revocation")
+    headers = {"Authorization": f"Bearer {token}"}
 
-        def status() -> int:
-            # A new connection each time: gunicorn's two processes take turns accepting them.
-            return requests.get(f"{url}/v1/jobs?limit=1", headers={**headers, "Connection": "close"},
-                                timeout=10).status_code
+    def status() -> int:
+        # A new connection each time: gunicorn's two processes take turns accepting them.
+        return requests.get(f"{url}/v1/jobs?limit=1", headers={**headers, "Connection": "close"},
+                            timeout=10).status_code
 
-        assert [status() for _ in range(20)] == [200] * 20  # both processes have checked and cached it
-        token_id = _flask(env, "tokens", "list", "--tenant", "revocation").split()[0]
+    assert [status() for _ in range(20)] == [200] * 20  # both processes have checked and cached it
+    _flask(env, "tokens", "revoke", token_id)
+    revoked_at = time.monotonic()
+    wait_until(lambda: all(status() == 401 for _ in range(10)), CACHE_SECONDS + 10, 0.1,
+               "every API process to refuse the revoked token")
+    assert time.monotonic() - revoked_at < CACHE_SECONDS + 3, "a revoked token outlived the cache time"
+    assert [status() for _ in range(20)] == [401] * 20  # and it stays refused everywhere
+
+
+def test_an_event_stream_ends_once_its_token_is_revoked(short_cache_api: tuple[str, dict[str, str]]) -> None:
+    url, env = short_cache_api
+    token, token_id = _revocable_token(env, "revoked-stream")
+    headers = {"Authorization": f"Bearer {token}"}
+    # Long, so the stream cannot end because the job did (should a session worker start it).
+    job_id = requests.post(f"{url}/v1/jobs", json=tiny_spec(training={"epochs": 5000, "batch_size": 16}),
+                           headers=headers, timeout=10).json()["id"]
+    lines: list[str] = []
+    with requests.get(f"{url}/v1/jobs/{job_id}/events", headers=headers, stream=True, timeout=10) as stream:
+        assert stream.status_code == 200
+        received = stream.iter_lines(decode_unicode=True)
+        lines.append(next(received))  # open, and sending
         _flask(env, "tokens", "revoke", token_id)
         revoked_at = time.monotonic()
-        wait_until(lambda: all(status() == 401 for _ in range(10)), CACHE_SECONDS + 10, 0.1,
-                   "every API process to refuse the revoked token")
-        assert time.monotonic() - revoked_at < CACHE_SECONDS + 3, "a revoked token outlived the cache time"
-        assert [status() for _ in range(20)] == [401] * 20  # and it stays refused everywhere
-    finally:
-        api.stop()
+        for line in received:  # keep-alives every half second; the server ends the stream
+            lines.append(line)
+            assert time.monotonic() - revoked_at < CACHE_SECONDS + 10, "the stream outlived its token"
+    assert time.monotonic() - revoked_at < CACHE_SECONDS + 3
+    assert "event: end" not in lines  # not the job's end: the token's
+    assert requests.get(f"{url}/v1/jobs/{job_id}/events", headers=headers, timeout=10).status_code == 401
+    # The job is left queued: the suite's autouse fixture cancels it (tests/conftest.py).
 
 
 def test_without_the_cache_a_revoked_token_is_refused_at_once(app: Any, settings: Any) -> None:
