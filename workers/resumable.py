@@ -13,7 +13,8 @@ the preparation of a new attempt from the last backup.
 - every write runs shielded from that thread's asynchronous interruption, so it completes or never starts;
   `started` (the end of setup) is a phase boundary where a requested stop takes effect.
 - `finished` writes nothing for an interrupted run (the task re-queues it) or when the lease is gone, and
-  never lets a job end succeeded unless its best checkpoint is in the store with the recorded sha256.
+  never lets a job end succeeded unless its best checkpoint's bytes, read back from the store, match the
+  recorded sha256.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from sqlalchemy import select, update
 
 from service.db import Database
 from service.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Job
-from service.store import ArtifactMissing, ArtifactStore, backup_key, download_to, put_file
+from service.store import ArtifactMissing, ArtifactStore, backup_key, download_to, holds, put_file
 from workers.interrupt import Interrupter
 from workers.leases import Claim, fenced
 from workers.reporting import DbReporter
@@ -107,10 +108,8 @@ class LeasedReporter(DbReporter):
             row = s.execute(
                 select(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.epoch == epoch)
             ).scalar_one_or_none()
-        if row is None:
-            return False
-        meta = self.store.stat(row.artifact_key)
-        return meta is not None and meta.sha256 == row.sha256
+        # Read back, not just looked up: a file lost or damaged on disk since it was stored still has its record.
+        return row is not None and holds(self.store, row.artifact_key, row.sha256)
 
     def finished(self, result: Any) -> None:
         if result.stop_reason == "error" and self._interrupter.reason is not None:
@@ -129,11 +128,15 @@ class LeasedReporter(DbReporter):
                 self.checkpoint_saved(result.best_epoch, result.monitor, result.best_value, path,
                                       Path(path).stat().st_size, _sha256(path))
             if not self._best_is_stored(result.best_epoch):
+                epoch = result.best_epoch
                 result.best_epoch = None
                 result.stop_reason = "error"
                 super().finished(result)
                 self._retry("recording the missing checkpoint", lambda: self._mark_failed(
-                    "checkpoint_unavailable", "The best checkpoint could not be stored; the run is not usable."))
+                    "checkpoint_unavailable",
+                    f"The best checkpoint (epoch {epoch}) is missing from the artifact store or its bytes no "
+                    "longer match their recorded sha256, and this worker has no copy to store again; the run "
+                    "is not usable. Submit the job again."))
                 return
         super().finished(result)
 
