@@ -48,7 +48,8 @@ def test_a_run_that_ends_well_exports_its_best_checkpoint(tmp_path, classificati
 
 def test_no_export_for_a_cancelled_run_and_a_failing_export_costs_nothing(tmp_path, classification_data):
     cancelled = ExportingReporter(stop_after_batches=3)
-    assert train(make_spec(classification_data, training={"epochs": 5}), classification_data, cancelled, tmp_path / "a").stop_reason == "cancelled"
+    spec = make_spec(classification_data, training={"epochs": 5})
+    assert train(spec, classification_data, cancelled, tmp_path / "a").stop_reason == "cancelled"
     assert cancelled.exports == []
 
     failing = ExportingReporter(fail=True)
