@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from workers.trainer import InMemoryReporter, Reporter, TrainData, TrainResult, train, warm_up
+from workers.trainer import InMemoryReporter, Reporter, TrainData, TrainResult, describe_error, train, warm_up
 
 from .specs import dataset_info, make_spec
 
@@ -46,10 +46,13 @@ def test_an_exception_in_fit_is_reported_then_raised(tmp_path, classification_da
     # would do to the engine.
     spec = make_spec(dataset_info(input_shape=(5,), n_classes=3))
     reporter = InMemoryReporter()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as raised:
         train(spec, classification_data, reporter, tmp_path)
     assert reporter.result.stop_reason == "error"
     assert reporter.result.epochs_run == 0
+    # The report names the exception for the user: its type and first line, not a traceback.
+    assert reporter.result.error == describe_error(raised.value)
+    assert reporter.result.error.startswith("ValueError: ") and "\n" not in reporter.result.error
 
 
 def test_same_seed_same_metrics(tmp_path, classification_data):
