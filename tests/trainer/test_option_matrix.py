@@ -2,14 +2,19 @@
 
 The rows are generated from the schema's own lists (`service.spec.names`, `LAYER_SCHEMAS`,
 `OPTIMIZER_SCHEMAS`, `SCHEDULE_SCHEMAS`, the callbacks' declared fields) and packed into a few fits: each
-fit takes the next optimizer variant, schedule, loss and initializer in turn, and a body of layers that
-carries the layer-level options (activations, initializers on every place, regularizers l1/l2/both on
-every place, every field of every layer type set away from its default). Every fit's spec goes through
-`validate_spec` (tests/trainer/specs.py); each must end well, with a finite loss and a best checkpoint
-that `keras.models.load_model` loads.
+fit takes the next optimizer variant (each type unclipped with every field set, with clipnorm, with
+clipvalue), schedule (each type in both units), loss (aliases too) and embeddings initializer in turn, and
+a body of layers that carries the layer-level options: every activation; every initializer on kernels,
+biases, recurrent kernels and embeddings; l1, l2 and both on every regularizer of every layer type; every
+field of every layer type away from its default (lstm, gru and simple_rnn count as one family there: one
+schema, one builder, the same fields). The callbacks each get a fit with every field set. Every fit's spec
+goes through `validate_spec` (tests/trainer/specs.py); each must end well, with a finite loss and a best
+checkpoint that `keras.models.load_model` loads.
 
 `test_every_allow_listed_option_has_a_row` fails when the schema offers a name or a field that no fit
-uses, so a new option cannot be added without training it here.
+uses, so a new option cannot be added without training it here. The fits cost tracing time above all
+(recurrent layers most), so layers are spread to need as few as the lists allow (18, as many as the
+optimizer variants).
 """
 from __future__ import annotations
 
@@ -241,9 +246,10 @@ def fits() -> list[dict[str, Any]]:
     """The matrix: each fit's raw spec overrides, body kind and target kind, from the lists above."""
     optimizers, schedules = optimizer_variants(), schedule_variants()
     n_tokens = max(len(EMBEDDINGS_INITIALIZERS), len(RECURRENT_INITIALIZERS))
-    n_float = 6
-    count = max(len(optimizers), len(LOSS_NAMES), n_tokens + n_float)
+    # The activations in three dense stacks, each its own fit, and as many image fits between them.
     activation_parts = [ACTIVATION_NAMES[k::3] for k in range(3)]
+    n_float = 2 * len(activation_parts)
+    count = max(len(optimizers), len(LOSS_NAMES), n_tokens + n_float)
     out: list[dict[str, Any]] = []
     float_index = 0
     for i in range(count):
