@@ -83,14 +83,16 @@ def raw_spec(data: TrainData | DatasetInfo, **overrides: Any) -> tuple[dict[str,
     return raw, info
 
 
-def make_spec(data: TrainData | DatasetInfo, **overrides: Any) -> dict[str, Any]:
+def make_spec(data: TrainData | DatasetInfo, *, spec_limits: SpecLimits | None = None,
+              **overrides: Any) -> dict[str, Any]:
     """The normalised spec `validate_spec` makes of the base spec with `overrides`, for data like `data`.
 
     `dataset`, `callbacks`, `training`, `limits`, `diagnostics` and `resources` overrides merge into the
     base one key deep (`training={"epochs": 3}` keeps the batch size and seed); any other key replaces
     the base's value whole (`model` keeps the data's input shape unless it names one). A spec the contract
-    refuses raises `SpecError`, as the API would answer 422.
+    refuses raises `SpecError`, as the API would answer 422. `spec_limits` stands for the operator's
+    settings (default: the defaults).
     """
     raw, info = raw_spec(data, **overrides)
     return validate_spec(raw, datasets=lambda dataset_id: info if dataset_id == DATASET_ID else None,
-                         limits=SpecLimits())
+                         limits=spec_limits or SpecLimits())
