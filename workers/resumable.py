@@ -28,6 +28,7 @@ from sqlalchemy import select, update
 
 from service.db import Database
 from service.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Job
+from service.job_errors import JobError, failure
 from service.store import ArtifactMissing, ArtifactStore, backup_key, download_to, holds, put_file
 from workers.interrupt import Interrupter
 from workers.leases import Claim, fenced
@@ -121,30 +122,23 @@ class LeasedReporter(DbReporter):
         if self._lease_lost.is_set():
             logger.error("job %s: lease lost; this worker does not record the end of the run", self.job_id)
             return
-        if result.best_epoch is not None and not self._best_is_stored(result.best_epoch):
+        epoch = result.best_epoch
+        if epoch is not None and not self._best_is_stored(epoch):
             # The store was down when the checkpoint was saved: store it now, or do not claim success.
             if result.best_checkpoint and Path(result.best_checkpoint).exists():
                 path = result.best_checkpoint
                 self.checkpoint_saved(result.best_epoch, result.monitor, result.best_value, path,
                                       Path(path).stat().st_size, _sha256(path))
             if not self._best_is_stored(result.best_epoch):
-                epoch = result.best_epoch
                 result.best_epoch = None
                 result.stop_reason = "error"
-                super().finished(result)
-                self._retry("recording the missing checkpoint", lambda: self._mark_failed(
-                    "checkpoint_unavailable",
+                self._record_end(result, failure(
+                    JobError.CHECKPOINT_UNAVAILABLE,
                     f"The best checkpoint (epoch {epoch}) is missing from the artifact store or its bytes no "
                     "longer match their recorded sha256, and this worker has no copy to store again; the run "
                     "is not usable. Submit the job again."))
                 return
         super().finished(result)
-
-    def _mark_failed(self, code: str, message: str) -> None:
-        # Right after this attempt recorded its end: still its job if no other attempt has claimed it since.
-        with self.db.session() as s:
-            s.execute(update(Job).where(fenced(self.job_id, self.worker_id, self.attempt, running=False))
-                      .values(status="failed", error_code=code, error_message=message))
 
 
 def diagnostics_history(db: Database, job_id: str, upto_epoch: int) -> list[dict[str, Any]]:

@@ -35,6 +35,15 @@ def _initializer(default: str) -> Choice:
     return Choice(INITIALIZERS, load_default=default)
 
 
+# A bias is a vector, and Keras' orthogonal initializer needs a matrix: it would raise when the worker
+# builds the layer, so the spec refuses it here.
+BIAS_INITIALIZERS: list[str] = [name for name in INITIALIZERS if name != "orthogonal"]
+
+
+def _bias_initializer() -> Choice:
+    return Choice(BIAS_INITIALIZERS, load_default="zeros")
+
+
 class RegularizerSchema(SpecSchema):
     l1 = Float(load_default=0.0, validate=validate.Range(min=0.0))
     l2 = Float(load_default=0.0, validate=validate.Range(min=0.0))
@@ -50,7 +59,7 @@ class DenseSchema(SpecSchema):
     activation = _activation("linear")
     use_bias = Bool(load_default=True)
     kernel_initializer = _initializer("glorot_uniform")
-    bias_initializer = _initializer("zeros")
+    bias_initializer = _bias_initializer()
     kernel_regularizer = _regularizer()
     bias_regularizer = _regularizer()
 
@@ -114,7 +123,7 @@ def _conv_schema(name: str, rank: int) -> type[SpecSchema]:
         use_bias = Bool(load_default=True)
         dilation_rate = IntOrList(rank, 1, MAX_WINDOW, load_default=lambda: [1] * rank)
         kernel_initializer = _initializer("glorot_uniform")
-        bias_initializer = _initializer("zeros")
+        bias_initializer = _bias_initializer()
         kernel_regularizer = _regularizer()
         bias_regularizer = _regularizer()
 
@@ -172,7 +181,7 @@ def _recurrent_schema(name: str) -> type[SpecSchema]:
         recurrent_dropout = Float(load_default=0.0, validate=_UNIT_INTERVAL_OPEN)
         kernel_initializer = _initializer("glorot_uniform")
         recurrent_initializer = _initializer("orthogonal")
-        bias_initializer = _initializer("zeros")
+        bias_initializer = _bias_initializer()
         kernel_regularizer = _regularizer()
 
     RecurrentSchema.__name__ = f"{name.title().replace('_', '')}Schema"
