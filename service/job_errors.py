@@ -36,7 +36,8 @@ MEANINGS: dict[JobError, str] = {
     JobError.NO_GRADIENTS: "Preflight found that no trainable variable gets a gradient, so nothing can learn.",
     JobError.NO_CHECKPOINT: "The run stopped (at its time limit) before any epoch completed, so there is no "
                             "checkpoint.",
-    JobError.CHECKPOINT_UNAVAILABLE: "The best checkpoint could not be stored, or not with the recorded SHA-256.",
+    JobError.CHECKPOINT_UNAVAILABLE: "The best checkpoint could not be stored with the recorded SHA-256, or was lost "
+                                     "or damaged in the store with no copy left to store again.",
     JobError.WORKER_LOST: "Workers died while training the job `max_attempts` times (killed, out of memory, "
                           "machine gone); it is not retried again.",
     JobError.WORKER_ERROR: "The worker failed outside training itself (reading the resume backup, an "

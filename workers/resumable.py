@@ -134,9 +134,9 @@ class LeasedReporter(DbReporter):
                 result.stop_reason = "error"
                 self._record_end(result, failure(
                     JobError.CHECKPOINT_UNAVAILABLE,
-                    f"The best checkpoint (epoch {epoch}) is missing from the artifact store or its bytes no "
-                    "longer match their recorded sha256, and this worker has no copy to store again; the run "
-                    "is not usable. Submit the job again."))
+                    f"The best checkpoint (epoch {epoch}) could not be stored with its recorded sha256: it is "
+                    "missing from the artifact store or its bytes no longer match, and this worker has no copy "
+                    "to store again; the run is not usable. Submit the job again."))
                 return
         super().finished(result)
 
