@@ -55,7 +55,7 @@ MAX_MEMBERS = 64
 MAX_CENTRAL_DIRECTORY_BYTES = 64 * 1024
 _COMPRESSIONS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 # How much of an array is read and checked at a time.
-SCAN_BLOCK_BYTES = 4 * 1024 * 1024
+SCAN_BLOCK_BYTES = 1024 * 1024
 # Unknown members named in the error before the list is cut short.
 _LISTED_MEMBERS = 10
 

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 # Float targets whose values are all whole numbers are still treated as class labels up to this many
 # distinct values; beyond it they look like a measured quantity (counts, prices, ages).
 MAX_DISTINCT_FOR_CLASSIFICATION = 50
-# Rows of a Fortran-ordered one-hot target checked per pass: one bit each (16 MiB). Columns are stored one
+# Rows of a Fortran-ordered one-hot target checked per pass, one bit each (16 MiB). Columns are stored one
 # after the other, so which rows already hold a 1 must be remembered; beyond this many rows the member is
 # read again for each further window of rows instead of remembering more.
 ONE_HOT_WINDOW_ROWS = 1 << 27
@@ -87,7 +87,7 @@ class TargetStats:
             if np.any(v < 0) or (v.dtype.kind == "f" and np.any(v != np.floor(v))):
                 self.decided_regression = True
                 return
-            self.distinct.update(np.unique(v).tolist())
+            self.distinct.update(_distinct(v).tolist())
             if len(self.distinct) > MAX_DISTINCT_FOR_CLASSIFICATION:
                 self.decided_regression = True
 
@@ -119,8 +119,8 @@ class OneHotRows:
     and exactly one 1 per row.
 
     In C order each row's entries are adjacent, so the rows holding a 1 must come strictly increasing. In
-    Fortran order the array is stored column after column, so rows already holding a 1 are remembered in a
-    bitmap of `window` rows; `windows()` says how many passes over the array that takes.
+    Fortran order the array is stored column after column, so the rows already holding a 1 are remembered,
+    one bit each, for `window` rows at a time; `windows()` says how many passes over the array that takes.
     """
 
     def __init__(self, n_rows: int, k: int, fortran: bool, window: int | None = None) -> None:
@@ -130,18 +130,17 @@ class OneHotRows:
         self.ones = 0
         self._last_row = -1
         self._lo = 0
-        self._seen: np.ndarray | None = None
+        self._rows = 0
+        self._seen = np.zeros(0, dtype=np.uint8)
 
     def windows(self) -> range:
         """Start rows of the passes: one for C order, one per `window` rows for Fortran order."""
         return range(0, self.n, self.window) if self.fortran else range(0, 1)
 
     def start_pass(self, lo: int) -> None:
-        self._lo = lo
+        self._lo, self._rows, self._pass_ones = lo, min(self.window, self.n - lo), 0
         if self.fortran:
-            rows = min(self.window, self.n - lo)
-            self._seen = np.zeros(rows, dtype=bool) if self._seen is None or self._seen.size != rows else \
-                np.zeros_like(self._seen)
+            self._seen = np.zeros((self._rows + 7) // 8, dtype=np.uint8)
 
     def add(self, values: np.ndarray, offset: int) -> None:
         """`values` are the flat entries from position `offset` on (in storage order)."""
@@ -154,14 +153,15 @@ class OneHotRows:
             return
         where = np.flatnonzero(ones) + offset
         if self.fortran:
-            rows = where % self.n
-            rows = rows[(rows >= self._lo) & (rows < self._lo + self._seen.size)] - self._lo  # type: ignore[union-attr]
-            # A 1 in a row that already has one, or twice in the same block.
-            if rows.size and (self._seen[rows].any() or np.unique(rows).size != rows.size):  # type: ignore[index]
+            rows = where % self.n - self._lo
+            rows = rows[(rows >= 0) & (rows < self._rows)]
+            byte, bit = rows >> 3, np.left_shift(1, rows & 7).astype(np.uint8)
+            # A 1 in a row that already has one, or twice in this block (a block may span columns).
+            if rows.size and (np.any(self._seen[byte] & bit) or _distinct(rows).size != rows.size):
                 self.ok = False
                 return
-            self._seen[rows] = True  # type: ignore[index]
-            self.ones += rows.size
+            np.bitwise_or.at(self._seen, byte, bit)
+            self._pass_ones += rows.size
         else:
             rows = where // self.k
             if rows.size and (rows[0] <= self._last_row or np.any(np.diff(rows) <= 0)):
@@ -172,12 +172,23 @@ class OneHotRows:
             self.ones += rows.size
 
     def end_pass(self) -> None:
-        if self.fortran and self.ok and self._seen is not None and not self._seen.all():
-            self.ok = False
+        if self.fortran:
+            # No row of the window holds two 1s, so as many 1s as rows means one in every row.
+            self.ok = self.ok and self._pass_ones == self._rows
+            self.ones += self._pass_ones
 
     def finish(self) -> bool:
         """True when the array is one-hot (after every pass)."""
         return self.ok and self.ones == self.n
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """The distinct values, sorted. By sorting: numpy 2's hash-based `unique` of integers takes about a
+    second per million distinct ones."""
+    ordered = np.sort(values.reshape(-1))
+    if ordered.size == 0:
+        return ordered
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
 
 
 def infer_task(ys: Sequence[np.ndarray]) -> tuple[str, int | None]:
@@ -235,7 +246,7 @@ def _is_fortran(y: Any) -> bool:
     return bool(getattr(y, "fortran", False))
 
 
-def array_blocks(arr: np.ndarray, block_bytes: int = 4 * 1024 * 1024) -> Iterator[tuple[int, np.ndarray]]:
+def array_blocks(arr: np.ndarray, block_bytes: int = 1024 * 1024) -> Iterator[tuple[int, np.ndarray]]:
     """An array in memory as `(flat offset, values)` blocks in its storage order, as an archive member is
     streamed (C order, or Fortran order for a Fortran-contiguous array)."""
     flat = arr.ravel(order="K") if (arr.flags.c_contiguous or arr.flags.f_contiguous) else arr.ravel()

@@ -43,7 +43,7 @@ MAX_CLASS_NAMES = 1_000
 # as an object before anything can be checked, so the line itself must be bounded.
 MAX_LINE_BYTES = 1024 * 1024
 # Read and checked at a time (plus the rest of a line that crosses the end of a block).
-_BLOCK_BYTES = 1024 * 1024
+_BLOCK_BYTES = 256 * 1024
 # Columns listed in the "target not found" message before it is cut short.
 _LISTED_COLUMNS = 20
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
