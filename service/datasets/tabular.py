@@ -7,7 +7,7 @@ cells may not hold line breaks), `MAX_CELL_CHARS` per cell and `MAX_CLASS_NAMES`
 
 Each block is checked on one of two paths that accept exactly the same files with the same values:
 
-- the fast path, for the usual block (ASCII, one comma fewer than columns on every line, quotes only
+- the fast path, for the usual block (UTF-8, one comma fewer than columns on every line, quotes only
   around whole target cells): numpy's C parser reads the feature columns (`numpy.loadtxt`, which parses
   numbers with the same routine as Python's `float`), and the checks are array operations;
 - the exact path, cell by cell with the `csv` module, for any block the fast path declines. It is the
@@ -330,7 +330,10 @@ class _Scan:
     def _fast(self, block: bytes) -> bool:
         """Check (and keep) a block with array operations; False leaves it to the exact path."""
         if not block.isascii():
-            return False
+            try:  # commas and newlines never occur inside a UTF-8 sequence: byte positions still hold
+                block.decode("utf-8")
+            except UnicodeDecodeError:
+                return False
         if b"\0" in block:  # cells are compared as fixed-width bytes below, which pad with NULs
             return False
         if b"\r" in block:
@@ -360,7 +363,7 @@ class _Scan:
         target_start = starts if ti == 0 else seps[:, ti - 1] + 1
         target_end = ends if ti == ncols - 1 else seps[:, ti]
         del commas, seps
-        text = block.decode("ascii")
+        text = block.decode("utf-8")
         feature_cols = [i for i in range(ncols) if i != ti]
         quoted = _QUOTE in block
         numbers = None
@@ -383,7 +386,7 @@ class _Scan:
             r, c = (int(i) for i in np.argwhere(bad)[0])
             col = feature_cols[c]
             line = block[starts[r]:ends[r]].split(b",")
-            _not_finite(self.header[col], first_row + r, line[col].decode("ascii").strip())
+            _not_finite(self.header[col], first_row + r, line[col].decode("utf-8").strip())
         # A numeric target with more distinct values than names are kept for needs no names at all.
         column = None
         if numbers is None or not self.targets.too_many_names:
@@ -393,7 +396,7 @@ class _Scan:
             if numbers is None and self.targets.numeric:
                 numbers = column.numbers()
         self.targets.add_block(column, numbers, first_row,
-                               lambda i: block[target_start[i]:target_end[i]].decode("ascii").strip())
+                               lambda i: block[target_start[i]:target_end[i]].decode("utf-8").strip())
         if self.keep:
             self.features.append(x.astype(np.float32))
         self.rows += ends.size
@@ -536,7 +539,7 @@ def _target_column(buf: np.ndarray, start: np.ndarray, end: np.ndarray, quoted: 
             if not (quoted and len(cell) >= 2 and cell[:1] == cell[-1:] == _QUOTE and cell.count(_QUOTE) == 2):
                 return None
             cell = cell[1:-1]
-        name = cell.decode("ascii").strip()
+        name = cell.decode("utf-8").strip()
         if not name:
             return None
         names.append(name)
