@@ -36,6 +36,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from service.datasets.errors import DatasetError, fail
+from service.datasets.pacing import Pacer
 from service.datasets.summary import DatasetSummary, TargetStats, array_blocks, feed_targets
 
 logger = logging.getLogger(__name__)
@@ -357,6 +358,7 @@ def _guarded(m: _Member, blocks: Iterator[tuple[int, np.ndarray]]) -> Iterator[t
 def _stream(zf: zipfile.ZipFile, m: _Member) -> Iterator[tuple[int, np.ndarray]]:
     """The member's values in storage order, `SCAN_BLOCK_BYTES` at a time: `(flat offset, values)`."""
     per_block = max(SCAN_BLOCK_BYTES // m.dtype.itemsize, 1)
+    pacer = Pacer()
     with zf.open(m.info) as fp:
         _read_header(fp, m.field, m.name)
         seen, total = 0, m.size
@@ -367,6 +369,7 @@ def _stream(zf: zipfile.ZipFile, m: _Member) -> Iterator[tuple[int, np.ndarray]]
                 raise EOFError(f"{m.name} ends early")
             yield seen, np.frombuffer(raw, dtype=m.dtype)
             seen += want
+            pacer.tick()
         fp.read(1)  # at the end: zipfile checks the member's CRC
 
 

@@ -29,6 +29,7 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 
 from service.datasets.errors import fail
+from service.datasets.pacing import Pacer
 from service.datasets.summary import DatasetSummary, TargetStats
 
 logger = logging.getLogger(__name__)
@@ -265,6 +266,7 @@ class _Scan:
         self.targets = _Targets(target, keep)
         self.features: list[np.ndarray] = []
         self.fast_blocks = 0
+        self.pacer = Pacer()
 
     # ------------------------------------------------------------------ the whole file
     def run(self, blocks: Iterator[bytes]) -> _Parsed:
@@ -275,6 +277,7 @@ class _Scan:
             else:
                 self._exact(block)
             self.line += block.count(b"\n")
+            self.pacer.tick()
         if self.rows == 0:
             fail("file", "The file has a header row but no data rows.")
         y, y_dtype, task, n_classes, class_names = self.targets.result()

@@ -4,6 +4,7 @@ handled the upload is known; its peak RSS (VmHWM) is reset before each upload an
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,3 +86,30 @@ def test_worst_uploads_grow_the_api_worker_by_less_than_64_mb(
         assert growth < LIMIT_MB, f"{name} grew the API worker by {growth:.0f} MB"
         path.unlink()
     print("\n" + "\n".join(report))
+
+
+def test_the_worker_answers_other_requests_while_it_checks_an_upload(
+        one_worker_api: tuple[str, int], make_token: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # One gevent worker: a check that never yielded would hold every other request for its whole length.
+    url, _pid = one_worker_api
+    headers = {"Authorization": f"Bearer {make_token('upload-cost')}"}
+    path = tmp_path_factory.mktemp("busy") / "rows.csv"
+    WORST["tiny_rows.csv"][1](path, 96)
+    done: list[requests.Response] = []
+    uploading = threading.Thread(target=lambda: done.append(_upload(url, headers, "rows.csv", path.read_bytes(), "b")))
+    began = time.monotonic()
+    uploading.start()
+    answered = []
+    while uploading.is_alive():
+        started = time.monotonic()
+        resp = requests.get(f"{url}/v1/datasets/builtin:iris", headers=headers, timeout=120)
+        if uploading.is_alive():  # answered while the upload was still being received or checked
+            answered.append(time.monotonic() - started)
+        assert resp.status_code == 200
+        time.sleep(0.2)
+    uploading.join()
+    took = time.monotonic() - began
+    assert done and done[0].status_code == 201, done[0].text[:300] if done else "no answer"
+    print(f"\n{len(answered)} requests answered during the {took:.1f} s upload; slowest {max(answered):.2f} s")
+    # Without the pacing, a request that came in during the check waited for all of it (most of the upload).
+    assert len(answered) >= 5 and max(answered) < took / 3
