@@ -23,12 +23,12 @@ from flask import Blueprint, Response, current_app, request, stream_with_context
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service.api.common import MAX_BIGINT, whole_number
 from service.api.diagnostics import finding_resource
 from service.api.jobs import job_with_findings, load_job, metrics_item
 from service.app import services
 from service.db.live import JobEvent
 from service.db.models import FINAL_STATUSES, EpochMetrics, Finding, Job
-from service.errors import ValidationFailed
 from service.eventhub import EventHub
 
 bp = Blueprint("events", __name__)
@@ -41,18 +41,11 @@ def hub() -> EventHub:
 
 
 def _last_event_id() -> int:
-    for source, field, raw in (("header", "header.Last-Event-ID", request.headers.get("Last-Event-ID")),
-                               ("query", "query.last_event_id", request.args.get("last_event_id"))):
-        if raw is None or raw.strip() == "":
-            continue
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            value = -1
-        if value < 0:
-            raise ValidationFailed(f"The {source} {field.split('.', 1)[1]} must be an event id this stream sent.",
-                                   errors=[{"field": field, "message": "Must be a whole number >= 0."}])
-        return value
+    header = request.headers.get("Last-Event-ID")
+    for field, raw in (("header.Last-Event-ID", None if header is None else header.strip()),
+                       ("query.last_event_id", request.args.get("last_event_id"))):
+        if raw:  # absent or empty: a fresh stream
+            return whole_number(raw, field, minimum=0, maximum=MAX_BIGINT)
     return 0
 
 
