@@ -16,6 +16,7 @@ the API with gevent workers, so hundreds of open streams are hundreds of parked 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,10 +27,13 @@ from sqlalchemy.orm import Session
 from service.api.common import MAX_BIGINT, whole_number
 from service.api.diagnostics import finding_resource
 from service.api.jobs import job_with_findings, load_job, metrics_item
-from service.app import services
+from service.app import Services, services
 from service.db.live import JobEvent
 from service.db.models import FINAL_STATUSES, EpochMetrics, Finding, Job
-from service.eventhub import EventHub
+from service.errors import DATABASE_RETRY_AFTER_SECONDS, DATABASE_UNAVAILABLE, ApiError, database_unavailable
+from service.eventhub import EventHub, Subscription
+
+logger = logging.getLogger(__name__)
 
 bp = Blueprint("events", __name__)
 
@@ -51,6 +55,13 @@ def _last_event_id() -> int:
 
 def sse(event: str, data: Any, event_id: int) -> str:
     return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def sse_error(problem: ApiError, retry_seconds: int) -> str:
+    """An `error` event: the problem document, and `retry` (ms) for the reconnect. It has no id, so a
+    client's last event id stays that of the last event it really got, and it resumes from there."""
+    data = json.dumps(problem.body(), separators=(",", ":"))
+    return f"event: error\nretry: {retry_seconds * 1000}\ndata: {data}\n\n"
 
 
 def current_status(session: Session, job: Job) -> dict[str, Any]:
@@ -98,35 +109,45 @@ def _stream(job_id: str, cursor: int) -> Iterator[str]:
     keepalive = svc.settings.events_keepalive_seconds
     sub = hub().subscribe(job_id)
     try:
-        if cursor == 0:
-            with svc.db.session() as s:
-                chunks, cursor = _snapshot(s, load_job(s, job_id))
-            yield "".join(chunks)
-        while True:
-            with svc.db.session() as s:
-                # The job first: when it is final, its final status event is already in the log.
-                job = s.get(Job, job_id)
-                if job is None:  # deleted while streamed
-                    return
-                events = list(s.execute(
-                    select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > cursor)
-                    .order_by(JobEvent.seq).limit(BATCH)
-                ).scalars())
-                chunks = _render(s, job, events)
-                final = job.status in FINAL_STATUSES and len(events) < BATCH
-            if events:
-                cursor = events[-1].seq
-            if chunks:
-                yield "".join(chunks)
-            if final:
-                yield sse("end", {"status": job.status}, cursor + 1)
-                return
-            if len(events) == BATCH:
-                continue
-            if not sub.wait(keepalive):
-                yield ": keepalive\n\n"
+        yield from _events(svc, job_id, cursor, keepalive, sub)
+    except DATABASE_UNAVAILABLE as exc:
+        # The headers are long sent, so no 503 now: say it in the stream and end it cleanly. The client
+        # reconnects after `retry` with its last event id and misses nothing (every event is in the log).
+        logger.warning("event stream of %s lost its database: %s", job_id, str(exc).splitlines()[0][:300])
+        yield sse_error(database_unavailable(), DATABASE_RETRY_AFTER_SECONDS)
     finally:
         sub.close()
+
+
+def _events(svc: Services, job_id: str, cursor: int, keepalive: float, sub: Subscription) -> Iterator[str]:
+    """The stream itself: the snapshot (fresh streams), then the log after `cursor` until `end`."""
+    if cursor == 0:
+        with svc.db.session() as s:
+            chunks, cursor = _snapshot(s, load_job(s, job_id))
+        yield "".join(chunks)
+    while True:
+        with svc.db.session() as s:
+            # The job first: when it is final, its final status event is already in the log.
+            job = s.get(Job, job_id)
+            if job is None:  # deleted while streamed
+                return
+            events = list(s.execute(
+                select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > cursor)
+                .order_by(JobEvent.seq).limit(BATCH)
+            ).scalars())
+            chunks = _render(s, job, events)
+            final = job.status in FINAL_STATUSES and len(events) < BATCH
+        if events:
+            cursor = events[-1].seq
+        if chunks:
+            yield "".join(chunks)
+        if final:
+            yield sse("end", {"status": job.status}, cursor + 1)
+            return
+        if len(events) == BATCH:
+            continue
+        if not sub.wait(keepalive):
+            yield ": keepalive\n\n"
 
 
 @bp.get("/v1/jobs/<job_id>/events")
