@@ -35,7 +35,7 @@ from typing import IO, Any, Callable
 import numpy as np
 from numpy.lib import format as npy_format
 
-from service.datasets.errors import DatasetError, fail
+from service.datasets.errors import DatasetError, fail, open_upload
 from service.datasets.pacing import Pacer
 from service.datasets.summary import DatasetSummary, TargetStats, array_blocks, feed_targets
 
@@ -125,13 +125,7 @@ def load_npz(path: str | os.PathLike[str], *, max_decompressed_bytes: int | None
 
 @contextmanager
 def _archive(path: Path) -> Iterator[zipfile.ZipFile]:
-    try:
-        fh = path.open("rb")
-    except FileNotFoundError:
-        fail("file", "The uploaded file is missing on the server; upload it again.")
-    except OSError as exc:
-        fail("file", f"The file could not be opened ({exc.strerror or exc}).")
-    with fh:
+    with open_upload(path) as fh:
         _check_central_directory(fh)
         try:
             zf = zipfile.ZipFile(fh)

@@ -28,7 +28,7 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
-from service.datasets.errors import fail
+from service.datasets.errors import fail, open_upload
 from service.datasets.pacing import Pacer
 from service.datasets.summary import DatasetSummary, TargetStats
 
@@ -111,14 +111,8 @@ def _parse(path: Path, target: str, max_bytes: int | None, max_columns: int, *, 
            block_bytes: int = _BLOCK_BYTES) -> _Parsed:
     """The one parse behind `inspect_csv` (keep=False) and `load_csv`; `fast=False` takes the exact path
     for every block (the tests compare both), `block_bytes` sets the read size."""
-    try:
-        size = path.stat().st_size
-        fh = path.open("rb")
-    except FileNotFoundError:
-        fail("file", "The uploaded file is missing on the server; upload it again.")
-    except OSError as exc:
-        fail("file", f"The file could not be opened ({exc.strerror or exc}).")
-    with fh:
+    with open_upload(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
         if max_bytes is not None and size > max_bytes:
             fail("file", f"The file is {size} bytes, more than the limit of {max_bytes}. Upload a smaller "
                  "data set.")
