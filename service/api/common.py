@@ -113,8 +113,9 @@ def whole_number(raw: str, field: str, *, minimum: int, maximum: int) -> int:
 
 
 def int_arg(name: str, default: int | None, *, minimum: int, maximum: int) -> int | None:
+    """Query parameter `name` as a range-checked int, `default` when absent (`?limit=` is not a number)."""
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     return whole_number(raw, f"query.{name}", minimum=minimum, maximum=maximum)
 

@@ -24,7 +24,7 @@ from flask import Blueprint, Response, current_app, request, stream_with_context
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.api.common import MAX_BIGINT, whole_number
+from service.api.common import MAX_BIGINT, int_arg, whole_number
 from service.api.diagnostics import finding_resource
 from service.api.jobs import job_with_findings, load_job, metrics_item
 from service.app import Services, services
@@ -45,12 +45,10 @@ def hub() -> EventHub:
 
 
 def _last_event_id() -> int:
-    header = request.headers.get("Last-Event-ID")
-    for field, raw in (("header.Last-Event-ID", None if header is None else header.strip()),
-                       ("query.last_event_id", request.args.get("last_event_id"))):
-        if raw:  # absent or empty: a fresh stream
-            return whole_number(raw, field, minimum=0, maximum=MAX_BIGINT)
-    return 0
+    header = (request.headers.get("Last-Event-ID") or "").strip()
+    if header:  # an empty one is what EventSource never sends: a fresh stream
+        return whole_number(header, "header.Last-Event-ID", minimum=0, maximum=MAX_BIGINT)
+    return int_arg("last_event_id", 0, minimum=0, maximum=MAX_BIGINT) or 0
 
 
 def sse(event: str, data: Any, event_id: int) -> str:

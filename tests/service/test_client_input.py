@@ -73,10 +73,6 @@ def test_client_integers_are_range_checked_before_sql(client: Any, auth: dict[st
     ]
     for path, name in cases:
         resp = client.get(path, query_string={name: value}, headers=auth)
-        if value == "":  # an empty parameter is the default
-            assert resp.status_code == 200, (path, resp.get_data(as_text=True)[:300])
-            resp.close()
-            continue
         assert resp.status_code in (400, 422), (path, name, resp.status_code, resp.get_data(as_text=True)[:300])
         assert resp.mimetype == "application/problem+json"
         assert f"query.{name}" in [e["field"] for e in resp.get_json().get("errors", [])], (path, resp.get_json())
