@@ -377,13 +377,8 @@ class _Scan:
             except ValueError:
                 return False
         del text
-        first_row = self.rows + 2  # the header is row 1, as in a spreadsheet
-        bad = ~np.isfinite(x) | (np.abs(x) > _FLOAT32_MAX)
-        if bad.any():
-            r, c = (int(i) for i in np.argwhere(bad)[0])
-            col = feature_cols[c]
-            line = block[starts[r]:ends[r]].split(b",")
-            _not_finite(self.header[col], first_row + r, line[col].decode("utf-8").strip())
+        # The target column before any error is raised: an empty target cell comes before a bad feature
+        # in the same row for the exact path, which must word the block's first error.
         # A numeric target with more distinct values than names are kept for needs no names at all.
         column = None
         if numbers is None or not self.targets.too_many_names:
@@ -392,6 +387,13 @@ class _Scan:
                 return False
             if numbers is None and self.targets.numeric:
                 numbers = column.numbers()
+        first_row = self.rows + 2  # the header is row 1, as in a spreadsheet
+        bad = ~np.isfinite(x) | (np.abs(x) > _FLOAT32_MAX)
+        if bad.any():
+            r, c = (int(i) for i in np.argwhere(bad)[0])
+            col = feature_cols[c]
+            line = block[starts[r]:ends[r]].split(b",")
+            _not_finite(self.header[col], first_row + r, line[col].decode("utf-8").strip())
         self.targets.add_block(column, numbers, first_row,
                                lambda i: block[target_start[i]:target_end[i]].decode("utf-8").strip())
         if self.keep:
