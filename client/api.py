@@ -15,7 +15,7 @@ from typing import Any
 import requests
 
 from client.download import Download, download_verified
-from client.errors import ConnectionFailed, JobFailed, error_for_response
+from client.errors import ConnectionFailed, JobFailed, ServerError, error_for_response
 
 logger = logging.getLogger(__name__)
 
@@ -27,18 +27,22 @@ class Event:
     id: int | None
     event: str
     data: Any
+    retry: int | None = None  # the reconnection time (ms) the stream set with this event, if any
 
 
 def parse_sse(lines: Iterable[str]) -> Iterator[Event]:
-    """Events from the lines of a `text/event-stream` (comments skipped; data lines joined with newlines)."""
+    """Events from the lines of a `text/event-stream` (comments skipped; data lines joined with newlines).
+
+    As in the SSE standard, an event without an `id:` line keeps the last id seen."""
     event_id: int | None = None
     name = "message"
     data: list[str] = []
+    retry: int | None = None
     for line in lines:
         if line == "":
             if data:
-                yield Event(event_id, name, json.loads("\n".join(data)))
-            name, data = "message", []
+                yield Event(event_id, name, json.loads("\n".join(data)), retry)
+            name, data, retry = "message", [], None
             continue
         if line.startswith(":"):
             continue
@@ -50,6 +54,14 @@ def parse_sse(lines: Iterable[str]) -> Iterator[Event]:
             name = value
         elif field == "data":
             data.append(value)
+        elif field == "retry" and value.isdigit():
+            retry = int(value)
+
+
+def _seconds(header: str | None) -> float | None:
+    """A `Retry-After` in seconds (the date form is not used by this API)."""
+    return float(header) if header is not None and header.strip().isdigit() else None
+
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEV_TOKEN_FILE = Path("var") / "dev-token"
@@ -175,8 +187,10 @@ class Trainyard:
         """The job's live events (`GET /v1/jobs/{id}/events`), parsed, until the stream's `end` event.
 
         Yields `Event`s (`.id`, `.event`: status | epoch | finding | end, `.data`: the parsed JSON); the
-        last one is `end`. A dropped connection is resumed from the last id received (up to `reconnects`
-        times in a row), so no event is lost or repeated. Keep-alive comments are skipped. Raises
+        last one is `end`. The stream is resumed from the last id received (up to `reconnects` times in a
+        row), so no event is lost or repeated: when the connection drops, when the server ends the stream
+        with an `error` event (its database went away; it says when to come back in `retry`), and when
+        reconnecting is answered 503 (after its `Retry-After`). Keep-alive comments are skipped. Raises
         `NotFound` for an unknown job, or when the server has no events endpoint (an older server).
         """
         last = last_event_id
@@ -185,16 +199,31 @@ class Trainyard:
             headers = {"Accept": "text/event-stream"}
             if last is not None:
                 headers["Last-Event-ID"] = str(last)
+            wait: float | None = None  # what the server asked for, else our own backoff
             try:
                 resp = self.request("GET", f"/v1/jobs/{job_id}/events", headers=headers, stream=True,
-                                    timeout=(self.timeout, read_timeout))
+                                    timeout=(self.timeout, read_timeout), ok=(200, 503))
                 with resp:
-                    for event in parse_sse(resp.iter_lines(decode_unicode=True)):
-                        failures = 0
-                        last = event.id if event.id is not None else last
-                        yield event
-                        if event.event == "end":
-                            return
+                    if resp.status_code == 503:
+                        failures += 1
+                        if failures > reconnects:
+                            raise error_for_response(resp)
+                        wait = _seconds(resp.headers.get("Retry-After"))
+                    else:
+                        for event in parse_sse(resp.iter_lines(decode_unicode=True)):
+                            if event.event == "error":
+                                failures += 1
+                                logger.warning("event stream of %s ended with an error: %s", job_id, event.data)
+                                if failures > reconnects:
+                                    raise ServerError("The event stream kept failing",
+                                                      str((event.data or {}).get("detail", "")), status=503)
+                                wait = None if event.retry is None else event.retry / 1000
+                                break
+                            failures = 0
+                            last = event.id if event.id is not None else last
+                            yield event
+                            if event.event == "end":
+                                return
             except ConnectionFailed:
                 failures += 1
                 if failures > reconnects:
@@ -205,7 +234,7 @@ class Trainyard:
                     raise ConnectionFailed("The event stream broke",
                                            f"{self.url}/v1/jobs/{job_id}/events: {exc.__class__.__name__}") from exc
             # The server closed the stream early or the connection broke: resume after the last event.
-            time.sleep(min(0.5 * 2**failures, 5.0))
+            time.sleep(min(wait, 60.0) if wait is not None else min(0.5 * 2**failures, 5.0))
 
     def download_best(self, job_id: str, path: str | os.PathLike[str], *, format: str = "keras",
                       on_progress: Callable[[int, int], Any] | None = None) -> Download:

@@ -114,6 +114,15 @@ _HTTP_TO_API: dict[int, type[ApiError]] = {
 
 
 DATABASE_RETRY_AFTER_SECONDS = 5
+# The database restarting, unreachable or its pool exhausted: the server's passing trouble, not a bug.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
+
+
+def database_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The database is unavailable for the moment; nothing was changed. Try again shortly.",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -140,16 +149,15 @@ def register_error_handlers(app: Flask) -> None:
             resp.headers["Allow"] = ", ".join(err.valid_methods)
         return resp
 
-    @app.errorhandler(sqlalchemy.exc.OperationalError)
-    @app.errorhandler(sqlalchemy.exc.InterfaceError)
     def _database_down(err: Exception) -> Response:
-        # The database restarting or unreachable is the server's passing trouble, not a bug: say so, and
-        # when to try again. Nothing was accepted (every write is one transaction that did not commit).
+        # Say so, and when to try again. Nothing was accepted (every write is one transaction that did
+        # not commit).
         logger.warning("database unavailable on %s %s: %s", request.method, request.path,
                        str(err).splitlines()[0][:300])
-        return problem_response(ServiceUnavailable(
-            "The database is unavailable for the moment; nothing was changed. Try again shortly.",
-            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}))
+        return problem_response(database_unavailable())
+
+    for exc_type in DATABASE_UNAVAILABLE:
+        app.register_error_handler(exc_type, _database_down)
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Response:

@@ -113,6 +113,9 @@ class Settings:
     # Requests per token (per client address without one), in the `limits` notation; "" turns it off.
     # Generous by default so status polling and the benchmarks are never throttled.
     rate_limit: str = "100000 per minute"
+    # Stricter, and counted on top: submits (jobs and sweeps share one count) and uploads, per token.
+    rate_limit_submit: str = "600 per minute"
+    rate_limit_uploads: str = "60 per minute"
     # Where request counts live: shared Redis in production, the process's memory otherwise.
     ratelimit_storage_url: str = "memory://"
     work_dir: Path = field(default=Path("var/work"))
@@ -165,6 +168,8 @@ class Settings:
         rate_limit = env.get("TRAINYARD_RATE_LIMIT")
         if rate_limit is None:
             rate_limit = cls.rate_limit
+        rate_limit_submit = env.get("TRAINYARD_RATE_LIMIT_SUBMIT")
+        rate_limit_uploads = env.get("TRAINYARD_RATE_LIMIT_UPLOADS")
         worker_gpus = _int(env, "TRAINYARD_WORKER_GPUS", 0)
         settings = cls(
             var_dir=var_dir,
@@ -193,6 +198,8 @@ class Settings:
             max_active_jobs_per_tenant=_int(env, "TRAINYARD_MAX_ACTIVE_JOBS_PER_TENANT", 50, minimum=1),
             max_running_jobs_per_tenant=_int(env, "TRAINYARD_MAX_RUNNING_JOBS_PER_TENANT", 4, minimum=1),
             rate_limit=rate_limit.strip(),
+            rate_limit_submit=(cls.rate_limit_submit if rate_limit_submit is None else rate_limit_submit).strip(),
+            rate_limit_uploads=(cls.rate_limit_uploads if rate_limit_uploads is None else rate_limit_uploads).strip(),
             ratelimit_storage_url=ratelimit_storage_url,
             work_dir=Path(env.get("TRAINYARD_WORK_DIR") or (var_dir / "work")).resolve(),
             dataset_cache_bytes=_int(env, "TRAINYARD_DATASET_CACHE_BYTES", 4 * 1024**3, minimum=0),

@@ -19,7 +19,10 @@ from service.store import READ_SIZE, ArtifactStore
 
 bp = Blueprint("checkpoints", __name__)
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# One range, ASCII digits only (RFC 9110 14.1.1). Anything else, several ranges included, is served whole.
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.ASCII)
+# An entity tag as RFC 9110 8.8.3 writes it: optionally weak, then quoted.
+_ETAG = re.compile(r'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*')
 
 
 @bp.get("/v1/jobs/<job_id>/checkpoints")
@@ -43,30 +46,46 @@ def list_checkpoints(job_id: str) -> Response:
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """One byte range as [start, end); None means serve the whole file (RFC 9110 allows ignoring)."""
-    m = _RANGE.match(header.strip())
+    """One byte range as [start, end); None means serve the whole file (RFC 9110 lets a server ignore
+    Range, and says to for an invalid one); a valid range that selects nothing is a 416."""
+    m = _RANGE.fullmatch(header.strip())
     if not m or (m.group(1) == "" and m.group(2) == ""):
         return None
-    first, last = m.group(1), m.group(2)
-    if first == "":
-        length = int(last)
-        if length == 0:
+    # Past 19 digits a position is beyond any file: compare lengths, never int() an unbounded string.
+    first = int(m.group(1)) if 0 < len(m.group(1)) <= 19 else (None if m.group(1) == "" else size)
+    last = int(m.group(2)) if 0 < len(m.group(2)) <= 19 else (None if m.group(2) == "" else size)
+    if first is None:  # a suffix: the last `last` bytes
+        if last == 0:
             raise RangeNotSatisfiable("A suffix range of zero bytes selects nothing.",
                                       headers={"Content-Range": f"bytes */{size}"})
-        return max(size - length, 0), size
-    start = int(first)
-    end = size if last == "" else min(int(last) + 1, size)
-    if start >= size or start >= end:
+        return max(size - last, 0), size  # type: ignore[operator]
+    if last is not None and last < first:
+        return None  # invalid (last before first): ignored, the whole file is served
+    if first >= size:
         raise RangeNotSatisfiable(f"The range starts beyond the file's {size} bytes.",
                                   headers={"Content-Range": f"bytes */{size}"})
-    return start, end
+    return first, size if last is None else min(last + 1, size)
+
+
+def if_none_match(header: str | None, etag: str) -> bool:
+    """Whether `If-None-Match` matches `etag`, by weak comparison (RFC 9110 13.1.2): `W/"x"` matches
+    `"x"`; `*` matches anything. A malformed list matches nothing (the full answer is always safe)."""
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    ours = etag.removeprefix("W/")
+    for item in header.split(","):
+        m = _ETAG.fullmatch(item)
+        if m and m.group(2) == ours:
+            return True
+    return False
 
 
 def stream_artifact(store: ArtifactStore, key: str, size: int, sha256: str, filename: str,
                     mimetype: str = "application/octet-stream") -> Response:
     etag = f'"{sha256}"'
-    inm = request.headers.get("If-None-Match")
-    if inm and (inm.strip() == "*" or etag in [t.strip() for t in inm.split(",")]):
+    if if_none_match(request.headers.get("If-None-Match"), etag):
         return Response(status=304, headers={"ETag": etag})
     start, end, status = 0, size, 200
     range_header = request.headers.get("Range")

@@ -92,20 +92,32 @@ def json_body(max_bytes: int) -> Any:
         raise BadRequest("The JSON body is nested too deeply.") from None
 
 
-def int_arg(name: str, default: int | None, *, minimum: int, maximum: int) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
+# Every integer a client sends is checked against a range before it reaches SQL: Postgres' bigint (and
+# SQLite's INTEGER) stop at 2**63 - 1, and a larger Python int is a driver error there, not a 4xx.
+MAX_BIGINT = 2**63 - 1
+# ASCII digits only (int() also takes "١٢", "1_000" and spaces); 20 characters hold any int64.
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,20}", re.ASCII)
+
+
+def whole_number(raw: str, field: str, *, minimum: int, maximum: int) -> int:
+    """`raw` as an int within [minimum, maximum], or a 422 naming `field` (e.g. "query.after")."""
+    value = int(raw) if _WHOLE_NUMBER.fullmatch(raw) else None
     if value is None or not (minimum <= value <= maximum):
+        kind, _, name = field.partition(".")
         raise ValidationFailed(
-            f"Query parameter '{name}' must be a whole number from {minimum} to {maximum}.",
-            errors=[{"field": f"query.{name}", "message": f"Must be a whole number from {minimum} to {maximum}."}],
+            f"The {'query parameter' if kind == 'query' else kind} '{name}' must be a whole number from {minimum} "
+            f"to {maximum}.",
+            errors=[{"field": field, "message": f"Must be a whole number from {minimum} to {maximum}."}],
         )
     return value
+
+
+def int_arg(name: str, default: int | None, *, minimum: int, maximum: int) -> int | None:
+    """Query parameter `name` as a range-checked int, `default` when absent (`?limit=` is not a number)."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    return whole_number(raw, f"query.{name}", minimum=minimum, maximum=maximum)
 
 
 def encode_cursor(created_at: datetime, row_id: str) -> str:
@@ -113,15 +125,27 @@ def encode_cursor(created_at: datetime, row_id: str) -> str:
     return base64.urlsafe_b64encode(payload).decode().rstrip("=")
 
 
+# What this server issues is ~100 characters: base64 of `["<ISO timestamp>", "<id>"]`.
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,200}={0,2}", re.ASCII)
+
+
 def decode_cursor(cursor: str, kind: str = "job") -> tuple[datetime, str]:
+    """The `(created_at as aware UTC, id)` a cursor of `encode_cursor` holds; anything else, whatever it
+    decodes to, is a 422 naming the cursor (never a 500: it is client input like any other)."""
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        dt = datetime.fromisoformat(created.replace("Z", "+00:00"))
-        if not is_server_id(row_id, kind):
+        if not _CURSOR.fullmatch(cursor):
+            raise ValueError
+        payload = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not (isinstance(payload, list) and len(payload) == 2 and all(isinstance(v, str) for v in payload)):
+            raise ValueError
+        created, row_id = payload
+        if not is_server_id(row_id, kind) or len(created) > 40:
+            raise ValueError
+        dt = datetime.fromisoformat(created.replace("Z", "+00:00")).astimezone(timezone.utc)
+        if iso(dt) != created:  # only the exact form encode_cursor writes (fromisoformat takes more)
             raise ValueError
         return dt, row_id
-    except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, TypeError, OverflowError, UnicodeDecodeError, RecursionError):
         raise ValidationFailed(
             "The cursor is not one this server issued; use the 'next_cursor' of a previous page.",
             errors=[{"field": "query.cursor", "message": "Not a valid cursor."}],

@@ -26,14 +26,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from service.api import bearer_token
+from service.api.common import MAX_BIGINT, int_arg, whole_number
 from service.api.diagnostics import finding_resource
 from service.api.jobs import job_with_findings, load_job, metrics_item
-from service.app import services
+from service.app import Services, services
 from service.auth import authenticate_cached
 from service.db.live import JobEvent
 from service.db.models import FINAL_STATUSES, EpochMetrics, Finding, Job
-from service.errors import ValidationFailed
-from service.eventhub import EventHub
+from service.errors import DATABASE_RETRY_AFTER_SECONDS, DATABASE_UNAVAILABLE, ApiError, database_unavailable
+from service.eventhub import EventHub, Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -47,23 +48,21 @@ def hub() -> EventHub:
 
 
 def _last_event_id() -> int:
-    for source, field, raw in (("header", "header.Last-Event-ID", request.headers.get("Last-Event-ID")),
-                               ("query", "query.last_event_id", request.args.get("last_event_id"))):
-        if raw is None or raw.strip() == "":
-            continue
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            value = -1
-        if value < 0:
-            raise ValidationFailed(f"The {source} {field.split('.', 1)[1]} must be an event id this stream sent.",
-                                   errors=[{"field": field, "message": "Must be a whole number >= 0."}])
-        return value
-    return 0
+    header = (request.headers.get("Last-Event-ID") or "").strip()
+    if header:  # an empty one is what EventSource never sends: a fresh stream
+        return whole_number(header, "header.Last-Event-ID", minimum=0, maximum=MAX_BIGINT)
+    return int_arg("last_event_id", 0, minimum=0, maximum=MAX_BIGINT) or 0
 
 
 def sse(event: str, data: Any, event_id: int) -> str:
     return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def sse_error(problem: ApiError, retry_seconds: int) -> str:
+    """An `error` event: the problem document, and `retry` (ms) for the reconnect. It has no id, so a
+    client's last event id stays that of the last event it really got, and it resumes from there."""
+    data = json.dumps(problem.body(), separators=(",", ":"))
+    return f"event: error\nretry: {retry_seconds * 1000}\ndata: {data}\n\n"
 
 
 def current_status(session: Session, job: Job) -> dict[str, Any]:
@@ -111,35 +110,45 @@ def _stream(job_id: str, cursor: int) -> Iterator[str]:
     keepalive = svc.settings.events_keepalive_seconds
     sub = hub().subscribe(job_id)
     try:
-        if cursor == 0:
-            with svc.db.session() as s:
-                chunks, cursor = _snapshot(s, load_job(s, job_id))
-            yield "".join(chunks)
-        while True:
-            with svc.db.session() as s:
-                # The job first: when it is final, its final status event is already in the log.
-                job = s.get(Job, job_id)
-                if job is None:  # deleted while streamed
-                    return
-                events = list(s.execute(
-                    select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > cursor)
-                    .order_by(JobEvent.seq).limit(BATCH)
-                ).scalars())
-                chunks = _render(s, job, events)
-                final = job.status in FINAL_STATUSES and len(events) < BATCH
-            if events:
-                cursor = events[-1].seq
-            if chunks:
-                yield "".join(chunks)
-            if final:
-                yield sse("end", {"status": job.status}, cursor + 1)
-                return
-            if len(events) == BATCH:
-                continue
-            if not sub.wait(keepalive):
-                yield ": keepalive\n\n"
+        yield from _events(svc, job_id, cursor, keepalive, sub)
+    except DATABASE_UNAVAILABLE as exc:
+        # The headers are long sent, so no 503 now: say it in the stream and end it cleanly. The client
+        # reconnects after `retry` with its last event id and misses nothing (every event is in the log).
+        logger.warning("event stream of %s lost its database: %s", job_id, str(exc).splitlines()[0][:300])
+        yield sse_error(database_unavailable(), DATABASE_RETRY_AFTER_SECONDS)
     finally:
         sub.close()
+
+
+def _events(svc: Services, job_id: str, cursor: int, keepalive: float, sub: Subscription) -> Iterator[str]:
+    """The stream itself: the snapshot (fresh streams), then the log after `cursor` until `end`."""
+    if cursor == 0:
+        with svc.db.session() as s:
+            chunks, cursor = _snapshot(s, load_job(s, job_id))
+        yield "".join(chunks)
+    while True:
+        with svc.db.session() as s:
+            # The job first: when it is final, its final status event is already in the log.
+            job = s.get(Job, job_id)
+            if job is None:  # deleted while streamed
+                return
+            events = list(s.execute(
+                select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > cursor)
+                .order_by(JobEvent.seq).limit(BATCH)
+            ).scalars())
+            chunks = _render(s, job, events)
+            final = job.status in FINAL_STATUSES and len(events) < BATCH
+        if events:
+            cursor = events[-1].seq
+        if chunks:
+            yield "".join(chunks)
+        if final:
+            yield sse("end", {"status": job.status}, cursor + 1)
+            return
+        if len(events) == BATCH:
+            continue
+        if not sub.wait(keepalive):
+            yield ": keepalive\n\n"
 
 
 def _until_revoked(chunks: Iterator[str]) -> Iterator[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import select
 
-from service.api.common import int_arg, iso
+from service.api.common import MAX_BIGINT, int_arg, iso
 from service.api.jobs import load_job
 from service.app import services
 from service.db.live import JobLog
@@ -14,7 +14,7 @@ bp = Blueprint("logs", __name__)
 
 @bp.get("/v1/jobs/<job_id>/logs")
 def get_logs(job_id: str) -> Response:
-    after = int_arg("after", 0, minimum=0, maximum=2**62)
+    after = int_arg("after", 0, minimum=0, maximum=MAX_BIGINT)
     limit = int_arg("limit", 200, minimum=1, maximum=1000)
     with services().db.session() as s:
         load_job(s, job_id)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from typing import NoReturn
+from pathlib import Path
+from typing import BinaryIO, NoReturn
 
 logger = logging.getLogger(__name__)
 
@@ -31,3 +32,13 @@ class DatasetError(Exception):
 def fail(field: str, message: str) -> NoReturn:
     """Raise a one-error `DatasetError`; keeps the many validation branches to one line each."""
     raise DatasetError.single(field, message)
+
+
+def open_upload(path: Path) -> BinaryIO:
+    """The uploaded file opened for reading, or the user-facing error for a file that is gone."""
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        fail("file", "The uploaded file is missing on the server; upload it again.")
+    except OSError as exc:
+        fail("file", f"The file could not be opened ({exc.strerror or exc}).")
