@@ -72,6 +72,10 @@ class Conflict(ApiError):
     status, code, title = 409, "conflict", "Conflict"
 
 
+class Gone(ApiError):
+    status, code, title = 410, "artifact_missing", "Artifact missing"
+
+
 class PayloadTooLarge(ApiError):
     status, code, title = 413, "payload_too_large", "Payload too large"
 

@@ -14,8 +14,8 @@ from service.api.jobs import load_job
 from service.app import services
 from service.db.exports import EXPORT_FORMATS, JobExport
 from service.db.models import FINAL_STATUSES, Checkpoint, Job
-from service.errors import Conflict, NotFound, RangeNotSatisfiable, ValidationFailed
-from service.store import READ_SIZE, ArtifactStore
+from service.errors import Conflict, Gone, NotFound, RangeNotSatisfiable, ValidationFailed
+from service.store import READ_SIZE, ArtifactMissing, ArtifactStore
 
 bp = Blueprint("checkpoints", __name__)
 
@@ -96,17 +96,31 @@ def stream_artifact(store: ArtifactStore, key: str, size: int, sha256: str, file
             start, end = parsed
             status = 206
 
+    # A file lost from the store after it was recorded is found before the headers go out: once they
+    # have, all a server can do is cut the body short.
+    lost = Gone(f"{filename} is recorded but its bytes are missing from the artifact store (lost after it "
+                "was stored); the operator's store needs repair, or the job must be trained again.")
     local = store.local_file(key)
     if local is not None and end == size:
         # A file on this machine, sent to its end: gunicorn hands it to the kernel (sendfile) from
         # `start`, with no copy through Python (other servers read it to the end in blocks).
-        fh = open(local, "rb")  # noqa: SIM115 - closed by the WSGI server with the response
+        try:
+            fh = open(local, "rb")  # noqa: SIM115 - closed by the WSGI server with the response
+        except FileNotFoundError:
+            raise lost from None
         fh.seek(start)
         resp = Response(wrap_file(request.environ, fh, READ_SIZE), status=status,
                         mimetype=mimetype, direct_passthrough=True)
     else:
+        chunks = store.iter_bytes(key, start, end)
+        try:
+            first = next(chunks, b"")
+        except ArtifactMissing:
+            raise lost from None
+
         def body() -> Iterator[bytes]:
-            yield from store.iter_bytes(key, start, end)
+            yield first
+            yield from chunks
 
         resp = Response(stream_with_context(body()), status=status, mimetype=mimetype,
                         direct_passthrough=True)

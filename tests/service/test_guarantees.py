@@ -246,6 +246,13 @@ def test_a_best_checkpoint_damaged_on_disk_never_ends_succeeded(cluster: Cluster
     assert "epoch 1" in job["error"]["message"] and "sha256" in job["error"]["message"]
     assert [e["epoch"] for e in _epochs(cluster, job_id)] == [1, 2, 3, 4, 5]  # it trained; it is not usable
 
+    # The file lost outright: the download says so as a problem before any byte is sent, never a 500.
+    path.unlink()
+    resp = requests.get(f"{cluster.api_url}/v1/jobs/{job_id}/checkpoints/best", headers=cluster.auth, timeout=30)
+    assert resp.status_code == 410, resp.text
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+    assert resp.json()["type"].endswith("/artifact_missing") and "missing from the artifact store" in resp.json()["detail"]
+
 
 # --- the worker trusts the store no more than the API trusted the upload ----------------------------
 
