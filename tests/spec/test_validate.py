@@ -283,7 +283,7 @@ def test_unknown_key_inside_bidirectional_layer():
      "model.layers[0].kernel_regularizer", "object"),
     ({"type": "lambda", "function": "x"}, "model.layers[0].type", "dense"),
     ({"units": 3}, "model.layers[0].type", "Missing"),
-    ({"type": "dropout", "rate": 1.0}, "model.layers[0].rate", "less than 1"),
+    ({"type": "dropout", "rate": 1.0}, "model.layers[0].rate", "less than or equal to 0.99"),
     ({"type": "dropout"}, "model.layers[0].rate", "Missing"),
     ({"type": "conv1d", "filters": 2, "kernel_size": [3, 3]}, "model.layers[0].kernel_size", "list of 1"),
     ({"type": "reshape", "target_shape": [-1, -1]}, "model.layers[0].target_shape", "one entry"),
