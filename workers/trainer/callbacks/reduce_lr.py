@@ -6,6 +6,8 @@ import keras
 
 from .state import RestoresCounters, RunState, json_float
 
+_MODES = ("auto", "min", "max")
+
 
 class ReduceLROnPlateau(RestoresCounters, keras.callbacks.ReduceLROnPlateau):
     """``keras.callbacks.ReduceLROnPlateau`` with the spec's arguments, validated up front.
@@ -24,6 +26,7 @@ class ReduceLROnPlateau(RestoresCounters, keras.callbacks.ReduceLROnPlateau):
         min_delta: float = 1e-4,
         cooldown: int = 0,
         min_lr: float = 0.0,
+        mode: str = "auto",
     ) -> None:
         if not isinstance(state, RunState):
             raise TypeError("state must be a RunState")
@@ -37,8 +40,12 @@ class ReduceLROnPlateau(RestoresCounters, keras.callbacks.ReduceLROnPlateau):
             raise ValueError(f"cooldown must be an int >= 0, got {cooldown!r}")
         if min_delta < 0 or min_lr < 0:
             raise ValueError("min_delta and min_lr must be >= 0")
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        # The spec stores the mode it resolved ("max" for val_auc, which Keras' own "auto" takes for a
+        # loss): Keras gets that mode, never its guess.
         super().__init__(monitor=monitor, factor=factor, patience=patience, min_delta=min_delta,
-                         cooldown=cooldown, min_lr=min_lr, mode="auto", verbose=0)
+                         cooldown=cooldown, min_lr=min_lr, mode=mode, verbose=0)
         self._state = state
 
     def get_state(self) -> dict:
