@@ -264,6 +264,15 @@ def _windowed(
     layer: dict, spatial: Shape, window: list[int], strides: list[int], dilation: list[int]
 ) -> Shape:
     """Output spatial dims of a convolution or pooling, with Keras' formulas."""
+    what = "kernel_size" if "kernel_size" in layer else "pool_size"
+    if any(k > size for k, size in zip(window, spatial)):
+        # With padding "same" Keras accepts it, and TensorFlow then computes every window over mostly
+        # padding: a 10,000-wide pool over 300 positions took 37 s per step, a 5,000-wide kernel ran
+        # out of memory. A window the size of the input already sees all of it.
+        raise _Mismatch(
+            f"{what} {window} is larger than the input's {tuple(spatial)} positions; at most the input's "
+            "size is useful (a global pooling layer covers the whole input)"
+        )
     out = []
     for size, k, s, d in zip(spatial, window, strides, dilation):
         if layer["padding"] == "same":
@@ -271,7 +280,6 @@ def _windowed(
         else:
             out.append((size - d * (k - 1) - 1) // s + 1)
     if any(o < 1 for o in out):
-        what = "kernel_size" if "kernel_size" in layer else "pool_size"
         raise _Mismatch(
             f"with padding 'valid', {what} {window} does not fit the input's {tuple(spatial)} "
             f"positions (output would be {tuple(out)}); use padding 'same' or a smaller {what}"

@@ -391,7 +391,7 @@ def test_shape_error_names_the_failing_layer():
         {"type": "flatten"},
         {"type": "dense", "units": 10, "activation": "softmax"},
     ])
-    error_at(spec, "model.layers[2]", contains="padding 'same'")
+    error_at(spec, "model.layers[2]", contains="is larger than the input's (3, 3) positions")
 
 
 def test_embedding_must_be_first():
