@@ -21,13 +21,13 @@ from typing import Any
 
 PARAM_TYPES = ("grid", "choice", "uniform", "log_uniform", "int_uniform")
 MAX_VALUES = 100
-#: Longest field path; no field of a spec is nested deeper than a few dozen characters.
+#: Longest field path: no field of a spec is nested deeper than a few dozen characters, and int() refuses a
+#: list index of more than 4,300 digits with ValueError.
 MAX_PATH_LENGTH = 200
 #: int_uniform bounds: whole numbers a float holds exactly (and that `float()` never overflows on).
 MAX_INT = 2**53
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-# List indices of up to 9 digits: int() refuses a string of thousands of digits with ValueError.
-_PATH_RE = re.compile(rf"^{_NAME}(?:\[\d{{1,9}}\])*(?:\.{_NAME}(?:\[\d{{1,9}}\])*)*\Z")
+_PATH_RE = re.compile(rf"^{_NAME}(?:\[\d+\])*(?:\.{_NAME}(?:\[\d+\])*)*\Z")
 _STEP_RE = re.compile(rf"({_NAME})|\[(\d+)\]")
 # Drawn floats keep 6 significant digits: readable in listings, and far finer than any search needs.
 _DIGITS = 6
@@ -42,9 +42,8 @@ class PathError(ValueError):
 
 def parse_path(path: str) -> tuple[Step, ...]:
     """`model.layers[0].units` -> ("model", "layers", 0, "units")."""
-    if not isinstance(path, str) or len(path) > MAX_PATH_LENGTH or not _PATH_RE.match(path):
-        raise PathError(f"Not a field path; use dotted names with [i] indices, e.g. model.layers[0].units "
-                        f"(at most {MAX_PATH_LENGTH} characters).")
+    if not isinstance(path, str) or not _PATH_RE.match(path):
+        raise PathError("Not a field path; use dotted names with [i] indices, e.g. model.layers[0].units.")
     return tuple(name if name else int(index) for name, index in _STEP_RE.findall(path))
 
 
@@ -120,6 +119,9 @@ def _is_number(value: Any) -> bool:
 
 def parse_param(path: str, raw: Any, base: dict[str, Any], forbidden: tuple[str, ...] = ()) -> tuple[Param | None, Errors]:
     """One entry of `search`; errors carry `search.<path>[.<key>]` field paths."""
+    if len(path) > MAX_PATH_LENGTH:  # not echoed back in full
+        return None, [{"field": "search", "message": f"A field path has at most {MAX_PATH_LENGTH} characters; "
+                                                     f"one has {len(path)}, starting {path[:40]!r}."}]
     field = f"search.{path}"
     errors: Errors = []
     try:
