@@ -18,7 +18,7 @@ from service.spec.errors import SpecError, error
 from service.spec.fields import (
     Bool, Choice, Float, Int, IntOrList, List, Object, SpecSchema, Tagged, type_field,
 )
-from service.spec.names import ACTIVATION_ALIASES, ACTIVATIONS, INITIALIZERS
+from service.spec.names import ACTIVATION_ALIASES, ACTIVATIONS, BIAS_INITIALIZERS, INITIALIZERS
 
 # Caps that keep one field from describing an absurd model; the parameter limit catches the rest.
 MAX_UNITS = 1_000_000
@@ -32,8 +32,12 @@ def _activation(default: str) -> Choice:
     return Choice(ACTIVATIONS, aliases=ACTIVATION_ALIASES, none_as="linear", load_default=default)
 
 
-def _initializer(default: str) -> Choice:
-    return Choice(INITIALIZERS, load_default=default)
+def _initializer(default: str, names: list[str] = INITIALIZERS) -> Choice:
+    return Choice(names, load_default=default)
+
+
+def _bias_initializer() -> Choice:
+    return _initializer("zeros", BIAS_INITIALIZERS)
 
 
 class RegularizerSchema(SpecSchema):
@@ -51,7 +55,7 @@ class DenseSchema(SpecSchema):
     activation = _activation("linear")
     use_bias = Bool(load_default=True)
     kernel_initializer = _initializer("glorot_uniform")
-    bias_initializer = _initializer("zeros")
+    bias_initializer = _bias_initializer()
     kernel_regularizer = _regularizer()
     bias_regularizer = _regularizer()
 
@@ -116,7 +120,7 @@ def _conv_schema(name: str, rank: int) -> type[SpecSchema]:
         use_bias = Bool(load_default=True)
         dilation_rate = IntOrList(rank, 1, MAX_WINDOW, load_default=lambda: [1] * rank)
         kernel_initializer = _initializer("glorot_uniform")
-        bias_initializer = _initializer("zeros")
+        bias_initializer = _bias_initializer()
         kernel_regularizer = _regularizer()
         bias_regularizer = _regularizer()
 
@@ -174,7 +178,7 @@ def _recurrent_schema(name: str) -> type[SpecSchema]:
         recurrent_dropout = Float(load_default=0.0, validate=bounds.DROPOUT)
         kernel_initializer = _initializer("glorot_uniform")
         recurrent_initializer = _initializer("orthogonal")
-        bias_initializer = _initializer("zeros")
+        bias_initializer = _bias_initializer()
         kernel_regularizer = _regularizer()
 
     RecurrentSchema.__name__ = f"{name.title().replace('_', '')}Schema"
