@@ -78,13 +78,16 @@ def load(stack: Stack, rng: random.Random) -> dict[str, object]:
         jobs.append((job_id, tenant_ids[tenant], name, status, row_spec, created,
                      created + timedelta(seconds=5) if status != "queued" else None,
                      created + timedelta(hours=1) if finished else None, epoch, EPOCHS,
-                     1 if status != "queued" else 0, False, created, 3, 0))
+                     1 if status != "queued" else 0, False, created, 3, 0,
+                     # A failed job always says why (service/job_errors.py; the database refuses one without).
+                     "nan_loss" if status == "failed" else None,
+                     "The loss became NaN." if status == "failed" else None))
         if tenant == "tenant0" and status == "succeeded":
             measured.append(job_id)
     with psycopg.connect(stack.pg_dsn()) as conn:
         _copy(conn, "jobs", ["id", "tenant_id", "name", "status", "spec", "created_at", "started_at",
                              "finished_at", "epoch", "epochs", "attempts", "cancel_requested", "enqueued_at",
-                             "max_attempts", "interruptions"], jobs)
+                             "max_attempts", "interruptions", "error_code", "error_message"], jobs)
         metric_jobs = measured[:METRIC_JOBS]
         # Generated in Postgres: a loss curve decaying per epoch, the way a worker's rows look.
         conn.execute(

@@ -21,6 +21,7 @@ from sqlalchemy import delete, func, select, update
 
 from service.db import Database
 from service.db.models import FINAL_STATUSES, Checkpoint, EpochDiagnostics, EpochMetrics, Job, Tenant, utcnow
+from service.job_errors import JobError, failure
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,9 @@ class Claim:
 
 
 def fail_worker_lost(job: Job) -> None:
-    job.status, job.error_code = "failed", "worker_lost"
-    job.error_message = WORKER_LOST_MESSAGE.format(attempts=job.attempts - job.interruptions)
+    for key, value in failure(JobError.WORKER_LOST,
+                              WORKER_LOST_MESSAGE.format(attempts=job.attempts - job.interruptions)).items():
+        setattr(job, key, value)
     job.stop_reason = "error"
     job.finished_at = utcnow()
     job.lease_expires_at = None

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from service.db import Database
 from service.db.exports import JobExport
 from service.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
+from service.job_errors import JobError, failure
 from service.store import ArtifactStore, checkpoint_key, export_key, put_file
 
 logger = logging.getLogger(__name__)
@@ -31,24 +32,44 @@ STATUS_BY_STOP_REASON = {
     "max_runtime": "succeeded",
     "sweep_early_stopped": "succeeded",
     "cancelled": "cancelled",
-    "nan_loss": "failed",
-    "no_gradients": "failed",
-    "error": "failed",
 }
 
-STOP_MESSAGES = {
+# Stop reasons that fail the job: the code (service/job_errors.py) and the message, which may use
+# {epoch} (the epoch that diverged) and {error} (the trainer's one-line description of its exception).
+FAILURES: dict[str, tuple[JobError, str]] = {
     "no_gradients": (
-        "no_gradients",
+        JobError.NO_GRADIENTS,
         "Preflight found that no trainable variable gets a gradient, so nothing can learn; see the job's "
         "zero_gradients findings (the job's links.diagnostics) for the layers and the spec change to "
         "make (often a zero kernel_initializer or a final activation that cuts the gradient).",
     ),
     "nan_loss": (
-        "nan_loss",
+        JobError.NAN_LOSS,
         "The loss became NaN or infinite at epoch {epoch}; lower optimizer.learning_rate, set "
         "optimizer.clipnorm, or normalise the data (dataset.normalize: standardize).",
     ),
+    "error": (JobError.TRAINING_ERROR, "Training stopped with an error: {error}"),
 }
+NO_CHECKPOINT = (JobError.NO_CHECKPOINT,
+                 "The run ended before any epoch finished, so there is no checkpoint; raise "
+                 "limits.max_runtime_seconds or lower training.epochs' cost.")
+
+
+def training_error(error: str) -> tuple[JobError, str]:
+    """The code and message of a run whose trainer raised; `error` is its `describe_error` line."""
+    code, template = FAILURES["error"]
+    return code, template.format(epoch=None, error=error)
+
+
+def end_of_run(result: Any, last_epoch: int) -> dict[str, Any]:
+    """The job row's status (and, for a failure, its error code and message) for a trainer result."""
+    if STATUS_BY_STOP_REASON.get(result.stop_reason) == "succeeded" and result.best_epoch is None:
+        return failure(*NO_CHECKPOINT)
+    if result.stop_reason in STATUS_BY_STOP_REASON:
+        return {"status": STATUS_BY_STOP_REASON[result.stop_reason]}
+    code, template = FAILURES.get(result.stop_reason, FAILURES["error"])
+    error = getattr(result, "error", None) or f"the run ended with stop reason {result.stop_reason!r}"
+    return failure(code, template.format(epoch=last_epoch + 1, error=error))
 
 
 def _finite(value: Any) -> float | None:
@@ -278,19 +299,13 @@ class DbReporter:
         self._retry("recording findings", write)
 
     def finished(self, result: Any) -> None:
-        status = STATUS_BY_STOP_REASON.get(result.stop_reason, "failed")
-        error_code = error_message = None
+        self._record_end(result, end_of_run(result, self.last_epoch))
+
+    def _record_end(self, result: Any, end: dict[str, Any]) -> None:
+        """Write the job's end (`end`: its status, and error code and message when it failed) with the result."""
         has_best = result.best_epoch is not None
-        if status == "succeeded" and not has_best:
-            status = "failed"
-            error_code = "no_checkpoint"
-            error_message = ("The run ended before any epoch finished, so there is no checkpoint; "
-                             "raise limits.max_runtime_seconds or lower training.epochs' cost.")
-        elif result.stop_reason in STOP_MESSAGES:
-            error_code, template = STOP_MESSAGES[result.stop_reason]
-            error_message = template.format(epoch=self.last_epoch + 1)
         values: dict[str, Any] = {
-            "status": status,
+            **end,
             "stop_reason": result.stop_reason,
             "finished_at": utcnow(),
             "test_metrics": {k: _finite(v) for k, v in (result.test_metrics or {}).items()} or None,
@@ -298,8 +313,6 @@ class DbReporter:
         }
         if has_best:
             values.update(best_epoch=result.best_epoch, best_value=_finite(result.best_value))
-        if error_code:
-            values.update(error_code=error_code, error_message=error_message)
 
         def write() -> bool:
             with self.db.session() as s:
@@ -319,8 +332,9 @@ class DbReporter:
                 job.model_info = info
             return True
 
+        status = values["status"]
         if self._retry("recording the job's end", write):
+            error = f"; {values['error_code']}: {values['error_message']}" if status == "failed" else ""
             logger.log(logging.INFO if status == "succeeded" else logging.WARNING,
                        "finished: %s (%s) after %d epochs; best %s %s at epoch %s%s", status, result.stop_reason,
-                       result.epochs_run, result.monitor, values.get("best_value"), result.best_epoch,
-                       f"; {error_code}: {error_message}" if error_code else "")
+                       result.epochs_run, result.monitor, values.get("best_value"), result.best_epoch, error)

@@ -10,7 +10,8 @@ the preparation of a new attempt from the last backup.
   deleted; so the row always names a complete, verified backup.
 - `should_stop` also answers "interrupted" when the worker is shutting down (SIGTERM) or lost the lease.
 - `finished` writes nothing for an interrupted run (the task re-queues it) or when the lease is gone, and
-  never lets a job end succeeded unless its best checkpoint is in the store with the recorded sha256.
+  never lets a job end succeeded unless its best checkpoint's bytes, read back from the store, match the
+  recorded sha256.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from sqlalchemy import select, update
 
 from service.db import Database
 from service.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Job
-from service.store import ArtifactMissing, ArtifactStore, backup_key, download_to, put_file
+from service.job_errors import JobError, failure
+from service.store import ArtifactMissing, ArtifactStore, backup_key, download_to, holds, put_file
 from workers.leases import Claim, fenced
 from workers.reporting import DbReporter
 from workers.trainer.types import ResumeState
@@ -93,10 +95,8 @@ class LeasedReporter(DbReporter):
             row = s.execute(
                 select(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.epoch == epoch)
             ).scalar_one_or_none()
-        if row is None:
-            return False
-        meta = self.store.stat(row.artifact_key)
-        return meta is not None and meta.sha256 == row.sha256
+        # Read back, not just looked up: a file lost or damaged on disk since it was stored still has its record.
+        return row is not None and holds(self.store, row.artifact_key, row.sha256)
 
     def finished(self, result: Any) -> None:
         if result.stop_reason == "interrupted":
@@ -104,7 +104,8 @@ class LeasedReporter(DbReporter):
         if self._lease_lost.is_set():
             logger.error("job %s: lease lost; this worker does not record the end of the run", self.job_id)
             return
-        if result.best_epoch is not None and not self._best_is_stored(result.best_epoch):
+        epoch = result.best_epoch
+        if epoch is not None and not self._best_is_stored(epoch):
             # The store was down when the checkpoint was saved: store it now, or do not claim success.
             if result.best_checkpoint and Path(result.best_checkpoint).exists():
                 path = result.best_checkpoint
@@ -113,17 +114,13 @@ class LeasedReporter(DbReporter):
             if not self._best_is_stored(result.best_epoch):
                 result.best_epoch = None
                 result.stop_reason = "error"
-                super().finished(result)
-                self._retry("recording the missing checkpoint", lambda: self._mark_failed(
-                    "checkpoint_unavailable", "The best checkpoint could not be stored; the run is not usable."))
+                self._record_end(result, failure(
+                    JobError.CHECKPOINT_UNAVAILABLE,
+                    f"The best checkpoint (epoch {epoch}) could not be stored with its recorded sha256: it is "
+                    "missing from the artifact store or its bytes no longer match, and this worker has no copy "
+                    "to store again; the run is not usable. Submit the job again."))
                 return
         super().finished(result)
-
-    def _mark_failed(self, code: str, message: str) -> None:
-        # Right after this attempt recorded its end: still its job if no other attempt has claimed it since.
-        with self.db.session() as s:
-            s.execute(update(Job).where(fenced(self.job_id, self.worker_id, self.attempt, running=False))
-                      .values(status="failed", error_code=code, error_message=message))
 
 
 def diagnostics_history(db: Database, job_id: str, upto_epoch: int) -> list[dict[str, Any]]:

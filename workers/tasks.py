@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import func, update
 
 from service.datasets import DatasetError, load_builtin, load_csv, load_npz
+from service.job_errors import JobError, failure
 from service.db.models import Dataset, Job, utcnow
 from service.logconfig import job_id_var
 from service.queue import TRAIN_TASK
@@ -24,14 +25,15 @@ from workers import leases
 from workers.celery_app import app, runtime
 from workers.leases import Claim
 from workers.reaper import send_marked
+from workers.reporting import training_error
 from workers.resumable import LeasedReporter, prepare_resume
-from workers.trainer import TrainData, train
+from workers.trainer import TrainData, describe_error, train
 
 logger = logging.getLogger(__name__)
 
 
 class JobFailed(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: JobError, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -53,11 +55,13 @@ def _requeue(claimed: Claim) -> None:
         logger.info("job %s: stopped for shutdown after its last backup; re-queued", claimed.job_id)
 
 
-def _fail(claimed: Claim, code: str, message: str) -> None:
+def _fail(claimed: Claim, code: JobError, message: str) -> None:
+    # Fenced on the attempt still running: when the trainer already recorded the job's end (its own
+    # failure, with its code), that record stands and this writes nothing.
     with runtime.db.session() as s:
         s.execute(update(Job).where(leases.fenced(claimed.job_id, runtime.worker_id, claimed.attempt))
-                  .values(status="failed", error_code=code, error_message=message,
-                          stop_reason=func.coalesce(Job.stop_reason, "error"), finished_at=utcnow()))
+                  .values(**failure(code, message), stop_reason=func.coalesce(Job.stop_reason, "error"),
+                          finished_at=utcnow()))
 
 
 def load_data(job_id: str, dataset_id: str, tmpdir: str) -> TrainData:
@@ -68,7 +72,8 @@ def load_data(job_id: str, dataset_id: str, tmpdir: str) -> TrainData:
             with runtime.db.session() as s:
                 row = s.get(Dataset, dataset_id)
                 if row is None:
-                    raise JobFailed("dataset_unavailable", f"Data set {dataset_id} was deleted before the job started.")
+                    raise JobFailed(JobError.DATASET_UNAVAILABLE,
+                                    f"Data set {dataset_id} was deleted before the job started.")
                 key, fmt, sha256, size = row.artifact_key, row.format, row.sha256, row.size_bytes
                 target = (row.info or {}).get("target")
             path = runtime.dataset_cache.fetch(runtime.store, key, sha256, size, f".{fmt}",
@@ -78,13 +83,8 @@ def load_data(job_id: str, dataset_id: str, tmpdir: str) -> TrainData:
             arrays = (load_npz(path, max_decompressed_bytes=limits.max_dataset_bytes) if fmt == "npz"
                       else load_csv(path, target, max_bytes=limits.max_upload_bytes))
     except (DatasetError, ArtifactMissing) as exc:
-        raise JobFailed("dataset_unavailable", f"Data set {dataset_id} could not be read: {exc}") from exc
+        raise JobFailed(JobError.DATASET_UNAVAILABLE, f"Data set {dataset_id} could not be read: {exc}") from exc
     return TrainData(**arrays)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
 
 
 @app.task(name=TRAIN_TASK, acks_late=True, ignore_result=True)
@@ -108,6 +108,7 @@ def _train(job_id: str) -> None:
     spec = claimed.spec
     runtime.settings.work_dir.mkdir(parents=True, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix=f"{job_id}-", dir=runtime.settings.work_dir)
+    training = False
     try:
         began = time.perf_counter()
         data = load_data(job_id, spec["dataset"]["id"], workdir)
@@ -125,6 +126,7 @@ def _train(job_id: str) -> None:
                                   shutting_down=runtime.shutting_down, lease_lost=runtime.lease_lost,
                                   epoch_hook=sweeps.trial_stopper(runtime.db, job_id),
                                   timings={"data": data_seconds})
+        training = True
         result = train(spec, data, reporter, workdir, resume=resume)
         if result.stop_reason == "interrupted" and not runtime.lease_lost.is_set():
             _requeue(claimed)
@@ -133,7 +135,11 @@ def _train(job_id: str) -> None:
         _fail(claimed, exc.code, exc.message)
     except Exception as exc:
         logger.exception("job %s failed", job_id)
-        _fail(claimed, "training_error", f"Training stopped with an error: {type(exc).__name__}: {_one_line(exc)}")
+        # The trainer records its own failures (reporting.FAILURES); this stands in when that write failed.
+        if training:
+            _fail(claimed, *training_error(describe_error(exc)))
+        else:
+            _fail(claimed, JobError.WORKER_ERROR, f"The worker could not prepare the job: {describe_error(exc)}")
     finally:
         runtime.release()
         shutil.rmtree(workdir, ignore_errors=True)

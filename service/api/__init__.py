@@ -17,19 +17,24 @@ PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.openapi", "static
                     "metrics.scrape"}
 
 
+def bearer_token() -> str:
+    """The request's bearer token, or "" when it sent none (or another scheme)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def _require_token() -> None:
     if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
         return
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token()
+    if not token:
         raise Unauthorized(
             "Send an API token as 'Authorization: Bearer <token>'; `make run` prints one and writes it to "
             "var/dev-token.",
             headers={"WWW-Authenticate": 'Bearer realm="trainyard"'},
         )
     svc = services()
-    principal = authenticate_cached(svc.db, svc.tokens, token.strip())
+    principal = authenticate_cached(svc.db, svc.tokens, token)
     if principal is None:
         raise Unauthorized(
             "This token is not valid: it is unknown or was revoked.",

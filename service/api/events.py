@@ -16,20 +16,26 @@ the API with gevent workers, so hundreds of open streams are hundreds of parked 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request, stream_with_context
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from service.api import bearer_token
 from service.api.diagnostics import finding_resource
 from service.api.jobs import job_with_findings, load_job, metrics_item
 from service.app import services
+from service.auth import authenticate_cached
 from service.db.live import JobEvent
 from service.db.models import FINAL_STATUSES, EpochMetrics, Finding, Job
 from service.errors import ValidationFailed
 from service.eventhub import EventHub
+
+logger = logging.getLogger(__name__)
 
 bp = Blueprint("events", __name__)
 
@@ -136,12 +142,32 @@ def _stream(job_id: str, cursor: int) -> Iterator[str]:
         sub.close()
 
 
+def _until_revoked(chunks: Iterator[str]) -> Iterator[str]:
+    """`chunks`, until the stream's token stops authenticating: a stream opened with a token revoked since
+    ends at its next event or keep-alive, once this process's token cache lets go of it (the same bound as
+    for the token's next request). The check is the request's own, so it costs no query on a cache hit."""
+    svc = services()
+    token = bearer_token()
+    try:
+        for chunk in chunks:
+            try:
+                revoked = authenticate_cached(svc.db, svc.tokens, token) is None
+            except SQLAlchemyError:  # the database is away: the stream's own reads meet that, not this check
+                revoked = False
+            if revoked:
+                logger.info("event stream of job %s ended: its token was revoked", request.view_args.get("job_id"))
+                return
+            yield chunk
+    finally:
+        chunks.close()  # type: ignore[attr-defined]
+
+
 @bp.get("/v1/jobs/<job_id>/events")
 def job_events(job_id: str) -> Response:
     cursor = _last_event_id()
     with services().db.session() as s:
         load_job(s, job_id)  # 404 (as a problem document) before the stream starts
-    resp = Response(stream_with_context(_stream(job_id, cursor)), mimetype="text/event-stream")
+    resp = Response(stream_with_context(_until_revoked(_stream(job_id, cursor))), mimetype="text/event-stream")
     resp.headers["Cache-Control"] = "no-cache"
     resp.headers["X-Accel-Buffering"] = "no"  # a proxy in front must not hold events back
     return resp

@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -128,6 +129,13 @@ class Job(Base):
     sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"))
     trial_index: Mapped[int | None] = mapped_column(Integer)
     trial_params: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+
+    # A failed job says why (service/job_errors.py). Migration 0008 adds this on Postgres; on SQLite, where
+    # a constraint cannot be added to an existing table, two triggers refuse the same rows.
+    __table_args__ = (
+        CheckConstraint("status <> 'failed' OR (error_code IS NOT NULL AND error_message IS NOT NULL)",
+                        name="ck_jobs_failed_has_error"),
+    )
 
     def request_cancel(self) -> None:
         """A queued job is final at once (the worker that later receives its message skips it); a running

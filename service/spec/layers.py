@@ -18,7 +18,7 @@ from service.spec.errors import SpecError, error
 from service.spec.fields import (
     Bool, Choice, Float, Int, IntOrList, List, Object, SpecSchema, Tagged, type_field,
 )
-from service.spec.names import ACTIVATION_ALIASES, ACTIVATIONS, BIAS_INITIALIZERS, INITIALIZERS
+from service.spec.names import ACTIVATION_ALIASES, ACTIVATIONS, INITIALIZERS
 
 # Caps that keep one field from describing an absurd model; the parameter limit catches the rest.
 MAX_UNITS = 1_000_000
@@ -32,12 +32,17 @@ def _activation(default: str) -> Choice:
     return Choice(ACTIVATIONS, aliases=ACTIVATION_ALIASES, none_as="linear", load_default=default)
 
 
-def _initializer(default: str, names: list[str] = INITIALIZERS) -> Choice:
-    return Choice(names, load_default=default)
+def _initializer(default: str) -> Choice:
+    return Choice(INITIALIZERS, load_default=default)
+
+
+# A bias is a vector, and Keras' orthogonal initializer needs a matrix: it would raise when the worker
+# builds the layer, so the spec refuses it here.
+BIAS_INITIALIZERS: list[str] = [name for name in INITIALIZERS if name != "orthogonal"]
 
 
 def _bias_initializer() -> Choice:
-    return _initializer("zeros", BIAS_INITIALIZERS)
+    return Choice(BIAS_INITIALIZERS, load_default="zeros")
 
 
 class RegularizerSchema(SpecSchema):

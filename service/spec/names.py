@@ -19,8 +19,6 @@ INITIALIZERS: list[str] = [
     "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
     "zeros", "ones", "random_uniform", "random_normal", "truncated_normal", "orthogonal",
 ]
-#: Initializers of a bias, a vector: Keras' orthogonal initializer needs a matrix and fails the build.
-BIAS_INITIALIZERS: list[str] = [name for name in INITIALIZERS if name != "orthogonal"]
 
 LOSSES: list[str] = [
     "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy",

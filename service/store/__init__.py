@@ -97,6 +97,18 @@ def download_to(store: ArtifactStore, key: str, path: str | os.PathLike[str]) ->
     return meta
 
 
+def holds(store: ArtifactStore, key: str, sha256: str) -> bool:
+    """Whether the store hands back bytes of `key` that hash to `sha256`. The bytes are read back in full:
+    the record alone would not see a file lost or damaged after it was stored."""
+    digest = hashlib.sha256()
+    try:
+        for chunk in store.iter_bytes(key):
+            digest.update(chunk)
+    except ArtifactMissing:
+        return False
+    return digest.hexdigest() == sha256
+
+
 def _read_limited(stream: BinaryIO, size: int) -> bytes:
     """Read up to `size` bytes, fewer only at end of stream (raw streams may return short reads)."""
     parts: list[bytes] = []
@@ -263,7 +275,11 @@ class FsspecStore(RecordedObjects):
         if start >= end:
             return
         # A bounded read-ahead: on S3 each block is one ranged GET, so memory stays at one block.
-        with self.fs.open(self._path(key), "rb", block_size=CHUNK_SIZE) as fh:
+        try:
+            fh = self.fs.open(self._path(key), "rb", block_size=CHUNK_SIZE)
+        except FileNotFoundError as exc:  # recorded, but lost from the disk: missing, as the S3 store says
+            raise ArtifactMissing(f"{key}: recorded, but not in the object store") from exc
+        with fh:
             fh.seek(start)
             remaining = end - start
             while remaining > 0:
@@ -483,6 +499,7 @@ __all__ = [
     "dataset_key",
     "download_to",
     "export_key",
+    "holds",
     "make_store",
     "put_file",
     "RoutingStore",

@@ -87,6 +87,7 @@ def test_keyset_pages_cover_every_job_once_across_equal_timestamps(app: Any, cli
     from sqlalchemy import select
 
     from service.db.models import Job, Tenant
+    from service.job_errors import JobError, failure
 
     headers = {"Authorization": f"Bearer {make_token('keyset-tenant')}"}
     db = app.extensions["trainyard"].db
@@ -95,8 +96,11 @@ def test_keyset_pages_cover_every_job_once_across_equal_timestamps(app: Any, cli
     stamps = [t0] * 7 + [t0 + timedelta(seconds=1), t0 - timedelta(seconds=1), t0 + timedelta(seconds=2)]
     with db.session() as s:
         tenant = s.execute(select(Tenant.id).where(Tenant.name == "keyset-tenant")).scalar_one()
-        jobs = [Job(tenant_id=tenant, name=f"k{i}", status="failed" if i % 3 else "succeeded", spec={},
-                    epochs=1, created_at=ts) for i, ts in enumerate(stamps)]
+        # A failed job always carries its error (service/job_errors.py); the database refuses one without.
+        ended = [failure(JobError.NAN_LOSS, "The loss became NaN.") if i % 3 else {"status": "succeeded"}
+                 for i in range(len(stamps))]
+        jobs = [Job(tenant_id=tenant, name=f"k{i}", spec={}, epochs=1, created_at=ts, **ended[i])
+                for i, ts in enumerate(stamps)]
         s.add_all(jobs)
     expected = [j.id for j in sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)]
     for limit, status in ((2, None), (3, None), (1, "failed")):

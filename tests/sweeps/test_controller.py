@@ -16,6 +16,7 @@ from sqlalchemy import update
 from service.db import Database, upgrade_schema
 from service.db.models import EpochMetrics, Job, Tenant
 from service.db.sweeps import Sweep
+from service.job_errors import JobError, failure
 from service.spec import SpecLimits
 from service.sweeps import controller
 from service.sweeps.config import validate_sweep
@@ -55,9 +56,11 @@ def new_sweep(db: Database, send: Any, **overrides: Any) -> str:
 
 
 def finish(db: Database, sweep_id: str, trial: int, value: float, status: str = "succeeded") -> None:
+    # A failed job always carries its error (service/job_errors.py); the database refuses one without.
+    end = failure(JobError.NAN_LOSS, "The loss became NaN.") if status == "failed" else {"status": status}
     with db.session() as s:
         s.execute(update(Job).where(Job.sweep_id == sweep_id, Job.trial_index == trial)
-                  .values(status=status, best_value=value, best_epoch=1, epoch=1))
+                  .values(**end, best_value=value, best_epoch=1, epoch=1))
 
 
 def test_top_up_keeps_parallelism_under_concurrent_callers_and_finishes(db: Database) -> None:

@@ -1,101 +1,98 @@
-"""Normalised job specs for trainer tests, built directly (no dependency on service.spec).
+"""The one way trainer tests make a job spec: a raw client spec, validated by `service.spec.validate_spec`.
 
-Defaults follow docs/design.md; ``make_spec`` deep-merges overrides into a complete dict.
+The engine only ever receives what `validate_spec` returns, so tests give it exactly that: every default,
+alias and resolved monitor mode comes from the contract, never from a hand-written copy of it. The data
+set is an uploaded-style id whose `DatasetInfo` is derived from the test's own arrays with the heuristic an
+upload goes through (`service.datasets.summary.infer_task`), so shape, loss and monitor checks see what a
+real upload of those arrays would give them.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+from typing import Any
 
-LAYER_DEFAULTS = {
-    "dense": {"activation": None, "use_bias": True, "kernel_initializer": "glorot_uniform",
-              "bias_initializer": "zeros", "kernel_regularizer": None, "bias_regularizer": None},
-    "dropout": {"rate": 0.5},
-    "flatten": {},
-    "reshape": {},
-    "activation": {"activation": "linear"},
-    "batch_normalization": {"momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True},
-    "layer_normalization": {"epsilon": 0.001, "center": True, "scale": True},
-    "conv1d": {"strides": 1, "padding": "valid", "activation": None, "use_bias": True,
-               "dilation_rate": 1, "kernel_initializer": "glorot_uniform", "bias_initializer": "zeros",
-               "kernel_regularizer": None, "bias_regularizer": None},
-    "max_pooling1d": {"pool_size": 2, "strides": None, "padding": "valid"},
-    "max_pooling2d": {"pool_size": 2, "strides": None, "padding": "valid"},
-    "average_pooling2d": {"pool_size": 2, "strides": None, "padding": "valid"},
-    "global_average_pooling1d": {},
-    "global_average_pooling2d": {},
-    "embedding": {"embeddings_initializer": "uniform", "embeddings_regularizer": None},
-    "lstm": {"activation": "tanh", "return_sequences": False, "use_bias": True, "dropout": 0.0,
-             "recurrent_dropout": 0.0, "kernel_initializer": "glorot_uniform",
-             "recurrent_initializer": "orthogonal", "bias_initializer": "zeros",
-             "kernel_regularizer": None},
-    "bidirectional": {"merge_mode": "concat"},
-}
-LAYER_DEFAULTS["conv2d"] = LAYER_DEFAULTS["conv1d"]
-LAYER_DEFAULTS["gru"] = LAYER_DEFAULTS["lstm"]
-LAYER_DEFAULTS["simple_rnn"] = LAYER_DEFAULTS["lstm"]
+import numpy as np
 
-OPTIMIZER_DEFAULTS = {
-    "sgd": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False},
-    "adam": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07, "amsgrad": False},
-    "adamw": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07, "amsgrad": False,
-              "weight_decay": 0.004},
-    "nadam": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07},
-    "rmsprop": {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-07,
-                "centered": False},
-    "adagrad": {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-07},
-}
+from service.datasets.summary import infer_task
+from service.spec import DatasetInfo, SpecLimits, validate_spec
+from workers.trainer import TrainData
+
+#: The id every test spec names: shaped like an uploaded data set's, resolved by `dataset_info`.
+DATASET_ID = "ds_" + "0" * 32
+
+# Sections merged one key deep with the base spec; every other override replaces the whole value.
+_MERGED = ("dataset", "callbacks", "training", "limits", "diagnostics", "resources")
 
 
-def layer(type_: str, **fields) -> dict:
-    cfg = {"type": type_, **copy.deepcopy(LAYER_DEFAULTS[type_]), **fields}
-    if type_ == "bidirectional" and "layer" in fields:
-        cfg["layer"] = layer(fields["layer"]["type"], **{k: v for k, v in fields["layer"].items()
-                                                          if k != "type"})
-    return cfg
+def dataset_info(data: TrainData | None = None, *, input_shape: tuple[int, ...] | None = None,
+                 n_classes: int | None = None, target_shape: tuple[int, ...] = (),
+                 train_samples: int = 64) -> DatasetInfo:
+    """What validation would know of an upload of `data`; or, without arrays, a described data set
+    (`n_classes` for class labels, else regression targets of `target_shape`)."""
+    if data is not None:
+        ys = [np.asarray(y) for y in (data.y_train, data.y_val, data.y_test) if y is not None]
+        task, classes = infer_task(ys)
+        return DatasetInfo(
+            id=DATASET_ID, input_shape=tuple(int(d) for d in np.shape(data.x_train)[1:]), task=task,
+            n_classes=classes, has_validation=data.x_val is not None, has_test=data.x_test is not None,
+            target_shape=tuple(int(d) for d in ys[0].shape[1:]), train_samples=len(data.x_train),
+            test_samples=0 if data.x_test is None else len(data.x_test))
+    if input_shape is None:
+        raise TypeError("dataset_info needs the arrays or an input_shape")
+    return DatasetInfo(
+        id=DATASET_ID, input_shape=tuple(input_shape), task="classification" if n_classes else "regression",
+        n_classes=n_classes, has_validation=False, has_test=False, target_shape=tuple(target_shape),
+        train_samples=train_samples)
 
 
-def optimizer(type_: str, **fields) -> dict:
-    return {"type": type_, **OPTIMIZER_DEFAULTS[type_], "clipnorm": None, "clipvalue": None, **fields}
-
-
-def _merge(base: dict, overrides: dict) -> dict:
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
-def make_spec(**overrides) -> dict:
-    """A complete normalised spec: a small classifier on 4 features and 3 classes, unless overridden.
-
-    Dict overrides merge one level at a time (``training={"epochs": 3}`` keeps the other training
-    fields); ``model``, ``optimizer``, ``schedule`` and ``metrics`` are replaced whole.
-    """
-    spec = {
-        "version": 1,
+def base_spec(info: DatasetInfo) -> dict[str, Any]:
+    """The raw spec a client would send for a small model that fits `info`: one hidden layer, then an
+    output layer and loss matching the targets; one epoch of batches of 16, seed 0, no validation split."""
+    if info.task == "classification" and info.target_shape in ((), (1,)):
+        head, loss, metrics = {"units": info.n_classes, "activation": "softmax"}, \
+            "sparse_categorical_crossentropy", ["accuracy"]
+    elif info.task == "classification":
+        head, loss, metrics = {"units": info.n_classes, "activation": "softmax"}, \
+            "categorical_crossentropy", ["accuracy"]
+    else:
+        head, loss, metrics = {"units": math.prod(info.target_shape) or 1}, "mse", []
+    return {
         "name": "test",
-        "dataset": {"id": "test", "validation_split": 0.0, "normalize": "none",
-                    "normalize_targets": "none"},
-        "model": {"input_shape": [4], "layers": [layer("dense", units=8, activation="relu"),
-                                                 layer("dense", units=3, activation="softmax")]},
-        "loss": "sparse_categorical_crossentropy",
-        "metrics": ["accuracy"],
-        "optimizer": optimizer("adam"),
-        "schedule": {"type": "constant"},
-        "callbacks": {"early_stopping": None, "checkpoint": {"monitor": "loss", "mode": "min"},
-                      "reduce_lr_on_plateau": None},
-        "training": {"epochs": 1, "batch_size": 16, "shuffle": True, "seed": 0,
-                     "mixed_precision": False, "jit_compile": False},
-        "limits": {"max_runtime_seconds": None},
-        "diagnostics": {"enabled": True},
+        "dataset": {"id": DATASET_ID, "validation_split": 0.0},
+        "model": {"input_shape": list(info.input_shape),
+                  "layers": [{"type": "dense", "units": 8, "activation": "relu"}, {"type": "dense", **head}]},
+        "loss": loss,
+        "metrics": metrics,
+        "training": {"epochs": 1, "batch_size": 16, "seed": 0},
     }
-    replace_whole = {"model", "optimizer", "schedule", "metrics"}
-    for key, value in overrides.items():
-        if key in replace_whole or not isinstance(value, dict) or not isinstance(spec.get(key), dict):
-            spec[key] = copy.deepcopy(value)
+
+
+def raw_spec(data: TrainData | DatasetInfo, **overrides: Any) -> tuple[dict[str, Any], DatasetInfo]:
+    """The raw client spec `make_spec` validates, and the data set it is validated against."""
+    info = data if isinstance(data, DatasetInfo) else dataset_info(data)
+    raw = base_spec(info)
+    for key, value in copy.deepcopy(overrides).items():
+        if key in _MERGED and isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key].update(value)
+        elif key == "model" and isinstance(value, dict):
+            raw["model"] = {"input_shape": list(info.input_shape), **value}
         else:
-            _merge(spec[key], copy.deepcopy(value))
-    return spec
+            raw[key] = value
+    return raw, info
+
+
+def make_spec(data: TrainData | DatasetInfo, *, spec_limits: SpecLimits | None = None,
+              **overrides: Any) -> dict[str, Any]:
+    """The normalised spec `validate_spec` makes of the base spec with `overrides`, for data like `data`.
+
+    `dataset`, `callbacks`, `training`, `limits`, `diagnostics` and `resources` overrides merge into the
+    base one key deep (`training={"epochs": 3}` keeps the batch size and seed); any other key replaces
+    the base's value whole (`model` keeps the data's input shape unless it names one). A spec the contract
+    refuses raises `SpecError`, as the API would answer 422. `spec_limits` stands for the operator's
+    settings (default: the defaults).
+    """
+    raw, info = raw_spec(data, **overrides)
+    return validate_spec(raw, datasets=lambda dataset_id: info if dataset_id == DATASET_ID else None,
+                         limits=spec_limits or SpecLimits())

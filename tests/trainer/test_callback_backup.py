@@ -12,6 +12,10 @@ from workers.trainer.types import ResumeState
 
 from .specs import make_spec
 
+# The contract refuses a learning rate of 0; SGD's updates at 1e-10 vanish in float32, so the weights and
+# the loss stay exactly as they are: a run that never improves.
+FROZEN = {"type": "sgd", "learning_rate": 1e-10}
+
 
 class _StopAtEpoch(InMemoryReporter):
     """Asks for `reason` right after epoch `epoch` was backed up: the next batch is the last one."""
@@ -35,7 +39,7 @@ def _resume_from(reporter: InMemoryReporter, tmp_path, name: str) -> ResumeState
 
 def test_backup_is_written_after_every_complete_epoch_with_callback_state(tmp_path, classification_data):
     reporter = InMemoryReporter()
-    spec = make_spec(training={"epochs": 3})
+    spec = make_spec(classification_data, training={"epochs": 3})
     train(spec, classification_data, reporter, tmp_path)
     assert [e for e, _, _ in reporter.backups] == [1, 2, 3]
     epoch, path, state = reporter.backups[-1]
@@ -53,15 +57,15 @@ def test_no_backup_for_a_reporter_without_backup_saved(tmp_path, classification_
         def should_stop(self):
             return None
 
-    train(make_spec(training={"epochs": 1}), classification_data, Plain(), tmp_path)
+    train(make_spec(classification_data, training={"epochs": 1}), classification_data, Plain(), tmp_path)
     assert not (tmp_path / "backup").exists()
     with pytest.raises(ValueError, match="backup_saved"):
-        train(make_spec(), classification_data, Plain(), tmp_path,
+        train(make_spec(classification_data), classification_data, Plain(), tmp_path,
               resume=ResumeState(str(tmp_path / "x.weights.h5"), 1, {}))
 
 
 def test_interrupted_then_resumed_equals_one_uninterrupted_run(tmp_path, classification_data):
-    spec = make_spec(training={"epochs": 4, "shuffle": False, "batch_size": 8})
+    spec = make_spec(classification_data, training={"epochs": 4, "shuffle": False, "batch_size": 8})
     whole = InMemoryReporter()
     train(spec, classification_data, whole, tmp_path / "whole")
 
@@ -84,13 +88,10 @@ def test_interrupted_then_resumed_equals_one_uninterrupted_run(tmp_path, classif
 
 
 def test_resume_keeps_best_threshold_and_early_stopping_patience(tmp_path, classification_data):
-    spec = make_spec(training={"epochs": 30, "batch_size": 16, "shuffle": False},
-                     optimizer={"type": "sgd", "learning_rate": 0.0, "momentum": 0.0, "nesterov": False,
-                                "clipnorm": None, "clipvalue": None},
-                     callbacks={"early_stopping": {"monitor": "loss", "patience": 3, "min_delta": 0.0,
-                                                   "mode": "min", "restore_best_weights": False,
-                                                   "start_from_epoch": 0}})
-    # A learning rate of 0 never improves the loss: epoch 1 is best, patience runs out at epoch 4.
+    spec = make_spec(classification_data, training={"epochs": 30, "batch_size": 16, "shuffle": False},
+                     optimizer=FROZEN,
+                     callbacks={"early_stopping": {"monitor": "loss", "patience": 3}})
+    # A frozen run never improves the loss: epoch 1 is best, patience runs out at epoch 4.
     first = _StopAtEpoch(2)
     train(spec, classification_data, first, tmp_path / "first")
     assert first.backups[-1][2]["callbacks"]["early_stopping"]["wait"] == 1
@@ -108,12 +109,9 @@ def test_resume_keeps_best_threshold_and_early_stopping_patience(tmp_path, class
 
 
 def test_backup_taken_when_early_stopping_ended_the_run_resumes_to_its_end(tmp_path, classification_data):
-    spec = make_spec(training={"epochs": 30, "batch_size": 16, "shuffle": False},
-                     optimizer={"type": "sgd", "learning_rate": 0.0, "momentum": 0.0, "nesterov": False,
-                                "clipnorm": None, "clipvalue": None},
-                     callbacks={"early_stopping": {"monitor": "loss", "patience": 1, "min_delta": 0.0,
-                                                   "mode": "min", "restore_best_weights": False,
-                                                   "start_from_epoch": 0}})
+    spec = make_spec(classification_data, training={"epochs": 30, "batch_size": 16, "shuffle": False},
+                     optimizer=FROZEN,
+                     callbacks={"early_stopping": {"monitor": "loss", "patience": 1}})
     first = InMemoryReporter()
     train(spec, classification_data, first, tmp_path / "first")
     assert first.result.stop_reason == "early_stopping"
@@ -125,11 +123,10 @@ def test_backup_taken_when_early_stopping_ended_the_run_resumes_to_its_end(tmp_p
 
 
 def test_reduced_learning_rate_and_plateau_counters_survive_a_resume(tmp_path, classification_data):
-    spec = make_spec(training={"epochs": 5, "batch_size": 16, "shuffle": False},
-                     optimizer={"type": "sgd", "learning_rate": 0.0, "momentum": 0.0, "nesterov": False,
-                                "clipnorm": None, "clipvalue": None},
+    spec = make_spec(classification_data, training={"epochs": 5, "batch_size": 16, "shuffle": False},
+                     optimizer=FROZEN,
                      callbacks={"reduce_lr_on_plateau": {"monitor": "loss", "factor": 0.5, "patience": 1,
-                                                         "min_delta": 0.0, "cooldown": 0, "min_lr": 0.0}})
+                                                         "min_delta": 0.0}})
     first = _StopAtEpoch(3)
     train(spec, classification_data, first, tmp_path / "first")
     saved = first.backups[-1][2]["callbacks"]["reduce_lr_on_plateau"]
@@ -140,7 +137,7 @@ def test_reduced_learning_rate_and_plateau_counters_survive_a_resume(tmp_path, c
 
 
 def test_time_limit_counts_earlier_attempts(tmp_path, classification_data):
-    spec = make_spec(training={"epochs": 50}, limits={"max_runtime_seconds": 5})
+    spec = make_spec(classification_data, training={"epochs": 50}, limits={"max_runtime_seconds": 5})
     first = _StopAtEpoch(1)
     train(spec, classification_data, first, tmp_path / "first")
     resume = _resume_from(first, tmp_path, "b")
@@ -160,7 +157,7 @@ def test_constructor_validates_arguments(tmp_path):
 
 def test_backup_file_restores_weights_and_optimizer(tmp_path, classification_data):
     reporter = InMemoryReporter()
-    train(make_spec(training={"epochs": 2}), classification_data, reporter, tmp_path)
+    train(make_spec(classification_data, training={"epochs": 2}), classification_data, reporter, tmp_path)
     _, path, _ = reporter.backups[-1]
     import h5py
 
@@ -174,9 +171,8 @@ def test_backup_file_restores_weights_and_optimizer(tmp_path, classification_dat
 def test_findings_of_a_resumed_run_judge_the_whole_run(tmp_path, classification_data):
     """A plateau that spans the resume (6 flat epochs before it, 6 after) is found only with the earlier
     attempt's diagnostics history; without it the resumed run sees 6 flat epochs, too few to say."""
-    spec = make_spec(training={"epochs": 12, "batch_size": 16, "shuffle": False},
-                     optimizer={"type": "sgd", "learning_rate": 0.0, "momentum": 0.0, "nesterov": False,
-                                "clipnorm": None, "clipvalue": None})
+    spec = make_spec(classification_data, training={"epochs": 12, "batch_size": 16, "shuffle": False},
+                     optimizer=FROZEN)
     first = _StopAtEpoch(6)
     train(spec, classification_data, first, tmp_path / "first")
     val_loss = {epoch: logs.get("val_loss") for epoch, logs in first.epochs}

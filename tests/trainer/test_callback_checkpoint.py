@@ -8,11 +8,11 @@ from workers.trainer import InMemoryReporter, build_model, train
 from workers.trainer.callbacks import BestCheckpoint, RunState
 from workers.trainer.callbacks.checkpoint import resolve_mode
 
-from .specs import make_spec
+from .specs import dataset_info, make_spec
 
 
 def _compiled_model():
-    model = build_model(make_spec())
+    model = build_model(make_spec(dataset_info(input_shape=(4,), n_classes=3)))
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     # One step builds the optimizer's slots, as during real training, so the file holds them too.
     model.train_on_batch(np.zeros((2, 4), np.float32), np.zeros(2, np.int64))
@@ -70,7 +70,7 @@ def test_auto_mode(monitor, mode):
 def test_engine_checkpoints_the_best_epoch_and_evaluates_it_on_test(tmp_path, classification_data):
     data = classification_data
     data.x_test, data.y_test = data.x_train[:16], data.y_train[:16]
-    spec = make_spec(dataset={"validation_split": 0.25},
+    spec = make_spec(classification_data, dataset={"validation_split": 0.25},
                      callbacks={"checkpoint": {"monitor": "val_loss", "mode": "min"}},
                      optimizer={"type": "adam", "learning_rate": 0.01},
                      training={"epochs": 3})
@@ -85,13 +85,6 @@ def test_engine_checkpoints_the_best_epoch_and_evaluates_it_on_test(tmp_path, cl
     direct = loaded.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)
     assert set(result.test_metrics) == {"loss", "accuracy"}
     assert result.test_metrics["loss"] == pytest.approx(direct["loss"], rel=1e-5)
-
-
-def test_val_monitor_without_validation_data_falls_back_to_the_training_value(tmp_path,
-                                                                            classification_data):
-    spec = make_spec(callbacks={"checkpoint": {"monitor": "val_loss", "mode": "min"}})
-    result = train(spec, classification_data, InMemoryReporter(), tmp_path)
-    assert result.monitor == "loss" and result.best_epoch == 1
 
 
 def test_constructor_arguments_are_validated(tmp_path):
@@ -113,7 +106,8 @@ class _CorruptingReporter(InMemoryReporter):
 
 
 def test_a_run_never_ends_well_with_a_best_checkpoint_that_does_not_load(tmp_path, classification_data):
-    spec = make_spec(training={"epochs": 2})  # no test split: nothing else would read the checkpoint back
+    # No test split: nothing else would read the checkpoint back.
+    spec = make_spec(classification_data, training={"epochs": 2})
     reporter = _CorruptingReporter()
     with pytest.raises(Exception):
         train(spec, classification_data, reporter, tmp_path)

@@ -14,7 +14,7 @@ def _early_stopping(**overrides):
 
 def test_stops_when_the_monitor_stops_improving(tmp_path, classification_data):
     # min_delta 1e9: no epoch after the first counts as an improvement.
-    spec = make_spec(callbacks={"early_stopping": _early_stopping()}, training={"epochs": 5})
+    spec = make_spec(classification_data, callbacks={"early_stopping": _early_stopping()}, training={"epochs": 5})
     reporter = InMemoryReporter()
     result = train(spec, classification_data, reporter, tmp_path)
     assert result.stop_reason == "early_stopping"
@@ -23,14 +23,14 @@ def test_stops_when_the_monitor_stops_improving(tmp_path, classification_data):
 
 
 def test_start_from_epoch_delays_it(tmp_path, classification_data):
-    spec = make_spec(callbacks={"early_stopping": _early_stopping(start_from_epoch=2)},
+    spec = make_spec(classification_data, callbacks={"early_stopping": _early_stopping(start_from_epoch=2)},
                      training={"epochs": 5})
     result = train(spec, classification_data, InMemoryReporter(), tmp_path)
     assert result.stop_reason == "early_stopping" and result.epochs_run == 4
 
 
 def test_runs_to_completion_when_improving(tmp_path, classification_data):
-    spec = make_spec(callbacks={"early_stopping": _early_stopping(min_delta=0.0, patience=5)},
+    spec = make_spec(classification_data, callbacks={"early_stopping": _early_stopping(min_delta=0.0, patience=5)},
                      training={"epochs": 2})
     result = train(spec, classification_data, InMemoryReporter(), tmp_path)
     assert result.stop_reason == "completed" and result.epochs_run == 2

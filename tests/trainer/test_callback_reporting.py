@@ -15,7 +15,7 @@ def fast_retries(monkeypatch):
 
 
 def test_rows_count_from_one_with_all_metrics_lr_and_seconds(tmp_path, classification_data):
-    spec = make_spec(dataset={"validation_split": 0.25}, metrics=["accuracy"],
+    spec = make_spec(classification_data, dataset={"validation_split": 0.25}, metrics=["accuracy"],
                      training={"epochs": 2})
     reporter = InMemoryReporter()
     train(spec, classification_data, reporter, tmp_path)
@@ -50,7 +50,7 @@ class _FlakySink(InMemoryReporter):
 
 def test_a_briefly_failing_sink_is_retried(tmp_path, classification_data):
     reporter = _FlakySink(failures=2)
-    result = train(make_spec(training={"epochs": 2}), classification_data, reporter, tmp_path)
+    result = train(make_spec(classification_data, training={"epochs": 2}), classification_data, reporter, tmp_path)
     assert result.stop_reason == "completed"
     assert [epoch for epoch, _ in reporter.epochs] == [1, 2]
     assert reporter.attempts["epoch_end"] == 4
@@ -59,7 +59,7 @@ def test_a_briefly_failing_sink_is_retried(tmp_path, classification_data):
 
 def test_a_sink_that_stays_down_does_not_crash_training(tmp_path, classification_data):
     reporter = _FlakySink(failures=10**6)
-    result = train(make_spec(training={"epochs": 2}), classification_data, reporter, tmp_path)
+    result = train(make_spec(classification_data, training={"epochs": 2}), classification_data, reporter, tmp_path)
     assert result.stop_reason == "completed" and result.epochs_run == 2
     assert reporter.epochs == [] and reporter.attempts["epoch_end"] == 2 * engine.RETRY_ATTEMPTS
     assert result.best_checkpoint is not None

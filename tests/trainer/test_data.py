@@ -4,7 +4,9 @@ import pytest
 from workers.trainer import InMemoryReporter, TrainData, train
 from workers.trainer.data import make_dataset, prepare_data, split_validation
 
-from .specs import layer, make_spec
+from service.spec import SpecError
+
+from .specs import make_spec
 
 
 def _data(n=100, features=3, seed=0):
@@ -26,10 +28,16 @@ def test_validation_split_is_seeded_disjoint_and_keeps_row_order():
     assert y_val.tolist() != list(range(80, 100)), "validation must not be just the tail rows"
 
 
-def test_given_validation_data_wins_over_the_split():
+def test_given_validation_data_is_used_and_no_split_is_taken_from_training():
     x, y = _data()
-    spec = make_spec(dataset={"validation_split": 0.5})
-    prepared = prepare_data(spec, TrainData(x[:60], y[:60], x[60:], y[60:]))
+    data = TrainData(x[:60], y[:60], x[60:], y[60:])
+    # The contract refuses a split of a data set that brings its own validation part ...
+    with pytest.raises(SpecError, match="validation_split"):
+        make_spec(data, dataset={"validation_split": 0.5})
+    # ... and leaves the split out, so every training row trains.
+    spec = make_spec(data)
+    assert spec["dataset"]["validation_split"] == 0.0
+    prepared = prepare_data(spec, data)
     assert len(prepared.x_train) == 60
     np.testing.assert_array_equal(prepared.y_val, y[60:])
 
@@ -38,8 +46,8 @@ def test_standardize_uses_training_split_statistics_only():
     x, y = _data()
     x_val = x[:10] + 100.0  # wildly different validation data must not move the statistics
     x[:, 2] = 7.0  # a constant feature: std 0 becomes 1
-    spec = make_spec(dataset={"normalize": "standardize"})
-    prepared = prepare_data(spec, TrainData(x, y, x_val, y[:10], x[:5], y[:5]))
+    data = TrainData(x, y, x_val, y[:10], x[:5], y[:5])
+    prepared = prepare_data(make_spec(data, dataset={"normalize": "standardize"}), data)
     stats = prepared.normalization["inputs"]
     assert stats["method"] == "standardize"
     np.testing.assert_allclose(stats["mean"], x.astype(np.float64).mean(axis=0), rtol=1e-6)
@@ -56,7 +64,7 @@ def test_standardize_uses_training_split_statistics_only():
 
 def test_split_happens_before_statistics():
     x, y = _data()
-    spec = make_spec(dataset={"validation_split": 0.2, "normalize": "minmax"}, training={"seed": 1})
+    spec = make_spec(TrainData(x, y), dataset={"validation_split": 0.2, "normalize": "minmax"}, training={"seed": 1})
     prepared = prepare_data(spec, TrainData(x, y))
     train_rows = x[prepared.y_train]
     stats = prepared.normalization["inputs"]
@@ -68,8 +76,8 @@ def test_split_happens_before_statistics():
 def test_target_standardisation():
     x, _ = _data()
     y = np.linspace(100.0, 200.0, 100).astype(np.float32)
-    spec = make_spec(dataset={"normalize_targets": "standardize"})
-    prepared = prepare_data(spec, TrainData(x, y, x[:4], y[:4]))
+    data = TrainData(x, y, x[:4], y[:4])
+    prepared = prepare_data(make_spec(data, dataset={"normalize_targets": "standardize"}), data)
     targets = prepared.normalization["targets"]
     assert prepared.normalization["inputs"] is None
     assert targets["mean"] == [pytest.approx(150.0)]
@@ -80,8 +88,11 @@ def test_target_standardisation():
 
 def test_embedding_inputs_stay_integer_ids():
     x = np.random.default_rng(0).integers(0, 10, size=(20, 5))
-    spec = make_spec(dataset={"normalize": "standardize"})
-    prepared = prepare_data(spec, TrainData(x, np.zeros(20, dtype=int)), integer_inputs=True)
+    data = TrainData(x, np.arange(20) % 2)
+    spec = make_spec(data, dataset={"normalize": "standardize"}, model={"layers": [
+        {"type": "embedding", "input_dim": 10, "output_dim": 4}, {"type": "flatten"},
+        {"type": "dense", "units": 2, "activation": "softmax"}]})
+    prepared = prepare_data(spec, data, integer_inputs=True)
     assert prepared.x_train.dtype == np.int32 and prepared.normalization is None
     np.testing.assert_array_equal(prepared.x_train, x)
 
@@ -89,9 +100,9 @@ def test_embedding_inputs_stay_integer_ids():
 def test_mismatched_arrays_are_refused():
     x, y = _data()
     with pytest.raises(ValueError, match="both"):
-        prepare_data(make_spec(), TrainData(x, y, x_val=x))
+        prepare_data(make_spec(TrainData(x, y)), TrainData(x, y, x_val=x))
     with pytest.raises(ValueError, match="rows"):
-        prepare_data(make_spec(), TrainData(x, y[:5]))
+        prepare_data(make_spec(TrainData(x, y)), TrainData(x, y[:5]))
 
 
 def test_dataset_shuffles_by_seed_and_covers_every_row():
@@ -108,11 +119,11 @@ def test_dataset_shuffles_by_seed_and_covers_every_row():
 def test_engine_reports_sizes_and_statistics(tmp_path):
     x, _ = _data(n=80)
     y = (x[:, 0] > 5).astype(int)
-    spec = make_spec(
-        model={"input_shape": [3], "layers": [layer("dense", units=2, activation="softmax")]},
-        dataset={"validation_split": 0.25, "normalize": "standardize"}, training={"batch_size": 32})
+    data = TrainData(x, y, x_test=x[:8], y_test=y[:8])
+    spec = make_spec(data, model={"layers": [{"type": "dense", "units": 2, "activation": "softmax"}]},
+                     dataset={"validation_split": 0.25, "normalize": "standardize"}, training={"batch_size": 32})
     reporter = InMemoryReporter()
-    result = train(spec, TrainData(x, y, x_test=x[:8], y_test=y[:8]), reporter, tmp_path)
+    result = train(spec, data, reporter, tmp_path)
     info = reporter.info
     assert (info["train_samples"], info["val_samples"], info["test_samples"]) == (60, 20, 8)
     assert info["steps_per_epoch"] == 2

@@ -10,10 +10,11 @@ from workers.trainer.diagnostics.probe import ProbeMeasure, probe_batch, trainab
 from workers.trainer.layers import build_model
 from workers.trainer.losses import build_loss
 
-from .specs import layer, make_spec, optimizer
+from .specs import dataset_info, make_spec
 
-MLP_784 = {"input_shape": [784], "layers": [layer("dense", units=10, activation="relu"),
-                                            layer("dense", units=10, activation="softmax")]}
+MLP_784 = {"input_shape": [784], "layers": [{"type": "dense", "units": 10, "activation": "relu"},
+                                            {"type": "dense", "units": 10, "activation": "softmax"}]}
+SGD = {"type": "sgd", "learning_rate": 0.01}
 
 
 @pytest.fixture()
@@ -25,9 +26,9 @@ def mnist_like():
 
 
 def test_trainable_variables_are_named_by_layer():
-    spec = make_spec(model={"input_shape": [5, 4], "layers": [
-        layer("bidirectional", layer={"type": "lstm", "units": 3}),
-        layer("dense", units=2, activation="softmax")]})
+    spec = make_spec(dataset_info(input_shape=(5, 4), n_classes=2), model={"layers": [
+        {"type": "bidirectional", "layer": {"type": "lstm", "units": 3}},
+        {"type": "dense", "units": 2, "activation": "softmax"}]})
     described = [t.describe() for t in trainable_variables(build_model(spec))]
     assert described[0] == {"layer": "bidirectional_1", "name": "forward_lstm/lstm_cell/kernel", "shape": [4, 12]}
     assert {(d["layer"], d["name"]) for d in described} >= {("bidirectional_1", "backward_lstm/lstm_cell/bias"),
@@ -37,9 +38,9 @@ def test_trainable_variables_are_named_by_layer():
 
 def test_probe_measure_numbers_and_no_side_effects():
     keras.utils.set_random_seed(0)
-    spec = make_spec(model={"input_shape": [4], "layers": [layer("dense", units=3, activation="relu"),
-                                                           layer("dropout", rate=0.5),
-                                                           layer("dense", units=2, activation="softmax")]})
+    spec = make_spec(dataset_info(input_shape=(4,), n_classes=2), model={"layers": [
+        {"type": "dense", "units": 3, "activation": "relu"}, {"type": "dropout", "rate": 0.5},
+        {"type": "dense", "units": 2, "activation": "softmax"}]})
     model = build_model(spec)
     tracked = trainable_variables(model)
     measure = ProbeMeasure(model, build_loss("sparse_categorical_crossentropy"), tracked)
@@ -83,8 +84,7 @@ def test_probe_measure_numbers_and_no_side_effects():
 
 
 def test_seed_like_mlp_updates_every_variable_every_epoch(tmp_path, mnist_like):
-    spec = make_spec(model=MLP_784, optimizer=optimizer("sgd", learning_rate=0.01),
-                     training={"epochs": 3, "batch_size": 32})
+    spec = make_spec(mnist_like, model=MLP_784, optimizer=SGD, training={"epochs": 3, "batch_size": 32})
     reporter = InMemoryReporter()
     train(spec, mnist_like, reporter, tmp_path)
     assert reporter.info["variables"] == [
@@ -106,7 +106,7 @@ def test_seed_like_mlp_updates_every_variable_every_epoch(tmp_path, mnist_like):
 
 
 def test_adam_at_1e_10_is_lr_too_small(tmp_path, mnist_like):
-    spec = make_spec(model=MLP_784, optimizer=optimizer("adam", learning_rate=1e-10),
+    spec = make_spec(mnist_like, model=MLP_784, optimizer={"type": "adam", "learning_rate": 1e-10},
                      training={"epochs": 2, "batch_size": 32})
     reporter = InMemoryReporter()
     train(spec, mnist_like, reporter, tmp_path)
@@ -117,24 +117,23 @@ def test_adam_at_1e_10_is_lr_too_small(tmp_path, mnist_like):
 
 def test_unscaled_inputs_only_without_normalisation(tmp_path, mnist_like):
     scaled_up = TrainData(mnist_like.x_train * 100, mnist_like.y_train)
-    spec = make_spec(model=MLP_784, optimizer=optimizer("sgd", learning_rate=0.01),
-                     training={"epochs": 1, "batch_size": 32})
+    options = dict(model=MLP_784, optimizer=SGD, training={"epochs": 1, "batch_size": 32})
     raw = InMemoryReporter()
-    train(spec, scaled_up, raw, tmp_path / "raw")
+    train(make_spec(scaled_up, **options), scaled_up, raw, tmp_path / "raw")
     assert "unscaled_inputs" in raw.finding_codes
     standardized = InMemoryReporter()
-    train(make_spec(**{**spec, "dataset": {**spec["dataset"], "normalize": "standardize"}}), scaled_up,
-          standardized, tmp_path / "std")
+    train(make_spec(scaled_up, dataset={"normalize": "standardize"}, **options), scaled_up, standardized,
+          tmp_path / "std")
     assert "unscaled_inputs" not in standardized.finding_codes
 
 
 def test_zero_initialised_relu_layer_yields_zero_gradients_naming_it(tmp_path, mnist_like):
     model = {"input_shape": [784], "layers": [
-        layer("dense", units=10, activation="relu", kernel_initializer="zeros"),
-        layer("dense", units=10, activation="softmax")]}
+        {"type": "dense", "units": 10, "activation": "relu", "kernel_initializer": "zeros"},
+        {"type": "dense", "units": 10, "activation": "softmax"}]}
     reporter = InMemoryReporter()
-    result = train(make_spec(model=model, optimizer=optimizer("sgd", learning_rate=0.01),
-                             training={"epochs": 2, "batch_size": 32}), mnist_like, reporter, tmp_path)
+    result = train(make_spec(mnist_like, model=model, optimizer=SGD, training={"epochs": 2, "batch_size": 32}),
+                   mnist_like, reporter, tmp_path)
     assert result.stop_reason == "completed"  # the output bias still learns: not a preflight failure
     found = reporter.findings_by_key[("zero_gradients", "dense_1")]
     assert "dense_1" in found["message"] and found["severity"] == "warning"
@@ -147,13 +146,11 @@ def test_nan_during_training_yields_diverged_with_epoch_and_rate(tmp_path):
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(256, 4)) * 300).astype(np.float32)
     y = (x @ np.array([3.0, -2.0, 1.0, 5.0], dtype=np.float32)) * 10
-    spec = make_spec(model={"input_shape": [4], "layers": [layer("dense", units=8, activation="relu"),
-                                                           layer("dense", units=1)]},
-                     loss="mse", metrics=[], optimizer=optimizer("sgd", learning_rate=1.0),
-                     training={"epochs": 3, "batch_size": 32},
+    data = TrainData(x, y)
+    spec = make_spec(data, optimizer={"type": "sgd", "learning_rate": 1.0}, training={"epochs": 3, "batch_size": 32},
                      diagnostics={"enabled": True, "preflight": False})
     reporter = InMemoryReporter()
-    result = train(spec, TrainData(x, y), reporter, tmp_path)
+    result = train(spec, data, reporter, tmp_path)
     assert result.stop_reason == "nan_loss"
     found = reporter.findings_by_key[("diverged", None)]
     assert found["epoch"] == 1 and found["evidence"]["learning_rate"] == pytest.approx(1.0)
@@ -162,14 +159,14 @@ def test_nan_during_training_yields_diverged_with_epoch_and_rate(tmp_path):
 
 
 def test_diagnostics_off_reports_nothing_and_trains_the_same(tmp_path, mnist_like):
-    spec = make_spec(model={"input_shape": [784], "layers": [
-        layer("dense", units=16, activation="relu"), layer("dropout", rate=0.3),
-        layer("batch_normalization"), layer("dense", units=10, activation="softmax")]},
+    options = dict(model={"layers": [
+        {"type": "dense", "units": 16, "activation": "relu"}, {"type": "dropout", "rate": 0.3},
+        {"type": "batch_normalization"}, {"type": "dense", "units": 10, "activation": "softmax"}]},
         training={"epochs": 2, "batch_size": 32, "seed": 4})
     weights = []
     for enabled in (True, False):
         reporter = InMemoryReporter()
-        s = make_spec(**{**spec, "diagnostics": {"enabled": enabled, "preflight": False}})
+        s = make_spec(mnist_like, diagnostics={"enabled": enabled, "preflight": False}, **options)
         train(s, mnist_like, reporter, tmp_path / str(enabled))
         assert bool(reporter.diagnostics_records) is enabled
         weights.append(keras.models.load_model(reporter.result.best_checkpoint).get_weights())

@@ -22,7 +22,7 @@ from workers.trainer.diagnostics.findings import (
     merge,
 )
 
-from .specs import layer, make_spec, optimizer
+from .specs import dataset_info, make_spec
 
 VARIABLES = [
     {"layer": "dense_1", "name": "kernel", "shape": [784, 10]},
@@ -30,12 +30,18 @@ VARIABLES = [
     {"layer": "dense_2", "name": "kernel", "shape": [10, 10]},
     {"layer": "dense_2", "name": "bias", "shape": [10]},
 ]
-MLP = {"input_shape": [784], "layers": [layer("dense", units=10, activation="relu"),
-                                        layer("dense", units=10, activation="softmax")]}
+MLP = {"input_shape": [784], "layers": [{"type": "dense", "units": 10, "activation": "relu"},
+                                        {"type": "dense", "units": 10, "activation": "softmax"}]}
 
 
-def ctx(**overrides) -> RunContext:
-    spec = make_spec(**{"model": MLP, **overrides})
+# MLP's 10 outputs: class labels (softmax + sparse categorical crossentropy), or 10 values to regress.
+CLASSES = dataset_info(input_shape=(784,), n_classes=10)
+VALUES = dataset_info(input_shape=(784,), target_shape=(10,))
+ONE_VALUE = dataset_info(input_shape=(4,))
+
+
+def ctx(info=CLASSES, **overrides) -> RunContext:
+    spec = make_spec(info, **{"model": MLP, **overrides})
     return RunContext(spec, [dict(v) for v in VARIABLES])
 
 
@@ -65,7 +71,7 @@ def test_weights_not_changing_at_a_tiny_learning_rate_is_lr_too_small():
         rec = healthy(e, lr=1e-10, update=0.0)
         rec["variables"][1] = var("dense_1", "bias", weight=1e-9, update=1e-9)
         epochs.append(rec)
-    [f] = check_weights_not_changing(epochs, ctx(optimizer=optimizer("adam", learning_rate=1e-10)))
+    [f] = check_weights_not_changing(epochs, ctx(optimizer={"type": "adam", "learning_rate": 1e-10}))
     assert f["code"] == "lr_too_small" and f["severity"] == "error"
     assert f["suggested_change"] == {"optimizer": {"learning_rate": 0.001}}
     assert f["evidence"]["learning_rate"] == 1e-10 and f["epoch"] == 3
@@ -74,7 +80,7 @@ def test_weights_not_changing_at_a_tiny_learning_rate_is_lr_too_small():
 
 def test_weights_not_changing_at_a_normal_rate():
     epochs = [healthy(e, lr=0.01, update=1e-9) for e in (1, 2)]
-    [f] = check_weights_not_changing(epochs, ctx(optimizer=optimizer("sgd")))
+    [f] = check_weights_not_changing(epochs, ctx(optimizer={"type": "sgd"}))
     assert f["code"] == "weights_not_changing"
     assert f["suggested_change"]["optimizer"]["learning_rate"] == pytest.approx(0.1)
 
@@ -112,11 +118,11 @@ def test_exploding_gradients():
 
 
 def _deep(activation):
-    layers = [layer("dense", units=32, activation=activation) for _ in range(4)] + [
-        layer("dense", units=1, activation=None)]
+    layers = [{"type": "dense", "units": 32, "activation": activation} for _ in range(4)] + [
+        {"type": "dense", "units": 1, "activation": None}]  # null: Keras' linear, as the spec stores it
     variables = [{"layer": f"dense_{i}", "name": "kernel", "shape": [32, 32 if i < 5 else 1]}
                  for i in range(1, 6)]
-    return RunContext(make_spec(model={"input_shape": [32], "layers": layers}, loss="mse"), variables)
+    return RunContext(make_spec(dataset_info(input_shape=(32,)), model={"layers": layers}), variables)
 
 
 def test_vanishing_gradients_shrinking_towards_the_input():
@@ -127,15 +133,15 @@ def test_vanishing_gradients_shrinking_towards_the_input():
     [f] = check_vanishing_gradients([rec], context)
     assert f["layer"] == "dense_1" and f["severity"] == "warning"
     layers = f["suggested_change"]["model"]["layers"]
-    assert [l["activation"] for l in layers] == ["relu"] * 4 + [None]
+    assert [l["activation"] for l in layers] == ["relu"] * 4 + ["linear"]
     healthy_rec = {**rec, "variables": [var(f"dense_{i}", "kernel", grad=0.1) for i in range(1, 6)]}
     assert check_vanishing_gradients([healthy_rec], context) == []
 
 
 def test_zero_gradients_names_the_zero_initialised_layer():
-    spec_layers = [layer("dense", units=10, activation="relu", kernel_initializer="zeros"),
-                   layer("dense", units=10, activation="softmax")]
-    context = RunContext(make_spec(model={"input_shape": [784], "layers": spec_layers}), VARIABLES)
+    spec_layers = [{"type": "dense", "units": 10, "activation": "relu", "kernel_initializer": "zeros"},
+                   {"type": "dense", "units": 10, "activation": "softmax"}]
+    context = RunContext(make_spec(CLASSES, model={"layers": spec_layers}), VARIABLES)
     rec = healthy(1)
     rec["variables"][0] = var("dense_1", "kernel", grad=0.0, weight=0.0, update=0.0, zero=1.0)
     rec["variables"][1] = var("dense_1", "bias", grad=0.0, weight=0.0, update=0.0, zero=1.0)
@@ -154,12 +160,12 @@ def test_unscaled_inputs_and_targets_from_raw_data():
     x = rng.normal(size=(200, 8)) * 100
     y = rng.normal(size=200) * 1000 + 5000
     stats = scale_stats(x, y)
-    regression = ctx(loss="mse")
+    regression = ctx(VALUES)
     assert codes(check_unscaled(stats, regression)) == ["unscaled_inputs", "unscaled_targets"]
     f = check_unscaled(stats, regression)[0]
     assert f["suggested_change"] == {"dataset": {"normalize": "standardize"}}
     # Quiet when the spec normalises, and on scaled data.
-    normalised = ctx(loss="mse", dataset={"normalize": "standardize", "normalize_targets": "standardize"})
+    normalised = ctx(VALUES, dataset={"normalize": "standardize", "normalize_targets": "standardize"})
     assert check_unscaled(stats, normalised) == []
     assert check_unscaled(scale_stats(x / 100, y / 1e4), regression) == []
     # Class labels have no scale; token ids neither.
@@ -191,23 +197,22 @@ def test_scale_stats_match_float64_numpy_on_every_kind_of_input():
 
 
 def test_loss_activation_mismatch_for_what_validation_lets_through():
-    softmax_mse = ctx(loss="mse")
+    softmax_mse = ctx(VALUES)
     [f] = check_loss_activation(softmax_mse, 10, None)
     assert f["code"] == "loss_activation_mismatch" and f["severity"] == "warning"
     assert f["suggested_change"]["model"]["layers"][-1]["activation"] == "linear"
     assert f["layer"] == "dense_2"
-    one_unit = RunContext(make_spec(model={"input_shape": [4], "layers": [
-        layer("dense", units=1, activation="softmax")]}, loss="mse"), [])
+    one_unit = RunContext(make_spec(ONE_VALUE, model={"layers": [
+        {"type": "dense", "units": 1, "activation": "softmax"}]}), [])
     assert check_loss_activation(one_unit, 1, None)[0]["severity"] == "error"
-    sigmoid_wide = RunContext(make_spec(model={"input_shape": [4], "layers": [
-        layer("dense", units=1, activation="sigmoid")]}, loss="mse"), [])
+    sigmoid_wide = RunContext(make_spec(ONE_VALUE, model={"layers": [
+        {"type": "dense", "units": 1, "activation": "sigmoid"}]}), [])
     assert codes(check_loss_activation(sigmoid_wide, 1, {"min": 0.0, "max": 300.0})) == [
         "loss_activation_mismatch"]
     assert check_loss_activation(sigmoid_wide, 1, {"min": 0.0, "max": 1.0}) == []
     # The usual pairs are quiet.
     assert check_loss_activation(ctx(), 10, None) == []
-    linear_mse = RunContext(make_spec(model={"input_shape": [4], "layers": [layer("dense", units=1)]},
-                                      loss="mse"), [])
+    linear_mse = RunContext(make_spec(ONE_VALUE, model={"layers": [{"type": "dense", "units": 1}]}), [])
     assert check_loss_activation(linear_mse, 1, {"min": -5.0, "max": 300.0}) == []
     assert analyze_setup(linear_mse, None, 1) == []
 

@@ -17,23 +17,26 @@ SCRIPT = textwrap.dedent('''
 
     import keras, numpy as np
     from service.datasets import load_builtin
-    from service.spec import SpecLimits, validate_spec
-    from tests.conftest import tiny_spec
+    from service.spec import SpecLimits
+    from tests.trainer.specs import make_spec
     from workers.trainer import InMemoryReporter, TrainData, train
     from workers.trainer.distribute import NotEnoughDevices, strategy_for
 
     data = TrainData(**load_builtin("iris"))
     # No shuffling: tf.data's rewrite of a distributed dataset shuffles in another order, which is
     # correct but would hide what this test compares (the same batches on one device and on two).
-    raw = tiny_spec(training={"epochs": 4, "batch_size": 16, "seed": 1, "shuffle": False}, resources={"gpus": 2})
-    spec = validate_spec(raw, limits=SpecLimits(resource_classes=("cpu", "gpu-2")))
+    options = dict(dataset={"normalize": "standardize", "validation_split": 0.2},
+                   optimizer={"type": "adam", "learning_rate": 0.01},
+                   training={"epochs": 4, "batch_size": 16, "seed": 1, "shuffle": False})
+    spec = make_spec(data, resources={"gpus": 2}, spec_limits=SpecLimits(resource_classes=("cpu", "gpu-2")),
+                     **options)
     out = {}
     try:
         strategy_for(spec)  # no GPUs here: the worker path must refuse, not train on one device
     except NotEnoughDevices as exc:
         out["refused"] = str(exc)
     for name, devices in (("mirrored", ["/cpu:0", "/cpu:1"]), ("single", None)):
-        one = dict(spec, resources={"gpus": None}) if devices is None else spec
+        one = make_spec(data, **options) if devices is None else spec
         reporter = InMemoryReporter()
         with tempfile.TemporaryDirectory() as tmp:
             result = train(one, data, reporter, tmp, devices=devices)

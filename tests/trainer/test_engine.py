@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from workers.trainer import InMemoryReporter, Reporter, TrainData, TrainResult, train, warm_up
+from workers.trainer import InMemoryReporter, Reporter, TrainData, TrainResult, describe_error, train, warm_up
 
-from .specs import layer, make_spec, optimizer
+from .specs import dataset_info, make_spec
 
 
 def _metrics(reporter):
@@ -21,7 +21,7 @@ def test_started_info_and_result(tmp_path, classification_data):
     reporter = InMemoryReporter()
     assert isinstance(reporter, Reporter)
     began = time.perf_counter()
-    result = train(make_spec(training={"epochs": 2}), data, reporter, tmp_path / "job")
+    result = train(make_spec(data, training={"epochs": 2}), data, reporter, tmp_path / "job")
     took = time.perf_counter() - began
     info = reporter.info
     assert info["params"] == info["trainable_params"] == (4 * 8 + 8) + (8 * 3 + 3)
@@ -42,21 +42,25 @@ def test_started_info_and_result(tmp_path, classification_data):
 
 
 def test_an_exception_in_fit_is_reported_then_raised(tmp_path, classification_data):
-    spec = make_spec(model={"input_shape": [5], "layers": [layer("dense", units=3)]})  # data has 4
+    # A valid spec for 5 features, handed arrays of 4: what a data set that is not what its metadata says
+    # would do to the engine.
+    spec = make_spec(dataset_info(input_shape=(5,), n_classes=3))
     reporter = InMemoryReporter()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as raised:
         train(spec, classification_data, reporter, tmp_path)
     assert reporter.result.stop_reason == "error"
     assert reporter.result.epochs_run == 0
+    # The report names the exception for the user: its type and first line, not a traceback.
+    assert reporter.result.error == describe_error(raised.value)
+    assert reporter.result.error.startswith("ValueError: ") and "\n" not in reporter.result.error
 
 
 def test_same_seed_same_metrics(tmp_path, classification_data):
-    spec = make_spec(
-        model={"input_shape": [4], "layers": [layer("dense", units=16, activation="relu"),
-                                              layer("dropout", rate=0.3),
-                                              layer("dense", units=3, activation="softmax")]},
-        dataset={"validation_split": 0.25, "normalize": "standardize"},
-        training={"epochs": 3, "seed": 123, "shuffle": True})
+    options = dict(model={"layers": [{"type": "dense", "units": 16, "activation": "relu"},
+                                     {"type": "dropout", "rate": 0.3},
+                                     {"type": "dense", "units": 3, "activation": "softmax"}]},
+                   dataset={"validation_split": 0.25, "normalize": "standardize"})
+    spec = make_spec(classification_data, training={"epochs": 3, "seed": 123, "shuffle": True}, **options)
     runs = []
     for attempt in range(2):
         reporter = InMemoryReporter()
@@ -64,8 +68,8 @@ def test_same_seed_same_metrics(tmp_path, classification_data):
         runs.append(_metrics(reporter))
     assert runs[0] == runs[1]
     other = InMemoryReporter()
-    train(make_spec(**{**spec, "training": {**spec["training"], "seed": 7}}), classification_data, other,
-          tmp_path / "other")
+    train(make_spec(classification_data, training={"epochs": 3, "seed": 7, "shuffle": True}, **options),
+          classification_data, other, tmp_path / "other")
     assert _metrics(other) != runs[0], "the seed has no effect"
 
 
@@ -75,12 +79,13 @@ def test_engine_equals_a_plain_keras_script(tmp_path):
     x = rng.normal(size=(96, 6)).astype(np.float32)
     y = rng.integers(0, 3, size=96)
     seed, epochs, batch = 11, 3, 16
+    data = TrainData(x, y)
     spec = make_spec(
-        model={"input_shape": [6], "layers": [layer("dense", units=12, activation="relu"),
-                                              layer("dense", units=3, activation="softmax")]},
-        optimizer=optimizer("adam", learning_rate=0.01),
+        data, model={"layers": [{"type": "dense", "units": 12, "activation": "relu"},
+                                {"type": "dense", "units": 3, "activation": "softmax"}]},
+        optimizer={"type": "adam", "learning_rate": 0.01},
         training={"epochs": epochs, "batch_size": batch, "seed": seed, "shuffle": False})
-    result = train(spec, TrainData(x, y), InMemoryReporter(), tmp_path)
+    result = train(spec, data, InMemoryReporter(), tmp_path)
     engine_weights = keras.models.load_model(
         tmp_path / "checkpoints" / f"epoch-{epochs:04d}.keras").get_weights()
     assert result.best_epoch == epochs
@@ -110,15 +115,16 @@ def test_digits_reaches_95_percent_test_accuracy(tmp_path):
     x_train, x_test, y_train, y_test = train_test_split(
         digits.data.astype(np.float32), digits.target, test_size=0.2, random_state=0,
         stratify=digits.target)
+    data = TrainData(x_train, y_train, x_test=x_test, y_test=y_test)
     spec = make_spec(
-        dataset={"validation_split": 0.0, "normalize": "standardize"},
-        model={"input_shape": [64], "layers": [layer("dense", units=64, activation="relu"),
-                                               layer("dense", units=64, activation="relu"),
-                                               layer("dense", units=10, activation="softmax")]},
-        optimizer=optimizer("adam", learning_rate=1e-3),
+        data, dataset={"validation_split": 0.0, "normalize": "standardize"},
+        model={"layers": [{"type": "dense", "units": 64, "activation": "relu"},
+                          {"type": "dense", "units": 64, "activation": "relu"},
+                          {"type": "dense", "units": 10, "activation": "softmax"}]},
+        optimizer={"type": "adam", "learning_rate": 1e-3},
         training={"epochs": 30, "batch_size": 32, "seed": 0})
     reporter = InMemoryReporter()
-    result = train(spec, TrainData(x_train, y_train, x_test=x_test, y_test=y_test), reporter, tmp_path)
+    result = train(spec, data, reporter, tmp_path)
     assert result.stop_reason == "completed" and result.epochs_run == 30
     assert result.test_metrics["accuracy"] >= 0.95, result.test_metrics
 
@@ -128,8 +134,8 @@ def test_mixed_precision_and_jit_are_no_ops_on_cpu(tmp_path, classification_data
         pytest.skip("CPU behaviour")
     before = keras.mixed_precision.dtype_policy().name
     reporter = InMemoryReporter()
-    train(make_spec(training={"mixed_precision": True, "jit_compile": True}), classification_data,
-          reporter, tmp_path)
+    spec = make_spec(classification_data, training={"mixed_precision": True, "jit_compile": True})
+    train(spec, classification_data, reporter, tmp_path)
     assert reporter.info["mixed_precision"] is False and reporter.info["jit_compile"] is False
     assert keras.mixed_precision.dtype_policy().name == before == "float32"
 

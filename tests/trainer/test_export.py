@@ -34,7 +34,7 @@ class ExportingReporter(InMemoryReporter):
 
 def test_a_run_that_ends_well_exports_its_best_checkpoint(tmp_path, classification_data):
     reporter = ExportingReporter()
-    result = train(make_spec(training={"epochs": 2}), classification_data, reporter, tmp_path)
+    result = train(make_spec(classification_data, training={"epochs": 2}), classification_data, reporter, tmp_path)
     [export] = reporter.exports
     assert export["format"] == "savedmodel" and export["epoch"] == result.best_epoch
     with tarfile.open(export["path"]) as tar:
@@ -48,11 +48,12 @@ def test_a_run_that_ends_well_exports_its_best_checkpoint(tmp_path, classificati
 
 def test_no_export_for_a_cancelled_run_and_a_failing_export_costs_nothing(tmp_path, classification_data):
     cancelled = ExportingReporter(stop_after_batches=3)
-    assert train(make_spec(training={"epochs": 5}), classification_data, cancelled, tmp_path / "a").stop_reason == "cancelled"
+    spec = make_spec(classification_data, training={"epochs": 5})
+    assert train(spec, classification_data, cancelled, tmp_path / "a").stop_reason == "cancelled"
     assert cancelled.exports == []
 
     failing = ExportingReporter(fail=True)
-    result = train(make_spec(training={"epochs": 1}), classification_data, failing, tmp_path / "b")
+    result = train(make_spec(classification_data, training={"epochs": 1}), classification_data, failing, tmp_path / "b")
     assert result.stop_reason == "completed" and failing.result is result
 
 

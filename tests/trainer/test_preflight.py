@@ -10,7 +10,15 @@ from workers.trainer.losses import build_loss
 from workers.trainer.optimizers import build_optimizer
 from workers.trainer.preflight import preflight
 
-from .specs import layer, make_spec, optimizer
+from .specs import dataset_info, make_spec
+
+
+DEAD_RELU = {"layers": [{"type": "dense", "units": 8, "activation": "relu"},
+                        {"type": "dense", "units": 3, "activation": "relu", "kernel_initializer": "zeros"}]}
+
+
+def _one_hot(data):
+    return TrainData(data.x_train, np.eye(3, dtype=np.float32)[data.y_train])
 
 
 def _regression(scale=300.0):
@@ -21,12 +29,11 @@ def _regression(scale=300.0):
 
 
 def test_nan_loss_fails_fast_with_diverged(tmp_path):
-    spec = make_spec(model={"input_shape": [4], "layers": [layer("dense", units=8, activation="relu"),
-                                                           layer("dense", units=1)]},
-                     loss="mse", metrics=[], optimizer=optimizer("sgd", learning_rate=10.0),
+    data = _regression()
+    spec = make_spec(data, optimizer={"type": "sgd", "learning_rate": 10.0},
                      training={"epochs": 50, "batch_size": 32})
     reporter = InMemoryReporter()
-    result = train(spec, _regression(), reporter, tmp_path)
+    result = train(spec, data, reporter, tmp_path)
     assert result.stop_reason == "nan_loss" and result.epochs_run == 0
     assert reporter.epochs == [] and reporter.should_stop_calls == 0  # fit never started
     found = reporter.findings_by_key[("diverged", None)]
@@ -38,13 +45,10 @@ def test_nan_loss_fails_fast_with_diverged(tmp_path):
 
 def test_all_zero_gradients_fail_fast_with_zero_gradients(tmp_path, classification_data):
     # A zero-initialised relu output layer: relu'(0) = 0, so no variable anywhere gets a gradient.
-    spec = make_spec(model={"input_shape": [4], "layers": [
-        layer("dense", units=8, activation="relu"),
-        layer("dense", units=3, activation="relu", kernel_initializer="zeros")]},
-        loss="mse", metrics=[], training={"epochs": 50})
-    y = np.eye(3, dtype=np.float32)[classification_data.y_train]
+    data = _one_hot(classification_data)
+    spec = make_spec(data, model=DEAD_RELU, loss="mse", metrics=[], training={"epochs": 50})
     reporter = InMemoryReporter()
-    result = train(spec, TrainData(classification_data.x_train, y), reporter, tmp_path)
+    result = train(spec, data, reporter, tmp_path)
     assert result.stop_reason == "no_gradients" and result.epochs_run == 0 and reporter.epochs == []
     layers = {layer_name for code, layer_name in reporter.findings_by_key if code == "zero_gradients"}
     assert layers == {"dense_1", "dense_2"}
@@ -52,18 +56,15 @@ def test_all_zero_gradients_fail_fast_with_zero_gradients(tmp_path, classificati
                if f["code"] == "zero_gradients")
 
 
-@pytest.mark.parametrize("opt", [optimizer("adam", learning_rate=0.01),
-                                 optimizer("adamw", learning_rate=0.01, weight_decay=0.1)],
+@pytest.mark.parametrize("opt", [{"type": "adam", "learning_rate": 0.01},
+                                 {"type": "adamw", "learning_rate": 0.01, "weight_decay": 0.1}],
                          ids=["adam", "adamw-decay-moves-weights-without-gradients"])
 def test_zero_gradients_are_found_whatever_the_optimizer_does_with_them(classification_data, opt):
-    spec = make_spec(model={"input_shape": [4], "layers": [
-        layer("dense", units=8, activation="relu"),
-        layer("dense", units=3, activation="relu", kernel_initializer="zeros")]},
-        loss="mse", metrics=[], optimizer=opt)
+    data = _one_hot(classification_data)
+    spec = make_spec(data, model=DEAD_RELU, loss="mse", metrics=[], optimizer=opt)
     model = build_model(spec)
     model.compile(optimizer=build_optimizer(spec["optimizer"], spec["schedule"], 2), loss=build_loss("mse"))
-    y = np.eye(3, dtype=np.float32)[classification_data.y_train]
-    checked = preflight(model, spec, classification_data.x_train, y, context=RunContext(spec))
+    checked = preflight(model, spec, data.x_train, data.y_train, context=RunContext(spec))
     assert checked.stop_reason == "no_gradients" and checked.findings
 
 
@@ -71,8 +72,7 @@ def test_a_healthy_model_pays_no_gradient_measurement(classification_data):
     """Steps that moved a weight had gradients: the probe is not called at all."""
     from workers.trainer.diagnostics.probe import ProbeMeasure, trainable_variables
 
-    spec = make_spec(model={"input_shape": [4], "layers": [layer("dense", units=8, activation="relu"),
-                                                           layer("dense", units=3, activation="softmax")]})
+    spec = make_spec(classification_data)  # 8 relu units, then a softmax over the 3 classes
     model = build_model(spec)
     model.compile(optimizer=build_optimizer(spec["optimizer"], spec["schedule"], 2), loss=build_loss(spec["loss"]))
     measure = ProbeMeasure(model, build_loss(spec["loss"]), trainable_variables(model))
@@ -82,22 +82,22 @@ def test_a_healthy_model_pays_no_gradient_measurement(classification_data):
 
 
 def test_preflight_can_be_switched_off(tmp_path):
-    spec = make_spec(model={"input_shape": [4], "layers": [layer("dense", units=1)]},
-                     loss="mse", metrics=[], optimizer=optimizer("sgd", learning_rate=10.0),
-                     training={"epochs": 1, "batch_size": 32},
+    data = _regression()
+    spec = make_spec(data, model={"layers": [{"type": "dense", "units": 1}]},
+                     optimizer={"type": "sgd", "learning_rate": 10.0}, training={"epochs": 1, "batch_size": 32},
                      diagnostics={"enabled": False, "preflight": False})
     reporter = InMemoryReporter()
-    result = train(spec, _regression(), reporter, tmp_path)
+    result = train(spec, data, reporter, tmp_path)
     assert result.stop_reason == "nan_loss"  # found by TerminateOnNaN during fit instead
     assert reporter.should_stop_calls > 0
 
 
 def test_preflight_restores_every_variable():
     keras.utils.set_random_seed(1)
-    spec = make_spec(model={"input_shape": [4], "layers": [
-        layer("dense", units=8, activation="relu"), layer("dropout", rate=0.5),
-        layer("batch_normalization"), layer("dense", units=3, activation="softmax")]},
-        optimizer=optimizer("adam", learning_rate=0.1))
+    spec = make_spec(dataset_info(input_shape=(4,), n_classes=3), model={"layers": [
+        {"type": "dense", "units": 8, "activation": "relu"}, {"type": "dropout", "rate": 0.5},
+        {"type": "batch_normalization"}, {"type": "dense", "units": 3, "activation": "softmax"}]},
+        optimizer={"type": "adam", "learning_rate": 0.1})
     model = build_model(spec)
     model.compile(optimizer=build_optimizer(spec["optimizer"], spec["schedule"], 2),
                   loss=build_loss(spec["loss"]))
@@ -119,15 +119,15 @@ def test_run_after_preflight_equals_run_without_it(tmp_path):
     """Weights, optimizer state and random stream (dropout, shuffling) are exactly as without it."""
     rng = np.random.default_rng(2)
     data = TrainData(rng.normal(size=(96, 6)).astype(np.float32), rng.integers(0, 3, size=96))
-    spec = make_spec(model={"input_shape": [6], "layers": [
-        layer("dense", units=12, activation="relu"), layer("dropout", rate=0.4),
-        layer("batch_normalization"), layer("dense", units=3, activation="softmax")]},
-        optimizer=optimizer("adam", learning_rate=0.01),
+    options = dict(model={"layers": [
+        {"type": "dense", "units": 12, "activation": "relu"}, {"type": "dropout", "rate": 0.4},
+        {"type": "batch_normalization"}, {"type": "dense", "units": 3, "activation": "softmax"}]},
+        optimizer={"type": "adam", "learning_rate": 0.01},
         training={"epochs": 3, "batch_size": 16, "seed": 9, "shuffle": True})
     runs = []
     for flag in (True, False):
         reporter = InMemoryReporter()
-        s = make_spec(**{**spec, "diagnostics": {"enabled": True, "preflight": flag}})
+        s = make_spec(data, diagnostics={"enabled": True, "preflight": flag}, **options)
         train(s, data, reporter, tmp_path / str(flag))
         model = keras.models.load_model(tmp_path / str(flag) / "checkpoints" / "epoch-0003.keras")
         runs.append((model.get_weights(), [v.numpy() for v in model.optimizer.variables],

@@ -7,7 +7,7 @@ import pytest
 from workers.trainer import InMemoryReporter, TrainData, train
 from workers.trainer.schedules import build_schedule
 
-from .specs import make_spec, optimizer
+from .specs import make_spec
 
 LR0 = 0.1
 EPOCHS = 3
@@ -15,7 +15,7 @@ STEPS = 4  # 64 rows / batch 16
 
 
 def _lr_per_epoch(schedule, tmp_path, classification_data):
-    spec = make_spec(optimizer=optimizer("sgd", learning_rate=LR0), schedule=schedule,
+    spec = make_spec(classification_data, optimizer={"type": "sgd", "learning_rate": LR0}, schedule=schedule,
                      training={"epochs": EPOCHS, "batch_size": 16})
     reporter = InMemoryReporter()
     train(spec, classification_data, reporter, tmp_path)
@@ -85,7 +85,7 @@ def test_cosine_warmup_without_target_holds_the_base_rate():
 
 
 def test_checkpoint_with_a_schedule_loads_without_custom_objects(tmp_path, classification_data):
-    spec = make_spec(schedule={"type": "exponential_decay", "unit": "epoch", "decay_steps": 1,
+    spec = make_spec(classification_data, schedule={"type": "exponential_decay", "unit": "epoch", "decay_steps": 1,
                                "decay_rate": 0.9, "staircase": False},
                      training={"epochs": 2})
     result = train(spec, classification_data, InMemoryReporter(), tmp_path)

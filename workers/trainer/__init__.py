@@ -17,6 +17,7 @@ Process-wide effects a worker should know about:
 
 from .engine import train, warm_up
 from .layers import build_model
-from .types import InMemoryReporter, Reporter, TrainData, TrainResult
+from .types import InMemoryReporter, Reporter, TrainData, TrainResult, describe_error
 
-__all__ = ["InMemoryReporter", "Reporter", "TrainData", "TrainResult", "build_model", "train", "warm_up"]
+__all__ = ["InMemoryReporter", "Reporter", "TrainData", "TrainResult", "build_model", "describe_error", "train",
+           "warm_up"]

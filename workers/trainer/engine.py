@@ -30,7 +30,7 @@ from .losses import build_loss, build_metrics
 from .optimizers import build_optimizer
 from .diagnostics.setup import prepare_diagnostics
 from .preflight import preflight
-from .types import InMemoryReporter, Reporter, ResumeState, TrainData, TrainResult
+from .types import InMemoryReporter, Reporter, ResumeState, TrainData, TrainResult, describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
     """Train the model ``spec`` describes on ``data``, reporting progress to ``reporter``.
 
     Checkpoints go to ``workdir/checkpoints``. Any exception is reported as ``finished`` with
-    stop_reason ``error`` and then re-raised. When the reporter has ``backup_saved``, every completed
+    stop_reason ``error`` and ``error`` naming it (``describe_error``), then re-raised. When the reporter has ``backup_saved``, every completed
     epoch is backed up to ``workdir/backup``; ``resume`` continues such a backup at its next epoch.
     A job with ``resources.gpus`` > 1 (or explicit ``devices``) trains under MirroredStrategy
     (distribute.py); ``training.batch_size`` is then the global batch, split across the replicas.
@@ -92,7 +92,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
     monitor = (callbacks_spec.get("checkpoint") or {}).get("monitor") or "val_loss"
     normalization = None
 
-    def result(stop_reason: str, test_metrics: dict | None = None) -> TrainResult:
+    def result(stop_reason: str, test_metrics: dict | None = None, error: str | None = None) -> TrainResult:
         return TrainResult(
             stop_reason=stop_reason,
             epochs_run=epoch_reporter.epochs_reported if epoch_reporter else 0,
@@ -103,6 +103,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
             test_metrics=test_metrics,
             normalization=normalization,
             timings=dict(timings),
+            error=error,
         )
 
     try:
@@ -256,9 +257,9 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
             keras.models.load_model(checkpoint.best_path, compile=False, safe_mode=True)
         if checkpoint.best_path is not None and stop_reason in ENDED_WELL:
             _export_best(checkpoint.best_path, checkpoint.best_epoch, workdir, reporter)
-    except Exception:
+    except Exception as exc:
         logger.exception("training failed")
-        call_with_retry(reporter.finished, result("error"), attempts=RETRY_ATTEMPTS,
+        call_with_retry(reporter.finished, result("error", error=describe_error(exc)), attempts=RETRY_ATTEMPTS,
                         delay=RETRY_DELAY_SECONDS, what="finished(error)")
         raise
 

@@ -60,6 +60,23 @@ class TrainResult:
     # Wall seconds per phase of this call: setup (data preparation, model build and compile), preflight,
     # fit, evaluate (test split or checkpoint check); phases not reached are absent.
     timings: dict[str, float] = field(default_factory=dict)
+    # With stop_reason "error": what went wrong, for the user (`describe_error`): the exception's type and
+    # its first line, never a traceback.
+    error: str | None = None
+
+
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """``"ValueError: <first line of the message>"``: names the cause in one line a user can read.
+
+    TensorFlow often opens with a preamble ("Graph execution error:"); a first line ending in a colon is
+    followed by the next non-empty line, which says what went wrong.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if text.endswith(":") and len(lines) > 1:
+        text = f"{text} {lines[1]}"
+    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return described if len(described) <= limit else described[: limit - 1] + "…"
 
 
 @runtime_checkable

@@ -1,0 +1,54 @@
+"""Why a failed job failed: the one list of `error.code` values, and what each means.
+
+Every path that ends a job `failed` (the trainer's end report in workers/reporting.py, the task in
+workers/tasks.py, the lease claim and the reaper in workers/leases.py) builds its row values with
+`failure()`, so a failed job always has a code from this list and a message naming the cause; the database
+refuses a failed job without both (migration 0008). openapi.yaml (the job's `error.code`) and the README's
+table of error codes list the same codes, and tests/workers/test_job_errors.py holds them equal.
+
+Standard library only: the API, the workers and the docs test all import it.
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+#: Longest stored message; the cause comes first, so a cut one still names it.
+MAX_MESSAGE_CHARS = 2000
+
+
+class JobError(StrEnum):
+    DATASET_UNAVAILABLE = "dataset_unavailable"
+    TRAINING_ERROR = "training_error"
+    NAN_LOSS = "nan_loss"
+    NO_GRADIENTS = "no_gradients"
+    NO_CHECKPOINT = "no_checkpoint"
+    CHECKPOINT_UNAVAILABLE = "checkpoint_unavailable"
+    WORKER_LOST = "worker_lost"
+    WORKER_ERROR = "worker_error"
+
+
+MEANINGS: dict[JobError, str] = {
+    JobError.DATASET_UNAVAILABLE: "The job's data set was deleted before the job started, or could not be read.",
+    JobError.TRAINING_ERROR: "Building, compiling, training or evaluating the model raised an error; the message "
+                             "names the exception and its first line.",
+    JobError.NAN_LOSS: "The loss became NaN or infinite, in the preflight steps or during training.",
+    JobError.NO_GRADIENTS: "Preflight found that no trainable variable gets a gradient, so nothing can learn.",
+    JobError.NO_CHECKPOINT: "The run stopped (at its time limit) before any epoch completed, so there is no "
+                            "checkpoint.",
+    JobError.CHECKPOINT_UNAVAILABLE: "The best checkpoint could not be stored with the recorded SHA-256, or was lost "
+                                     "or damaged in the store with no copy left to store again.",
+    JobError.WORKER_LOST: "Workers died while training the job `max_attempts` times (killed, out of memory, "
+                          "machine gone); it is not retried again.",
+    JobError.WORKER_ERROR: "The worker failed outside training itself (reading the resume backup, an "
+                           "unexpected error); the message names the exception.",
+}
+
+
+def failure(code: JobError | str, message: str) -> dict[str, Any]:
+    """The job row's values for ending it failed with `code` and `message` (raises on anything else)."""
+    code = JobError(code)
+    message = (message or "").strip()
+    if not message:
+        raise ValueError(f"a failed job needs a message naming the cause ({code})")
+    return {"status": "failed", "error_code": code.value, "error_message": message[:MAX_MESSAGE_CHARS]}
