@@ -216,10 +216,21 @@ def cases(draw: st.DrawFn, max_samples: int = 24) -> Case:
     rank = draw(st.integers(1, 3))
     input_shape = tuple(draw(st.integers(1, 6)) for _ in range(rank))
     n = draw(st.integers(8, max_samples))
+    if canonical in CLASSIFICATION_LOSSES:
+        n_classes = 2 if canonical in ("binary_crossentropy", "hinge", "squared_hinge") else draw(st.integers(2, 4))
+        one_hot = canonical in ("categorical_crossentropy", "kl_divergence")
+        task, target = "classification", ((n_classes,) if one_hot else ())
+    elif draw(st.integers(0, 4)) == 4:  # a regression loss on class labels, one-hot or not
+        n_classes, one_hot = draw(st.integers(2, 4)), draw(st.booleans())
+        task, target = "classification", ((n_classes,) if one_hot else ())
+    else:
+        n_classes, one_hot, task = None, False, "regression"
+        target = draw(st.sampled_from([(), (1,), (2,)]))
+
     # Most metrics suit the loss; the rest are whatever the allow-list holds.
     suitable = {"sparse_categorical_crossentropy": ["accuracy", "sparse_categorical_accuracy"]}.get(
         canonical, [m for m in METRICS if m != "sparse_categorical_accuracy"]
-        if canonical in CLASSIFICATION_LOSSES else ["mae", "mse", "rmse", "mape"])
+        if task == "classification" else ["mae", "mse", "rmse", "mape"])
     metrics = draw(st.lists(st.sampled_from(suitable if draw(st.integers(0, 4)) < 4 else METRICS), max_size=3,
                             unique=True))
     logged = ["loss", *metrics]
@@ -230,14 +241,6 @@ def cases(draw: st.DrawFn, max_samples: int = 24) -> Case:
         # One epoch of a few batches: upper bounds the operator sets (SpecLimits) are drawn this small.
         "int_max": {"epochs": 1, "batch_size": n, "max_runtime_seconds": 3600},
     }
-
-    if canonical in CLASSIFICATION_LOSSES:
-        n_classes = 2 if canonical in ("binary_crossentropy", "hinge", "squared_hinge") else draw(st.integers(2, 4))
-        one_hot = canonical in ("categorical_crossentropy", "kl_divergence")
-        task, target = "classification", ((n_classes,) if one_hot else ())
-    else:
-        n_classes, one_hot, task = None, False, "regression"
-        target = draw(st.sampled_from([(), (1,), (2,)]))
 
     layers = draw(model_layers(input_shape, context))
     shape = _fits(layers, input_shape)
