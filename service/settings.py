@@ -98,6 +98,9 @@ class Settings:
     max_dataset_bytes: int = 2 * 1024 * 1024 * 1024
     worker_heartbeat_seconds: float = 5.0
     worker_stale_seconds: float = 30.0
+    # A cancelled job whose training thread is still stuck (in one native call) this long after the request
+    # ends cancelled, and its worker process exits for its supervisor to restart (workers/runtime.py).
+    worker_cancel_exit_seconds: float = 10.0
     broker_polling_interval: float = 0.05
     # Ceilings on what one job spec may ask for; defaults suit a shared GPU box.
     spec_limits: SpecLimits = field(default_factory=SpecLimits)
@@ -175,6 +178,7 @@ class Settings:
             max_dataset_bytes=_int(env, "TRAINYARD_MAX_DATASET_BYTES", 2 * 1024**3, minimum=1024),
             worker_heartbeat_seconds=_float(env, "TRAINYARD_WORKER_HEARTBEAT_SECONDS", 5.0, minimum=0.1),
             worker_stale_seconds=_float(env, "TRAINYARD_WORKER_STALE_SECONDS", 30.0, minimum=1.0),
+            worker_cancel_exit_seconds=_float(env, "TRAINYARD_WORKER_CANCEL_EXIT_SECONDS", 10.0, minimum=1.0),
             broker_polling_interval=_float(env, "TRAINYARD_BROKER_POLLING_INTERVAL", 0.05, minimum=0.01),
             spec_limits=SpecLimits(
                 max_layers=_int(env, "TRAINYARD_MAX_LAYERS", SpecLimits.max_layers, minimum=1),

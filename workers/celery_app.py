@@ -41,10 +41,18 @@ def _setup_logging(**_: object) -> None:
     configure_logging(settings)
 
 
+def _worker_id(hostname: object) -> str:
+    """`<node name>:<pid>`: the name jobs, leases and job log lines carry, one per training process."""
+    return f"{hostname or socket.gethostname()}:{os.getpid()}"
+
+
 @signals.worker_process_init.connect
-def _init_prefork_child(**_: object) -> None:
+def _init_prefork_child(sender: object = None, **_: object) -> None:
     from billiard.process import current_process
 
+    # The solo pool sends this too (sender: the node name), before worker_ready: the job-log handler made
+    # here keeps the id it is given, so the id must be the process's own by now.
+    runtime.worker_id = _worker_id(sender)
     runtime.reset_after_fork()
     runtime.start_job_logs()
     _gpu_for_child(getattr(current_process(), "index", 0) or 0)
@@ -57,8 +65,7 @@ def _ready(sender: object = None, **_: object) -> None:
     is_solo = type(pool).__module__.endswith("solo") if pool is not None else False
     if is_solo:
         runtime.warm()
-    worker_id = f"{getattr(sender, 'hostname', None) or socket.gethostname()}:{os.getpid()}"
-    runtime.start_heartbeat(worker_id, socket.gethostname())
+    runtime.start_heartbeat(_worker_id(getattr(sender, "hostname", None)), socket.gethostname())
 
 
 # A warm shutdown takes a batch and a backup; a worker still alive this long after SIGTERM is stuck, and

@@ -158,6 +158,13 @@ def renew(db: Database, job_id: str, worker_id: str, attempt: int, lease_for: fl
         return result.rowcount == 1
 
 
+def ended_by(db: Database, job_id: str, worker_id: str, attempt: int) -> bool:
+    """Whether this attempt itself recorded the job's end (a renewal that finds it final is not a lost lease)."""
+    with db.session() as s:
+        return s.execute(select(Job.id).where(fenced(job_id, worker_id, attempt, running=False),
+                                              Job.status.in_(FINAL_STATUSES))).first() is not None
+
+
 def release_for_requeue(db: Database, job_id: str, worker_id: str, attempt: int) -> bool:
     """A graceful stop: back to queued, counted as an interruption rather than a failed attempt."""
     with db.session() as s:
@@ -165,5 +172,16 @@ def release_for_requeue(db: Database, job_id: str, worker_id: str, attempt: int)
             update(Job).where(fenced(job_id, worker_id, attempt))
             .values(status="queued", interruptions=Job.interruptions + 1, worker_id=None,
                     lease_expires_at=None, enqueued_at=None)
+        )
+        return result.rowcount == 1
+
+
+def end_cancelled(db: Database, job_id: str, worker_id: str, attempt: int) -> bool:
+    """A cancelled attempt that stopped before the trainer could record its end (interrupted in a phase, or
+    stuck in one): the job ends cancelled. Its best checkpoint, if it stored one, stays the job's best."""
+    with db.session() as s:
+        result = s.execute(
+            update(Job).where(fenced(job_id, worker_id, attempt))
+            .values(status="cancelled", stop_reason="cancelled", finished_at=utcnow(), lease_expires_at=None)
         )
         return result.rowcount == 1

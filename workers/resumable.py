@@ -8,7 +8,10 @@ the preparation of a new attempt from the last backup.
 - `backup_saved`: the backup goes to the artifact store under a per-epoch key, then the job row points to
   it (`backup_key`, `backup_epoch`, `resume_state`) in one fenced transaction, then the previous backup is
   deleted; so the row always names a complete, verified backup.
-- `should_stop` also answers "interrupted" when the worker is shutting down (SIGTERM) or lost the lease.
+- `should_stop` also answers "interrupted" when the worker is shutting down (SIGTERM) or lost the lease,
+  and answers a stop the worker's watch thread requested (workers/interrupt.py) without asking the database.
+- every write runs shielded from that thread's asynchronous interruption, so it completes or never starts;
+  `started` (the end of setup) is a phase boundary where a requested stop takes effect.
 - `finished` writes nothing for an interrupted run (the task re-queues it) or when the lease is gone, and
   never lets a job end succeeded unless its best checkpoint's bytes, read back from the store, match the
   recorded sha256.
@@ -27,6 +30,7 @@ from service.db import Database
 from service.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Job
 from service.job_errors import JobError, failure
 from service.store import ArtifactMissing, ArtifactStore, backup_key, download_to, holds, put_file
+from workers.interrupt import Interrupter
 from workers.leases import Claim, fenced
 from workers.reporting import DbReporter
 from workers.trainer.types import ResumeState
@@ -44,12 +48,22 @@ def _sha256(path: str) -> str:
 
 class LeasedReporter(DbReporter):
     def __init__(self, db: Database, store: ArtifactStore, job_id: str, *, worker_id: str, attempt: int,
-                 shutting_down: threading.Event, lease_lost: threading.Event, **kwargs: Any) -> None:
+                 shutting_down: threading.Event, lease_lost: threading.Event,
+                 interrupter: Interrupter | None = None, **kwargs: Any) -> None:
         super().__init__(db, store, job_id, **kwargs)
         self.worker_id = worker_id
         self.attempt = attempt
         self._shutting_down = shutting_down
         self._lease_lost = lease_lost
+        self._interrupter = interrupter or Interrupter()
+
+    def _retry(self, what: str, fn: Any) -> Any:
+        with self._interrupter.shielded():
+            return super()._retry(what, fn)
+
+    def started(self, info: dict[str, Any]) -> None:
+        super().started(info)
+        self._interrupter.check()
 
     def _may_write(self, session: Any) -> bool:
         # The row lock orders this write against the reaper re-queueing the job and a new claim of it.
@@ -65,7 +79,7 @@ class LeasedReporter(DbReporter):
     def should_stop(self) -> str | None:
         if self._shutting_down.is_set() or self._lease_lost.is_set():
             return "interrupted"
-        return super().should_stop()
+        return self._interrupter.reason or super().should_stop()
 
     def backup_saved(self, epoch: int, path: str, state: dict[str, Any]) -> None:
         key = backup_key(self.job_id, epoch, self.attempt)
@@ -99,6 +113,10 @@ class LeasedReporter(DbReporter):
         return row is not None and holds(self.store, row.artifact_key, row.sha256)
 
     def finished(self, result: Any) -> None:
+        if result.stop_reason == "error" and self._interrupter.reason is not None:
+            # Broken by the stop itself (an interruption some library turned into its own error): the
+            # run ends for the stop's reason, never as a failure of the job.
+            result.stop_reason = self._interrupter.reason
         if result.stop_reason == "interrupted":
             return
         if self._lease_lost.is_set():

@@ -1,10 +1,13 @@
-"""Per-process worker state: database, artifact store, TensorFlow warm-up, and the heartbeat thread that
-renews the running job's lease and runs the reaper (workers/reaper.py)."""
+"""Per-process worker state: database, artifact store, TensorFlow warm-up, the heartbeat thread that
+renews the running job's lease and runs the reaper (workers/reaper.py), and the watch thread that stops
+the running job in any phase when it is cancelled (workers/interrupt.py)."""
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
+import time
 from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -22,12 +25,18 @@ from service.store import ArtifactStore, store_from_settings
 from service.sweeps import controller as sweeps
 from workers import leases, reaper
 from workers.dataset_cache import DatasetCache
+from workers.interrupt import CANCELLED, INTERRUPTED, Interrupter
 
 if TYPE_CHECKING:
     from workers.joblogs import JobLogHandler
     from workers.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
+
+# How often the watch thread looks at the running job's cancel flag (one primary-key read).
+WATCH_SECONDS = 0.5
+# The exit status of a worker that ended itself because a cancelled job's thread would not stop.
+EXIT_STUCK = 75
 
 
 class WorkerRuntime:
@@ -46,6 +55,8 @@ class WorkerRuntime:
         self.shutting_down = threading.Event()
         self.job_logs: JobLogHandler | None = None
         self.webhooks: WebhookSender | None = None
+        self.interrupter = Interrupter()
+        self._watch_thread: threading.Thread | None = None
 
     @cached_property
     def db(self) -> Database:
@@ -82,10 +93,14 @@ class WorkerRuntime:
 
     def start_heartbeat(self, worker_id: str, hostname: str) -> None:
         self.worker_id = worker_id
+        if self.job_logs is not None:
+            self.job_logs.worker_id = worker_id
         self.start_side_threads()
         self._beat(hostname)
         self._thread = threading.Thread(target=self._loop, args=(hostname,), name="trainyard-heartbeat", daemon=True)
         self._thread.start()
+        self._watch_thread = threading.Thread(target=self._watch_loop, name="trainyard-watch", daemon=True)
+        self._watch_thread.start()
 
     def start_side_threads(self) -> None:
         """Job logs to the database, and webhook deliveries: each in its own thread, off training's path."""
@@ -134,10 +149,56 @@ class WorkerRuntime:
         with self._lock:
             self._current = (job_id, attempt)
             self.lease_lost.clear()
+            self.interrupter.reset((job_id, attempt))
 
     def release(self) -> None:
         with self._lock:
             self._current = None
+
+    def _watch_loop(self) -> None:
+        while not self._stop.wait(WATCH_SECONDS):
+            with self._lock:
+                current = self._current
+            if current is None:
+                continue
+            try:
+                self._watch(*current)
+            except Exception:
+                logger.warning("watching job %s failed; will retry", current[0], exc_info=True)
+
+    def _watch(self, job_id: str, attempt: int) -> None:
+        """Turn what the job must stop for into a request, and see that the training thread honours it."""
+        stop = self.interrupter
+        if stop.job != (job_id, attempt):
+            return  # the job ended (and maybe another began) since this tick looked
+        if stop.reason is None:
+            if self.shutting_down.is_set() or self.lease_lost.is_set():
+                stop.request(INTERRUPTED, (job_id, attempt))
+            else:
+                with self.db.session() as s:
+                    cancelled = s.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one_or_none()
+                if cancelled and stop.request(CANCELLED, (job_id, attempt)):
+                    logger.info("job %s: cancel requested; stopping it", job_id, extra={"job_id": job_id})
+        if stop.escalate() and stop.sent == 1:  # sent again every second while it does not stop: logged once
+            logger.info("job %s: interrupting its training thread %.1f s after the %s request", job_id,
+                        time.monotonic() - (stop.requested_at or 0.0), stop.reason, extra={"job_id": job_id})
+        waited = time.monotonic() - (stop.requested_at or 0.0)
+        if stop.reason == CANCELLED and stop.active and waited >= self.settings.worker_cancel_exit_seconds:
+            self._end_stuck(job_id, attempt, waited)
+
+    def _end_stuck(self, job_id: str, attempt: int, waited: float) -> None:
+        """Last resort: the training thread is stuck in one native call. The job ends cancelled now, and the
+        process exits: its supervisor (`make run`, the container's restart policy) starts a fresh worker.
+        Nothing accepted is lost: this job is final, and this worker holds no other."""
+        # Raises while the database is away: the watch loop tries again on its next tick.
+        leases.end_cancelled(self.db, job_id, self.worker_id, attempt)
+        logger.error("job %s: its training thread was still busy in native code %.0f s after the cancel; the "
+                     "job is cancelled and this worker process exits to be restarted", job_id, waited,
+                     extra={"job_id": job_id})
+        self.stop_heartbeat()  # flushes the job's log lines and removes this worker's heartbeat row
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(EXIT_STUCK)
 
     def send(self, job_id: str) -> None:
         # Re-sends (reaper, graceful stop) go to the job's own class queue, like the first send did.
@@ -175,6 +236,8 @@ class WorkerRuntime:
             return
         try:
             held = leases.renew(self.db, current[0], self.worker_id, current[1], self.lease_seconds)
+            # A job this attempt has just ended is final, not lost: the task releases it in a moment.
+            held = held or leases.ended_by(self.db, current[0], self.worker_id, current[1])
         except Exception:
             # The database is briefly away: the lease lasts a few beats, try again on the next one.
             logger.warning("could not renew the lease of job %s; will retry", current[0], exc_info=True)

@@ -23,6 +23,7 @@ from service.store import ArtifactMissing
 from service.sweeps import controller as sweeps
 from workers import leases
 from workers.celery_app import app, runtime
+from workers.interrupt import CANCELLED, JobStopped, phase_of
 from workers.leases import Claim
 from workers.reaper import send_marked
 from workers.reporting import training_error
@@ -53,6 +54,18 @@ def _requeue(claimed: Claim) -> None:
     if leases.release_for_requeue(runtime.db, claimed.job_id, runtime.worker_id, claimed.attempt):
         send_marked(runtime.db, runtime.send, claimed.job_id)
         logger.info("job %s: stopped for shutdown after its last backup; re-queued", claimed.job_id)
+
+
+def _stopped(claimed: Claim, exc: BaseException) -> None:
+    """The attempt was stopped outside the trainer's batch-boundary path (workers/interrupt.py): a cancelled
+    job ends cancelled, keeping its best checkpoint; an interrupted one goes back to the queue."""
+    stop = runtime.interrupter
+    logger.info("stopped (%s) while %s, %.1f s after the request", stop.reason, phase_of(exc.__traceback__),
+                time.monotonic() - (stop.requested_at or 0.0))
+    if stop.reason == CANCELLED:
+        leases.end_cancelled(runtime.db, claimed.job_id, runtime.worker_id, claimed.attempt)
+    elif not runtime.lease_lost.is_set():
+        _requeue(claimed)
 
 
 def _fail(claimed: Claim, code: JobError, message: str) -> None:
@@ -110,36 +123,47 @@ def _train(job_id: str) -> None:
     workdir = tempfile.mkdtemp(prefix=f"{job_id}-", dir=runtime.settings.work_dir)
     training = False
     try:
-        began = time.perf_counter()
-        data = load_data(job_id, spec["dataset"]["id"], workdir)
-        resume = prepare_resume(runtime.db, runtime.store, claimed, workdir)
-        data_seconds = round(time.perf_counter() - began, 4)
-        if resume is not None:
-            logger.info("resuming after epoch %d from the last backup", claimed.backup_epoch)
-        max_runtime = (spec.get("limits") or {}).get("max_runtime_seconds")
-        if max_runtime and resume is not None:
-            # The limit covers the whole job, earlier attempts included.
-            max_runtime = max(0.0, max_runtime - float(resume.state.get("elapsed_seconds") or 0.0))
-        # retries=6: writes wait out about 12 s of database outage (a Postgres restart) before giving up.
-        reporter = LeasedReporter(runtime.db, runtime.store, job_id, max_runtime_seconds=max_runtime, retries=6,
-                                  worker_id=runtime.worker_id, attempt=claimed.attempt,
-                                  shutting_down=runtime.shutting_down, lease_lost=runtime.lease_lost,
-                                  epoch_hook=sweeps.trial_stopper(runtime.db, job_id),
-                                  timings={"data": data_seconds})
-        training = True
-        result = train(spec, data, reporter, workdir, resume=resume)
+        # A stop request interrupts anything in here, in any phase (workers/interrupt.py).
+        with runtime.interrupter.interruptible():
+            began = time.perf_counter()
+            data = load_data(job_id, spec["dataset"]["id"], workdir)
+            resume = prepare_resume(runtime.db, runtime.store, claimed, workdir)
+            data_seconds = round(time.perf_counter() - began, 4)
+            runtime.interrupter.check()
+            if resume is not None:
+                logger.info("resuming after epoch %d from the last backup", claimed.backup_epoch)
+            max_runtime = (spec.get("limits") or {}).get("max_runtime_seconds")
+            if max_runtime and resume is not None:
+                # The limit covers the whole job, earlier attempts included.
+                max_runtime = max(0.0, max_runtime - float(resume.state.get("elapsed_seconds") or 0.0))
+            # retries=6: writes wait out about 12 s of database outage (a Postgres restart) before giving up.
+            reporter = LeasedReporter(runtime.db, runtime.store, job_id, max_runtime_seconds=max_runtime,
+                                      retries=6, worker_id=runtime.worker_id, attempt=claimed.attempt,
+                                      shutting_down=runtime.shutting_down, lease_lost=runtime.lease_lost,
+                                      interrupter=runtime.interrupter,
+                                      epoch_hook=sweeps.trial_stopper(runtime.db, job_id),
+                                      timings={"data": data_seconds})
+            training = True
+            result = train(spec, data, reporter, workdir, resume=resume)
         if result.stop_reason == "interrupted" and not runtime.lease_lost.is_set():
             _requeue(claimed)
+    except JobStopped as exc:
+        _stopped(claimed, exc)
     except JobFailed as exc:
         logger.error("job failed: %s (%s)", exc.message, exc.code)
         _fail(claimed, exc.code, exc.message)
     except Exception as exc:
-        logger.exception("job %s failed", job_id)
-        # The trainer records its own failures (reporting.FAILURES); this stands in when that write failed.
-        if training:
-            _fail(claimed, *training_error(describe_error(exc)))
+        if runtime.interrupter.reason is not None:
+            # An interruption some library turned into an error of its own: the stop, not a failure.
+            _stopped(claimed, exc)
         else:
-            _fail(claimed, JobError.WORKER_ERROR, f"The worker could not prepare the job: {describe_error(exc)}")
+            logger.exception("job %s failed", job_id)
+            # The trainer records its own failures (reporting.FAILURES); this stands in when that write failed.
+            if training:
+                _fail(claimed, *training_error(describe_error(exc)))
+            else:
+                _fail(claimed, JobError.WORKER_ERROR,
+                      f"The worker could not prepare the job: {describe_error(exc)}")
     finally:
         runtime.release()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -155,14 +156,16 @@ class Cluster:
         assert keras.models.load_model(path).predict(__import__("numpy").zeros((1, 64)), verbose=0).shape == (1, 10)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    name = f"trainyard_faults_{os.getpid()}_{secrets.token_hex(3)}"
+@contextmanager
+def own_cluster(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Cluster]:
+    """A Cluster on its own Postgres database and Redis database, with its API started; workers are the
+    caller's to start. Everything is killed and dropped when it ends."""
+    name = f"trainyard_{name}_{os.getpid()}_{secrets.token_hex(3)}"
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     redis_url = f"{REDIS_BASE}/{REDIS_DB + 1}"
     redis.Redis.from_url(redis_url).flushdb()
-    var = tmp_path_factory.mktemp("faults-var")
+    var = tmp_path_factory.mktemp("cluster-var")
     env = subprocess_env({
         "TRAINYARD_DATABASE_URL": f"{PG_URL_BASE}/{name}",
         "TRAINYARD_BROKER_URL": redis_url,
@@ -170,7 +173,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         "TRAINYARD_WORKER_HEARTBEAT_SECONDS": "1",
     })
     subprocess.run([str(ROOT / "bin" / "migrate")], env=env, check=True, cwd=ROOT)
-    c = Cluster(env, tmp_path_factory.mktemp("faults-logs"))
+    c = Cluster(env, tmp_path_factory.mktemp("cluster-logs"))
     from service.auth import create_token
 
     with c.db.session() as s:
@@ -188,6 +191,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         redis.Redis.from_url(redis_url).flushdb()
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with own_cluster(tmp_path_factory, "faults") as c:
+        yield c
 
 
 def _kill9(proc: Proc) -> None:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from workers.trainer import InMemoryReporter, TrainData, train
-from workers.trainer.data import make_dataset, prepare_data, split_validation
+from workers.trainer.data import make_dataset, make_train_dataset, prepare_data, split_validation
 
 from service.spec import SpecError
 
@@ -105,15 +105,26 @@ def test_mismatched_arrays_are_refused():
         prepare_data(make_spec(TrainData(x, y)), TrainData(x, y[:5]))
 
 
-def test_dataset_shuffles_by_seed_and_covers_every_row():
+def _epochs(ds, n_epochs: int, steps: int) -> list[list[int]]:
+    batches = [b[1].numpy() for b in ds.take(n_epochs * steps)]
+    return [np.concatenate(batches[e * steps:(e + 1) * steps]).tolist() for e in range(n_epochs)]
+
+
+def test_training_batches_shuffle_each_epoch_by_seed_and_epoch_and_cover_every_row():
     x, y = _data(n=50)
-    def order(seed):
-        return np.concatenate([b[1].numpy() for b in make_dataset(x, y, 16, shuffle=True, seed=seed)])
-    assert sorted(order(1).tolist()) == list(range(50))
-    assert order(1).tolist() == order(1).tolist()
-    assert order(1).tolist() != order(2).tolist()
-    plain = np.concatenate([b[1].numpy() for b in make_dataset(x, y, 16)])
-    assert plain.tolist() == list(range(50))
+
+    def orders(seed, first_epoch=0):  # 50 rows in batches of 16: 4 steps per epoch, the last one short
+        return _epochs(make_train_dataset(x, y, 16, shuffle=True, seed=seed, first_epoch=first_epoch), 3, 4)
+
+    epochs = orders(1)
+    assert all(sorted(order) == list(range(50)) for order in epochs)
+    assert len({tuple(order) for order in epochs}) == 3, "every epoch has its own order"
+    assert orders(1) == epochs and orders(2) != epochs
+    # A resumed run starting at epoch 2 sees the orders the whole run saw from epoch 2 on.
+    assert orders(1, first_epoch=1)[:2] == epochs[1:]
+    plain = _epochs(make_train_dataset(x, y, 16, shuffle=False, seed=1), 2, 4)
+    assert plain == [list(range(50))] * 2
+    assert np.concatenate([b[1].numpy() for b in make_dataset(x, y, 16)]).tolist() == list(range(50))
 
 
 def test_engine_reports_sizes_and_statistics(tmp_path):

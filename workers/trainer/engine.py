@@ -23,7 +23,7 @@ from .callbacks import (
     TerminateOnNaN,
     call_with_retry,
 )
-from .data import make_dataset, prepare_data
+from .data import make_dataset, make_train_dataset, prepare_data
 from .export import export_savedmodel
 from .layers import build_model, summarize, takes_integer_inputs
 from .losses import build_loss, build_metrics
@@ -187,7 +187,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
                 workdir / "backup", reporter, state,
                 {"reporter": epoch_reporter, "checkpoint": checkpoint, "reduce_lr_on_plateau": reduce_lr,
                  "early_stopping": early_stopping},
-                elapsed_before=elapsed_before, resume_path=resume.backup_path if resume else None, **retry))
+                elapsed_before=elapsed_before, resume=resume, **retry))
         elif resume is not None:
             raise ValueError("resuming needs a reporter with backup_saved()")
 
@@ -225,18 +225,19 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
                                 delay=RETRY_DELAY_SECONDS, what="finished(preflight)")
                 return final
 
-        train_ds = make_dataset(
+        train_ds = make_train_dataset(
             prepared.x_train, prepared.y_train, batch_size,
             shuffle=bool(training.get("shuffle", True)),
             # An explicit shuffle seed even without a job seed: op determinism, once on in this
             # process, rejects unseeded shuffles.
             seed=seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0]),
+            first_epoch=initial_epoch,  # a resumed run continues with the epoch orders it would have had
         )
         val_ds = make_dataset(prepared.x_val, prepared.y_val, batch_size) if has_validation else None
         # "fit" counts building the data sets above: they copy the arrays into tensors.
         # shuffle=False: the dataset shuffles itself; fit would only warn about the flag.
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, callbacks=callbacks,
-                  shuffle=False, initial_epoch=initial_epoch)
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0,
+                  callbacks=callbacks, shuffle=False, initial_epoch=initial_epoch)
         phase_done("fit")
 
         if state.stop_reason is not None:

@@ -2,7 +2,9 @@
 
 Like ``keras.callbacks.BackupAndRestore``, but the backup leaves the process through the reporter (a
 worker that dies loses its disk) and carries the other callbacks' state, so a resumed run keeps its
-best-checkpoint threshold, early-stopping patience and plateau counters.
+best-checkpoint threshold, early-stopping patience and plateau counters. It also carries the state of
+every random seed generator in the model (dropout masks), which ``save_weights`` leaves out: a resumed run
+draws the masks the uninterrupted run would have drawn, not the first epoch's again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import keras
 
+from ..types import ResumeState
 from .state import RunState, call_with_retry, validate_retry
 
 logger = logging.getLogger(__name__)
@@ -33,6 +36,13 @@ def save_weights_atomically(model: keras.Model, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def seed_generator_states(model: keras.Model) -> list[keras.Variable]:
+    """The state of every ``SeedGenerator`` in the model (dropout, recurrent dropout), in model order:
+    ``model.variables`` less its weights."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
 class EpochBackup(keras.callbacks.Callback):
     """After each complete epoch: write ``directory/backup.weights.h5``, then call
     ``reporter.backup_saved(epoch, path, state)`` with epochs counted from 1.
@@ -40,7 +50,8 @@ class EpochBackup(keras.callbacks.Callback):
     ``stateful`` maps a name to a callback (or None) with ``get_state()``; their states go
     into ``state["callbacks"]``. Put this callback last, so the state it records is the one after every
     other callback has seen the epoch. ``resume`` restores model and optimizer variables at the start of
-    training (the callbacks' state is restored by the engine, before ``fit``).
+    training, with the seed generators' states (the callbacks' state is restored by the engine, before
+    ``fit``).
     """
 
     def __init__(
@@ -51,7 +62,7 @@ class EpochBackup(keras.callbacks.Callback):
         stateful: dict,
         *,
         elapsed_before: float = 0.0,
-        resume_path: str | os.PathLike | None = None,
+        resume: ResumeState | None = None,
         retry_attempts: int = 3,
         retry_delay: float = 0.2,
     ) -> None:
@@ -72,20 +83,28 @@ class EpochBackup(keras.callbacks.Callback):
         self._state = state
         self._stateful = dict(stateful)
         self._elapsed_before = float(elapsed_before)
-        self._resume_path = Path(resume_path) if resume_path else None
+        self._resume = resume
         self._attempts = retry_attempts
         self._delay = retry_delay
         self._began = time.monotonic()
 
     def on_train_begin(self, logs=None):
         self._began = time.monotonic()
-        if self._resume_path is None:
+        if self._resume is None:
             return
         # Optimizer variables exist only once it is built; loading into an unbuilt optimizer would
         # silently skip them (and restart Adam's moments and the step counter).
         self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(self._resume_path)
-        logger.info("restored model and optimizer from %s (step %d)", self._resume_path,
+        self.model.load_weights(self._resume.backup_path)
+        seeds = self._resume.state.get("seed_generators")
+        generators = seed_generator_states(self.model)
+        if seeds is not None and len(seeds) == len(generators):
+            for variable, value in zip(generators, seeds):
+                variable.assign(value)
+        elif generators:
+            # A backup from before seed states were kept: the run goes on, with masks drawn anew.
+            logger.warning("the backup holds no dropout seed states; the resumed run draws its masks anew")
+        logger.info("restored model and optimizer from %s (step %d)", self._resume.backup_path,
                     int(self.model.optimizer.iterations.numpy()))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -97,6 +116,7 @@ class EpochBackup(keras.callbacks.Callback):
             "elapsed_seconds": self._elapsed_before + time.monotonic() - self._began,
             "stop_training": bool(self.model.stop_training),
             "callbacks": {name: cb.get_state() for name, cb in self._stateful.items()},
+            "seed_generators": [v.numpy().tolist() for v in seed_generator_states(self.model)],
         }
         call_with_retry(self._reporter.backup_saved, epoch + 1, str(self.path), state,
                         attempts=self._attempts, delay=self._delay, what=f"backup_saved({epoch + 1})")

@@ -52,6 +52,11 @@ class StopRequest(keras.callbacks.Callback):
         self._state.request_stop(reason, partial=partial)
         self.model.stop_training = True
 
+    def on_test_batch_end(self, batch, logs=None):
+        # fit still validates an epoch it cut short, and that epoch is never reported: one batch is enough.
+        if self._state.partial_epoch:
+            self.model.stop_evaluating = True
+
     def _poll(self) -> str | None:
         try:
             reason = self._should_stop()
