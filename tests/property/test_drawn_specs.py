@@ -16,7 +16,6 @@ import os
 import tempfile
 
 import keras
-import pytest
 from hypothesis import HealthCheck, event, given, note, seed, settings
 
 from service.db import dumps_json
