@@ -192,6 +192,7 @@ class Settings:
                                           minimum=1),
                 max_recurrent_steps=_int(env, "TRAINYARD_MAX_RECURRENT_STEPS", SpecLimits.max_recurrent_steps,
                                          minimum=1),
+                max_init_flops=_int(env, "TRAINYARD_MAX_INIT_FLOPS", SpecLimits.max_init_flops, minimum=1),
                 resource_classes=_classes(env, "TRAINYARD_RESOURCE_CLASSES", SpecLimits.resource_classes),
             ),
             max_sweep_trials=_int(env, "TRAINYARD_MAX_SWEEP_TRIALS", 200, minimum=1),

@@ -144,7 +144,7 @@ def check_model(spec: dict, limits: SpecLimits) -> tuple[list[LayerShape] | None
     return shapes, check_cost(
         shapes, spec["model"]["layers"], spec["training"]["batch_size"],
         max_step_flops=limits.max_step_flops, max_step_activations=limits.max_step_activations,
-        max_recurrent_steps=limits.max_recurrent_steps,
+        max_recurrent_steps=limits.max_recurrent_steps, max_init_flops=limits.max_init_flops,
     )
 
 

@@ -16,6 +16,8 @@ class SpecLimits:
     max_step_flops: int = 30_000_000_000
     max_step_activations: int = 100_000_000
     max_recurrent_steps: int = 2048
+    # Orthogonal initializers' QR decompositions (about 10 s of one native op on a CPU at this default).
+    max_init_flops: int = 200_000_000_000
     # The resource classes some configured worker serves (service/resources.py); a job asking for another
     # would wait forever, so it is refused. Jobs without `resources` run anywhere.
     resource_classes: tuple[str, ...] = ("cpu",)

@@ -134,3 +134,23 @@ def test_operators_set_the_limits() -> None:
 def test_real_models_fit_the_default_limits(input_shape: list[int], layers: list[dict], batch_size: int) -> None:
     raw, info = spec_for(input_shape, layers, batch_size)
     validate(raw, info)
+
+
+def test_orthogonal_initialisation_is_counted_and_capped() -> None:
+    # One QR decomposition of a 7000 x 7000 matrix ran for minutes in a single native op, past any cancel.
+    raw, info = spec_for([64], [{"type": "dense", "units": 7000, "activation": "relu"},
+                                {"type": "dense", "units": 7000, "kernel_initializer": "orthogonal"}])
+    [found] = errors(raw, info)
+    assert found["field"] == "model.layers[1]"
+    assert f"about {2 * 7000 ** 3:,} operations" in found["message"]
+    # Recurrent kernels are orthogonal by default: an LSTM of 2,000 units (8 x 2000^3) still fits.
+    raw, info = spec_for([10, 8], [{"type": "lstm", "units": 2000}])
+    validate(raw, info)
+    assert layer_cost({"type": "lstm", "units": 2000, "kernel_initializer": "glorot_uniform",
+                       "recurrent_initializer": "orthogonal"},
+                      infer_shapes({"input_shape": [10, 8], "layers": [
+                          {"type": "lstm", "units": 2000, "return_sequences": False, "use_bias": True}]})[0]
+                      ).init_flops == 2 * 8000 * 2000 ** 2
+    raw, info = spec_for([10, 8], [{"type": "bidirectional", "layer": {"type": "lstm", "units": 2400}}])
+    assert errors(raw, info)[0]["field"] == "model.layers[0]"
+    validate(raw, info, SpecLimits(max_init_flops=10**12))
