@@ -79,7 +79,8 @@ def dense(units: int, activation: str = "softmax") -> dict:
 
 
 # Each at one cap of the defaults (30e9 multiply-adds and 100e6 values a step, 2,048 recurrent steps,
-# 100 boundaries, 50e6 parameters, 64 layers); the batch is the data set, so one epoch is one step.
+# 2e11 initialisation operations, 100 boundaries, 50e6 parameters, 64 layers); the batch is the data set,
+# so one epoch is one step.
 BUILDS = {
     "multiply-adds (dense 4096x4096, batch 1780)": {
         "shape": [4096], "batch": 1780, "spec": {"model": {"input_shape": [4096], "layers": [
@@ -105,6 +106,10 @@ BUILDS = {
     "layers (64 dense layers, batch 32)": {
         "shape": [64], "batch": 32, "spec": {"model": {"input_shape": [64], "layers": [
             dense(64, "relu")] * 63 + [dense(2)]}}},
+    "initialisation (12 dense 2000-unit layers with orthogonal kernels, 1.8e11 of 2e11)": {
+        "shape": [64], "batch": 32, "spec": {"model": {"input_shape": [64], "layers": [
+            {"type": "dense", "units": 2000, "activation": "relu", "kernel_initializer": "orthogonal"}] * 12
+            + [dense(2)]}}},
     "boundaries (piecewise_constant with 100, per step)": {
         "shape": [4], "batch": 8, "spec": {"model": {"input_shape": [4], "layers": [dense(2)]},
                                            "schedule": {"type": "piecewise_constant", "unit": "step",
