@@ -88,6 +88,8 @@ def json_body(max_bytes: int) -> Any:
         raise BadRequest("The body is not UTF-8 text.") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(f"The body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
+    except ValueError:  # json refuses an integer of more than 4,300 digits with a plain ValueError
+        raise BadRequest("The body is not valid JSON: it holds an integer of more than 4300 digits.") from None
     except RecursionError:
         raise BadRequest("The JSON body is nested too deeply.") from None
 

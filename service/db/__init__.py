@@ -1,16 +1,47 @@
 """Engine and session handling shared by the API and the workers."""
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 logger = logging.getLogger(__name__)
+
+# A JSON string (skipped whole, so text inside one is never touched), or a number with a positive
+# exponent (json.dumps writes 1e+20); one with a negative exponent reads back as a float already.
+_STRING_OR_EXPONENT = re.compile(r'"(?:[^"\\]|\\.)*"|(-?\d+(?:\.\d+)?[eE]\+?\d+)')
+_MAYBE_EXPONENT = re.compile(r"\d[eE]\+?\d")
+
+
+def dumps_json(value: Any) -> str:
+    """JSON text for a JSON column, in which a float reads back as a float.
+
+    Postgres stores a JSONB number as `numeric` and writes it back without an exponent: the 1e+20 that
+    json.dumps writes for the float 1e20 comes back as 100000000000000000000, which json.loads reads as
+    an int. Floats are written in full with a fraction instead ("100000000000000000000.0"), which keeps
+    both the value and its type (a numeric keeps the digits after its point). SQLite keeps the text as is.
+    """
+    text = json.dumps(value)
+    if not _MAYBE_EXPONENT.search(text):  # the common case: no float in exponent form
+        return text
+    return _STRING_OR_EXPONENT.sub(_without_exponent, text)
+
+
+def _without_exponent(match: re.Match[str]) -> str:
+    number = match.group(1)
+    if number is None:
+        return match.group(0)  # a string
+    digits = format(Decimal(number), "f")
+    return digits if "." in digits else digits + ".0"
 
 
 def make_engine(database_url: str) -> Engine:
@@ -18,7 +49,7 @@ def make_engine(database_url: str) -> Engine:
         path = database_url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(database_url, connect_args={"timeout": 30})
+        engine = create_engine(database_url, connect_args={"timeout": 30}, json_serializer=dumps_json)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -30,7 +61,7 @@ def make_engine(database_url: str) -> Engine:
             cur.close()
 
         return engine
-    engine = create_engine(database_url, pool_size=10, max_overflow=20)
+    engine = create_engine(database_url, pool_size=10, max_overflow=20, json_serializer=dumps_json)
     _ping_idle_connections(engine)
     return engine
 

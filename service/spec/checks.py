@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from service.spec.catalog import BUILTIN_DATASETS, BUILTIN_ID_RE, DatasetInfo, DatasetLookup
+from service.spec.cost import check_cost
 from service.spec.errors import SpecError, error
 from service.spec.layers import LayerShape, infer_shapes
 from service.resources import ANY, gpus_of, resource_class
@@ -140,7 +141,11 @@ def check_model(spec: dict, limits: SpecLimits) -> tuple[list[LayerShape] | None
         return shapes, [error(
             "model", f"The model has {params:,} parameters; at most {limits.max_params:,} are allowed."
         )]
-    return shapes, []
+    return shapes, check_cost(
+        shapes, spec["model"]["layers"], spec["training"]["batch_size"],
+        max_step_flops=limits.max_step_flops, max_step_activations=limits.max_step_activations,
+        max_recurrent_steps=limits.max_recurrent_steps, max_init_flops=limits.max_init_flops,
+    )
 
 
 def check_loss(spec: dict, info: DatasetInfo | None, shapes: list[LayerShape]) -> Errors:

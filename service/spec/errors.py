@@ -14,10 +14,23 @@ ROOT = ""
 _SCHEMA_KEY = "_schema"
 
 
+#: Errors one answer lists; a last entry counts the rest. Every list in a spec is capped (bounds.py), so
+#: finding them is cheap; this keeps the answer small too.
+MAX_ERRORS = 50
+
+
+def truncate_errors(errors: list[dict[str, str]]) -> list[dict[str, str]]:
+    if len(errors) <= MAX_ERRORS:
+        return errors
+    return errors[:MAX_ERRORS] + [error(ROOT, f"{len(errors) - MAX_ERRORS} more errors are not listed.")]
+
+
 class SpecError(Exception):
-    """The job spec is invalid; `errors` lists every problem found, each with its field path."""
+    """The job spec is invalid; `errors` lists the problems found (at most MAX_ERRORS and a count of the
+    rest), each with its field path."""
 
     def __init__(self, errors: list[dict[str, str]]) -> None:
+        errors = truncate_errors(errors)
         self.errors = errors
         summary = "; ".join(f"{e['field'] or '(spec)'}: {e['message']}" for e in errors[:3])
         if len(errors) > 3:

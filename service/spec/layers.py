@@ -13,8 +13,11 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
+from service.spec import bounds
 from service.spec.errors import SpecError, error
-from service.spec.fields import Bool, Choice, Float, Int, IntOrList, SpecSchema, Tagged, type_field
+from service.spec.fields import (
+    Bool, Choice, Float, Int, IntOrList, List, Object, SpecSchema, Tagged, type_field,
+)
 from service.spec.names import ACTIVATION_ALIASES, ACTIVATIONS, INITIALIZERS
 
 # Caps that keep one field from describing an absurd model; the parameter limit catches the rest.
@@ -23,8 +26,6 @@ MAX_WINDOW = 10_000  # kernel, pool, stride and dilation sizes
 MAX_VOCABULARY = 10_000_000
 MAX_DIM = 1_000_000  # one axis of an input or reshape shape
 MAX_RANK = 3  # per-sample rank the layers support: (height, width, channels)
-
-_UNIT_INTERVAL_OPEN = validate.Range(0.0, 1.0, max_inclusive=False)  # dropout rates, momenta
 
 
 def _activation(default: str) -> Choice:
@@ -45,12 +46,12 @@ def _bias_initializer() -> Choice:
 
 
 class RegularizerSchema(SpecSchema):
-    l1 = Float(load_default=0.0, validate=validate.Range(min=0.0))
-    l2 = Float(load_default=0.0, validate=validate.Range(min=0.0))
+    l1 = Float(load_default=0.0, validate=bounds.REGULARIZATION)
+    l2 = Float(load_default=0.0, validate=bounds.REGULARIZATION)
 
 
-def _regularizer() -> fields.Nested:
-    return fields.Nested(RegularizerSchema, allow_none=True, load_default=None)
+def _regularizer() -> Object:
+    return Object(RegularizerSchema, allow_none=True, load_default=None)
 
 
 class DenseSchema(SpecSchema):
@@ -66,7 +67,7 @@ class DenseSchema(SpecSchema):
 
 class DropoutSchema(SpecSchema):
     type = type_field("dropout")
-    rate = Float(required=True, validate=_UNIT_INTERVAL_OPEN)
+    rate = Float(required=True, validate=bounds.DROPOUT)
 
 
 class FlattenSchema(SpecSchema):
@@ -82,8 +83,9 @@ def _check_target_shape(shape: list[int]) -> None:
 
 class ReshapeSchema(SpecSchema):
     type = type_field("reshape")
-    target_shape = fields.List(
-        Int(), required=True, validate=[validate.Length(1, MAX_RANK), _check_target_shape]
+    target_shape = List(
+        Int(validate=validate.Range(-1, MAX_DIM)), required=True, min_length=1, max_length=MAX_RANK,
+        validate=_check_target_shape,
     )
 
 
@@ -94,15 +96,15 @@ class ActivationSchema(SpecSchema):
 
 class BatchNormalizationSchema(SpecSchema):
     type = type_field("batch_normalization")
-    momentum = Float(load_default=0.99, validate=_UNIT_INTERVAL_OPEN)
-    epsilon = Float(load_default=1e-3, validate=validate.Range(min=0.0, min_inclusive=False))
+    momentum = Float(load_default=0.99, validate=bounds.MOMENTUM)
+    epsilon = Float(load_default=1e-3, validate=bounds.EPSILON)
     center = Bool(load_default=True)
     scale = Bool(load_default=True)
 
 
 class LayerNormalizationSchema(SpecSchema):
     type = type_field("layer_normalization")
-    epsilon = Float(load_default=1e-3, validate=validate.Range(min=0.0, min_inclusive=False))
+    epsilon = Float(load_default=1e-3, validate=bounds.EPSILON)
     center = Bool(load_default=True)
     scale = Bool(load_default=True)
 
@@ -177,8 +179,8 @@ def _recurrent_schema(name: str) -> type[SpecSchema]:
         activation = _activation("tanh")
         return_sequences = Bool(load_default=False)
         use_bias = Bool(load_default=True)
-        dropout = Float(load_default=0.0, validate=_UNIT_INTERVAL_OPEN)
-        recurrent_dropout = Float(load_default=0.0, validate=_UNIT_INTERVAL_OPEN)
+        dropout = Float(load_default=0.0, validate=bounds.DROPOUT)
+        recurrent_dropout = Float(load_default=0.0, validate=bounds.DROPOUT)
         kernel_initializer = _initializer("glorot_uniform")
         recurrent_initializer = _initializer("orthogonal")
         bias_initializer = _bias_initializer()
@@ -230,9 +232,8 @@ def layer_field(**kwargs: Any) -> Tagged:
 
 
 class ModelSchema(SpecSchema):
-    input_shape = fields.List(
-        Int(validate=validate.Range(1, MAX_DIM)), required=True, validate=validate.Length(1, MAX_RANK)
-    )
+    input_shape = List(Int(validate=validate.Range(1, MAX_DIM)), required=True, min_length=1, max_length=MAX_RANK)
+    # Capped by SpecLimits.max_layers (an operator setting) before the schema runs (validate.py).
     layers = fields.List(layer_field(), required=True, validate=validate.Length(min=1))
 
 
@@ -272,6 +273,15 @@ def _windowed(
     layer: dict, spatial: Shape, window: list[int], strides: list[int], dilation: list[int]
 ) -> Shape:
     """Output spatial dims of a convolution or pooling, with Keras' formulas."""
+    what = "kernel_size" if "kernel_size" in layer else "pool_size"
+    if any(k > size for k, size in zip(window, spatial)):
+        # With padding "same" Keras accepts it, and TensorFlow then computes every window over mostly
+        # padding: a 10,000-wide pool over 300 positions took 37 s per step, a 5,000-wide kernel ran
+        # out of memory. A window the size of the input already sees all of it.
+        raise _Mismatch(
+            f"{what} {window} is larger than the input's {tuple(spatial)} positions; at most the input's "
+            "size is useful (a global pooling layer covers the whole input)"
+        )
     out = []
     for size, k, s, d in zip(spatial, window, strides, dilation):
         if layer["padding"] == "same":
@@ -279,7 +289,6 @@ def _windowed(
         else:
             out.append((size - d * (k - 1) - 1) // s + 1)
     if any(o < 1 for o in out):
-        what = "kernel_size" if "kernel_size" in layer else "pool_size"
         raise _Mismatch(
             f"with padding 'valid', {what} {window} does not fit the input's {tuple(spatial)} "
             f"positions (output would be {tuple(out)}); use padding 'same' or a smaller {what}"

@@ -6,12 +6,14 @@ that depend on them (validation split, monitors, modes) are left `None` here and
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any
 
-from marshmallow import ValidationError, fields, pre_load, validate, validates_schema
+from marshmallow import ValidationError, pre_load, validate, validates_schema
 
+from service.spec import bounds
 from service.spec.catalog import BUILTIN_ID_RE, UPLOADED_ID_RE
-from service.spec.fields import Bool, Choice, Float, Int, SpecSchema, Str, Tagged, type_field
+from service.spec.fields import Bool, Choice, Float, Int, List, Object, SpecSchema, Str, Tagged, type_field
 from service.spec.layers import ModelSchema
 from service.spec.names import LOSS_ALIASES, LOSSES, METRICS
 
@@ -20,9 +22,6 @@ NORMALIZATIONS = ["none", "standardize", "minmax"]
 TARGET_NORMALIZATIONS = ["none", "standardize"]
 MONITOR_MODES = ["auto", "min", "max"]
 
-_POSITIVE = validate.Range(min=0.0, min_inclusive=False)
-_NON_NEGATIVE = validate.Range(min=0.0)
-_UNIT_INTERVAL_OPEN = validate.Range(0.0, 1.0, max_inclusive=False)
 # A display label: no slashes, backslashes or colons, so it can never read as a path or URL.
 _NAME_RE = re.compile(r"^(?:\w[\w .()\-]*)?\Z")  # empty is left to the Length check
 
@@ -44,7 +43,7 @@ def _check_dataset_id(value: str) -> None:
 
 class DatasetSchema(SpecSchema):
     id = Str(required=True, validate=_check_dataset_id)
-    validation_split = Float(allow_none=True, load_default=None, validate=_UNIT_INTERVAL_OPEN)
+    validation_split = Float(allow_none=True, load_default=None, validate=bounds.VALIDATION_SPLIT)
     normalize = Choice(NORMALIZATIONS, load_default="none")
     normalize_targets = Choice(TARGET_NORMALIZATIONS, load_default="none")
 
@@ -53,9 +52,9 @@ class DatasetSchema(SpecSchema):
 
 
 class _OptimizerBase(SpecSchema):
-    learning_rate = Float(load_default=0.001, validate=_POSITIVE)
-    clipnorm = Float(allow_none=True, load_default=None, validate=_POSITIVE)
-    clipvalue = Float(allow_none=True, load_default=None, validate=_POSITIVE)
+    learning_rate = Float(load_default=0.001, validate=bounds.LEARNING_RATE)
+    clipnorm = Float(allow_none=True, load_default=None, validate=bounds.CLIP)
+    clipvalue = Float(allow_none=True, load_default=None, validate=bounds.CLIP)
 
     @validates_schema
     def _one_clip(self, data: dict, **kwargs: Any) -> None:
@@ -65,15 +64,15 @@ class _OptimizerBase(SpecSchema):
 
 class SgdSchema(_OptimizerBase):
     type = type_field("sgd")
-    learning_rate = Float(load_default=0.01, validate=_POSITIVE)
-    momentum = Float(load_default=0.0, validate=_UNIT_INTERVAL_OPEN)
+    learning_rate = Float(load_default=0.01, validate=bounds.LEARNING_RATE)
+    momentum = Float(load_default=0.0, validate=bounds.MOMENTUM)
     nesterov = Bool(load_default=False)
 
 
 class _AdamFamily(_OptimizerBase):
-    beta_1 = Float(load_default=0.9, validate=_UNIT_INTERVAL_OPEN)
-    beta_2 = Float(load_default=0.999, validate=_UNIT_INTERVAL_OPEN)
-    epsilon = Float(load_default=1e-7, validate=_POSITIVE)
+    beta_1 = Float(load_default=0.9, validate=bounds.MOMENTUM)
+    beta_2 = Float(load_default=0.999, validate=bounds.MOMENTUM)
+    epsilon = Float(load_default=1e-7, validate=bounds.EPSILON)
 
 
 class AdamSchema(_AdamFamily):
@@ -84,7 +83,7 @@ class AdamSchema(_AdamFamily):
 class AdamWSchema(_AdamFamily):
     type = type_field("adamw")
     amsgrad = Bool(load_default=False)
-    weight_decay = Float(load_default=0.004, validate=_NON_NEGATIVE)
+    weight_decay = Float(load_default=0.004, validate=bounds.WEIGHT_DECAY)
 
 
 class NadamSchema(_AdamFamily):
@@ -93,16 +92,16 @@ class NadamSchema(_AdamFamily):
 
 class RmspropSchema(_OptimizerBase):
     type = type_field("rmsprop")
-    rho = Float(load_default=0.9, validate=_UNIT_INTERVAL_OPEN)
-    momentum = Float(load_default=0.0, validate=_UNIT_INTERVAL_OPEN)
-    epsilon = Float(load_default=1e-7, validate=_POSITIVE)
+    rho = Float(load_default=0.9, validate=bounds.MOMENTUM)
+    momentum = Float(load_default=0.0, validate=bounds.MOMENTUM)
+    epsilon = Float(load_default=1e-7, validate=bounds.EPSILON)
     centered = Bool(load_default=False)
 
 
 class AdagradSchema(_OptimizerBase):
     type = type_field("adagrad")
-    initial_accumulator_value = Float(load_default=0.1, validate=_NON_NEGATIVE)
-    epsilon = Float(load_default=1e-7, validate=_POSITIVE)
+    initial_accumulator_value = Float(load_default=0.1, validate=bounds.ACCUMULATOR)
+    epsilon = Float(load_default=1e-7, validate=bounds.EPSILON)
 
 
 OPTIMIZER_SCHEMAS: dict[str, type[SpecSchema]] = {
@@ -117,7 +116,6 @@ OPTIMIZER_SCHEMAS: dict[str, type[SpecSchema]] = {
 # --- learning-rate schedules ---------------------------------------------------------------------
 
 SCHEDULE_UNITS = ["epoch", "step"]
-_STEPS = validate.Range(1, 10**9)
 
 
 class ConstantScheduleSchema(SpecSchema):
@@ -131,22 +129,22 @@ class _StepSchedule(SpecSchema):
 
 class ExponentialDecaySchema(_StepSchedule):
     type = type_field("exponential_decay")
-    decay_steps = Int(required=True, validate=_STEPS)
-    decay_rate = Float(required=True, validate=_POSITIVE)
+    decay_steps = Int(required=True, validate=bounds.STEPS)
+    decay_rate = Float(required=True, validate=bounds.EXPONENTIAL_DECAY_RATE)
     staircase = Bool(load_default=False)
 
 
 class InverseTimeDecaySchema(_StepSchedule):
     type = type_field("inverse_time_decay")
-    decay_steps = Int(required=True, validate=_STEPS)
-    decay_rate = Float(required=True, validate=_NON_NEGATIVE)
+    decay_steps = Int(required=True, validate=bounds.STEPS)
+    decay_rate = Float(required=True, validate=bounds.INVERSE_TIME_DECAY_RATE)
     staircase = Bool(load_default=False)
 
 
 class PiecewiseConstantSchema(_StepSchedule):
     type = type_field("piecewise_constant")
-    boundaries = fields.List(Int(validate=_STEPS), required=True, validate=validate.Length(min=1))
-    values = fields.List(Float(validate=_POSITIVE), required=True)
+    boundaries = List(Int(validate=bounds.STEPS), required=True, min_length=1, max_length=bounds.MAX_BOUNDARIES)
+    values = List(Float(validate=bounds.LEARNING_RATE), required=True, max_length=bounds.MAX_BOUNDARIES + 1)
 
     @validates_schema
     def _consistent(self, data: dict, **kwargs: Any) -> None:
@@ -162,17 +160,17 @@ class PiecewiseConstantSchema(_StepSchedule):
 
 class CosineDecaySchema(_StepSchedule):
     type = type_field("cosine_decay")
-    decay_steps = Int(required=True, validate=_STEPS)
-    alpha = Float(load_default=0.0, validate=validate.Range(0.0, 1.0))
-    warmup_steps = Int(load_default=0, validate=validate.Range(0, 10**9))
-    warmup_target = Float(allow_none=True, load_default=None, validate=_POSITIVE)
+    decay_steps = Int(required=True, validate=bounds.STEPS)
+    alpha = Float(load_default=0.0, validate=bounds.ALPHA)
+    warmup_steps = Int(load_default=0, validate=bounds.WARMUP_STEPS)
+    warmup_target = Float(allow_none=True, load_default=None, validate=bounds.LEARNING_RATE)
 
 
 class PolynomialDecaySchema(_StepSchedule):
     type = type_field("polynomial_decay")
-    decay_steps = Int(required=True, validate=_STEPS)
-    end_learning_rate = Float(load_default=0.0001, validate=_NON_NEGATIVE)
-    power = Float(load_default=1.0, validate=_POSITIVE)
+    decay_steps = Int(required=True, validate=bounds.STEPS)
+    end_learning_rate = Float(load_default=0.0001, validate=bounds.LEARNING_RATE_FLOOR)
+    power = Float(load_default=1.0, validate=bounds.POWER)
     cycle = Bool(load_default=False)
 
 
@@ -195,11 +193,11 @@ def _monitor() -> Str:
 
 class EarlyStoppingSchema(SpecSchema):
     monitor = _monitor()
-    patience = Int(load_default=0, validate=validate.Range(0, 100_000))
-    min_delta = Float(load_default=0.0, validate=_NON_NEGATIVE)
+    patience = Int(load_default=0, validate=bounds.PATIENCE)
+    min_delta = Float(load_default=0.0, validate=bounds.MIN_DELTA)
     mode = Choice(MONITOR_MODES, load_default="auto")
     restore_best_weights = Bool(load_default=False)
-    start_from_epoch = Int(load_default=0, validate=validate.Range(0, 100_000))
+    start_from_epoch = Int(load_default=0, validate=bounds.PATIENCE)
 
 
 class CheckpointSchema(SpecSchema):
@@ -209,21 +207,20 @@ class CheckpointSchema(SpecSchema):
 
 class ReduceLrOnPlateauSchema(SpecSchema):
     monitor = _monitor()
-    factor = Float(load_default=0.1, validate=validate.Range(0.0, 1.0, min_inclusive=False,
-                                                             max_inclusive=False))
-    patience = Int(load_default=10, validate=validate.Range(0, 100_000))
-    min_delta = Float(load_default=1e-4, validate=_NON_NEGATIVE)
-    cooldown = Int(load_default=0, validate=validate.Range(0, 100_000))
-    min_lr = Float(load_default=0.0, validate=_NON_NEGATIVE)
+    factor = Float(load_default=0.1, validate=bounds.FACTOR)
+    patience = Int(load_default=10, validate=bounds.PATIENCE)
+    min_delta = Float(load_default=1e-4, validate=bounds.MIN_DELTA)
+    cooldown = Int(load_default=0, validate=bounds.PATIENCE)
+    min_lr = Float(load_default=0.0, validate=bounds.LEARNING_RATE_FLOOR)
     # Not in Keras' list of things clients usually set, but Keras' "auto" guesses wrongly for
     # e.g. val_auc here, so the resolved mode is stored like the other callbacks'.
     mode = Choice(MONITOR_MODES, load_default="auto")
 
 
 class CallbacksSchema(SpecSchema):
-    early_stopping = fields.Nested(EarlyStoppingSchema, allow_none=True)
-    checkpoint = fields.Nested(CheckpointSchema)
-    reduce_lr_on_plateau = fields.Nested(ReduceLrOnPlateauSchema, allow_none=True)
+    early_stopping = Object(EarlyStoppingSchema, allow_none=True)
+    checkpoint = Object(CheckpointSchema)
+    reduce_lr_on_plateau = Object(ReduceLrOnPlateauSchema, allow_none=True)
 
     @pre_load
     def _defaults(self, data: Any, **kwargs: Any) -> Any:
@@ -261,7 +258,7 @@ class DiagnosticsSchema(SpecSchema):
 
 
 def _check_metrics(values: list[str]) -> None:
-    duplicates = sorted({v for v in values if values.count(v) > 1})
+    duplicates = sorted(name for name, n in Counter(values).items() if n > 1)
     if duplicates:
         raise ValidationError(f"Each metric may appear once; repeated: {', '.join(duplicates)}.")
 
@@ -280,17 +277,18 @@ class JobSpecSchema(SpecSchema):
             ),
         ],
     )
-    dataset = fields.Nested(DatasetSchema, required=True)
-    model = fields.Nested(ModelSchema, required=True)
+    dataset = Object(DatasetSchema, required=True)
+    model = Object(ModelSchema, required=True)
     loss = Choice(LOSSES, aliases=LOSS_ALIASES, required=True)
-    metrics = fields.List(Choice(METRICS), validate=_check_metrics)
+    # Each metric at most once, so no more than there are metrics.
+    metrics = List(Choice(METRICS), max_length=len(METRICS), validate=_check_metrics)
     optimizer = Tagged(OPTIMIZER_SCHEMAS)
     schedule = Tagged(SCHEDULE_SCHEMAS)
-    callbacks = fields.Nested(CallbacksSchema)
-    training = fields.Nested(TrainingSchema)
-    limits = fields.Nested(LimitsSchema)
-    diagnostics = fields.Nested(DiagnosticsSchema)
-    resources = fields.Nested(ResourcesSchema)
+    callbacks = Object(CallbacksSchema)
+    training = Object(TrainingSchema)
+    limits = Object(LimitsSchema)
+    diagnostics = Object(DiagnosticsSchema)
+    resources = Object(ResourcesSchema)
 
     @pre_load
     def _defaults(self, data: Any, **kwargs: Any) -> Any:

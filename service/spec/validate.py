@@ -6,6 +6,7 @@ from marshmallow import ValidationError
 from service.spec.catalog import DatasetLookup
 from service.spec.checks import resolve_dataset, run_checks, unknown_dataset
 from service.spec.errors import ROOT, SpecError, error, flatten_messages
+from service.spec.fields import refuse_many_unknown_keys
 from service.spec.limits import SpecLimits
 from service.spec.schema import JobSpecSchema
 
@@ -47,6 +48,7 @@ def validate_spec(
     if size_errors:
         raise SpecError(size_errors)
     try:
+        refuse_many_unknown_keys(raw, _SCHEMA)
         spec = _SCHEMA.load(raw)
     except ValidationError as exc:
         raise SpecError(flatten_messages(exc.messages)) from None

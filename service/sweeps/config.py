@@ -17,6 +17,8 @@ from typing import Any
 
 from service.spec import DatasetLookup, SpecError, SpecLimits, monitor_mode, validate_spec
 from service.spec.checks import has_validation_data, resolve_dataset
+from service.spec.errors import truncate_errors
+from service.spec.fields import reusing_loads
 from service.sweeps.search import Param, apply, grid_size, has_random, make_plan, overlaps, parse_param
 
 Errors = list[dict[str, str]]
@@ -32,10 +34,15 @@ NAME_MAX = 100
 _NAME_RE = re.compile(r"^\w[\w .()\-]*\Z")
 # How many failing trials one response names before it stops looking.
 _MAX_TRIAL_ERRORS = 3
+# Grid and choice values of all parameters together: each is validated as a trial spec on its own.
+MAX_SEARCH_VALUES = 200
+# Characters of a value quoted in an error message.
+_SHOWN_MAX = 200
 
 
 class SweepError(Exception):
     def __init__(self, errors: Errors) -> None:
+        errors = truncate_errors(errors)
         super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors[:3]))
         self.errors = errors
 
@@ -72,9 +79,8 @@ def trial_spec(base: dict[str, Any], values: dict[str, Any], objective: dict[str
                index: int, *, datasets: DatasetLookup | None, limits: SpecLimits) -> dict[str, Any]:
     """The normalised spec of trial `index`: the base with its values, its name and the objective's
     checkpoint. Raises SpecError like `validate_spec`."""
-    raw = apply(base, values)
-    raw["name"] = trial_name(sweep_name, index)
-    raw["callbacks"]["checkpoint"] = {"monitor": objective["metric"], "mode": objective["mode"]}
+    raw = apply(base, {**values, "name": trial_name(sweep_name, index),
+                       "callbacks.checkpoint": {"monitor": objective["metric"], "mode": objective["mode"]}})
     return validate_spec(raw, datasets=datasets, limits=limits)
 
 
@@ -128,12 +134,26 @@ def _early_stopping(raw: Any, errors: Errors) -> dict[str, Any] | None:
 def _trial_errors(field: str, value: Any, exc: SpecError) -> dict[str, str]:
     first = exc.errors[0]
     more = f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else ""
-    return {"field": field, "message": f"{value!r} gives an invalid job spec: "
+    shown = repr(value)
+    if len(shown) > _SHOWN_MAX:  # a value may be a whole model
+        shown = shown[:_SHOWN_MAX - 3] + "..."
+    return {"field": field, "message": f"{shown} gives an invalid job spec: "
                                        f"{first['field'] or 'spec'}: {first['message']}{more}"}
 
 
 def validate_sweep(raw: Any, *, datasets: DatasetLookup | None, limits: SpecLimits,
                    max_trials_limit: int) -> SweepConfig:
+    """Check a sweep body and plan its trials; raises SweepError with every problem's field path.
+
+    Its cost is linear in the body: at most MAX_SEARCH_VALUES values and `max_trials_limit` trials are
+    validated, and the objects they share with the base (or with each other) are checked once.
+    """
+    with reusing_loads():
+        return _validate_sweep(raw, datasets=datasets, limits=limits, max_trials_limit=max_trials_limit)
+
+
+def _validate_sweep(raw: Any, *, datasets: DatasetLookup | None, limits: SpecLimits,
+                    max_trials_limit: int) -> SweepConfig:
     if not isinstance(raw, dict):
         raise SweepError([{"field": "", "message": "The sweep must be a JSON object."}])
     errors: Errors = [{"field": k, "message": "Unknown field."} for k in raw if k not in TOP_LEVEL]
@@ -161,6 +181,10 @@ def validate_sweep(raw: Any, *, datasets: DatasetLookup | None, limits: SpecLimi
             if param is not None:
                 params.append(param)
         errors += overlaps(params)
+        values = sum(len(p.values) for p in params)
+        if values > MAX_SEARCH_VALUES:
+            errors.append({"field": "search", "message": f"The search lists {values} values; at most "
+                                                         f"{MAX_SEARCH_VALUES} are allowed in all."})
 
     max_trials = _int(raw, "max_trials", 1, max_trials_limit, errors)
     if params and len(params) == len(search or {}):

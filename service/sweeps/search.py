@@ -11,7 +11,6 @@ normalised base spec. The plan is drawn once, from the seed, when the sweep is a
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import math
@@ -22,6 +21,11 @@ from typing import Any
 
 PARAM_TYPES = ("grid", "choice", "uniform", "log_uniform", "int_uniform")
 MAX_VALUES = 100
+#: Longest field path: no field of a spec is nested deeper than a few dozen characters, and int() refuses a
+#: list index of more than 4,300 digits with ValueError.
+MAX_PATH_LENGTH = 200
+#: int_uniform bounds: whole numbers a float holds exactly (and that `float()` never overflows on).
+MAX_INT = 2**53
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _PATH_RE = re.compile(rf"^{_NAME}(?:\[\d+\])*(?:\.{_NAME}(?:\[\d+\])*)*\Z")
 _STEP_RE = re.compile(rf"({_NAME})|\[(\d+)\]")
@@ -47,24 +51,24 @@ def get_at(spec: Any, steps: tuple[Step, ...]) -> Any:
     """The value at `steps`, or PathError naming the first step that does not exist."""
     node = spec
     for depth, step in enumerate(steps):
-        where = format_path(steps[:depth]) or "the spec"
         if isinstance(step, int):
             if not isinstance(node, list) or step >= len(node):
                 size = f"has {len(node)} items" if isinstance(node, list) else "is not a list"
-                raise PathError(f"No such field in the base spec: {where} {size}.")
+                raise PathError(f"No such field in the base spec: {format_path(steps[:depth]) or 'the spec'} {size}.")
         elif not isinstance(node, dict) or step not in node:
-            raise PathError(f"No such field in the base spec: {where} has no field {step!r}.")
+            raise PathError(f"No such field in the base spec: {format_path(steps[:depth]) or 'the spec'} "
+                            f"has no field {step!r}.")
         node = node[step]
     return node
 
 
-def set_at(spec: dict[str, Any], steps: tuple[Step, ...], value: Any) -> None:
-    """Replace the value at `steps` (which must exist) in place."""
-    get_at(spec, steps)
-    node: Any = spec
-    for step in steps[:-1]:
-        node = node[step]
-    node[steps[-1]] = copy.deepcopy(value)
+def _with(node: Any, steps: tuple[Step, ...], value: Any) -> Any:
+    """A copy of `node` with `value` at `steps`: only the containers on the way are copied."""
+    if not steps:
+        return value
+    copied = list(node) if isinstance(node, list) else dict(node)
+    copied[steps[0]] = _with(node[steps[0]], steps[1:], value)
+    return copied
 
 
 def format_path(steps: tuple[Step, ...]) -> str:
@@ -96,7 +100,7 @@ class Param:
 
     def draw(self, rng: random.Random) -> Any:
         if self.type == "choice":
-            return copy.deepcopy(self.values[rng.randrange(len(self.values))])
+            return self.values[rng.randrange(len(self.values))]
         if self.type == "int_uniform":
             return rng.randint(int(self.low), int(self.high))
         if self.type == "uniform":
@@ -107,11 +111,17 @@ class Param:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    # math.isfinite() of a huge JSON integer raises OverflowError.
+    return -MAX_INT <= value <= MAX_INT if isinstance(value, int) else math.isfinite(value)
 
 
 def parse_param(path: str, raw: Any, base: dict[str, Any], forbidden: tuple[str, ...] = ()) -> tuple[Param | None, Errors]:
     """One entry of `search`; errors carry `search.<path>[.<key>]` field paths."""
+    if len(path) > MAX_PATH_LENGTH:  # not echoed back in full
+        return None, [{"field": "search", "message": f"A field path has at most {MAX_PATH_LENGTH} characters; "
+                                                     f"one has {len(path)}, starting {path[:40]!r}."}]
     field = f"search.{path}"
     errors: Errors = []
     try:
@@ -144,8 +154,9 @@ def parse_param(path: str, raw: Any, base: dict[str, Any], forbidden: tuple[str,
         return (None if errors else Param(path, steps, kind, values=tuple(values))), errors
     low, high = raw.get("low"), raw.get("high")
     for key, value in (("low", low), ("high", high)):
-        if kind == "int_uniform" and not (isinstance(value, int) and not isinstance(value, bool)):
-            errors.append({"field": f"{field}.{key}", "message": "Must be a whole number."})
+        if kind == "int_uniform" and not (isinstance(value, int) and not isinstance(value, bool)
+                                          and -MAX_INT <= value <= MAX_INT):
+            errors.append({"field": f"{field}.{key}", "message": "Must be a whole number from -2^53 to 2^53."})
         elif not _is_number(value):
             errors.append({"field": f"{field}.{key}", "message": "Must be a finite number."})
     if not errors:
@@ -183,13 +194,21 @@ def make_plan(params: list[Param], max_trials: int, seed: int) -> list[dict[str,
     plan: list[dict[str, Any]] = []
     for index in range(max_trials):
         fixed = dict(zip((p.path for p in grid), combos[index % len(combos)]))
-        plan.append({p.path: copy.deepcopy(fixed[p.path]) if p.type == "grid" else p.draw(rng) for p in params})
+        plan.append({p.path: fixed[p.path] if p.type == "grid" else p.draw(rng) for p in params})
     return plan
 
 
 def apply(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `base` with each `{path: value}` set."""
-    spec = copy.deepcopy(base)
+    """`base` with each `{path: value}` set; `base` and the values are left as they are.
+
+    What the values do not touch is shared with `base`, and the values are shared with the result: a
+    sweep builds hundreds of trial specs from one base, and validation, which never mutates its input,
+    checks each shared object once (`service.spec.fields.reusing_loads`). Deep-copy the result before
+    changing it in place.
+    """
+    spec: Any = base
     for path, value in values.items():
-        set_at(spec, parse_path(path), value)
+        steps = parse_path(path)
+        get_at(spec, steps)  # PathError when it names no field
+        spec = _with(spec, steps, value)
     return spec

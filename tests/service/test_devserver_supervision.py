@@ -75,9 +75,10 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
 
     tmp = tmp_path_factory.mktemp("devserver")
     var, port, log = tmp / "var", free_port(), tmp / "run.log"
-    # Heartbeats every second: a killed worker's lease expires after three.
+    # Heartbeats every second: a killed worker's lease expires after three. The stuck job's orthogonal
+    # 7000 x 7000 kernel is past the default cap on initialisation cost, which the operator may raise.
     env = subprocess_env({"TRAINYARD_VAR_DIR": str(var), "TRAINYARD_PORT": str(port),
-                          "TRAINYARD_WORKER_HEARTBEAT_SECONDS": "1"})
+                          "TRAINYARD_WORKER_HEARTBEAT_SECONDS": "1", "TRAINYARD_MAX_INIT_FLOPS": str(10**12)})
     proc = subprocess.Popen([sys.executable, "-m", "service.devserver"], cwd=ROOT, env=env,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     wait_until(lambda: "Trainyard is running" in log.read_text(errors="replace") or proc.poll() is not None,

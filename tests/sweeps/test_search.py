@@ -15,7 +15,6 @@ from service.sweeps.search import (
     overlaps,
     parse_param,
     parse_path,
-    set_at,
 )
 
 BASE = {"optimizer": {"type": "adam", "learning_rate": 0.001},
@@ -37,9 +36,10 @@ def test_paths_parse_get_and_set() -> None:
     spec = apply(BASE, {"model.layers[0].units": 64, "optimizer.learning_rate": 0.1})
     assert spec["model"]["layers"][0]["units"] == 64 and spec["optimizer"]["learning_rate"] == 0.1
     assert BASE["model"]["layers"][0]["units"] == 8  # the base is never changed
-    other = {"a": [{"b": 1}]}
-    set_at(other, ("a", 0, "b"), 2)
-    assert other == {"a": [{"b": 2}]}
+    # Only the containers on the way to a value are copied; the rest is shared with the base.
+    assert spec["model"]["layers"][1] is BASE["model"]["layers"][1] and spec["training"] is BASE["training"]
+    value = {"type": "sgd"}
+    assert apply(BASE, {"optimizer": value})["optimizer"] is value
 
 
 @pytest.mark.parametrize("path, message", [
