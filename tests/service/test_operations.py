@@ -54,7 +54,9 @@ def test_metrics_count_jobs_epochs_and_every_api_workers_requests(
     try:
         with db.session() as s:
             by_status = dict(s.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-            epochs = s.execute(select(func.count()).select_from(EpochMetrics)).scalar_one()
+            # Epochs with a measured duration: other tests of the session write rows by hand, some without one.
+            epochs = sum(isinstance((values or {}).get("seconds"), (int, float))
+                         for values in s.execute(select(EpochMetrics.values)).scalars())
     finally:
         db.dispose()
     for status in JOB_STATUSES:
