@@ -4,6 +4,7 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 TF_CPP_MIN_LOG_LEVEL=2
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini openapi.yaml ./
+COPY trainyard ./trainyard
 COPY service ./service
 COPY workers ./workers
 COPY bin ./bin

@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 ## Start API + worker on embedded defaults (or whatever TRAINYARD_* says); prints the URL and a token.
 run: $(STAMP)
-	$(PY) -m service.devserver
+	$(PY) -m trainyard.devserver
 
 ## The whole suite against real Postgres and Redis (started, or installed, when missing).
 test: $(STAMP) services browser

@@ -57,7 +57,7 @@ def _copy(conn: psycopg.Connection, table: str, columns: list[str], rows: list[t
 
 def load(stack: Stack, rng: random.Random) -> dict[str, object]:
     """Tenants, 10,000 jobs and 1,000,000 metric rows, straight into Postgres with COPY."""
-    from service.spec import validate_spec
+    from trainyard.spec import validate_spec
 
     spec = validate_spec(json.loads(json.dumps(SPEC)))
     tokens = {f"tenant{i}": stack.token(f"tenant{i}") for i in range(TENANTS)}
@@ -79,7 +79,7 @@ def load(stack: Stack, rng: random.Random) -> dict[str, object]:
                      created + timedelta(seconds=5) if status != "queued" else None,
                      created + timedelta(hours=1) if finished else None, epoch, EPOCHS,
                      1 if status != "queued" else 0, False, created, 3, 0,
-                     # A failed job always says why (service/job_errors.py; the database refuses one without).
+                     # A failed job always says why (trainyard/job_errors.py; the database refuses one without).
                      "nan_loss" if status == "failed" else None,
                      "The loss became NaN." if status == "failed" else None))
         if tenant == "tenant0" and status == "succeeded":

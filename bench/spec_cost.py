@@ -8,7 +8,7 @@ Validation: each body is written to a file and validated in a fresh process of t
 (json.loads, then validate_spec or validate_sweep, as the API does), with a timeout, so an old validator
 that takes minutes does not hold the run; CPU seconds are reported (this machine is shared).
 
-Build: each spec sits at one of the caps (service/spec/limits.py, bounds.py); the engine's train() runs it
+Build: each spec sits at one of the caps (trainyard/spec/limits.py, bounds.py); the engine's train() runs it
 for one epoch on random data of the spec's shape in a fresh process, diagnostics and preflight on, and the
 wall time and peak RSS of that process are reported.
 """
@@ -31,8 +31,8 @@ from tests.worst_bodies import BODIES, encode  # noqa: E402
 VALIDATE = r"""
 import json, sys, time
 path, kind = sys.argv[1], sys.argv[2]
-from service.spec import SpecError, SpecLimits, validate_spec
-from service.sweeps.config import SweepError, validate_sweep
+from trainyard.spec import SpecError, SpecLimits, validate_spec
+from trainyard.sweeps.config import SweepError, validate_sweep
 data = open(path, "rb").read()
 began = time.process_time()
 try:
@@ -55,7 +55,7 @@ BUILD = r"""
 import json, os, resource, sys, tempfile, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
-from service.spec import DatasetInfo, validate_spec
+from trainyard.spec import DatasetInfo, validate_spec
 from workers.trainer import InMemoryReporter, TrainData, train
 case = json.loads(sys.argv[1])
 shape, n = tuple(case["shape"]), case["batch"]

@@ -202,7 +202,7 @@ class Stack:
         """`bin/worker`, waited for until its first heartbeat row."""
         from sqlalchemy import func, select
 
-        from service.db.models import Worker
+        from trainyard.db.models import Worker
 
         def count() -> int:
             with self.db().session() as s:
@@ -235,21 +235,21 @@ class Stack:
 
     # -- what benchmarks use ------------------------------------------------------------------------
     def settings(self) -> Any:
-        from service.settings import Settings
+        from trainyard.settings import Settings
 
         return Settings.from_env(self.env)
 
     def db(self) -> Any:
-        """A `service.db.Database` on the stack's database (one per stack, disposed on stop)."""
+        """A `trainyard.db.Database` on the stack's database (one per stack, disposed on stop)."""
         if self._db is None:
-            from service.db import Database
+            from trainyard.db import Database
 
             self._db = Database(self.database_url)
         return self._db
 
     def store(self) -> Any:
         """The artifact store the API uses (TRAINYARD_ARTIFACT_URL of this stack)."""
-        from service.store import make_store
+        from trainyard.store import make_store
 
         return make_store(self.db(), self.settings().artifact_url)
 
@@ -266,7 +266,7 @@ class Stack:
     def tenant_id(self, tenant: str) -> str:
         from sqlalchemy import select
 
-        from service.db.models import Tenant
+        from trainyard.db.models import Tenant
 
         with self.db().session() as s:
             return s.execute(select(Tenant.id).where(Tenant.name == tenant)).scalar_one()

@@ -50,7 +50,7 @@ SPEC = {
 BARE = r"""
 import json, sys, time
 import keras, numpy as np
-from service.datasets import load_builtin
+from trainyard.datasets import load_builtin
 d = load_builtin("digits")
 x, y = d["x_train"].astype("float32"), d["y_train"]
 x = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1)

@@ -32,7 +32,7 @@ def make_finished_job(stack: Stack, headers: dict[str, str]) -> str:
     """Submit a job and mark it succeeded the way a worker would, so the body is a realistic size."""
     from sqlalchemy import update
 
-    from service.db.models import Job
+    from trainyard.db.models import Job
 
     spec = {
         "name": "status-bench",

@@ -86,8 +86,8 @@ def seed_checkpoint(stack: Stack, headers: dict[str, str], path: Path) -> tuple[
     """A finished job whose best checkpoint is `path`, stored through the service's own store."""
     from sqlalchemy import update
 
-    from service.db.models import Checkpoint, Job
-    from service.store import checkpoint_key, put_file
+    from trainyard.db.models import Checkpoint, Job
+    from trainyard.store import checkpoint_key, put_file
 
     spec = {"dataset": {"id": "builtin:iris"}, "model": {"input_shape": [4], "layers": [
         {"type": "dense", "units": 3, "activation": "softmax"}]}, "loss": "sparse_categorical_crossentropy",

@@ -49,7 +49,7 @@ def realistic(folder: Path, scale: int) -> dict[str, tuple[Path, str | None]]:
 
 def measure(path: str, target: str | None) -> dict[str, float | str]:
     """Runs in a fresh process: the bare pass, then the check, with the check's peak RSS."""
-    from service.datasets import DatasetError, inspect_csv, inspect_npz
+    from trainyard.datasets import DatasetError, inspect_csv, inspect_npz
 
     def kib(key: str) -> int:
         for line in Path("/proc/self/status").read_text().splitlines():

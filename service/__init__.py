@@ -1,6 +1,6 @@
 """Trainyard's API service.
 
-This package's top level imports nothing heavy: `service.spec`, `service.db` and `service.store` are shared
+This package's top level imports nothing heavy: `trainyard.spec`, `trainyard.db` and `trainyard.store` are shared
 with the workers, which must not pull in Flask, and the API must not pull in TensorFlow.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from flask import Flask
 
-    from service.settings import Settings
+    from trainyard.settings import Settings
 
 
 def create_app(settings: "Settings | None" = None) -> "Flask":

@@ -9,11 +9,11 @@ from celery import Celery
 from flask import Flask
 
 from service.auth import TokenCache
-from service.db import Database
+from trainyard.db import Database
 from service.errors import register_error_handlers
 from service.eventhub import EventHub
-from service.settings import Settings
-from service.store import ArtifactStore, store_from_settings
+from trainyard.settings import Settings
+from trainyard.store import ArtifactStore, store_from_settings
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class Services:
 
 def create_app(settings: Settings | None = None) -> Flask:
     from service.api import register_blueprints
-    from service.queue import make_celery
+    from trainyard.queue import make_celery
     from service.ratelimit import init_rate_limits
 
     settings = settings or Settings.from_env()
@@ -61,7 +61,7 @@ def services() -> Services:
 
 def _register_cli(app: Flask) -> None:
     from service.auth import create_token, list_tokens, revoke_token
-    from service.db import upgrade_schema
+    from trainyard.db import upgrade_schema
 
     tokens = click.Group("tokens", help="Create, list and revoke API tokens.")
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db import Database
-from service.db.models import ApiToken, Tenant, utcnow
+from trainyard.db import Database
+from trainyard.db.models import ApiToken, Tenant, utcnow
 
 TOKEN_PREFIX = "ty_"
 

@@ -1,6 +1,6 @@
 """Wake-ups for the API's event streams: one listener per API process, many sleeping streams.
 
-The database is the source of truth (the `job_events` log, service/db/live.py); this module only tells a
+The database is the source of truth (the `job_events` log, trainyard/db/live.py); this module only tells a
 sleeping stream that its job may have something new, so an idle stream costs a parked greenlet (or
 thread) and no queries. Each stream still re-reads the log on its keep-alive tick, so a lost wake-up
 delays an event by at most one keep-alive interval and never loses it.
@@ -18,8 +18,8 @@ from collections import defaultdict
 
 from sqlalchemy import func, make_url, select
 
-from service.db import Database
-from service.db.live import NOTIFY_CHANNEL, JobEvent
+from trainyard.db import Database
+from trainyard.db.live import NOTIFY_CHANNEL, JobEvent
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from gunicorn.glogging import Logger as GunicornLogger
 
-from service.logconfig import configure_logging
-from service.settings import Settings
+from trainyard.logconfig import configure_logging
+from trainyard.settings import Settings
 
 
 class Logger(GunicornLogger):

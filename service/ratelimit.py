@@ -22,7 +22,7 @@ from limits import RateLimitItem, parse_many
 
 from service.auth import hash_token
 from service.errors import TooManyRequests, problem_response
-from service.settings import Settings, SettingsError
+from trainyard.settings import Settings, SettingsError
 
 logger = logging.getLogger(__name__)
 

@@ -103,10 +103,10 @@ def _stray_jobs_cancelled(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     from sqlalchemy import select
 
-    from service.db import Database
-    from service.db.models import Job
-    from service.db.sweeps import Sweep
-    from service.sweeps import controller
+    from trainyard.db import Database
+    from trainyard.db.models import Job
+    from trainyard.db.sweeps import Sweep
+    from trainyard.sweeps import controller
 
     db = Database(request.getfixturevalue("service_env")["TRAINYARD_DATABASE_URL"])
     try:
@@ -121,7 +121,7 @@ def _stray_jobs_cancelled(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def settings(service_env: dict[str, str]) -> Any:
-    from service.settings import Settings
+    from trainyard.settings import Settings
 
     return Settings.from_env(service_env)
 
@@ -207,8 +207,8 @@ def start_worker(env: dict[str, str], log: Path, settings: Any) -> Proc:
     """`bin/worker`, waited for until its heartbeat row shows it is ready for jobs."""
     from sqlalchemy import func, select
 
-    from service.db import Database
-    from service.db.models import Worker
+    from trainyard.db import Database
+    from trainyard.db.models import Worker
 
     db = Database(settings.database_url)
     with db.session() as s:

@@ -14,9 +14,9 @@ import socket
 
 from celery import signals
 
-from service.queue import make_celery
-from service.logconfig import configure_logging
-from service.settings import Settings
+from trainyard.queue import make_celery
+from trainyard.logconfig import configure_logging
+from trainyard.settings import Settings
 from workers.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)

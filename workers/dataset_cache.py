@@ -14,7 +14,7 @@ import os
 import uuid
 from pathlib import Path
 
-from service.store import ArtifactMissing, ArtifactStore, download_to
+from trainyard.store import ArtifactMissing, ArtifactStore, download_to
 
 logger = logging.getLogger(__name__)
 

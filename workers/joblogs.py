@@ -1,6 +1,6 @@
 """Per-job logs: the log records of a job's training go to `job_logs` (GET /v1/jobs/{id}/logs).
 
-A record belongs to a job when it is logged while the job trains (`service.logconfig.job_id_var`, set by
+A record belongs to a job when it is logged while the job trains (`trainyard.logconfig.job_id_var`, set by
 workers/tasks.py) or names it with `extra={"job_id": ...}` (the reaper, the webhook sender). `emit` only
 appends to a bounded buffer: a background thread writes batches, keeps what failed for the next try,
 and drops the oldest lines (counting them) if the database stays away. A log write never raises into
@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 
 from sqlalchemy import insert
 
-from service.db import Database
-from service.db.live import JobLog
-from service.logconfig import job_id_var
+from trainyard.db import Database
+from trainyard.db.live import JobLog
+from trainyard.logconfig import job_id_var
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class JobLogHandler(logging.Handler):
     def _without_deleted_jobs(self, batch: list[dict[str, object]]) -> list[dict[str, object]]:
         from sqlalchemy import select
 
-        from service.db.models import Job
+        from trainyard.db.models import Job
 
         ids = {r["job_id"] for r in batch}
         try:

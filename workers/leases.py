@@ -6,7 +6,7 @@ lease expired. Each renewal and each final write is fenced on (worker_id, attemp
 its lease (it stalled, the reaper gave the job to another worker) learns it at the next heartbeat, stops
 at the next batch and writes no final state.
 
-The broker's own redelivery is not relied on: its visibility timeout is a week (service/queue.py), so a
+The broker's own redelivery is not relied on: its visibility timeout is a week (trainyard/queue.py), so a
 long job is never redelivered while it trains; a dead worker's job comes back through the reaper within
 about three heartbeats instead.
 """
@@ -19,9 +19,9 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from service.db import Database
-from service.db.models import FINAL_STATUSES, Checkpoint, EpochDiagnostics, EpochMetrics, Job, Tenant, utcnow
-from service.job_errors import JobError, failure
+from trainyard.db import Database
+from trainyard.db.models import FINAL_STATUSES, Checkpoint, EpochDiagnostics, EpochMetrics, Job, Tenant, utcnow
+from trainyard.job_errors import JobError, failure
 
 logger = logging.getLogger(__name__)
 

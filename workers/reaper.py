@@ -18,8 +18,8 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from service.db import Database
-from service.db.models import Job, utcnow
+from trainyard.db import Database
+from trainyard.db.models import Job, utcnow
 from workers.leases import db_time, fail_worker_lost
 
 logger = logging.getLogger(__name__)

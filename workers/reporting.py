@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 
-from service.db import Database
-from service.db.exports import JobExport
-from service.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
-from service.job_errors import JobError, failure
-from service.store import ArtifactStore, checkpoint_key, export_key, put_file
+from trainyard.db import Database
+from trainyard.db.exports import JobExport
+from trainyard.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
+from trainyard.job_errors import JobError, failure
+from trainyard.store import ArtifactStore, checkpoint_key, export_key, put_file
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ STATUS_BY_STOP_REASON = {
     "cancelled": "cancelled",
 }
 
-# Stop reasons that fail the job: the code (service/job_errors.py) and the message, which may use
+# Stop reasons that fail the job: the code (trainyard/job_errors.py) and the message, which may use
 # {epoch} (the epoch that diverged) and {error} (the trainer's one-line description of its exception).
 FAILURES: dict[str, tuple[JobError, str]] = {
     "no_gradients": (

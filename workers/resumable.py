@@ -26,10 +26,10 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from service.db import Database
-from service.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Job
-from service.job_errors import JobError, failure
-from service.store import ArtifactMissing, ArtifactStore, backup_key, download_to, holds, put_file
+from trainyard.db import Database
+from trainyard.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Job
+from trainyard.job_errors import JobError, failure
+from trainyard.store import ArtifactMissing, ArtifactStore, backup_key, download_to, holds, put_file
 from workers.interrupt import Interrupter
 from workers.leases import Claim, fenced
 from workers.reporting import DbReporter

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING
 
 from celery import Celery
 
-from service.db import Database
+from trainyard.db import Database
 from sqlalchemy import select
 
-from service.db.models import Job, Worker, utcnow
-from service.resources import ANY
-from service.queue import QUEUE, enqueue_job
-from service.settings import Settings
-from service.store import ArtifactStore, store_from_settings
-from service.sweeps import controller as sweeps
+from trainyard.db.models import Job, Worker, utcnow
+from trainyard.resources import ANY
+from trainyard.queue import QUEUE, enqueue_job
+from trainyard.settings import Settings
+from trainyard.store import ArtifactStore, store_from_settings
+from trainyard.sweeps import controller as sweeps
 from workers import leases, reaper
 from workers.dataset_cache import DatasetCache
 from workers.interrupt import CANCELLED, INTERRUPTED, Interrupter

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from sqlalchemy import func, update
 
-from service.datasets import DatasetError, load_builtin, load_csv, load_npz
-from service.job_errors import JobError, failure
-from service.db.models import Dataset, Job, utcnow
-from service.logconfig import job_id_var
-from service.queue import TRAIN_TASK
-from service.store import ArtifactMissing
-from service.sweeps import controller as sweeps
+from trainyard.datasets import DatasetError, load_builtin, load_csv, load_npz
+from trainyard.job_errors import JobError, failure
+from trainyard.db.models import Dataset, Job, utcnow
+from trainyard.logconfig import job_id_var
+from trainyard.queue import TRAIN_TASK
+from trainyard.store import ArtifactMissing
+from trainyard.sweeps import controller as sweeps
 from workers import leases
 from workers.celery_app import app, runtime
 from workers.interrupt import CANCELLED, JobStopped, phase_of

@@ -6,7 +6,7 @@
    event_seq makes concurrent workers insert it once.
 2. `deliver_due`: the oldest pending delivery of each job (so a receiver sees a job's events in order)
    whose time has come is claimed with a conditional UPDATE (one worker wins) and POSTed, signed
-   (service/webhooks.py). A 2xx ends it; anything else is retried after backoff * 2^(attempts-1) seconds,
+   (trainyard/webhooks.py). A 2xx ends it; anything else is retried after backoff * 2^(attempts-1) seconds,
    up to `webhook_max_attempts` attempts, then it is marked failed. Each attempt is recorded on the row
    and in the job's logs.
 
@@ -23,11 +23,11 @@ from typing import Any
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from service.db import Database
-from service.db.live import JobEvent, JobWebhook, WebhookDelivery
-from service.db.models import EpochMetrics, Job, new_id, utcnow
-from service.settings import Settings
-from service.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TargetRefused, post, signature
+from trainyard.db import Database
+from trainyard.db.live import JobEvent, JobWebhook, WebhookDelivery
+from trainyard.db.models import EpochMetrics, Job, new_id, utcnow
+from trainyard.settings import Settings
+from trainyard.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TargetRefused, post, signature
 from workers.leases import aware, db_time
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from flask import Flask, Response, g, request
 from service.app import services
 from service.auth import authenticate_cached
 from service.errors import Unauthorized
-from service.logconfig import request_id_var
+from trainyard.logconfig import request_id_var
 
 # The dashboard's page and assets load without a token: the page asks for one and sends it on API calls.
 # /metrics has its own rule (service/api/metrics.py): open, off, or a separate scrape token.

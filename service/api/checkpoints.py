@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 from service.api.common import iso
 from service.api.jobs import load_job
 from service.app import services
-from service.db.exports import EXPORT_FORMATS, JobExport
-from service.db.models import FINAL_STATUSES, Checkpoint, Job
+from trainyard.db.exports import EXPORT_FORMATS, JobExport
+from trainyard.db.models import FINAL_STATUSES, Checkpoint, Job
 from service.errors import Conflict, Gone, NotFound, RangeNotSatisfiable, ValidationFailed
-from service.store import READ_SIZE, ArtifactMissing, ArtifactStore
+from trainyard.store import READ_SIZE, ArtifactMissing, ArtifactStore
 
 bp = Blueprint("checkpoints", __name__)
 

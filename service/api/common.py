@@ -14,7 +14,7 @@ from flask import Request, current_app, g, request
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
 
-# Every id the server issues (service.db.models.new_id). Anything else in a URL cannot name a row, so it
+# Every id the server issues (trainyard.db.models.new_id). Anything else in a URL cannot name a row, so it
 # answers 404 without reaching the database (a NUL byte there would be a driver error, not a 404).
 _SERVER_ID = re.compile(r"[a-z]{2,4}_[0-9a-f]{32}")
 

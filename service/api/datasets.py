@@ -11,12 +11,12 @@ from sqlalchemy.orm import Session
 
 from service.api.common import SpooledUpload, is_server_id, iso, tenant_id
 from service.app import services
-from service.datasets import DatasetError, inspect_csv, inspect_npz
-from service.db.models import Dataset, Job, new_id
+from trainyard.datasets import DatasetError, inspect_csv, inspect_npz
+from trainyard.db.models import Dataset, Job, new_id
 from service.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
-from service.spec import BUILTIN_DATASETS, DatasetInfo
-from service.datasets.lookup import dataset_lookup, info_from_summary  # noqa: F401 (re-exported)
-from service.store import ArtifactTooLarge, dataset_key
+from trainyard.spec import BUILTIN_DATASETS, DatasetInfo
+from trainyard.datasets.lookup import dataset_lookup, info_from_summary  # noqa: F401 (re-exported)
+from trainyard.store import ArtifactTooLarge, dataset_key
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from service.api.common import int_arg, iso
 from service.api.jobs import SEVERITIES, load_job
 from service.app import services
-from service.db.models import EpochDiagnostics, Finding
+from trainyard.db.models import EpochDiagnostics, Finding
 
 bp = Blueprint("diagnostics", __name__)
 

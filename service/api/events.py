@@ -31,8 +31,8 @@ from service.api.diagnostics import finding_resource
 from service.api.jobs import job_with_findings, load_job, metrics_item
 from service.app import Services, services
 from service.auth import authenticate_cached
-from service.db.live import JobEvent
-from service.db.models import FINAL_STATUSES, EpochMetrics, Finding, Job
+from trainyard.db.live import JobEvent
+from trainyard.db.models import FINAL_STATUSES, EpochMetrics, Finding, Job
 from service.errors import DATABASE_RETRY_AFTER_SECONDS, DATABASE_UNAVAILABLE, ApiError, database_unavailable
 from service.eventhub import EventHub, Subscription
 

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy import func, select, text
 
 from service.app import services
-from service.db.models import Worker, utcnow
+from trainyard.db.models import Worker, utcnow
 
 bp = Blueprint("health", __name__)
 

@@ -16,9 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.db import Database
-from service.db.models import Job
-from service.db.sweeps import Sweep
+from trainyard.db import Database
+from trainyard.db.models import Job
+from trainyard.db.sweeps import Sweep
 from service.errors import Conflict, ValidationFailed
 
 HEADER = "Idempotency-Key"

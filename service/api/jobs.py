@@ -13,15 +13,15 @@ from service.api.common import decode_cursor, encode_cursor, int_arg, is_server_
 from service.api.datasets import dataset_lookup
 from service.api.idempotency import find_replay, idempotency_key, request_sha256
 from service.app import services
-from service.db.exports import JobExport
-from service.db.live import JobWebhook
-from service.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Finding, Job, Tenant
+from trainyard.db.exports import JobExport
+from trainyard.db.live import JobWebhook
+from trainyard.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, EpochMetrics, Finding, Job, Tenant
 from service.errors import Conflict, NotFound, TooManyRequests, ValidationFailed
-from service.queue import enqueue_job
-from service.resources import gpus_of, queue_name
-from service.spec import SpecError, validate_spec
-from service.submission import new_job, submit
-from service.webhooks import validate_webhook
+from trainyard.queue import enqueue_job
+from trainyard.resources import gpus_of, queue_name
+from trainyard.spec import SpecError, validate_spec
+from trainyard.submission import new_job, submit
+from trainyard.webhooks import validate_webhook
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from service.api.common import MAX_BIGINT, int_arg, iso
 from service.api.jobs import load_job
 from service.app import services
-from service.db.live import JobLog
+from trainyard.db.live import JobLog
 
 bp = Blueprint("logs", __name__)
 

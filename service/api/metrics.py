@@ -26,10 +26,10 @@ from prometheus_client.registry import Collector
 from sqlalchemy import case, create_engine, func, select, text
 
 from service.app import Services, services
-from service.db.live import WebhookDelivery
-from service.db.models import JOB_STATUSES, EpochMetrics, Job
+from trainyard.db.live import WebhookDelivery
+from trainyard.db.models import JOB_STATUSES, EpochMetrics, Job
 from service.errors import NotFound, Unauthorized
-from service.queue import QUEUE
+from trainyard.queue import QUEUE
 
 logger = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ from sqlalchemy.orm import Session
 from service.api.common import decode_cursor, encode_cursor, int_arg, is_server_id, iso, json_body, tenant_id
 from service.api.idempotency import find_replay, idempotency_key, insert_once, request_sha256
 from service.app import services
-from service.datasets.lookup import dataset_lookup
-from service.db.models import Job
-from service.db.sweeps import SWEEP_STATUSES, Sweep
+from trainyard.datasets.lookup import dataset_lookup
+from trainyard.db.models import Job
+from trainyard.db.sweeps import SWEEP_STATUSES, Sweep
 from service.errors import Conflict, NotFound, ValidationFailed
-from service.queue import ANY, enqueue_job
-from service.sweeps import controller
-from service.sweeps.config import SweepError, validate_sweep
+from trainyard.queue import ANY, enqueue_job
+from trainyard.sweeps import controller
+from trainyard.sweeps.config import SweepError, validate_sweep
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from sqlalchemy import select
 
 from service.api.jobs import load_job
 from service.app import services
-from service.db.models import EpochDiagnostics, EpochMetrics
-from service.tfevents import write_event_file
+from trainyard.db.models import EpochDiagnostics, EpochMetrics
+from trainyard.tfevents import write_event_file
 
 bp = Blueprint("tensorboard", __name__)
 

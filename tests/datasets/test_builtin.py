@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.datasets import BUILTIN_NAMES, DatasetError, load_builtin
+from trainyard.datasets import BUILTIN_NAMES, DatasetError, load_builtin
 
 EXPECTED = {  # name: (samples, features, y dtype)
     "digits": (1797, 64, np.int64),

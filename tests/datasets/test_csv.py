@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.datasets import DatasetError, inspect_csv, load_csv
+from trainyard.datasets import DatasetError, inspect_csv, load_csv
 
 CAP = 1_000_000
 

@@ -1,6 +1,6 @@
 """The CSV checker's two paths accept exactly the same files with the same values and the same errors.
 
-`service/datasets/tabular.py` checks most blocks with array operations (the fast path) and hands any
+`trainyard/datasets/tabular.py` checks most blocks with array operations (the fast path) and hands any
 block it declines to the csv module, cell by cell (the exact path). Generated files full of the cells
 that tell them apart (spaces, quotes, CRLF, blank lines, NaN, underscores, non-ASCII digits, ragged rows)
 are parsed both ways, in tiny blocks so that paths alternate within one file, and must agree.
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.datasets import DatasetError
-from service.datasets import tabular
+from trainyard.datasets import DatasetError
+from trainyard.datasets import tabular
 
 CELLS = ["0", "1", "2", " 3 ", "-4.5", "1e3", "6.25\t", "1_0", "nan", "inf", "1e39", "", " ", '"7"', '"a,b"',
          '"x""y"', "x", "setosa", " versicolor ", '"virginica"', '" q "', "caf\u00e9", "\u0661", "\u00a05",

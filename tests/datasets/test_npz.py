@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.datasets import DatasetError, inspect_npz, load_npz
+from trainyard.datasets import DatasetError, inspect_npz, load_npz
 
 CAP = 10_000_000
 
@@ -284,7 +284,7 @@ def test_non_finite_value_found_in_a_later_scan_block(tmp_path: Path, monkeypatc
                                                       save, order: str) -> None:
     # Feature arrays are scanned block by block from the archive; a NaN far past the first block is
     # found and named by its sample, whatever the compression or memory order.
-    monkeypatch.setattr("service.datasets.npz.SCAN_BLOCK_BYTES", 64)
+    monkeypatch.setattr("trainyard.datasets.npz.SCAN_BLOCK_BYTES", 64)
     x = np.asarray(np.ones((1000, 3), dtype=np.float32), order=order)
     x[777, 1] = np.nan
     path = tmp_path / "d.npz"

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.datasets import DatasetError, infer_task, inspect_npz, load_npz
-from service.datasets.npz import MAX_CENTRAL_DIRECTORY_BYTES
+from trainyard.datasets import DatasetError, infer_task, inspect_npz, load_npz
+from trainyard.datasets.npz import MAX_CENTRAL_DIRECTORY_BYTES
 
 CAP = 2 * 1024**3
 
@@ -151,8 +151,8 @@ def test_inspect_holds_a_few_blocks_whatever_the_archive_declares(tmp_path: Path
 def test_one_hot_guess_streams_in_either_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order: str,
                                                labels: np.ndarray, expected: tuple[str, int | None]) -> None:
     # Tiny blocks and windows: the Fortran-order check takes several passes of 700 rows each.
-    monkeypatch.setattr("service.datasets.npz.SCAN_BLOCK_BYTES", 256)
-    monkeypatch.setattr("service.datasets.summary.ONE_HOT_WINDOW_ROWS", 700)
+    monkeypatch.setattr("trainyard.datasets.npz.SCAN_BLOCK_BYTES", 256)
+    monkeypatch.setattr("trainyard.datasets.summary.ONE_HOT_WINDOW_ROWS", 700)
     y = np.asarray(labels, order=order)
     path = tmp_path / "d.npz"
     np.savez_compressed(path, x_train=np.ones((len(y), 2), dtype=np.float32), y_train=y)
@@ -169,7 +169,7 @@ def test_one_hot_guess_streams_in_either_order(tmp_path: Path, monkeypatch: pyte
 ])
 def test_scalar_guess_streams_across_blocks_and_splits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        labels: list[np.ndarray], expected: tuple) -> None:
-    monkeypatch.setattr("service.datasets.npz.SCAN_BLOCK_BYTES", 64)
+    monkeypatch.setattr("trainyard.datasets.npz.SCAN_BLOCK_BYTES", 64)
     arrays = {"x_train": np.ones((len(labels[0]), 1)), "y_train": labels[0]}
     if len(labels) > 1:
         arrays.update(x_test=np.ones((len(labels[1]), 1)), y_test=labels[1])
@@ -180,7 +180,7 @@ def test_scalar_guess_streams_across_blocks_and_splits(tmp_path: Path, monkeypat
 
 
 def test_non_finite_target_found_in_a_later_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("service.datasets.npz.SCAN_BLOCK_BYTES", 64)
+    monkeypatch.setattr("trainyard.datasets.npz.SCAN_BLOCK_BYTES", 64)
     y = np.arange(1000, dtype=np.float64) % 3
     y[640] = np.inf
     path = tmp_path / "d.npz"

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from service.datasets import DatasetError, infer_task
+from trainyard.datasets import DatasetError, infer_task
 
 
 @pytest.mark.parametrize("ys, expected", [
@@ -34,7 +34,7 @@ def test_error_shape() -> None:
 
 
 def test_import_is_light() -> None:
-    code = ("import sys, service.datasets; "
+    code = ("import sys, trainyard.datasets; "
             "print(sorted(m for m in ('sklearn', 'tensorflow', 'keras', 'flask') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

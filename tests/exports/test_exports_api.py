@@ -135,7 +135,7 @@ def test_deleting_a_job_deletes_its_export(api: Api, app: Any, finished_job: dic
     # Last in this module: it deletes the job the tests above share.
     from sqlalchemy import select
 
-    from service.db.models import Artifact
+    from trainyard.db.models import Artifact
 
     def stored() -> list[str]:
         with app.extensions["trainyard"].db.session() as s:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from service.tfevents import crc32c, crc32c_python, event_file, tfrecord
+from trainyard.tfevents import crc32c, crc32c_python, event_file, tfrecord
 
 
 def test_crc32c_matches_the_castagnoli_check_value() -> None:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from marshmallow import Schema, fields, validate
 
-from service.spec.fields import Float, Int, IntOrList, List, Object, Tagged
-from service.spec.schema import JobSpecSchema
+from trainyard.spec.fields import Float, Int, IntOrList, List, Object, Tagged
+from trainyard.spec.schema import JobSpecSchema
 
 
 @dataclass(frozen=True)

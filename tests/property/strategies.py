@@ -22,11 +22,11 @@ import numpy as np
 from hypothesis import strategies as st
 from marshmallow import Schema, ValidationError, fields, validate
 
-from service.spec import DatasetInfo, SpecError, infer_shapes
-from service.spec.fields import Bool, Choice, Float, Int, IntOrList, List, Object, Str, Tagged
-from service.spec.layers import LAYER_SCHEMAS, layer_field
-from service.spec.names import LOSS_ALIASES, LOSSES, METRICS
-from service.spec.schema import (
+from trainyard.spec import DatasetInfo, SpecError, infer_shapes
+from trainyard.spec.fields import Bool, Choice, Float, Int, IntOrList, List, Object, Str, Tagged
+from trainyard.spec.layers import LAYER_SCHEMAS, layer_field
+from trainyard.spec.names import LOSS_ALIASES, LOSSES, METRICS
+from trainyard.spec.schema import (
     OPTIMIZER_SCHEMAS,
     SCHEDULE_SCHEMAS,
     CallbacksSchema,

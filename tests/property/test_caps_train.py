@@ -1,6 +1,6 @@
 """Every number at its cap, and at its floor, is accepted and trains through the real engine.
 
-The caps (service/spec/bounds.py) were chosen so that the engine can use any value inside them; this
+The caps (trainyard/spec/bounds.py) were chosen so that the engine can use any value inside them; this
 holds them to it. Each spec sets every number of an optimizer, a schedule, the callbacks and the layers to
 the bound the schema declares (read from the schema, not restated), then trains one epoch of tiny data
 and must end in a stop reason other than `error` (`nan_loss` is a fine end for a learning rate of 10).
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from marshmallow import Schema
 
-from service.spec import DatasetInfo, validate_spec
-from service.spec.fields import Float, Int
-from service.spec.layers import LAYER_SCHEMAS, RegularizerSchema
-from service.spec.schema import OPTIMIZER_SCHEMAS, SCHEDULE_SCHEMAS, EarlyStoppingSchema, ReduceLrOnPlateauSchema
+from trainyard.spec import DatasetInfo, validate_spec
+from trainyard.spec.fields import Float, Int
+from trainyard.spec.layers import LAYER_SCHEMAS, RegularizerSchema
+from trainyard.spec.schema import OPTIMIZER_SCHEMAS, SCHEDULE_SCHEMAS, EarlyStoppingSchema, ReduceLrOnPlateauSchema
 from tests.property.schema_walk import range_of
 from workers.trainer import InMemoryReporter, TrainData, train
 from workers.trainer.types import STOP_REASONS

@@ -18,10 +18,10 @@ import tempfile
 import keras
 from hypothesis import HealthCheck, event, given, note, seed, settings
 
-from service.db import dumps_json
-from service.spec import SpecError, SpecLimits, validate_spec
-from service.spec.errors import MAX_ERRORS
-from service.spec.schema import JobSpecSchema
+from trainyard.db import dumps_json
+from trainyard.spec import SpecError, SpecLimits, validate_spec
+from trainyard.spec.errors import MAX_ERRORS
+from trainyard.spec.schema import JobSpecSchema
 from tests.property.strategies import Case, cases
 from workers.trainer import InMemoryReporter, train
 from workers.trainer.types import STOP_REASONS

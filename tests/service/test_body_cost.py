@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from service.spec.errors import MAX_ERRORS
+from trainyard.spec.errors import MAX_ERRORS
 from tests.worst_bodies import BODIES, Body, encode
 
 

@@ -97,8 +97,8 @@ def test_in_range_extremes_are_accepted(client: Any, auth: dict[str, str], value
 @pytest.fixture()
 def checkpoint(app: Any, client: Any, auth: dict[str, str]) -> tuple[str, bytes]:
     """A job with a best checkpoint of 1000 known bytes."""
-    from service.db.models import Checkpoint
-    from service.store import checkpoint_key
+    from trainyard.db.models import Checkpoint
+    from trainyard.store import checkpoint_key
 
     job_id = _job(client, auth)
     svc = app.extensions["trainyard"]

@@ -13,8 +13,8 @@ from typing import Any
 import requests
 import yaml
 
-from service.resources import worker_queues
-from service.settings import Settings
+from trainyard.resources import worker_queues
+from trainyard.settings import Settings
 from tests.conftest import ROOT, Proc, free_port, subprocess_env, wait_until
 
 _VAR = re.compile(r"\$\{(\w+):-([^}]*)\}")
@@ -67,7 +67,7 @@ def test_gpu_machines_reach_the_api_machine_and_serve_accepted_classes() -> None
         assert set(settings.worker_classes) <= set(api.spec_limits.resource_classes), name
         served |= set(settings.worker_classes)
         # The very command bin/worker runs to pick its queues, with this service's environment.
-        queues = subprocess.run([sys.executable, "-m", "service.queue"], cwd=ROOT, check=True, text=True,
+        queues = subprocess.run([sys.executable, "-m", "trainyard.queue"], cwd=ROOT, check=True, text=True,
                                 capture_output=True, env=subprocess_env(env)).stdout.strip()
         assert queues.split(",") == worker_queues(settings.worker_classes)
     # Every class the API accepts has a worker: nothing accepted waits forever.

@@ -1,4 +1,4 @@
-"""`make run` (python -m service.devserver, embedded SQLite defaults) supervises its processes: a worker killed
+"""`make run` (python -m trainyard.devserver, embedded SQLite defaults) supervises its processes: a worker killed
 mid-job is restarted and the job resumes from its last backup while the API keeps answering; a worker that
 ends itself because a cancelled job is stuck in native code is restarted too and trains the next job; a
 killed API comes back; Ctrl-C still stops everything, leaving no process behind.
@@ -54,7 +54,7 @@ class DevServer:
         return resp.json()
 
     def row(self, job_id: str) -> Any:
-        from service.db.models import Job
+        from trainyard.db.models import Job
 
         with self.db.session() as s:
             job = s.get(Job, job_id)
@@ -71,7 +71,7 @@ class DevServer:
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
-    from service.db import Database
+    from trainyard.db import Database
 
     tmp = tmp_path_factory.mktemp("devserver")
     var, port, log = tmp / "var", free_port(), tmp / "run.log"
@@ -79,7 +79,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     # 7000 x 7000 kernel is past the default cap on initialisation cost, which the operator may raise.
     env = subprocess_env({"TRAINYARD_VAR_DIR": str(var), "TRAINYARD_PORT": str(port),
                           "TRAINYARD_WORKER_HEARTBEAT_SECONDS": "1", "TRAINYARD_MAX_INIT_FLOPS": str(10**12)})
-    proc = subprocess.Popen([sys.executable, "-m", "service.devserver"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "trainyard.devserver"], cwd=ROOT, env=env,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     wait_until(lambda: "Trainyard is running" in log.read_text(errors="replace") or proc.poll() is not None,
                120, 0.2, "make run's banner")

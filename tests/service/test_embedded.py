@@ -1,4 +1,4 @@
-"""The embedded default, exactly as `make run` starts it (`python -m service.devserver`): SQLite, the
+"""The embedded default, exactly as `make run` starts it (`python -m trainyard.devserver`): SQLite, the
 SQLite broker, artifacts in SQLite, a real API and a real worker; Ctrl-C stops everything."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.conftest import ROOT, free_port, subprocess_env, tiny_spec, wait_unti
 
 def _start(var: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = subprocess_env({"TRAINYARD_VAR_DIR": str(var), "TRAINYARD_PORT": str(port)})
-    return subprocess.Popen([sys.executable, "-m", "service.devserver"], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "trainyard.devserver"], cwd=ROOT, env=env,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
 

@@ -23,9 +23,9 @@ import requests
 from client import Trainyard
 from client.api import Event
 from service.auth import create_token
-from service.db import Database
-from service.db.models import EpochMetrics, Job
-from service.spec import validate_spec
+from trainyard.db import Database
+from trainyard.db.models import EpochMetrics, Job
+from trainyard.spec import validate_spec
 from tests.conftest import PG_ADMIN_DSN, PG_URL_BASE, ROOT, start_api, tiny_spec, wait_until
 
 

@@ -13,8 +13,8 @@ import pytest
 import requests
 from sqlalchemy import update
 
-from service.db import Database
-from service.db.models import Job
+from trainyard.db import Database
+from trainyard.db.models import Job
 from tests.conftest import tiny_spec
 
 
@@ -120,7 +120,7 @@ def test_keepalive_comments_while_idle(tuned_api: tuple[str, Any], settings: Any
 def _idle_running_job(settings: Any, token: str, db: Database) -> str:
     """A running job no worker will touch: its row exists, no message is queued, its lease never expires."""
     from service.auth import authenticate
-    from service.spec import validate_spec
+    from trainyard.spec import validate_spec
 
     with db.session() as s:
         tenant = authenticate(s, token).tenant_id
@@ -193,7 +193,7 @@ def test_hundreds_of_idle_streams_do_not_starve_the_api(api_url: str, settings: 
 
 
 def test_get_job_answers_304_until_the_job_changes(client: Any, app: Any, auth: dict[str, str]) -> None:
-    from service.db.models import Job
+    from trainyard.db.models import Job
 
     job = client.post("/v1/jobs", json=tiny_spec(), headers=auth).get_json()
     # A copy of it that no worker was ever sent and that is final: nothing but this test changes it (a

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from service import create_app
-from service.settings import Settings
+from trainyard.settings import Settings
 from tests.conftest import tiny_spec
 
 # Long enough that a job stays queued or running (so active) while a test looks at it; cancelled after.
@@ -129,7 +129,7 @@ def test_rate_limit_settings(settings: Any) -> None:
     assert redis.max_active_jobs_per_tenant == 3 and redis.max_running_jobs_per_tenant == 1
     explicit = Settings.from_env({"TRAINYARD_VAR_DIR": "/tmp/x", "TRAINYARD_RATELIMIT_STORAGE_URL": "memory://"})
     assert explicit.ratelimit_storage_url == "memory://"
-    from service.settings import SettingsError
+    from trainyard.settings import SettingsError
 
     with pytest.raises(SettingsError, match="TRAINYARD_RATE_LIMIT"):
         create_app(replace(settings, rate_limit="lots"))
@@ -141,8 +141,8 @@ def test_workers_defer_a_tenants_jobs_beyond_its_running_limit(app: Any, make_to
     from datetime import timedelta
 
     from service.auth import authenticate
-    from service.db.models import Job, utcnow
-    from service.spec import validate_spec
+    from trainyard.db.models import Job, utcnow
+    from trainyard.spec import validate_spec
     from workers.leases import claim
 
     db = app.extensions["trainyard"].db

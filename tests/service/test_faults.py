@@ -60,8 +60,8 @@ def digits_spec(epochs: int, batch_size: int = 8, **overrides: Any) -> dict[str,
 
 class Cluster:
     def __init__(self, env: dict[str, str], logs: Path) -> None:
-        from service.db import Database
-        from service.settings import Settings
+        from trainyard.db import Database
+        from trainyard.settings import Settings
 
         self.env = env
         self.settings = Settings.from_env(env)
@@ -109,7 +109,7 @@ class Cluster:
         return resp.json()["id"]
 
     def row(self, job_id: str) -> dict[str, Any]:
-        from service.db.models import Job
+        from trainyard.db.models import Job
 
         with self.db.session() as s:
             job = s.get(Job, job_id)
@@ -118,7 +118,7 @@ class Cluster:
     def metrics(self, job_id: str) -> list[tuple[int, datetime]]:
         from sqlalchemy import select
 
-        from service.db.models import EpochMetrics
+        from trainyard.db.models import EpochMetrics
 
         with self.db.session() as s:
             return list(s.execute(select(EpochMetrics.epoch, EpochMetrics.created_at)
@@ -227,7 +227,7 @@ def test_kill_9_during_epoch_3_resumes_on_a_restarted_worker(cluster: Cluster, t
 
 
 def test_a_job_delivered_twice_to_two_workers_trains_once(cluster: Cluster) -> None:
-    from service.queue import enqueue_job, make_celery
+    from trainyard.queue import enqueue_job, make_celery
 
     cluster.ensure_workers(2)
     job_id = cluster.submit(digits_spec(epochs=3, batch_size=16))

@@ -71,7 +71,7 @@ class Broker:
         self.proc.stop()
 
     def has_message_for(self, job_id: str) -> bool:
-        from service.queue import QUEUE
+        from trainyard.queue import QUEUE
         from workers.reaper import redis_messages_for
 
         return job_id in redis_messages_for(self.url, QUEUE)([job_id])
@@ -212,7 +212,7 @@ def test_max_runtime_counts_earlier_attempts_and_ends_with_the_best_checkpoint(c
 def _best_file(cluster: Cluster, job_id: str) -> Path:
     from sqlalchemy import select
 
-    from service.db.models import Checkpoint
+    from trainyard.db.models import Checkpoint
 
     with cluster.db.session() as s:
         key = s.execute(select(Checkpoint.artifact_key)
@@ -279,8 +279,8 @@ def test_a_worker_applies_the_upload_caps_again_to_the_data_set_it_loads(cluster
 
 def test_redis_never_hands_a_running_job_to_a_second_worker_by_itself() -> None:
     """Recovery is the lease's (seconds), not Redis' redelivery: its visibility timeout is a week."""
-    from service.queue import make_celery
-    from service.settings import Settings
+    from trainyard.queue import make_celery
+    from trainyard.settings import Settings
 
     settings = Settings.from_env({"TRAINYARD_BROKER_URL": "redis://127.0.0.1:1/0", "TRAINYARD_VAR_DIR": "/tmp/x"})
     options = make_celery(settings).conf.broker_transport_options

@@ -185,7 +185,7 @@ _BENIGN = [
 _PROBE = r'''
 import json, sys
 import keras, numpy, tensorflow  # noqa: F401  (loaded before the hook: their own start-up is not the question)
-from service.spec import SpecError, validate_spec
+from trainyard.spec import SpecError, validate_spec
 from workers.trainer.layers import build_model
 from workers.trainer.losses import build_loss, build_metrics
 from workers.trainer.optimizers import build_optimizer

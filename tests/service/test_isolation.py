@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import select
 
 from service import create_app
-from service.db import Database
-from service.db.models import ApiToken
-from service.store import FsspecStore, backup_key, checkpoint_key, dataset_key
+from trainyard.db import Database
+from trainyard.db.models import ApiToken
+from trainyard.store import FsspecStore, backup_key, checkpoint_key, dataset_key
 
 
 def test_tokens_are_stored_only_as_sha256_and_compared_in_constant_time(

@@ -1,5 +1,5 @@
 """Failed jobs say why, through the whole stack: the real worker process fails them, the API shows
-`error: {"code", "message"}` with a code from service/job_errors.py and a message naming the cause.
+`error: {"code", "message"}` with a code from trainyard/job_errors.py and a message naming the cause.
 
 A job the API accepts cannot reach most of these paths (that is the point of validation), so those jobs are
 written to the database as an older release or a damaged row would leave them, and reach the worker through
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import requests
 
-from service.db.models import Job, utcnow
-from service.job_errors import JobError
+from trainyard.db.models import Job, utcnow
+from trainyard.job_errors import JobError
 from tests.conftest import tiny_spec
 from tests.service.test_training_e2e import wait_final
 

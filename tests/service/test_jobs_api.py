@@ -125,7 +125,7 @@ def test_metrics_after_must_be_a_number(client: Any, auth: dict[str, str]) -> No
 
 def test_operator_limits_from_settings_are_enforced(settings: Any, make_token: Any) -> None:
     from service import create_app
-    from service.settings import Settings
+    from trainyard.settings import Settings
 
     limited = Settings.from_env({
         "TRAINYARD_DATABASE_URL": settings.database_url, "TRAINYARD_BROKER_URL": settings.broker_url,

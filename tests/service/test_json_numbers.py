@@ -1,7 +1,7 @@
 """Numbers in JSON columns read back from real Postgres exactly as they were written: a float stays a float.
 
 JSONB stores numbers as `numeric` and writes 1e+20 back as 100000000000000000000, which Python reads as
-an int; service.db.dumps_json writes such floats in full with a fraction, which JSONB keeps.
+an int; trainyard.db.dumps_json writes such floats in full with a fraction, which JSONB keeps.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from service.db import dumps_json
-from service.db.models import EpochMetrics
+from trainyard.db import dumps_json
+from trainyard.db.models import EpochMetrics
 from tests.conftest import tiny_spec
 
 FLOATS = [1e20, 1e16, 1.7976931348623157e308, -3.4028234663852886e38, 1.5e300, 5e-324, 1e-10, 0.1, 1.0, -0.0]

@@ -1,8 +1,12 @@
 """The architecture's import rules, checked in fresh processes: the API stays small and fast to start."""
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT, subprocess_env
 
@@ -30,3 +34,51 @@ def test_trainer_imports_no_web_queue_or_database_code() -> None:
     modules = _modules_after("import workers.trainer", subprocess_env({}))
     assert "keras" in modules
     assert not {m for m in modules if m.split(".")[0] in ("flask", "celery", "sqlalchemy", "service", "kombu")}
+
+
+def test_the_domain_package_imports_no_web_worker_or_tensorflow_code() -> None:
+    code = "import pkgutil, importlib, trainyard\n" \
+           "[importlib.import_module(m.name) for m in pkgutil.walk_packages(trainyard.__path__, 'trainyard.')]\n"
+    modules = _modules_after(code, subprocess_env({}))
+    assert "trainyard.lifecycle" in modules or "trainyard.db" in modules
+    assert not {m for m in modules if m.split(".")[0] in ("flask", "tensorflow", "keras", "service", "workers")}
+
+
+def test_the_worker_process_imports_no_flask_or_api_code() -> None:
+    modules = _modules_after("import workers.tasks, workers.celery_app", subprocess_env({}))
+    assert "celery" in modules and "trainyard.db" in modules
+    assert not {m for m in modules if m.split(".")[0] in ("flask", "werkzeug", "service")}
+
+
+# What each package may never import, checked statically too, so an import inside a function counts.
+FORBIDDEN = {
+    "trainyard": ("flask", "werkzeug", "tensorflow", "keras", "service", "workers"),
+    "service": ("tensorflow", "keras", "workers"),
+    "workers": ("flask", "werkzeug", "service"),
+    "workers/trainer": ("flask", "werkzeug", "celery", "kombu", "sqlalchemy", "psycopg", "requests", "redis",
+                        "service", "trainyard"),
+}
+# The trainer reads the standard-library catalogue of Keras names, nothing else of the domain.
+ALLOWED = {"workers/trainer": ("trainyard.names",)}
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_module_of_a_package_imports_what_its_layer_forbids(package: str) -> None:
+    allowed = ALLOWED.get(package, ())
+    bad = sorted(
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in (ROOT / package).rglob("*.py")
+        for name in _imports(path)
+        if name.split(".")[0] in FORBIDDEN[package] and not name.startswith(allowed or ("\0",))
+    )
+    assert not bad, bad

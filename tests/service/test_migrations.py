@@ -8,8 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from service.db import upgrade_schema
-from service.db.models import Base
+from trainyard.db import upgrade_schema
+from trainyard.db.models import Base
 
 
 def _diff(url: str) -> list[Any]:

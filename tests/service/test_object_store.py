@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from service.db import Database
-from service.db.models import Artifact
-from service.store import ArtifactMissing, download_to, make_store
+from trainyard.db import Database
+from trainyard.db.models import Artifact
+from trainyard.store import ArtifactMissing, download_to, make_store
 from tests.s3server import S3_CREDENTIALS, S3Server
 
 

@@ -165,7 +165,7 @@ def test_operation_ids_are_unique_and_errors_are_problems() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# the job-spec schema against service.spec, without HTTP
+# the job-spec schema against trainyard.spec, without HTTP
 
 
 def spec_validator() -> Any:
@@ -179,7 +179,7 @@ SEQUENCE_ID = "ds_" + "2" * 32
 
 
 def fake_datasets(dataset_id: str) -> Any:
-    from service.spec import DatasetInfo
+    from trainyard.spec import DatasetInfo
 
     infos = {
         IMAGE_ID: DatasetInfo(IMAGE_ID, (8, 8, 1), "classification", 3, True, True, (), 300),
@@ -276,7 +276,7 @@ ACCEPTED_SPECS: list[dict[str, Any]] = [
     ],
 ]
 
-# Specs the schema layer of service.spec rejects, which the document must reject too.
+# Specs the schema layer of trainyard.spec rejects, which the document must reject too.
 REJECTED_SPECS: list[dict[str, Any]] = [
     tiny_spec(extra=True),
     tiny_spec(name="a/b"),
@@ -301,7 +301,7 @@ REJECTED_SPECS: list[dict[str, Any]] = [
 
 @pytest.mark.parametrize("raw", ACCEPTED_SPECS, ids=lambda s: str(s.get("name") or s["dataset"]["id"]))
 def test_job_spec_schema_accepts_what_the_server_accepts(raw: dict[str, Any]) -> None:
-    from service.spec import validate_spec
+    from trainyard.spec import validate_spec
 
     normalised = validate_spec(raw, datasets=fake_datasets)
     validator = spec_validator()
@@ -314,7 +314,7 @@ def test_job_spec_schema_accepts_what_the_server_accepts(raw: dict[str, Any]) ->
 
 @pytest.mark.parametrize("raw", REJECTED_SPECS)
 def test_job_spec_schema_rejects_what_the_server_rejects(raw: dict[str, Any]) -> None:
-    from service.spec import SpecError, validate_spec
+    from trainyard.spec import SpecError, validate_spec
 
     with pytest.raises(SpecError):
         validate_spec(raw, datasets=fake_datasets)

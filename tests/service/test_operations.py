@@ -13,9 +13,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from service.db import Database
-from service.db.models import JOB_STATUSES, EpochMetrics, Job
-from service.logconfig import configure_logging, job_id_var
+from trainyard.db import Database
+from trainyard.db.models import JOB_STATUSES, EpochMetrics, Job
+from trainyard.logconfig import configure_logging, job_id_var
 from tests.conftest import Proc, tiny_spec, wait_until
 
 

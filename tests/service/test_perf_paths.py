@@ -54,8 +54,8 @@ def test_folder_store_download_whole_and_ranges(settings: Any, make_token: Any, 
     from dataclasses import replace
 
     from service import create_app
-    from service.db.models import Checkpoint
-    from service.store import checkpoint_key
+    from trainyard.db.models import Checkpoint
+    from trainyard.store import checkpoint_key
 
     app = create_app(replace(settings, artifact_url=f"file://{tmp_path}/artifacts"))
     client = app.test_client()
@@ -86,8 +86,8 @@ def test_keyset_pages_cover_every_job_once_across_equal_timestamps(app: Any, cli
 
     from sqlalchemy import select
 
-    from service.db.models import Job, Tenant
-    from service.job_errors import JobError, failure
+    from trainyard.db.models import Job, Tenant
+    from trainyard.job_errors import JobError, failure
 
     headers = {"Authorization": f"Bearer {make_token('keyset-tenant')}"}
     db = app.extensions["trainyard"].db
@@ -96,7 +96,7 @@ def test_keyset_pages_cover_every_job_once_across_equal_timestamps(app: Any, cli
     stamps = [t0] * 7 + [t0 + timedelta(seconds=1), t0 - timedelta(seconds=1), t0 + timedelta(seconds=2)]
     with db.session() as s:
         tenant = s.execute(select(Tenant.id).where(Tenant.name == "keyset-tenant")).scalar_one()
-        # A failed job always carries its error (service/job_errors.py); the database refuses one without.
+        # A failed job always carries its error (trainyard/job_errors.py); the database refuses one without.
         ended = [failure(JobError.NAN_LOSS, "The loss became NaN.") if i % 3 else {"status": "succeeded"}
                  for i in range(len(stamps))]
         jobs = [Job(tenant_id=tenant, name=f"k{i}", spec={}, epochs=1, created_at=ts, **ended[i])
@@ -120,7 +120,7 @@ def test_keyset_pages_cover_every_job_once_across_equal_timestamps(app: Any, cli
 def test_metrics_body_is_the_rows_values_with_their_epoch(app: Any, client: Any, make_token: Any) -> None:
     from sqlalchemy import select
 
-    from service.db.models import EpochMetrics, Job, Tenant
+    from trainyard.db.models import EpochMetrics, Job, Tenant
 
     headers = {"Authorization": f"Bearer {make_token('metrics-tenant')}"}
     db = app.extensions["trainyard"].db

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from service.api.jobs import queue_positions
-from service.db.models import Job, utcnow
+from trainyard.db.models import Job, utcnow
 from tests.conftest import tiny_spec
 
 

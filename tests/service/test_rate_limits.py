@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service import create_app
-from service.settings import Settings, SettingsError
+from trainyard.settings import Settings, SettingsError
 from tests.conftest import tiny_spec
 
 SWEEP = {"base": tiny_spec(), "search": {"model.layers[0].units": {"type": "grid", "values": [8, 16]}},

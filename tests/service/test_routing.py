@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from service import create_app
-from service.settings import Settings
+from trainyard.settings import Settings
 from tests.conftest import Proc, start_worker, tiny_spec, wait_until
 
 
@@ -66,7 +66,7 @@ def test_jobs_route_by_class_and_show_their_queue_position(
         wait_until(lambda: all(get(j)["status"] == "succeeded" for j in gpu_jobs[1:]), 120, 0.3, "the gpu jobs")
     finally:
         gpu_worker.stop()
-    from service.db.models import Job
+    from trainyard.db.models import Job
 
     with app.extensions["trainyard"].db.session() as s:
         rows = [s.get(Job, j) for j in gpu_jobs]
@@ -85,14 +85,14 @@ def test_jobs_route_by_class_and_show_their_queue_position(
     ({"TRAINYARD_WORKER_GPUS": "2", "TRAINYARD_WORKER_CLASSES": "gpu-2,gpu-3"}, "lists gpu-3"),
 ])
 def test_resource_settings_fail_fast(env: dict[str, str], error: str) -> None:
-    from service.settings import SettingsError
+    from trainyard.settings import SettingsError
 
     with pytest.raises(SettingsError, match=error):
         Settings.from_env(env)
 
 
 def test_worker_queues_default_to_its_class_and_the_default_queue() -> None:
-    from service.resources import worker_queues
+    from trainyard.resources import worker_queues
 
     assert worker_queues(Settings.from_env({}).worker_classes) == ["trainyard.cpu", "trainyard"]
     two = Settings.from_env({"TRAINYARD_WORKER_GPUS": "2", "TRAINYARD_WORKER_CLASSES": "gpu-2,gpu"})

@@ -53,8 +53,8 @@ BUCKET = "trainyard-scale"
 
 class Farm:
     def __init__(self, env: dict[str, str], logs: Path, s3: S3Server) -> None:
-        from service.db import Database
-        from service.settings import Settings
+        from trainyard.db import Database
+        from trainyard.settings import Settings
 
         self.env, self.logs, self.s3 = env, logs, s3
         self.settings = Settings.from_env(env)
@@ -65,7 +65,7 @@ class Farm:
 
     def start_workers(self, n: int, tmp: Path) -> None:
         """`n` workers at once, each with its own name and var folder, as separate machines would have."""
-        from service.db.models import Worker
+        from trainyard.db.models import Worker
 
         def one(i: int) -> None:
             env = {**self.env, "TRAINYARD_WORKER_NAME": f"host{i}", "TRAINYARD_VAR_DIR": str(tmp / f"host{i}")}
@@ -90,7 +90,7 @@ class Farm:
     def jobs(self, ids: list[str]) -> dict[str, Any]:
         from sqlalchemy.exc import OperationalError
 
-        from service.db.models import Job
+        from trainyard.db.models import Job
 
         # Other suites on this machine may restart the shared Postgres server (test_faults does): the
         # workers ride that out, and so does the test's own polling.
@@ -182,7 +182,7 @@ def _spec(i: int, npz_id: str) -> dict[str, Any]:
 
 
 def test_many_workers_one_postgres_redis_and_s3_every_job_exactly_once(farm: Farm, tmp_path: Path) -> None:
-    from service.db.models import Artifact, Checkpoint, Dataset, EpochMetrics
+    from trainyard.db.models import Artifact, Checkpoint, Dataset, EpochMetrics
 
     began = time.monotonic()
     npz_id, csv_id = _npz_upload(farm), _csv_upload(farm)

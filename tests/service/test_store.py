@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from service.db import Database
-from service.store import ArtifactMissing, ArtifactTooLarge, DatabaseStore, FsspecStore, download_to
+from trainyard.db import Database
+from trainyard.store import ArtifactMissing, ArtifactTooLarge, DatabaseStore, FsspecStore, download_to
 
 
 @pytest.fixture(params=["db", "folder"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.sweeps import controller
+from trainyard.sweeps import controller
 from tests.conftest import tiny_spec
 from tests.service.test_openapi import Api, api, load_document, openapi  # noqa: F401 (fixtures)
 
@@ -97,7 +97,7 @@ def test_invalid_sweeps_answer_422_with_field_paths(api: Api) -> None:
 
 def test_operators_cap_trials_per_sweep(settings: Any, make_token: Any) -> None:
     from service import create_app
-    from service.settings import Settings
+    from trainyard.settings import Settings
 
     limited = Settings.from_env({
         "TRAINYARD_DATABASE_URL": settings.database_url, "TRAINYARD_BROKER_URL": settings.broker_url,

@@ -15,9 +15,9 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from service.db import Database
-from service.db.live import WebhookDelivery
-from service.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TargetRefused, post, signature, verify
+from trainyard.db import Database
+from trainyard.db.live import WebhookDelivery
+from trainyard.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TargetRefused, post, signature, verify
 from tests.conftest import tiny_spec, wait_until
 
 SECRET = "s3cret-for-the-tests-only"

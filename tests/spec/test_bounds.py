@@ -1,6 +1,6 @@
 """Every number in a spec is bounded to what the engine can use, and every list is capped.
 
-The specs refused here all passed validation before the caps (service/spec/bounds.py) and then failed in
+The specs refused here all passed validation before the caps (trainyard/spec/bounds.py) and then failed in
 the worker: TensorFlow refuses a Python float beyond float32's range where it converts one, and Keras
 rounds a momentum of 0.99999999999 to 1.0 in float32. tests/property/ draws specs at and near every cap
 and trains the accepted ones.
@@ -11,9 +11,9 @@ import copy
 
 import pytest
 
-from service.spec import SpecError, validate_spec
-from service.spec.errors import MAX_ERRORS
-from service.spec.fields import FLOAT32_MAX
+from trainyard.spec import SpecError, validate_spec
+from trainyard.spec.errors import MAX_ERRORS
+from trainyard.spec.fields import FLOAT32_MAX
 from tests.property.schema_walk import unbounded_lists, unbounded_numbers
 
 

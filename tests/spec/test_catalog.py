@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import sklearn.datasets
 
-from service.spec import BUILTIN_DATASETS, BUILTIN_TEST_FRACTION, builtin_train_samples
+from trainyard.spec import BUILTIN_DATASETS, BUILTIN_TEST_FRACTION, builtin_train_samples
 
 LOADERS = {
     "builtin:digits": sklearn.datasets.load_digits,

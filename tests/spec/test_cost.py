@@ -1,4 +1,4 @@
-"""The cost of a training step, estimated from the spec (service/spec/cost.py), bounds what a worker builds.
+"""The cost of a training step, estimated from the spec (trainyard/spec/cost.py), bounds what a worker builds.
 
 Every refused spec here passed validation before and then held a worker for minutes or gigabytes
 (measured: a 300 x 300 pooling window at stride 1 took 37 s a step, 100,000 filters over 64 x 64 took
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.spec import DatasetInfo, SpecError, SpecLimits, infer_shapes, validate_spec
-from service.spec.cost import POOLING_WEIGHT, layer_cost
+from trainyard.spec import DatasetInfo, SpecError, SpecLimits, infer_shapes, validate_spec
+from trainyard.spec.cost import POOLING_WEIGHT, layer_cost
 
 UPLOAD = "ds_" + "e" * 32
 

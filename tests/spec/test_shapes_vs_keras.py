@@ -1,4 +1,4 @@
-"""The pure-Python shape and parameter rules in service.spec.layers against real Keras 3 layers.
+"""The pure-Python shape and parameter rules in trainyard.spec.layers against real Keras 3 layers.
 
 Every allow-listed layer type is built with its explicit Keras constructor (never deserialization),
 called on a symbolic input, and compared with `infer_shapes`: output shape and `count_params()`.
@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 import pytest
 
-from service.spec import (
+from trainyard.spec import (
     ACTIVATIONS,
     INITIALIZERS,
     LAYER_TYPES,
@@ -18,7 +18,7 @@ from service.spec import (
     infer_shapes,
     metric_keras_class,
 )
-from service.spec.layers import ModelSchema
+from trainyard.spec.layers import ModelSchema
 
 
 def _normalise(input_shape: list[int], layer: dict) -> dict:

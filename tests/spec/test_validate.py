@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from service.spec import (
+from trainyard.spec import (
     DatasetInfo,
     SpecError,
     SpecLimits,
@@ -621,7 +621,7 @@ def test_metric_names_and_keras_classes():
 
 
 def test_import_pulls_in_no_heavy_packages():
-    code = ("import sys, service.spec; heavy = [m for m in sys.modules if m.split('.')[0] in "
+    code = ("import sys, trainyard.spec; heavy = [m for m in sys.modules if m.split('.')[0] in "
             "('keras', 'tensorflow', 'flask', 'numpy', 'sklearn', 'sqlalchemy')]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,12 +1,12 @@
-"""Checking a sweep request against the job-spec validator (service/sweeps/config.py); no database."""
+"""Checking a sweep request against the job-spec validator (trainyard/sweeps/config.py); no database."""
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 
-from service.spec import SpecLimits
-from service.sweeps.config import SweepError, trial_spec, validate_sweep
+from trainyard.spec import SpecLimits
+from trainyard.sweeps.config import SweepError, trial_spec, validate_sweep
 from tests.conftest import tiny_spec
 
 

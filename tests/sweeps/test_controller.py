@@ -13,13 +13,13 @@ import psycopg
 import pytest
 from sqlalchemy import update
 
-from service.db import Database, upgrade_schema
-from service.db.models import EpochMetrics, Job, Tenant
-from service.db.sweeps import Sweep
-from service.job_errors import JobError, failure
-from service.spec import SpecLimits
-from service.sweeps import controller
-from service.sweeps.config import validate_sweep
+from trainyard.db import Database, upgrade_schema
+from trainyard.db.models import EpochMetrics, Job, Tenant
+from trainyard.db.sweeps import Sweep
+from trainyard.job_errors import JobError, failure
+from trainyard.spec import SpecLimits
+from trainyard.sweeps import controller
+from trainyard.sweeps.config import validate_sweep
 from tests.conftest import PG_ADMIN_DSN, PG_URL_BASE, tiny_spec
 
 LIMITS = SpecLimits()
@@ -56,7 +56,7 @@ def new_sweep(db: Database, send: Any, **overrides: Any) -> str:
 
 
 def finish(db: Database, sweep_id: str, trial: int, value: float, status: str = "succeeded") -> None:
-    # A failed job always carries its error (service/job_errors.py); the database refuses one without.
+    # A failed job always carries its error (trainyard/job_errors.py); the database refuses one without.
     end = failure(JobError.NAN_LOSS, "The loss became NaN.") if status == "failed" else {"status": status}
     with db.session() as s:
         s.execute(update(Job).where(Job.sweep_id == sweep_id, Job.trial_index == trial)

@@ -1,9 +1,9 @@
-"""Ranking and the median early-stopping rule (service/sweeps/rules.py)."""
+"""Ranking and the median early-stopping rule (trainyard/sweeps/rules.py)."""
 from __future__ import annotations
 
 import math
 
-from service.sweeps.rules import MedianRule, TrialResult, best_until, rank
+from trainyard.sweeps.rules import MedianRule, TrialResult, best_until, rank
 
 
 def test_best_until_ignores_later_epochs_and_non_finite_values() -> None:

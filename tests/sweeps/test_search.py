@@ -1,4 +1,4 @@
-"""Search paths, the five parameter types and the seeded plan (service/sweeps/search.py)."""
+"""Search paths, the five parameter types and the seeded plan (trainyard/sweeps/search.py)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from service.sweeps.search import (
+from trainyard.sweeps.search import (
     PathError,
     apply,
     get_at,

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from service.spec import SpecLimits
-from service.spec.layers import LAYER_SCHEMAS
-from service.sweeps.config import MAX_SEARCH_VALUES, SweepError, validate_sweep
-from service.sweeps.search import MAX_PATH_LENGTH
+from trainyard.spec import SpecLimits
+from trainyard.spec.layers import LAYER_SCHEMAS
+from trainyard.sweeps.config import MAX_SEARCH_VALUES, SweepError, validate_sweep
+from trainyard.sweeps.search import MAX_PATH_LENGTH
 
 DENSE = {"type": "dense", "units": 4, "activation": "relu", "kernel_regularizer": {"l1": 0.0, "l2": 0.001}}
 BASE = {

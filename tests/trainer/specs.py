@@ -1,9 +1,9 @@
-"""The one way trainer tests make a job spec: a raw client spec, validated by `service.spec.validate_spec`.
+"""The one way trainer tests make a job spec: a raw client spec, validated by `trainyard.spec.validate_spec`.
 
 The engine only ever receives what `validate_spec` returns, so tests give it exactly that: every default,
 alias and resolved monitor mode comes from the contract, never from a hand-written copy of it. The data
 set is an uploaded-style id whose `DatasetInfo` is derived from the test's own arrays with the heuristic an
-upload goes through (`service.datasets.summary.infer_task`), so shape, loss and monitor checks see what a
+upload goes through (`trainyard.datasets.summary.infer_task`), so shape, loss and monitor checks see what a
 real upload of those arrays would give them.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from service.datasets.summary import infer_task
-from service.spec import DatasetInfo, SpecLimits, validate_spec
+from trainyard.datasets.summary import infer_task
+from trainyard.spec import DatasetInfo, SpecLimits, validate_spec
 from workers.trainer import TrainData
 
 #: The id every test spec names: shaped like an uploaded data set's, resolved by `dataset_info`.

@@ -1,6 +1,6 @@
 import pytest
 
-from service.spec import SpecError
+from trainyard.spec import SpecError
 from workers.trainer import InMemoryReporter, train
 from workers.trainer.callbacks import ReduceLROnPlateau, RunState
 

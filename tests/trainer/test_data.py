@@ -4,7 +4,7 @@ import pytest
 from workers.trainer import InMemoryReporter, TrainData, train
 from workers.trainer.data import make_dataset, make_train_dataset, prepare_data, split_validation
 
-from service.spec import SpecError
+from trainyard.spec import SpecError
 
 from .specs import make_spec
 

@@ -16,8 +16,8 @@ SCRIPT = textwrap.dedent('''
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     import keras, numpy as np
-    from service.datasets import load_builtin
-    from service.spec import SpecLimits
+    from trainyard.datasets import load_builtin
+    from trainyard.spec import SpecLimits
     from tests.trainer.specs import make_spec
     from workers.trainer import InMemoryReporter, TrainData, train
     from workers.trainer.distribute import NotEnoughDevices, strategy_for

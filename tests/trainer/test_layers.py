@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from service.spec import LAYER_TYPES
+from trainyard.spec import LAYER_TYPES
 from workers.trainer import TrainData, build_model
 from workers.trainer.layers import LAYER_BUILDERS, summarize
 from workers.trainer.losses import build_loss

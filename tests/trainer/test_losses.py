@@ -1,7 +1,7 @@
 import keras
 import pytest
 
-from service.spec import LOSSES, METRICS, metric_keras_class
+from trainyard.spec import LOSSES, METRICS, metric_keras_class
 from workers.trainer.losses import LOSS_NAMES, build_loss, build_metric, build_metrics
 
 
@@ -42,7 +42,7 @@ def test_refusals():
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_every_metric_is_the_class_the_contract_names_for_every_loss(loss):
-    # Validation decides which pairs are accepted and documents the class (service.spec.names); the engine
+    # Validation decides which pairs are accepted and documents the class (trainyard.spec.names); the engine
     # must build that class, never refuse a pair validation let through.
     for name in METRICS:
         assert type(build_metric(name, loss)).__name__ == metric_keras_class(name, loss), (name, loss)

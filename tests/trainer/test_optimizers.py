@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from service.spec.schema import OPTIMIZER_SCHEMAS
+from trainyard.spec.schema import OPTIMIZER_SCHEMAS
 from workers.trainer import build_model
 from workers.trainer.losses import build_loss
 from workers.trainer.optimizers import OPTIMIZER_TYPES, build_optimizer

@@ -1,6 +1,6 @@
 """Every option the job spec allows, trained through the real engine on tiny data.
 
-The rows are generated from the schema's own lists (`service.spec.names`, `LAYER_SCHEMAS`,
+The rows are generated from the schema's own lists (`trainyard.spec.names`, `LAYER_SCHEMAS`,
 `OPTIMIZER_SCHEMAS`, `SCHEDULE_SCHEMAS`, the callbacks' declared fields) and packed into a few fits: each
 fit takes the next optimizer variant (each type unclipped with every field set, with clipnorm, with
 clipvalue), schedule (each type in both units), loss (aliases too) and embeddings initializer in turn, and
@@ -29,10 +29,10 @@ import pytest
 from marshmallow import fields as mfields
 from marshmallow import validate
 
-from service.spec import LOSSES, METRICS, SpecError
-from service.spec.layers import LAYER_SCHEMAS, LAYER_TYPES, RECURRENT_SCHEMAS
-from service.spec.names import ACTIVATION_ALIASES, ACTIVATIONS, LOSS_ALIASES
-from service.spec.schema import (
+from trainyard.spec import LOSSES, METRICS, SpecError
+from trainyard.spec.layers import LAYER_SCHEMAS, LAYER_TYPES, RECURRENT_SCHEMAS
+from trainyard.spec.names import ACTIVATION_ALIASES, ACTIVATIONS, LOSS_ALIASES
+from trainyard.spec.schema import (
     SCHEDULE_SCHEMAS,
     SCHEDULE_UNITS,
     CallbacksSchema,

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.spec.validate import validate_spec
+from trainyard.spec.validate import validate_spec
 from workers.trainer import InMemoryReporter, TrainData, train
 from workers.trainer.types import ResumeState
 

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from service.db.models import Job
+from trainyard.db.models import Job
 from tests.conftest import tiny_spec
 
 

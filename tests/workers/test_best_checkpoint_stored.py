@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select
 
-from service.db.models import Artifact, ArtifactChunk, Job
-from service.store import ArtifactMissing, ArtifactStore, FsspecStore, checkpoint_key, download_to, holds
+from trainyard.db.models import Artifact, ArtifactChunk, Job
+from trainyard.store import ArtifactMissing, ArtifactStore, FsspecStore, checkpoint_key, download_to, holds
 from tests.workers.test_fencing import _file, _result
 from workers import leases
 from workers.resumable import LeasedReporter

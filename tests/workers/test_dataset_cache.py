@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from service.db import Database
-from service.store import ArtifactMissing, FsspecStore
+from trainyard.db import Database
+from trainyard.store import ArtifactMissing, FsspecStore
 from workers.dataset_cache import DatasetCache
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from service.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
-from service.store import backup_key, checkpoint_key
+from trainyard.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
+from trainyard.store import backup_key, checkpoint_key
 from workers import leases
 from workers.resumable import LeasedReporter
 from workers.trainer.types import TrainResult

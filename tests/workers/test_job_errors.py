@@ -1,4 +1,4 @@
-"""A failed job always says why: every path that fails a job writes a code from service/job_errors.py and a
+"""A failed job always says why: every path that fails a job writes a code from trainyard/job_errors.py and a
 message naming the cause, the database refuses a failed job without them, and the list is the one the
 README and openapi.yaml document. Real Postgres (the session database) and SQLite (a migrated file)."""
 from __future__ import annotations
@@ -17,8 +17,8 @@ from alembic.config import Config
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from service.db.models import Job, Tenant, utcnow
-from service.job_errors import MEANINGS, JobError, failure
+from trainyard.db.models import Job, Tenant, utcnow
+from trainyard.job_errors import MEANINGS, JobError, failure
 from tests.conftest import ROOT
 from workers import leases
 from workers.reaper import reap_expired_leases

@@ -10,7 +10,7 @@ from tests.conftest import Proc, tiny_spec, wait_until
 
 def test_job_log_lines_name_the_worker_process_that_wrote_them(api_url: str, auth: dict[str, str],
                                                                worker: Proc, app: Any) -> None:
-    from service.db.models import Job
+    from trainyard.db.models import Job
 
     resp = requests.post(f"{api_url}/v1/jobs", json=tiny_spec(name="log-names"), headers=auth, timeout=10)
     assert resp.status_code == 201, resp.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.db.models import Job
+from trainyard.db.models import Job
 from workers import leases
 
 

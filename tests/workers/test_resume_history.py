@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from service.db.models import EpochDiagnostics, EpochMetrics, Job, utcnow
+from trainyard.db.models import EpochDiagnostics, EpochMetrics, Job, utcnow
 from workers import leases
 from workers.resumable import LeasedReporter, prepare_resume
 

@@ -65,7 +65,7 @@ def build_loss(name: str) -> keras.losses.Loss:
 
 def _accuracy_class(loss: str) -> Callable[..., keras.metrics.Metric]:
     # "accuracy" means whatever matches the labels the loss expects, as the spec's contract resolves it
-    # (service.spec.names.metric_keras_class): with any other loss (mse on one-hot class targets, which
+    # (trainyard.spec.names.metric_keras_class): with any other loss (mse on one-hot class targets, which
     # validation accepts) the outputs are scored one by one, as binary accuracy.
     if loss in _SPARSE_LOSSES:
         return keras.metrics.SparseCategoricalAccuracy

@@ -11,7 +11,7 @@ STOP_REASONS = ("completed", "early_stopping", "nan_loss", "cancelled", "max_run
                 "no_gradients", "sweep_early_stopped")
 # Reasons a reporter may return from should_stop(). "interrupted" means "stop now and resume later from
 # the last backup" (the worker is shutting down); the run is not over. "sweep_early_stopped": the trial of a
-# sweep is doing worse than the others (service/sweeps); the run ends well with its best checkpoint.
+# sweep is doing worse than the others (trainyard/sweeps); the run ends well with its best checkpoint.
 REQUESTED_STOP_REASONS = ("cancelled", "max_runtime", "interrupted", "sweep_early_stopped")
 
 

@@ -1,0 +1,156 @@
+"""Engine and session handling shared by the API and the workers."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, exc
+from sqlalchemy.orm import Session, sessionmaker
+
+logger = logging.getLogger(__name__)
+
+# A JSON string (skipped whole, so text inside one is never touched), or a number with a positive
+# exponent (json.dumps writes 1e+20); one with a negative exponent reads back as a float already.
+_STRING_OR_EXPONENT = re.compile(r'"(?:[^"\\]|\\.)*"|(-?\d+(?:\.\d+)?[eE]\+?\d+)')
+_MAYBE_EXPONENT = re.compile(r"\d[eE]\+?\d")
+
+
+def dumps_json(value: Any) -> str:
+    """JSON text for a JSON column, in which a float reads back as a float.
+
+    Postgres stores a JSONB number as `numeric` and writes it back without an exponent: the 1e+20 that
+    json.dumps writes for the float 1e20 comes back as 100000000000000000000, which json.loads reads as
+    an int. Floats are written in full with a fraction instead ("100000000000000000000.0"), which keeps
+    both the value and its type (a numeric keeps the digits after its point). SQLite keeps the text as is.
+    """
+    text = json.dumps(value)
+    if not _MAYBE_EXPONENT.search(text):  # the common case: no float in exponent form
+        return text
+    return _STRING_OR_EXPONENT.sub(_without_exponent, text)
+
+
+def _without_exponent(match: re.Match[str]) -> str:
+    number = match.group(1)
+    if number is None:
+        return match.group(0)  # a string
+    digits = format(Decimal(number), "f")
+    return digits if "." in digits else digits + ".0"
+
+
+def make_engine(database_url: str) -> Engine:
+    if database_url.startswith("sqlite"):
+        path = database_url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(database_url, connect_args={"timeout": 30}, json_serializer=dumps_json)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+            # WAL lets the API read while a worker writes; foreign keys make deletes cascade as on Postgres.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    engine = create_engine(database_url, pool_size=10, max_overflow=20, json_serializer=dumps_json)
+    _ping_idle_connections(engine)
+    return engine
+
+
+# A connection back in the pool for less than this is handed out again without a ping.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """`pool_pre_ping`, but only for connections that sat idle in the pool.
+
+    A ping is one more round trip, and a busy API reuses each connection within milliseconds; a
+    connection broken since (Postgres restarted) fails its first query, SQLAlchemy then invalidates
+    the whole pool, and the next checkout connects afresh. A connection idle for longer than
+    PING_AFTER_IDLE_SECONDS is pinged first, as pool_pre_ping would.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn, record) -> None:  # type: ignore[no-untyped-def]
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        idle_since = record.info.get("checked_in_at")
+        if idle_since is not None and time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as err:
+            # The pool discards this connection and checks out (or opens) another one.
+            raise exc.DisconnectionError(str(err)) from err
+
+
+class Database:
+    """One engine and a session factory; `session()` commits on success, rolls back on error, closes."""
+
+    def __init__(self, database_url: str) -> None:
+        self.url = database_url
+        self.engine = make_engine(database_url)
+        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        # Autocommit: no BEGIN/COMMIT round trips around a request that only reads.
+        self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._read_factory = sessionmaker(self._read_engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        session = self._factory()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reads only: each statement runs on its own, without a transaction around
+        it, which saves two round trips per request. Never write through it (nothing would be
+        atomic); use `session()` for that."""
+        session = self._read_factory()
+        try:
+            yield session
+        finally:
+            session.close()
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A plain connection in autocommit, for the hottest reads: no ORM session, no transaction."""
+        with self._read_engine.connect() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def upgrade_schema(database_url: str) -> None:
+    """`alembic upgrade head` against `database_url`, using the repository's migrations."""
+    from alembic import command
+    from alembic.config import Config
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = Config(str(root / "alembic.ini"))
+    cfg.set_main_option("script_location", str(root / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    command.upgrade(cfg, "head")
+
+
+# Tables kept in their own modules join `models.Base.metadata` here, so whoever imports the models (the
+# app, the workers, Alembic's comparison) sees the whole schema.
+from trainyard.db import exports as _exports  # noqa: E402,F401

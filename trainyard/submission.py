@@ -1,0 +1,86 @@
+"""Submitting a job: validated spec -> job row committed -> job id enqueued, in one place.
+
+The jobs API submits one job per request and the sweep controller submits trials; both go through
+`submit`, so whatever a submission does to a job (its row, its message) is decided here once. No Flask:
+workers submit trials too.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import event, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from trainyard.db import Database
+from trainyard.db.models import Job, new_id, utcnow
+from trainyard.resources import resource_class
+
+logger = logging.getLogger(__name__)
+
+# Puts a job id on the queue: `trainyard.queue.enqueue_job` bound to the API's Celery app, or a worker's send.
+Send = Callable[[str], None]
+
+
+def new_job(tenant_id: str, spec: dict[str, Any], **fields: Any) -> Job:
+    """The row of a queued job for a normalised spec; `fields` sets other columns (idempotency, sweep)."""
+    return Job(id=new_id("job"), tenant_id=tenant_id, name=spec.get("name"), status="queued", spec=spec,
+               epochs=spec["training"]["epochs"], resource_class=resource_class(spec["resources"]["gpus"]),
+               **fields)
+
+
+def enqueue(db: Database, send: Send, job_id: str) -> None:
+    """Send the job's message, then mark it sent (the outbox marker)."""
+    try:
+        send(job_id)
+    except Exception:  # the broker is down: the workers' outbox sweep enqueues it once it is back
+        logger.exception("could not enqueue job %s; the outbox sweep will retry", job_id)
+        return
+    # One statement in autocommit: one round trip instead of BEGIN, UPDATE, COMMIT.
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(update(Job).where(Job.id == job_id, Job.status == "queued", Job.enqueued_at.is_(None))
+                     .values(enqueued_at=utcnow()))
+
+
+def submit(db: Database, send: Send, job: Job, *, session: Session | None = None,
+           before_insert: Callable[[Session], None] | None = None,
+           with_rows: Sequence[object] = ()) -> tuple[Job, bool]:
+    """Commit `job`'s row, then enqueue it: a worker must always find the job it is handed.
+
+    Returns (job, replayed): with an idempotency key already used by the tenant, the earlier job and True
+    (nothing is enqueued again; the caller checks the request matches). With `session`, the row joins
+    that open transaction (say, under a sweep's row lock) and is enqueued once the caller commits it.
+    `before_insert` runs in the inserting transaction, before the row is added (the per-tenant quota);
+    `with_rows` (rows that point to the job, such as its webhook) are inserted in the same transaction.
+    """
+    if session is not None:
+        if before_insert is not None:
+            before_insert(session)
+        session.add(job)
+        if with_rows:
+            session.flush()  # the job row first: the others point to it
+            session.add_all(with_rows)
+        event.listen(session, "after_commit", lambda _s: enqueue(db, send, job.id), once=True)
+        return job, False
+    try:
+        with db.session() as s:
+            if before_insert is not None:
+                before_insert(s)
+            s.add(job)
+            if with_rows:
+                s.flush()  # the job row first: the others point to it
+                s.add_all(with_rows)
+    except IntegrityError:
+        # Two requests raced on the same idempotency key (unique per tenant): the other one's job wins.
+        if job.idempotency_key is None:
+            raise
+        with db.session() as s:
+            existing = s.execute(select(Job).where(Job.tenant_id == job.tenant_id,
+                                                   Job.idempotency_key == job.idempotency_key)).scalar_one_or_none()
+        if existing is None:
+            raise
+        return existing, True
+    enqueue(db, send, job.id)
+    return job, False

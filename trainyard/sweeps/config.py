@@ -1,0 +1,240 @@
+"""`validate_sweep`: a `POST /v1/sweeps` body in, a checked sweep with its whole plan out (or SweepError).
+
+Everything that can be known before a trial runs is checked here, so a sweep that is accepted never
+fails for a reason its body already showed:
+- the base spec with the normal job-spec validator (errors under `base.`);
+- every search path against the normalised base, every grid/choice value and both bounds of every range
+  on its own (errors under `search.<path>.values[i]`, `.low`, `.high`);
+- the objective against the keys the trials log (`objective.metric`);
+- the whole plan: every trial's spec is built and validated exactly as it will be submitted.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from trainyard.spec import DatasetLookup, SpecError, SpecLimits, monitor_mode, validate_spec
+from trainyard.spec.checks import has_validation_data, resolve_dataset
+from trainyard.spec.errors import truncate_errors
+from trainyard.spec.fields import reusing_loads
+from trainyard.sweeps.search import Param, apply, grid_size, has_random, make_plan, overlaps, parse_param
+
+Errors = list[dict[str, str]]
+
+TOP_LEVEL = ("name", "base", "search", "objective", "max_trials", "parallelism", "early_stopping", "seed")
+# Each trial gets its own name, and the sweep points every trial's checkpoint at the objective.
+NOT_SEARCHABLE = ("name", "version", "callbacks.checkpoint")
+MODES = ("auto", "min", "max")
+MAX_SEARCH_FIELDS = 20
+MAX_PARALLELISM = 64
+SEED_MAX = 2**31 - 1
+NAME_MAX = 100
+_NAME_RE = re.compile(r"^\w[\w .()\-]*\Z")
+# How many failing trials one response names before it stops looking.
+_MAX_TRIAL_ERRORS = 3
+# Grid and choice values of all parameters together: each is validated as a trial spec on its own.
+MAX_SEARCH_VALUES = 200
+# Characters of a value quoted in an error message.
+_SHOWN_MAX = 200
+
+
+class SweepError(Exception):
+    def __init__(self, errors: Errors) -> None:
+        errors = truncate_errors(errors)
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors[:3]))
+        self.errors = errors
+
+
+@dataclass
+class SweepConfig:
+    name: str | None
+    base: dict[str, Any]
+    params: list[Param]
+    objective: dict[str, str]
+    max_trials: int
+    parallelism: int
+    early_stopping: dict[str, Any] | None
+    seed: int
+    plan: list[dict[str, Any]]
+
+    def as_json(self) -> dict[str, Any]:
+        """The sweep's settings with every default filled: what is stored and shown."""
+        return {
+            "search": {p.path: p.as_json() for p in self.params},
+            "objective": self.objective,
+            "max_trials": self.max_trials,
+            "parallelism": self.parallelism,
+            "early_stopping": self.early_stopping,
+            "seed": self.seed,
+        }
+
+
+def trial_name(sweep_name: str | None, index: int) -> str:
+    return f"{(sweep_name or 'sweep')[:NAME_MAX].rstrip()} (trial {index})"
+
+
+def trial_spec(base: dict[str, Any], values: dict[str, Any], objective: dict[str, str], sweep_name: str | None,
+               index: int, *, datasets: DatasetLookup | None, limits: SpecLimits) -> dict[str, Any]:
+    """The normalised spec of trial `index`: the base with its values, its name and the objective's
+    checkpoint. Raises SpecError like `validate_spec`."""
+    raw = apply(base, {**values, "name": trial_name(sweep_name, index),
+                       "callbacks.checkpoint": {"monitor": objective["metric"], "mode": objective["mode"]}})
+    return validate_spec(raw, datasets=datasets, limits=limits)
+
+
+def _int(raw: dict[str, Any], key: str, low: int, high: int, errors: Errors, default: int | None = None) -> int | None:
+    value = raw.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        errors.append({"field": key, "message": f"Must be a whole number from {low} to {high}."})
+        return None
+    return value
+
+
+def _objective(raw: Any, base: dict[str, Any], datasets: DatasetLookup | None, errors: Errors) -> dict[str, str] | None:
+    if not isinstance(raw, dict) or not isinstance(raw.get("metric"), str):
+        errors.append({"field": "objective.metric" if isinstance(raw, dict) else "objective",
+                       "message": "Required: the objective is {\"metric\": <a logged key>, \"mode\": min|max|auto}."})
+        return None
+    errors += [{"field": f"objective.{k}", "message": "Unknown field."} for k in raw if k not in ("metric", "mode")]
+    mode = raw.get("mode", "auto")
+    if mode not in MODES:
+        errors.append({"field": "objective.mode", "message": f"Must be one of: {', '.join(MODES)}."})
+        return None
+    metric = raw["metric"]
+    logged = ["loss", *base["metrics"]]
+    if has_validation_data(base, resolve_dataset(base["dataset"]["id"], datasets)):
+        logged += [f"val_{key}" for key in logged]
+    if metric not in logged:
+        errors.append({"field": "objective.metric",
+                       "message": f"The trials never log {metric}; allowed: {', '.join(logged)}."})
+        return None
+    return {"metric": metric, "mode": monitor_mode(metric) if mode == "auto" else mode}
+
+
+def _early_stopping(raw: Any, errors: Errors) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or raw.get("type") != "median":
+        errors.append({"field": "early_stopping.type" if isinstance(raw, dict) else "early_stopping",
+                       "message": "Must be null or {\"type\": \"median\", \"grace_epochs\": n, \"min_trials\": n}."})
+        return None
+    errors += [{"field": f"early_stopping.{k}", "message": "Unknown field."}
+               for k in raw if k not in ("type", "grace_epochs", "min_trials")]
+    nested: Errors = []
+    grace = _int(raw, "grace_epochs", 0, 100_000, nested, default=1)
+    min_trials = _int(raw, "min_trials", 1, 10_000, nested, default=2)
+    errors += [{**e, "field": f"early_stopping.{e['field']}"} for e in nested]
+    return {"type": "median", "grace_epochs": grace, "min_trials": min_trials}
+
+
+def _trial_errors(field: str, value: Any, exc: SpecError) -> dict[str, str]:
+    first = exc.errors[0]
+    more = f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else ""
+    shown = repr(value)
+    if len(shown) > _SHOWN_MAX:  # a value may be a whole model
+        shown = shown[:_SHOWN_MAX - 3] + "..."
+    return {"field": field, "message": f"{shown} gives an invalid job spec: "
+                                       f"{first['field'] or 'spec'}: {first['message']}{more}"}
+
+
+def validate_sweep(raw: Any, *, datasets: DatasetLookup | None, limits: SpecLimits,
+                   max_trials_limit: int) -> SweepConfig:
+    """Check a sweep body and plan its trials; raises SweepError with every problem's field path.
+
+    Its cost is linear in the body: at most MAX_SEARCH_VALUES values and `max_trials_limit` trials are
+    validated, and the objects they share with the base (or with each other) are checked once.
+    """
+    with reusing_loads():
+        return _validate_sweep(raw, datasets=datasets, limits=limits, max_trials_limit=max_trials_limit)
+
+
+def _validate_sweep(raw: Any, *, datasets: DatasetLookup | None, limits: SpecLimits,
+                    max_trials_limit: int) -> SweepConfig:
+    if not isinstance(raw, dict):
+        raise SweepError([{"field": "", "message": "The sweep must be a JSON object."}])
+    errors: Errors = [{"field": k, "message": "Unknown field."} for k in raw if k not in TOP_LEVEL]
+    try:
+        base = validate_spec(raw.get("base"), datasets=datasets, limits=limits)
+    except SpecError as exc:
+        errors += [{**e, "field": f"base.{e['field']}" if e["field"] else "base"} for e in exc.errors]
+        raise SweepError(errors) from None
+
+    name = raw.get("name", base.get("name"))
+    if name is not None and (not isinstance(name, str) or len(name) > NAME_MAX or not _NAME_RE.match(name)):
+        errors.append({"field": "name", "message": f"Must be 1 to {NAME_MAX} letters, digits, spaces and . _ - ( ), "
+                                                   "starting with a letter or digit."})
+    objective = _objective(raw.get("objective"), base, datasets, errors)
+
+    search = raw.get("search")
+    params: list[Param] = []
+    if not isinstance(search, dict) or not 1 <= len(search) <= MAX_SEARCH_FIELDS:
+        errors.append({"field": "search",
+                       "message": f"Must be an object of 1 to {MAX_SEARCH_FIELDS} field paths, each with a parameter."})
+    else:
+        for path, spec in search.items():
+            param, param_errors = parse_param(path, spec, base, NOT_SEARCHABLE)
+            errors += param_errors
+            if param is not None:
+                params.append(param)
+        errors += overlaps(params)
+        values = sum(len(p.values) for p in params)
+        if values > MAX_SEARCH_VALUES:
+            errors.append({"field": "search", "message": f"The search lists {values} values; at most "
+                                                         f"{MAX_SEARCH_VALUES} are allowed in all."})
+
+    max_trials = _int(raw, "max_trials", 1, max_trials_limit, errors)
+    if params and len(params) == len(search or {}):
+        size = grid_size(params)
+        if size > max_trials_limit:
+            errors.append({"field": "search", "message": f"The grid has {size} combinations; a sweep may run at "
+                                                         f"most {max_trials_limit} trials."})
+        elif not has_random(params):
+            if max_trials is None and "max_trials" not in raw:
+                max_trials = size
+            elif max_trials is not None and max_trials != size:
+                errors.append({"field": "max_trials", "message": f"The grid has {size} combinations and a grid "
+                                                                 f"runs each once: leave max_trials out or set it to {size}."})
+        elif max_trials is None and "max_trials" not in raw:
+            errors.append({"field": "max_trials", "message": "Required when the search draws values at random."})
+        elif max_trials is not None and max_trials % size:
+            errors.append({"field": "max_trials", "message": f"Must be a multiple of {size}, the grid's combinations, "
+                                                             "so that every combination gets as many random draws."})
+    elif max_trials is None and "max_trials" not in raw:
+        errors.append({"field": "max_trials", "message": "Required."})
+    parallelism = _int(raw, "parallelism", 1, MAX_PARALLELISM, errors, default=1)
+    early_stopping = _early_stopping(raw.get("early_stopping"), errors)
+    seed = _int(raw, "seed", 0, SEED_MAX, errors)
+    if errors or objective is None or max_trials is None or parallelism is None:
+        raise SweepError(errors)
+    seed = secrets.randbelow(SEED_MAX + 1) if seed is None else seed
+
+    def check(field: str, index: int, values: dict[str, Any], shown: Any) -> dict[str, str] | None:
+        try:
+            trial_spec(base, values, objective, name, index, datasets=datasets, limits=limits)
+        except SpecError as exc:
+            return _trial_errors(field, shown, exc)
+        return None
+
+    # Each value on its own first, so the error names the value to fix rather than a trial.
+    for param in params:
+        for suffix, value in param.candidates():
+            found = check(f"search.{param.path}.{suffix}", 0, {param.path: value}, value)
+            if found:
+                errors.append(found)
+    if errors:
+        raise SweepError(errors)
+    plan = make_plan(params, max_trials, seed)
+    for index, values in enumerate(plan):
+        found = check("search", index, values, values)
+        if found:
+            errors.append({**found, "message": f"Trial {index}: {found['message']}"})
+            if len(errors) >= _MAX_TRIAL_ERRORS:
+                break
+    if errors:
+        raise SweepError(errors)
+    return SweepConfig(name=name, base=base, params=params, objective=objective, max_trials=max_trials,
+                       parallelism=parallelism, early_stopping=early_stopping, seed=seed, plan=plan)
