@@ -21,8 +21,8 @@ from sqlalchemy import delete
 
 from trainyard.db import Database
 from trainyard.db.models import Artifact
-from trainyard.store import (READ_SIZE, ArtifactMissing, ArtifactTooLarge, RecordedObjects, StoredArtifact,
-                           _read_limited, checked_key)
+from trainyard.store.base import (READ_SIZE, ArtifactMissing, ArtifactTooLarge, RecordedObjects, StoredArtifact,
+                                  checked_key, read_limited)
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class S3Store(RecordedObjects):
 
         def next_part() -> bytes:
             nonlocal size
-            data = _read_limited(stream, PART_SIZE)
+            data = read_limited(stream, PART_SIZE)
             size += len(data)
             if max_bytes is not None and size > max_bytes:
                 raise ArtifactTooLarge(max_bytes)
