@@ -151,6 +151,6 @@ def upgrade_schema(database_url: str) -> None:
     command.upgrade(cfg, "head")
 
 
-# Tables kept in their own modules join `models.Base.metadata` here, so whoever imports the models (the
-# app, the workers, Alembic's comparison) sees the whole schema.
-from trainyard.db import exports as _exports  # noqa: E402,F401
+# Every table, registered in one place (trainyard/db/tables.py): whoever imports a model (the app, the
+# workers, Alembic) imports this package first and so sees the whole schema.
+from trainyard.db import tables as _tables  # noqa: E402,F401

@@ -113,9 +113,9 @@ class Job(Base):
     # Lease: the worker holding a running job renews it; an expired lease means the worker is gone.
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
     # Graceful stops (SIGTERM) that put the job back in the queue; they do not count as failed attempts.
-    interruptions: Mapped[int] = mapped_column(Integer, default=0)
+    interruptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_sha256: Mapped[str | None] = mapped_column(String(64))
     # The latest resume backup (model + optimizer state) and the callbacks' state at that epoch.
@@ -130,13 +130,6 @@ class Job(Base):
     trial_index: Mapped[int | None] = mapped_column(Integer)
     trial_params: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
 
-    # A failed job says why (trainyard/job_errors.py). Migration 0008 adds this on Postgres; on SQLite, where
-    # a constraint cannot be added to an existing table, two triggers refuse the same rows.
-    __table_args__ = (
-        CheckConstraint("status <> 'failed' OR (error_code IS NOT NULL AND error_message IS NOT NULL)",
-                        name="ck_jobs_failed_has_error"),
-    )
-
     def request_cancel(self) -> None:
         """A queued job is final at once (the worker that later receives its message skips it); a running
         one stops at its next batch."""
@@ -147,6 +140,11 @@ class Job(Base):
             self.finished_at = utcnow()
 
     __table_args__ = (
+        # A failed job says why (trainyard/job_errors.py). Migration 0007_failed_jobs_have_an_error.py adds
+        # this on Postgres; on SQLite, where a constraint cannot be added to an existing table, two triggers
+        # refuse the same rows.
+        CheckConstraint("status <> 'failed' OR (error_code IS NOT NULL AND error_message IS NOT NULL)",
+                        name="ck_jobs_failed_has_error"),
         # One job per trial: the row lock serialises top-ups on Postgres; this also holds on SQLite.
         UniqueConstraint("sweep_id", "trial_index", name="uq_jobs_sweep_trial"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
@@ -249,9 +247,3 @@ class Worker(Base):
     hostname: Mapped[str] = mapped_column(String(200))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-# Tables kept in their own modules register on the same metadata.
-from trainyard.db import sweeps as _sweeps  # noqa: E402,F401
-# Registered on the same metadata (migrations compare against it); kept in their own module.
-from trainyard.db import live as _live  # noqa: E402,F401
