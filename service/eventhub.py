@@ -6,7 +6,7 @@ thread) and no queries. Each stream still re-reads the log on its keep-alive tic
 delays an event by at most one keep-alive interval and never loses it.
 
 - Postgres: a dedicated connection runs `LISTEN trainyard_events`; the trigger on `job_events` sends the
-  job id at commit (migrations/versions/0004_live_events_logs_webhooks.py), whichever process wrote it.
+  job id at commit (migrations/versions/0005_live_events_logs_webhooks.py), whichever process wrote it.
 - SQLite (the embedded default): the listener polls `max(seq)` of `job_events`, one cheap query per
   interval for the whole process, and wakes every stream when it moves.
 """

@@ -3,8 +3,9 @@
 Every path that ends a job `failed` (the trainer's end report in workers/reporting.py, the task in
 workers/tasks.py, the lease claim and the reaper in workers/leases.py) builds its row values with
 `failure()`, so a failed job always has a code from this list and a message naming the cause; the database
-refuses a failed job without both (migration 0008). openapi.yaml (the job's `error.code`) and the README's
-table of error codes list the same codes, and tests/workers/test_job_errors.py holds them equal.
+refuses a failed job without both (migrations/versions/0007_failed_jobs_have_an_error.py). openapi.yaml (the
+job's `error.code`) and the README's table of error codes list the same codes, and
+tests/workers/test_job_errors.py holds them equal.
 
 Standard library only: the API, the workers and the docs test all import it.
 """

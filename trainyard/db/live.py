@@ -2,7 +2,7 @@
 
 `job_events` is an append-only log of what happened to a job (a status change, an epoch's metrics row
 written, a finding raised or changed), one row per change with a sequence number that only grows. It is
-filled by database triggers (migrations/versions/0004_live_events_logs_webhooks.py) in the same
+filled by database triggers (migrations/versions/0005_live_events_logs_webhooks.py) in the same
 transaction as the change itself, so every writer (the API, a worker, the reaper) is covered without
 remembering to, a resumed event stream replays exactly what was missed, and the webhook outbox reads
 the same log. On Postgres the trigger also sends `NOTIFY trainyard_events, '<job id>'` at commit, which
