@@ -1,9 +1,10 @@
 """A real S3-compatible server on loopback for the object-store tests: moto's server mode, in its own
-process, reached over HTTP by s3fs exactly as MinIO or AWS would be."""
+process, reached over HTTP exactly as MinIO or AWS would be."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -35,11 +36,44 @@ class S3Server:
         return {"TRAINYARD_ARTIFACT_URL": f"s3://{bucket}/artifacts", "TRAINYARD_S3_ENDPOINT_URL": self.url,
                 **S3_CREDENTIALS}
 
-    def filesystem(self):  # type: ignore[no-untyped-def]
-        import s3fs
-
-        return s3fs.S3FileSystem(key=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"], secret=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                                 endpoint_url=self.url, skip_instance_cache=True)
+    def objects(self) -> S3Objects:
+        """What is on the server, read with a botocore client of the test's own (not the store under test)."""
+        return S3Objects(self.url)
 
     def stop(self) -> None:
         self.proc.stop(10)
+
+
+class S3Objects:
+    """Objects on the test server, by "bucket/key" path."""
+
+    def __init__(self, endpoint_url: str) -> None:
+        import botocore.session
+        from botocore.config import Config
+
+        self.client: Any = botocore.session.get_session().create_client(
+            "s3", endpoint_url=endpoint_url, region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            config=Config(s3={"addressing_style": "path"}))
+
+    def info(self, path: str) -> dict[str, Any]:
+        """{"size": bytes}; botocore's ClientError (404) when there is no such object."""
+        bucket, key = path.split("/", 1)
+        return {"size": self.client.head_object(Bucket=bucket, Key=key)["ContentLength"]}
+
+    def exists(self, path: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.info(path)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NoSuchBucket"):
+                return False
+            raise
+        return True
+
+    def cat(self, path: str) -> bytes:
+        bucket, key = path.split("/", 1)
+        with self.client.get_object(Bucket=bucket, Key=key)["Body"] as body:
+            return body.read()

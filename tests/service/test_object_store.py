@@ -1,4 +1,4 @@
-"""The object store on a real S3-compatible server (moto, on loopback) through s3fs, and the size
+"""The object store on a real S3-compatible server (moto, on loopback), and the size
 threshold that keeps small artifacts in Postgres."""
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _location(db: Database, key: str) -> str | None:
 def test_threshold_routes_small_to_postgres_and_large_to_s3(s3: S3Server, settings: Any, tmp_path: Path) -> None:
     db = Database(settings.database_url)
     store = make_store(db, "s3://routing-test/prefix", db_max_bytes=4096, s3_endpoint_url=s3.url)
-    fs = s3.filesystem()
+    fs = s3.objects()
     small, large = os.urandom(4096), os.urandom(3 * 1024 * 1024 + 17)
     assert store.put("t/small", io.BytesIO(small)).size == 4096
     meta = store.put("t/large", io.BytesIO(large))
@@ -76,6 +76,6 @@ def test_without_threshold_everything_goes_to_s3(s3: S3Server, settings: Any) ->
     db = Database(settings.database_url)
     store = make_store(db, "s3://all-in-s3", s3_endpoint_url=s3.url)
     store.put("t/one-byte", io.BytesIO(b"x"))
-    assert _location(db, "t/one-byte") == "object" and s3.filesystem().cat("all-in-s3/t/one-byte") == b"x"
+    assert _location(db, "t/one-byte") == "object" and s3.objects().cat("all-in-s3/t/one-byte") == b"x"
     store.delete("t/one-byte")
     db.dispose()

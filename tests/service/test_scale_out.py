@@ -257,7 +257,7 @@ def test_many_workers_one_postgres_redis_and_s3_every_job_exactly_once(farm: Far
     assert len({j.worker_id.split("@")[0] for j in jobs.values()}) >= 2  # the work was spread across hosts
 
     # Checkpoints and backups went to S3 (they are larger than the threshold); each row's object is there.
-    fs = farm.s3.filesystem()
+    fs = farm.s3.objects()
     in_s3 = [a for a in artifacts.values() if a.location == "object"]
     assert {c.artifact_key for c in checkpoints} <= {a.key for a in in_s3}
     assert any("/backups/" in a.key for a in in_s3)
