@@ -2,37 +2,25 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import click
-from celery import Celery
 from flask import Flask
 
+from service.api import register_api
 from service.auth import TokenCache
-from trainyard.db import Database
 from service.errors import register_error_handlers
 from service.eventhub import EventHub
+from service.ratelimit import init_rate_limits
+from service.services import EXTENSION, Services, services
+from trainyard.db import Database
+from trainyard.queue import make_celery
 from trainyard.settings import Settings
-from trainyard.store import ArtifactStore, store_from_settings
+from trainyard.store import store_from_settings
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class Services:
-    """What request handlers need, built once per app (and so once per gunicorn worker)."""
-
-    settings: Settings
-    db: Database
-    store: ArtifactStore
-    celery: Celery
-    tokens: TokenCache
-
-
 def create_app(settings: Settings | None = None) -> Flask:
-    from service.api import register_blueprints
-    from trainyard.queue import make_celery
-    from service.ratelimit import init_rate_limits
 
     settings = settings or Settings.from_env()
     app = Flask("service")
@@ -40,7 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 1024 * 1024
     app.json.sort_keys = False
     db = Database(settings.database_url)
-    app.extensions["trainyard"] = Services(
+    app.extensions[EXTENSION] = Services(
         settings=settings, db=db, store=store_from_settings(db, settings), celery=make_celery(settings),
         tokens=TokenCache(settings.token_cache_seconds),
     )
@@ -48,15 +36,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     # Before the blueprints: the rate limit is checked before the token is looked up.
     init_rate_limits(app, settings)
-    register_blueprints(app)
+    register_api(app)
     _register_cli(app)
     return app
-
-
-def services() -> Services:
-    from flask import current_app
-
-    return current_app.extensions["trainyard"]
 
 
 def _register_cli(app: Flask) -> None:

@@ -1,75 +1,32 @@
-"""HTTP API: one module per resource, all behind bearer-token auth except health and the OpenAPI file."""
+"""HTTP API: one module per resource, all behind bearer-token auth except health, the dashboard's files,
+the OpenAPI file and /metrics (service/api/hooks.py says which).
+
+The views read the app's services through `service.services` and never import `service.app`: the app
+imports this package, not the other way round.
+"""
 from __future__ import annotations
 
-import re
-import uuid
+from flask import Blueprint, Flask
 
-from flask import Flask, Response, g, request
+from service import web
+from service.api import (checkpoints, datasets, diagnostics, events, health, job_metrics, jobs, logs, prometheus,
+                         sweeps, tensorboard)
+from service.api.common import ApiRequest
+from service.api.hooks import end_request_log, require_token, start_request_log
 
-from service.app import services
-from service.auth import authenticate_cached
-from service.errors import Unauthorized
-from trainyard.logconfig import request_id_var
-
-# The dashboard's page and assets load without a token: the page asks for one and sends it on API calls.
-# /metrics has its own rule (service/api/metrics.py): open, off, or a separate scrape token.
-PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.openapi", "static", "web.index", "web.static",
-                    "metrics.scrape"}
-
-
-def bearer_token() -> str:
-    """The request's bearer token, or "" when it sent none (or another scheme)."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+# Every blueprint the app serves, the one list (tests/service/test_layering.py checks none is left out).
+BLUEPRINTS: tuple[Blueprint, ...] = (
+    health.bp, jobs.bp, job_metrics.bp, checkpoints.bp, datasets.bp, diagnostics.bp, sweeps.bp, tensorboard.bp,
+    web.bp, events.bp, logs.bp, prometheus.bp,
+)
 
 
-def _require_token() -> None:
-    if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
-        return
-    token = bearer_token()
-    if not token:
-        raise Unauthorized(
-            "Send an API token as 'Authorization: Bearer <token>'; `make run` prints one and writes it to "
-            "var/dev-token.",
-            headers={"WWW-Authenticate": 'Bearer realm="trainyard"'},
-        )
-    svc = services()
-    principal = authenticate_cached(svc.db, svc.tokens, token)
-    if principal is None:
-        raise Unauthorized(
-            "This token is not valid: it is unknown or was revoked.",
-            headers={"WWW-Authenticate": 'Bearer realm="trainyard", error="invalid_token"'},
-        )
-    g.principal = principal
-
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-
-
-def _start_request_log() -> None:
-    # A caller's X-Request-ID (when sane) ties our log lines to theirs; otherwise we make one up.
-    given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-    request_id_var.set(g.request_id)
-
-
-def _end_request_log(resp: Response) -> Response:
-    if "request_id" in g:
-        resp.headers["X-Request-ID"] = g.request_id
-    return resp
-
-
-def register_blueprints(app: Flask) -> None:
-    from service import web
-    from service.api.common import ApiRequest
-    from service.api import (checkpoints, datasets, diagnostics, events, health, jobs, logs, metrics, sweeps,
-                             tensorboard)
-
-    app.before_request(_start_request_log)
-    app.after_request(_end_request_log)
-    metrics.install(app)
+def register_api(app: Flask) -> None:
+    """The request hooks, in the order they must run, then every blueprint."""
+    app.before_request(start_request_log)
+    app.after_request(end_request_log)
+    prometheus.install(app)  # before the token check, so refused requests are timed too
     app.request_class = ApiRequest  # uploads spooled once, to a named file the upload route stores
-    app.before_request(_require_token)
-    for module in (health, jobs, checkpoints, datasets, diagnostics, sweeps, tensorboard, web, events, logs,
-                   metrics):
-        app.register_blueprint(module.bp)
+    app.before_request(require_token)
+    for bp in BLUEPRINTS:
+        app.register_blueprint(bp)

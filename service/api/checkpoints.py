@@ -9,9 +9,9 @@ from werkzeug.wsgi import wrap_file
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.api.common import iso
-from service.api.jobs import load_job
-from service.app import services
+from service.api.common import load_owned
+from service.api.representations import checkpoint_resource
+from service.services import services
 from trainyard.db.exports import EXPORT_FORMATS, JobExport
 from trainyard.db.models import FINAL_STATUSES, Checkpoint, Job
 from service.errors import Conflict, Gone, NotFound, RangeNotSatisfiable, ValidationFailed
@@ -28,20 +28,9 @@ _ETAG = re.compile(r'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*')
 @bp.get("/v1/jobs/<job_id>/checkpoints")
 def list_checkpoints(job_id: str) -> Response:
     with services().db.read_session() as s:
-        load_job(s, job_id)
+        load_owned(s, Job, job_id)
         rows = s.execute(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.epoch)).scalars()
-        items = [
-            {
-                "epoch": c.epoch,
-                "monitor": c.monitor,
-                "value": c.value,
-                "size": c.size_bytes,
-                "sha256": c.sha256,
-                "created_at": iso(c.created_at),
-                "is_best": c.is_best,
-            }
-            for c in rows
-        ]
+        items = [checkpoint_resource(c) for c in rows]
     return jsonify({"checkpoints": items, "links": {"best": url_for("checkpoints.download_best", job_id=job_id)}})
 
 
@@ -146,7 +135,7 @@ def download_best(job_id: str) -> Response:
         )
     svc = services()
     with svc.db.read_session() as s:
-        job = load_job(s, job_id)
+        job = load_owned(s, Job, job_id)
         mimetype = "application/octet-stream"
         if fmt != "keras":
             key, size, sha, filename = _export(s, job, fmt)

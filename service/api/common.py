@@ -7,11 +7,15 @@ import json
 import re
 import tempfile
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from flask import Request, current_app, g, request
+from sqlalchemy import Connection, Row, Select
+from sqlalchemy.orm import Session
 
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from service.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from trainyard.db.models import Dataset, Job
+from trainyard.db.sweeps import Sweep
 
 
 # Every id the server issues (trainyard.db.models.new_id). Anything else in a URL cannot name a row, so it
@@ -21,6 +25,45 @@ _SERVER_ID = re.compile(r"[a-z]{2,4}_[0-9a-f]{32}")
 
 def is_server_id(value: object, prefix: str) -> bool:
     return isinstance(value, str) and value.startswith(prefix + "_") and _SERVER_ID.fullmatch(value) is not None
+
+
+# Every tenant-scoped kind of row a URL can name: its id prefix and what a 404 calls it.
+OWNED: dict[type, tuple[str, str]] = {Job: ("job", "job"), Sweep: ("swp", "sweep"), Dataset: ("ds", "data set")}
+Owned = TypeVar("Owned", Job, Sweep, Dataset)
+
+
+def _owned_id(model: type, object_id: str) -> None:
+    """A 404 for an id this server cannot have issued: it is never sent to the database."""
+    if not is_server_id(object_id, OWNED[model][0]):
+        raise _not_found(model, object_id)
+
+
+def _not_found(model: type, object_id: str) -> NotFound:
+    return NotFound(f"There is no {OWNED[model][1]} {object_id}.")
+
+
+def load_owned(session: Session, model: type[Owned], object_id: str, *, lock: bool = False) -> Owned:
+    """The `model` row `object_id` of the request's tenant (locked FOR UPDATE with `lock`), or a 404.
+
+    Another tenant's row answers exactly like a missing one: ids must not leak across tenants.
+    """
+    _owned_id(model, object_id)
+    row = session.get(model, object_id, with_for_update=True if lock else None)
+    if row is None or row.tenant_id != tenant_id():
+        raise _not_found(model, object_id)
+    return row
+
+
+def load_owned_row(conn: Connection, model: type, object_id: str, stmt: Select[Any]) -> Row[Any]:
+    """`load_owned` in Core, for hot read paths: the one row `stmt` selects with the parameters `id` and
+    `tenant_id` (it must filter on both), or the same 404."""
+    _owned_id(model, object_id)
+    row = conn.execute(stmt, {"id": object_id, "tenant_id": tenant_id()}).first()
+    if row is None:
+        raise _not_found(model, object_id)
+    return row
+
+
 class SpooledUpload:
     """A named temporary file that keeps the size and sha256 of what the form parser writes to it, so the
     upload is never read again just to hash it."""

@@ -3,19 +3,16 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
-
 from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from service.api.common import SpooledUpload, is_server_id, iso, tenant_id
-from service.app import services
+from service.api.common import SpooledUpload, load_owned, tenant_id
+from service.api.representations import builtin_resource, dataset_resource
+from service.errors import Conflict, PayloadTooLarge, ValidationFailed
+from service.services import services
 from trainyard.datasets import DatasetError, inspect_csv, inspect_npz
 from trainyard.db.models import Dataset, Job, new_id
-from service.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
-from trainyard.spec import BUILTIN_DATASETS, DatasetInfo
-from trainyard.datasets.lookup import dataset_lookup, info_from_summary  # noqa: F401 (re-exported)
+from trainyard.spec import BUILTIN_DATASETS
 from trainyard.store import ArtifactTooLarge, dataset_key
 
 logger = logging.getLogger(__name__)
@@ -23,35 +20,6 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("datasets", __name__)
 
 FORMATS = ("npz", "csv")
-
-
-def dataset_resource(row: Dataset) -> dict[str, Any]:
-    # The summary goes first so that none of its keys can shadow the record's own fields.
-    return {
-        **row.info,
-        "id": row.id,
-        "name": row.name,
-        "builtin": False,
-        "format": row.format,
-        "size": row.size_bytes,
-        "sha256": row.sha256,
-        "created_at": iso(row.created_at),
-        "links": {"self": url_for("datasets.get_dataset", dataset_id=row.id)},
-    }
-
-
-def builtin_resource(info: DatasetInfo) -> dict[str, Any]:
-    return {
-        "id": info.id,
-        "name": info.id.split(":", 1)[1],
-        "builtin": True,
-        "task": info.task,
-        "n_classes": info.n_classes,
-        "input_shape": list(info.input_shape),
-        "target_shape": list(info.target_shape),
-        "splits": {"train": info.train_samples, "val": None, "test": info.test_samples or None},
-        "links": {"self": url_for("datasets.get_dataset", dataset_id=info.id)},
-    }
 
 
 def _upload_error(exc: DatasetError) -> ValidationFailed:
@@ -130,19 +98,12 @@ def list_datasets() -> Response:
     return jsonify({"datasets": uploaded + builtins})
 
 
-def _load(session: Session, dataset_id: str) -> Dataset:
-    row = session.get(Dataset, dataset_id) if is_server_id(dataset_id, "ds") else None
-    if row is None or row.tenant_id != tenant_id():
-        raise NotFound(f"There is no data set {dataset_id}.")
-    return row
-
-
 @bp.get("/v1/datasets/<dataset_id>")
 def get_dataset(dataset_id: str) -> Response:
     if dataset_id in BUILTIN_DATASETS:
         return jsonify(builtin_resource(BUILTIN_DATASETS[dataset_id]))
     with services().db.session() as s:
-        return jsonify(dataset_resource(_load(s, dataset_id)))
+        return jsonify(dataset_resource(load_owned(s, Dataset, dataset_id)))
 
 
 @bp.delete("/v1/datasets/<dataset_id>")
@@ -151,7 +112,7 @@ def delete_dataset(dataset_id: str) -> tuple[str, int]:
     if dataset_id in BUILTIN_DATASETS:
         raise Conflict(f"{dataset_id} is built into the service and cannot be deleted.")
     with svc.db.session() as s:
-        row = _load(s, dataset_id)
+        row = load_owned(s, Dataset, dataset_id)
         active = s.execute(
             select(Job.id).where(Job.tenant_id == row.tenant_id, Job.status.in_(("queued", "running")),
                                  Job.spec["dataset"]["id"].as_string() == dataset_id).limit(1)

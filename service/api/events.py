@@ -25,16 +25,15 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from service.api import bearer_token
-from service.api.common import MAX_BIGINT, int_arg, whole_number
-from service.api.diagnostics import finding_resource
-from service.api.jobs import job_with_findings, load_job, metrics_item
-from service.app import Services, services
+from service.api.hooks import bearer_token
+from service.api.common import MAX_BIGINT, int_arg, load_owned, whole_number
+from service.api.representations import finding_resource, job_with_findings, metrics_item, status_event
 from service.auth import authenticate_cached
-from trainyard.db.live import JobEvent
-from trainyard.db.models import FINAL_STATUSES, EpochMetrics, Finding, Job
 from service.errors import DATABASE_RETRY_AFTER_SECONDS, DATABASE_UNAVAILABLE, ApiError, database_unavailable
 from service.eventhub import EventHub, Subscription
+from service.services import Services, services
+from trainyard.db.live import JobEvent
+from trainyard.db.models import FINAL_STATUSES, EpochMetrics, Finding, Job
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ def sse_error(problem: ApiError, retry_seconds: int) -> str:
 
 
 def current_status(session: Session, job: Job) -> dict[str, Any]:
-    return {"status": job.status, "stop_reason": job.stop_reason, "job": job_with_findings(session, job)}
+    return status_event(job.status, job.stop_reason, job_with_findings(session, job))
 
 
 def _subject(e: JobEvent) -> tuple[str, int | None]:
@@ -87,7 +86,7 @@ def _render(session: Session, job: Job, events: list[JobEvent]) -> list[str]:
     for e in keep:
         if e.kind == "status":
             resource = resource or job_with_findings(session, job)
-            out.append(sse("status", {"status": e.status, "stop_reason": e.stop_reason, "job": resource}, e.seq))
+            out.append(sse("status", status_event(e.status, e.stop_reason, resource), e.seq))
         elif e.kind == "epoch" and e.epoch in epochs:  # a resumed attempt may have dropped the row
             out.append(sse("epoch", metrics_item(epochs[e.epoch]), e.seq))
         elif e.kind == "finding" and e.finding_id in findings:
@@ -124,7 +123,7 @@ def _events(svc: Services, job_id: str, cursor: int, keepalive: float, sub: Subs
     """The stream itself: the snapshot (fresh streams), then the log after `cursor` until `end`."""
     if cursor == 0:
         with svc.db.session() as s:
-            chunks, cursor = _snapshot(s, load_job(s, job_id))
+            chunks, cursor = _snapshot(s, load_owned(s, Job, job_id))
         yield "".join(chunks)
     while True:
         with svc.db.session() as s:
@@ -175,7 +174,7 @@ def _until_revoked(chunks: Iterator[str]) -> Iterator[str]:
 def job_events(job_id: str) -> Response:
     cursor = _last_event_id()
     with services().db.session() as s:
-        load_job(s, job_id)  # 404 (as a problem document) before the stream starts
+        load_owned(s, Job, job_id)  # 404 (as a problem document) before the stream starts
     resp = Response(stream_with_context(_until_revoked(_stream(job_id, cursor))), mimetype="text/event-stream")
     resp.headers["Cache-Control"] = "no-cache"
     resp.headers["X-Accel-Buffering"] = "no"  # a proxy in front must not hold events back

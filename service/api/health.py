@@ -7,7 +7,7 @@ from pathlib import Path
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import func, select, text
 
-from service.app import services
+from service.services import services
 from trainyard.db.models import Worker, utcnow
 
 bp = Blueprint("health", __name__)

@@ -8,13 +8,14 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from service.api.common import decode_cursor, encode_cursor, int_arg, is_server_id, iso, json_body, tenant_id
+from service.api.common import decode_cursor, encode_cursor, int_arg, json_body, load_owned, tenant_id
 from service.api.idempotency import find_replay, idempotency_key, insert_once, request_sha256
-from service.app import services
+from service.api.representations import sweep_resource
+from service.errors import Conflict, ValidationFailed
+from service.services import services
 from trainyard.datasets.lookup import dataset_lookup
 from trainyard.db.models import Job
 from trainyard.db.sweeps import SWEEP_STATUSES, Sweep
-from service.errors import Conflict, NotFound, ValidationFailed
 from trainyard.queue import ANY, enqueue_job
 from trainyard.sweeps import controller
 from trainyard.sweeps.config import SweepError, validate_sweep
@@ -32,64 +33,10 @@ def _send(job_id: str) -> None:
     enqueue_job(svc.celery, job_id, queue_class or ANY)
 
 
-def _trial(position: int | None, job: Job) -> dict[str, Any]:
-    return {
-        "rank": position,
-        "trial": job.trial_index,
-        "job_id": job.id,
-        "status": job.status,
-        "stop_reason": job.stop_reason,
-        "params": job.trial_params,
-        "value": job.best_value,
-        "best_epoch": job.best_epoch,
-        "epochs": job.epoch,
-        "links": {"job": url_for("jobs.get_job", job_id=job.id)},
-    }
-
-
-def sweep_resource(sweep: Sweep, counts: dict[str, int], ranked: list[tuple[int | None, Job]] | None = None,
-                   best: Job | None = None) -> dict[str, Any]:
-    """A sweep; with `ranked`, its trials too (only `GET /v1/sweeps/{id}` lists them)."""
-    config = sweep.config
-    body: dict[str, Any] = {
-        "id": sweep.id,
-        "name": sweep.name,
-        "status": sweep.status,
-        "created_at": iso(sweep.created_at),
-        "finished_at": iso(sweep.finished_at),
-        **config,
-        "base": sweep.base,
-        "progress": {"submitted": sweep.trials_submitted, "max_trials": config["max_trials"],
-                     "by_status": {status: counts.get(status, 0)
-                                   for status in ("queued", "running", "succeeded", "failed", "cancelled")}},
-        "error": {"code": sweep.error_code, "message": sweep.error_message} if sweep.error_code else None,
-        "links": {"self": url_for("sweeps.get_sweep", sweep_id=sweep.id),
-                  "cancel": url_for("sweeps.cancel_sweep", sweep_id=sweep.id)},
-    }
-    if ranked is not None:
-        body["best_job_id"] = best.id if best else None
-        body["best"] = _trial(next(p for p, j in ranked if j is best), best) if best else None
-        body["trials"] = [_trial(position, job) for position, job in ranked]
-        if best is not None:
-            body["links"]["best_checkpoint"] = url_for("checkpoints.download_best", job_id=best.id)
-    return body
-
-
 def _detail(session: Session, sweep: Sweep) -> dict[str, Any]:
     ranked = controller.ranked_trials(session, sweep)
     counts = controller.status_counts(session, [sweep.id])[sweep.id]
     return sweep_resource(sweep, counts, ranked, controller.best_trial(ranked))
-
-
-def load_sweep(session: Session, sweep_id: str, *, lock: bool = False) -> Sweep:
-    if not is_server_id(sweep_id, "swp"):  # never query with an id this server cannot have issued
-        raise NotFound(f"There is no sweep {sweep_id}.")
-    stmt = select(Sweep).where(Sweep.id == sweep_id)
-    sweep = session.execute(stmt.with_for_update() if lock else stmt).scalar_one_or_none()
-    # Another tenant's sweep answers exactly like a missing one.
-    if sweep is None or sweep.tenant_id != tenant_id():
-        raise NotFound(f"There is no sweep {sweep_id}.")
-    return sweep
 
 
 @bp.post("/v1/sweeps")
@@ -120,7 +67,7 @@ def submit_sweep() -> tuple[Response, int, dict[str, str]]:
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     with svc.db.session() as s:
-        return jsonify(_detail(s, load_sweep(s, sweep_id))), 201, headers
+        return jsonify(_detail(s, load_owned(s, Sweep, sweep_id))), 201, headers
 
 
 @bp.get("/v1/sweeps")
@@ -153,13 +100,13 @@ def list_sweeps() -> Response:
 @bp.get("/v1/sweeps/<sweep_id>")
 def get_sweep(sweep_id: str) -> Response:
     with services().db.session() as s:
-        return jsonify(_detail(s, load_sweep(s, sweep_id)))
+        return jsonify(_detail(s, load_owned(s, Sweep, sweep_id)))
 
 
 @bp.post("/v1/sweeps/<sweep_id>/cancel")
 def cancel_sweep(sweep_id: str) -> tuple[Response, int]:
     with services().db.session() as s:
-        sweep = load_sweep(s, sweep_id, lock=True)
+        sweep = load_owned(s, Sweep, sweep_id, lock=True)
         if sweep.status != "running":
             raise Conflict(f"Sweep {sweep_id} already ended ({sweep.status}); there is nothing to cancel.")
         controller.cancel(s, sweep)

@@ -21,9 +21,9 @@ from typing import Any, BinaryIO
 from flask import Blueprint, Response, send_file
 from sqlalchemy import select
 
-from service.api.jobs import load_job
-from service.app import services
-from trainyard.db.models import EpochDiagnostics, EpochMetrics
+from service.api.common import load_owned
+from service.services import services
+from trainyard.db.models import EpochDiagnostics, EpochMetrics, Job
 from trainyard.tfevents import write_event_file
 
 bp = Blueprint("tensorboard", __name__)
@@ -121,7 +121,7 @@ def download_tensorboard(job_id: str) -> Response:
     archive = tempfile.TemporaryFile()
     try:
         with services().db.session() as s:
-            job = load_job(s, job_id)
+            job = load_owned(s, Job, job_id)
             created = _seconds(job.started_at or job.created_at)
             batched = {"yield_per": ROWS_PER_BATCH}
             metrics = s.execute(

@@ -82,3 +82,57 @@ def test_no_module_of_a_package_imports_what_its_layer_forbids(package: str) -> 
         if name.split(".")[0] in FORBIDDEN[package] and not name.startswith(allowed or ("\0",))
     )
     assert not bad, bad
+
+
+def test_every_service_module_imports_first_in_a_fresh_process() -> None:
+    """No import cycle in service/ that only works in one order: each module is imported first, with every
+    service module forgotten before (the third-party packages stay loaded, so one process does it)."""
+    code = (
+        "import importlib, pkgutil, sys, traceback, service\n"
+        "names = ['service'] + [m.name for m in pkgutil.walk_packages(service.__path__, 'service.')]\n"
+        "failed = []\n"
+        "for name in names:\n"
+        "    for loaded in [m for m in sys.modules if m == 'service' or m.startswith('service.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception:\n"
+        "        failed.append(name + ': ' + traceback.format_exc(limit=-3))\n"
+        "print(len(names))\n"
+        "sys.exit('\\n'.join(failed) or None)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=subprocess_env({}), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) >= 20  # every module was found and imported
+
+
+def test_the_app_imports_the_api_never_the_reverse() -> None:
+    bad = sorted(f"{path.relative_to(ROOT)}: {name}" for path in (ROOT / "service").rglob("*.py")
+                 if path.name != "app.py" and path != ROOT / "service" / "__init__.py"
+                 for name in _imports(path) if name == "service.app")
+    assert not bad, bad
+
+
+def test_every_blueprint_is_in_the_one_registration_list() -> None:
+    import importlib
+    import pkgutil
+
+    from flask import Blueprint
+
+    import service.api
+    from service.api import BLUEPRINTS
+
+    found = []
+    names = [m.name for m in pkgutil.walk_packages(service.api.__path__, "service.api.")] + ["service.web"]
+    for name in names:
+        module = importlib.import_module(name)
+        found += [value for value in vars(module).values() if isinstance(value, Blueprint)]
+    assert found and set(found) == set(BLUEPRINTS) and len(BLUEPRINTS) == len(set(BLUEPRINTS))
+
+
+def test_tenant_scoped_lookups_go_through_load_owned() -> None:
+    """Only service/api/common.py (`load_owned`, `load_owned_row`) decides that a row is another tenant's."""
+    bad = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "service").rglob("*.py")
+                 if path.name != "common.py" and "tenant_id != " in path.read_text())
+    assert not bad, bad

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from service.api.jobs import queue_positions
+from service.api.representations import queue_positions
 from trainyard.db.models import Job, utcnow
 from tests.conftest import tiny_spec
 

@@ -25,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 from sqlalchemy import case, create_engine, func, select, text
 
-from service.app import Services, services
+from service.services import Services, services
 from trainyard.db.live import WebhookDelivery
 from trainyard.db.models import JOB_STATUSES, EpochMetrics, Job
 from service.errors import NotFound, Unauthorized
@@ -33,7 +33,7 @@ from trainyard.queue import QUEUE
 
 logger = logging.getLogger(__name__)
 
-bp = Blueprint("metrics", __name__)
+bp = Blueprint("prometheus", __name__)
 
 EPOCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 

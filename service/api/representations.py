@@ -1,0 +1,342 @@
+"""What the API returns: every resource's JSON representation, built in one place from rows.
+
+Views load rows (tenant-scoped, through `common.load_owned`) and answer with these; no view writes a
+resource's fields itself. The few reads here exist only to fill a representation: a job's finding counts
+and its place in the queue, each in one query for a whole page of jobs.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from flask import url_for
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.orm import Session
+
+from service.api.common import iso
+from trainyard.db.models import Checkpoint, Dataset, EpochDiagnostics, EpochMetrics, Finding, Job
+from trainyard.db.live import JobLog
+from trainyard.db.sweeps import Sweep
+from trainyard.resources import gpus_of, queue_name
+from trainyard.spec import DatasetInfo
+
+# ---------------------------------------------------------------------------------------------- jobs
+
+
+def job_links(job_id: str) -> dict[str, str]:
+    return {
+        "self": url_for("jobs.get_job", job_id=job_id),
+        "metrics": url_for("job_metrics.get_metrics", job_id=job_id),
+        "checkpoints": url_for("checkpoints.list_checkpoints", job_id=job_id),
+        "best_checkpoint": url_for("checkpoints.download_best", job_id=job_id),
+        "cancel": url_for("jobs.cancel_job", job_id=job_id),
+        "diagnostics": url_for("diagnostics.get_diagnostics", job_id=job_id),
+        "tensorboard": url_for("tensorboard.download_tensorboard", job_id=job_id),
+        "events": url_for("events.job_events", job_id=job_id),
+        "logs": url_for("logs.get_logs", job_id=job_id),
+    }
+
+
+def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int | None = None) -> dict[str, Any]:
+    """A job (an ORM row, or a Core row read by column name like one), with its finding counts and, while
+    queued, its 1-based place in its queue."""
+    best = None
+    if job.best_epoch is not None:
+        best = {"monitor": job.best_monitor, "value": job.best_value, "epoch": job.best_epoch}
+    error = None
+    if job.error_code:
+        error = {"code": job.error_code, "message": job.error_message}
+    info = job.model_info or {}
+    return {
+        "id": job.id,
+        "name": job.name,
+        "status": job.status,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        # Jobs submitted before resource classes existed have no `resources`: they asked for none.
+        "spec": job.spec if "resources" in job.spec else {**job.spec, "resources": {"gpus": None}},
+        "progress": {"epoch": job.epoch, "epochs": job.epochs},
+        "best": best,
+        "stop_reason": job.stop_reason,
+        "test_metrics": job.test_metrics,
+        "error": error,
+        "attempts": job.attempts,
+        "cancel_requested": job.cancel_requested,
+        "model": {
+            "params": info.get("params"),
+            "trainable_params": info.get("trainable_params"),
+            "normalization": info.get("normalization"),
+        }
+        if info
+        else None,
+        "findings": findings or no_findings(),
+        "timings": job_timings(job),
+        "sweep": {"id": job.sweep_id, "trial": job.trial_index} if job.sweep_id else None,
+        "resources": {"gpus": gpus_of(job.resource_class), "class": job.resource_class},
+        "queue": queue_resource(job, position),
+        "links": job_links(job.id),
+    }
+
+
+def job_timings(job: Any) -> dict[str, float] | None:
+    """Where a job's time went: waiting in the queue, then the worker's phases once it has finished."""
+    if job.started_at is None:
+        return None
+    out = {"queued_seconds": round((job.started_at - job.created_at).total_seconds(), 4)}
+    for phase, seconds in ((job.model_info or {}).get("timings") or {}).items():
+        out[f"{phase}_seconds"] = seconds
+    if job.finished_at is not None:
+        out["total_seconds"] = round((job.finished_at - job.created_at).total_seconds(), 4)
+    return out
+
+
+def job_with_findings(session: Session, job: Job) -> dict[str, Any]:
+    """One job's resource, with its finding counts and, while queued, its queue position."""
+    position = queue_positions(session, [job.id]).get(job.id) if job.status == "queued" else None
+    return job_resource(job, finding_counts(session, [job.id]).get(job.id), position)
+
+
+def status_event(status: str, stop_reason: str | None, job: dict[str, Any]) -> dict[str, Any]:
+    """The data of an event stream's `status` event: the status it changed to, and the job now."""
+    return {"status": status, "stop_reason": stop_reason, "job": job}
+
+
+# ------------------------------------------------------------------------------------ queue position
+
+
+def queue_resource(job: Any, position: int | None) -> dict[str, Any] | None:
+    """While queued: the Celery queue of its resource class and its place in it (1 = next)."""
+    if job.status == "queued" and position is not None:
+        return {"name": queue_name(job.resource_class), "position": position}
+    return None
+
+
+def queue_positions(session: Session, job_ids: list[str]) -> dict[str, int]:
+    """1-based FIFO positions of these jobs among the queued jobs of their resource class, in one query.
+
+    The order is the broker's: when the job's message was (last) sent, so a job re-queued after its worker
+    died queues behind the jobs already waiting, as its message does.
+    """
+    if not job_ids:
+        return {}
+    order = func.row_number().over(
+        partition_by=Job.resource_class,
+        order_by=(func.coalesce(Job.enqueued_at, Job.created_at), Job.id),
+    )
+    ranked = select(Job.id.label("id"), order.label("position")).where(Job.status == "queued").subquery()
+    rows = session.execute(select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(job_ids)))
+    return {job_id: int(position) for job_id, position in rows}
+
+
+# ------------------------------------------------------------------------------------ finding counts
+
+SEVERITIES = ("error", "warning", "info")
+SEVERITY_ORDER = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+
+
+def no_findings() -> dict[str, Any]:
+    return {"count": 0, "by_severity": dict.fromkeys(SEVERITIES, 0)}
+
+
+def counts_resource(per_severity: Iterable[int]) -> dict[str, Any]:
+    """A job's finding counts from its per-severity counts (in SEVERITIES order)."""
+    per_severity = list(per_severity)
+    return {"count": sum(per_severity), "by_severity": dict(zip(SEVERITIES, per_severity))}
+
+
+def finding_counts(session: Session, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Findings per job and severity, in one grouped query for a whole page of jobs."""
+    counts: dict[str, dict[str, Any]] = {}
+    if not job_ids:
+        return counts
+    rows = session.execute(
+        select(Finding.job_id, Finding.severity, func.count())
+        .where(Finding.job_id.in_(job_ids)).group_by(Finding.job_id, Finding.severity)
+    )
+    for job_id, severity, n in rows:
+        entry = counts.setdefault(job_id, no_findings())
+        entry["count"] += n
+        entry["by_severity"][severity] = entry["by_severity"].get(severity, 0) + n
+    return counts
+
+
+def _per_severity_counts() -> list[Any]:
+    return [select(func.count()).where(Finding.job_id == Job.id, Finding.severity == severity).correlate(Job)
+            .scalar_subquery() for severity in SEVERITIES]
+
+
+# Jobs with their finding counts per severity, in one round trip: a status poll or a list page is one
+# query. Built once; only the parameters change.
+JOBS_WITH_FINDINGS = select(Job, *_per_severity_counts())
+# The status poll's query in Core: plain rows (read by column name like a Job), no ORM identity map; it
+# takes `id` and `tenant_id` (common.load_owned_row).
+JOB_ROW_WITH_FINDINGS = select(*Job.__table__.c, *_per_severity_counts()).where(
+    Job.id == bindparam("id"), Job.tenant_id == bindparam("tenant_id"))
+_JOB_COLUMNS = len(Job.__table__.c)
+
+
+def job_and_counts(row: Any) -> tuple[Job, dict[str, Any]]:
+    """A row of JOBS_WITH_FINDINGS as (job, finding counts)."""
+    job, *per_severity = row
+    return job, counts_resource(per_severity)
+
+
+def job_row_counts(row: Any) -> dict[str, Any]:
+    """The finding counts of a row of JOB_ROW_WITH_FINDINGS (its columns after the job's)."""
+    return counts_resource(row[_JOB_COLUMNS:])
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+def metrics_item(row: EpochMetrics) -> dict[str, Any]:
+    """One item of GET /v1/jobs/{id}/metrics, from an ORM row (the events stream's `epoch` events)."""
+    return {"epoch": row.epoch, **row.values}
+
+
+def metrics_json(rows: Iterable[tuple[int, str]]) -> str:
+    """GET /v1/jobs/{id}/metrics from (epoch, the row's values as the database's JSON text): a long run has
+    thousands of epochs, so each row's text is spliced into the body, never decoded and encoded again."""
+    return f'{{"epochs":[{",".join(_epoch_object(epoch, values) for epoch, values in rows)}]}}\n'
+
+
+def _epoch_object(epoch: int, values_json: str) -> str:
+    """`{"epoch": N, ...values}` from a row's JSON object text, by splicing the epoch in after its `{`."""
+    rest = values_json.strip()[1:].lstrip()
+    return f'{{"epoch":{int(epoch)}}}' if rest.startswith("}") else f'{{"epoch":{int(epoch)},{rest}'
+
+
+# ------------------------------------------------------------------------- diagnostics and findings
+
+VARIABLE_FIELDS = ("layer", "name", "grad_norm", "weight_norm", "update_norm", "update_ratio",
+                   "zero_grad_fraction")
+
+
+def finding_resource(f: Finding) -> dict[str, Any]:
+    return {
+        "code": f.code,
+        "severity": f.severity,
+        "message": f.message,
+        "evidence": f.evidence,
+        "layer": f.layer or None,  # stored as "" for model-wide findings
+        "epoch": f.epoch,
+        "suggested_change": f.suggested_change,
+        "updated_at": iso(f.updated_at),
+    }
+
+
+def findings_ranked(findings: Iterable[Finding]) -> list[dict[str, Any]]:
+    """Findings, most severe first, then by epoch, code and layer."""
+    return sorted(
+        (finding_resource(f) for f in findings),
+        key=lambda f: (SEVERITY_ORDER.get(f["severity"], 3), f["epoch"] or 0, f["code"], f["layer"] or ""),
+    )
+
+
+def diagnostics_epoch(row: EpochDiagnostics) -> dict[str, Any]:
+    return {
+        "epoch": row.epoch,
+        "learning_rate": row.learning_rate,
+        "loss": row.loss,
+        "variables": [{k: v.get(k) for k in VARIABLE_FIELDS} for v in row.variables],
+    }
+
+
+# ------------------------------------------------------------------------------- checkpoints and logs
+
+
+def checkpoint_resource(c: Checkpoint) -> dict[str, Any]:
+    return {
+        "epoch": c.epoch,
+        "monitor": c.monitor,
+        "value": c.value,
+        "size": c.size_bytes,
+        "sha256": c.sha256,
+        "created_at": iso(c.created_at),
+        "is_best": c.is_best,
+    }
+
+
+def log_resource(r: JobLog) -> dict[str, Any]:
+    return {"seq": r.seq, "time": iso(r.created_at), "level": r.level, "logger": r.logger,
+            "message": r.message, "worker_id": r.worker_id}
+
+
+# ------------------------------------------------------------------------------------------ datasets
+
+
+def dataset_resource(row: Dataset) -> dict[str, Any]:
+    # The summary goes first so that none of its keys can shadow the record's own fields.
+    return {
+        **row.info,
+        "id": row.id,
+        "name": row.name,
+        "builtin": False,
+        "format": row.format,
+        "size": row.size_bytes,
+        "sha256": row.sha256,
+        "created_at": iso(row.created_at),
+        "links": {"self": url_for("datasets.get_dataset", dataset_id=row.id)},
+    }
+
+
+def builtin_resource(info: DatasetInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "name": info.id.split(":", 1)[1],
+        "builtin": True,
+        "task": info.task,
+        "n_classes": info.n_classes,
+        "input_shape": list(info.input_shape),
+        "target_shape": list(info.target_shape),
+        "splits": {"train": info.train_samples, "val": None, "test": info.test_samples or None},
+        "links": {"self": url_for("datasets.get_dataset", dataset_id=info.id)},
+    }
+
+
+# -------------------------------------------------------------------------------------------- sweeps
+
+TRIAL_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+def trial_resource(position: int | None, job: Job) -> dict[str, Any]:
+    return {
+        "rank": position,
+        "trial": job.trial_index,
+        "job_id": job.id,
+        "status": job.status,
+        "stop_reason": job.stop_reason,
+        "params": job.trial_params,
+        "value": job.best_value,
+        "best_epoch": job.best_epoch,
+        "epochs": job.epoch,
+        "links": {"job": url_for("jobs.get_job", job_id=job.id)},
+    }
+
+
+def sweep_resource(sweep: Sweep, counts: dict[str, int], ranked: list[tuple[int | None, Job]] | None = None,
+                   best: Job | None = None) -> dict[str, Any]:
+    """A sweep; with `ranked`, its trials too (only `GET /v1/sweeps/{id}` lists them)."""
+    config = sweep.config
+    body: dict[str, Any] = {
+        "id": sweep.id,
+        "name": sweep.name,
+        "status": sweep.status,
+        "created_at": iso(sweep.created_at),
+        "finished_at": iso(sweep.finished_at),
+        **config,
+        "base": sweep.base,
+        "progress": {"submitted": sweep.trials_submitted, "max_trials": config["max_trials"],
+                     "by_status": {status: counts.get(status, 0) for status in TRIAL_STATUSES}},
+        "error": {"code": sweep.error_code, "message": sweep.error_message} if sweep.error_code else None,
+        "links": {"self": url_for("sweeps.get_sweep", sweep_id=sweep.id),
+                  "cancel": url_for("sweeps.cancel_sweep", sweep_id=sweep.id)},
+    }
+    if ranked is not None:
+        body["best_job_id"] = best.id if best else None
+        body["best"] = trial_resource(next(p for p, j in ranked if j is best), best) if best else None
+        body["trials"] = [trial_resource(position, job) for position, job in ranked]
+        if best is not None:
+            body["links"]["best_checkpoint"] = url_for("checkpoints.download_best", job_id=best.id)
+    return body
