@@ -88,7 +88,8 @@ def test_sigterm_while_tracing_a_big_model_hands_the_job_back_within_seconds(clu
     print(f"worker stopped {seconds:.1f} s after SIGTERM, in preflight")
     assert seconds < 10, "the warm shutdown waited for the trace"
     row = cluster.row(job_id)
-    assert (row["status"], row["attempts"], row["interruptions"]) == ("queued", 1, 1), row
+    assert (row["status"], row["attempts"], row["interruptions"]) == ("queued", 1, 1), \
+        f"{row}\nworker exit status {worker.popen.returncode}:\n{worker.output()[-3000:]}"
     assert "stopped (interrupted) while preflight" in worker.output()
     resp = requests.post(f"{cluster.api_url}/v1/jobs/{job_id}/cancel", headers=cluster.auth, timeout=10)
     assert resp.status_code == 202 and cluster.row(job_id)["status"] == "cancelled"

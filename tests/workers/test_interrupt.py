@@ -13,6 +13,10 @@ import pytest
 
 from workers.interrupt import CANCELLED, Interrupter, JobStopped, phase_of
 
+# How long a test waits for the other thread: generous, since a loaded machine can starve a thread for
+# seconds; every wait returns as soon as its event happens.
+WAIT = 30.0
+
 
 class Clock:
     def __init__(self) -> None:
@@ -67,7 +71,7 @@ def test_a_busy_thread_is_stopped_after_the_grace_period_and_the_phase_is_named(
     assert not stop.escalate(), "within the grace period the batch-boundary check has its chance"
     clock.now = 1.6
     assert stop.escalate()
-    thread.join(5)
+    thread.join(WAIT)
     assert out["result"] == "stopped"
     assert out["phase"] == "building the model"
     assert not stop.active
@@ -82,17 +86,17 @@ def test_nothing_is_sent_during_a_shielded_write_and_nothing_outlives_the_region
         with stop.interruptible():
             with stop.shielded():
                 in_write.set()
-                release.wait(5)
+                release.wait(WAIT)
                 out["write"] = "complete"
         # Outside the region: a pending exception would surface in here.
         out["after"] = sum(range(10_000))
 
     thread, out = _run(work)
-    in_write.wait(5)
+    in_write.wait(WAIT)
     stop.request(CANCELLED)
     assert not stop.escalate(), "a shielded write is never cut"
     release.set()
-    thread.join(5)
+    thread.join(WAIT)
     assert out == {"write": "complete", "after": sum(range(10_000)), "result": "returned"}
     assert not stop.escalate(), "no thread in the region: nothing to interrupt"
 
@@ -103,7 +107,7 @@ def test_a_shielded_write_after_an_interruption_does_not_start() -> None:
 
     def work(out: dict[str, Any]) -> None:
         with stop.interruptible():
-            sent.wait(5)
+            sent.wait(WAIT)
             # The exception may be pending still; entering the write must stop here, not write.
             with stop.shielded():
                 out["wrote"] = True
@@ -113,7 +117,7 @@ def test_a_shielded_write_after_an_interruption_does_not_start() -> None:
     # Sent while the thread waits in C (Event.wait): it is delivered when that call returns at the earliest.
     assert stop.escalate()
     sent.set()
-    thread.join(5)
+    thread.join(WAIT)
     assert out["result"] == "stopped" and "wrote" not in out
 
 
@@ -130,12 +134,13 @@ def test_an_exception_swallowed_by_a_finaliser_is_sent_again() -> None:
     clock = Clock()
     stop = Interrupter(grace_seconds=0.0, repeat_seconds=1.0, clock=clock)
     in_finaliser = threading.Event()
+    first_sent = threading.Event()
     went_on = threading.Event()
 
     class Marker(_Swallower):
         def __del__(self) -> None:
             in_finaliser.set()
-            time.sleep(0.3)  # the exception is sent meanwhile and delivered in the code below
+            first_sent.wait(WAIT)  # the exception is sent meanwhile and delivered in the code below
             super().__del__()
 
     def work(out: dict[str, Any]) -> None:
@@ -148,15 +153,16 @@ def test_an_exception_swallowed_by_a_finaliser_is_sent_again() -> None:
             _busy(stop, out)
 
     thread, out = _run(work)
-    in_finaliser.wait(5)
+    in_finaliser.wait(WAIT)
     stop.request(CANCELLED)
     assert stop.escalate()
-    went_on.wait(5)
+    first_sent.set()
+    went_on.wait(WAIT)
     assert thread.is_alive(), "the first exception was swallowed by the finaliser"
     assert not stop.escalate(), "not again before repeat_seconds"
     clock.now = 1.0
     assert stop.escalate()
-    thread.join(5)
+    thread.join(WAIT)
     assert out["result"] == "stopped" and stop.sent == 2
 
 
@@ -193,11 +199,11 @@ def test_an_interrupted_thread_leaves_no_logging_lock_held() -> None:
                         log.warning("line %d", 1)
 
             thread, out = _run(work)
-            logging_now.wait(5)
+            logging_now.wait(WAIT)
             time.sleep(0.001)
             stop.request(CANCELLED)
             assert stop.escalate()
-            thread.join(5)
+            thread.join(WAIT)
             assert out["result"] == "stopped"
             assert handler.lock.acquire(timeout=1), "the interrupted thread kept the handler's lock"
             handler.lock.release()
