@@ -10,11 +10,11 @@ from pathlib import Path
 
 import keras
 
+from trainyard.names import monitor_mode
+
 from .state import RunState, call_with_retry, validate_retry
 
 logger = logging.getLogger(__name__)
-
-_MAX_HINTS = ("accuracy", "acc", "auc", "precision", "recall")
 
 
 def resolve_mode(monitor: str, mode: str) -> str:
@@ -22,8 +22,8 @@ def resolve_mode(monitor: str, mode: str) -> str:
         return mode
     if mode != "auto":
         raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
-    name = monitor.removeprefix("val_")
-    return "max" if any(name == h or name.endswith("_" + h) for h in _MAX_HINTS) else "min"
+    # The spec resolves "auto" before the trainer sees it; this answers the same for direct callers.
+    return monitor_mode(monitor)
 
 
 def save_atomically(model: keras.Model, path: Path) -> tuple[int, str]:

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from trainyard.names import CLASSIFICATION_LOSSES, canonical_loss
+
 from ..callbacks.state import RunState, call_with_retry
 from ..losses import build_loss
 from .callback import TrainingDiagnostics
 from .data_stats import scale_stats
-from .findings import CLASSIFICATION_LOSSES, RunContext, analyze_setup, merge
+from .findings import RunContext, analyze_setup, merge
 from .probe import ProbeMeasure, probe_batch, trainable_variables
 
 logger = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ def prepare_diagnostics(spec: dict, model: keras.Model, raw_x: np.ndarray, raw_y
     if not enabled:
         return run
     stats = scale_stats(raw_x, raw_y, integer_inputs=integer_inputs,
-                        classification=spec.get("loss") in CLASSIFICATION_LOSSES)
+                        classification=canonical_loss(spec.get("loss")) in CLASSIFICATION_LOSSES)
     output_shape = model.outputs[0].shape if model.outputs else None
     units = int(output_shape[-1]) if output_shape is not None and output_shape[-1] is not None else None
     run.setup_findings = analyze_setup(context, stats, units)
