@@ -10,7 +10,7 @@ import numpy as np
 
 from trainyard.names import CLASSIFICATION_LOSSES, canonical_loss
 
-from ..callbacks.state import RunState, call_with_retry
+from ..callbacks.state import RunState, call_reporter
 from ..losses import build_loss
 from .callback import TrainingDiagnostics
 from .data_stats import scale_stats
@@ -40,15 +40,14 @@ class RunDiagnostics:
     def measure(self) -> ProbeMeasure | None:
         return self.callback.measure if self.callback is not None else None
 
-    def report(self, reporter, findings: list[dict], *, attempts: int, delay: float) -> None:
+    def report(self, reporter, findings: list[dict]) -> None:
         if findings and reports_diagnostics(reporter):
-            call_with_retry(reporter.findings, merge(self.setup_findings, findings), attempts=attempts,
-                            delay=delay, what="findings")
+            call_reporter(reporter.findings, merge(self.setup_findings, findings), what="findings")
 
 
 def prepare_diagnostics(spec: dict, model: keras.Model, raw_x: np.ndarray, raw_y: np.ndarray,
                         x_train: np.ndarray, y_train: np.ndarray, reporter, state: RunState, *,
-                        integer_inputs: bool, retry_attempts: int, retry_delay: float) -> RunDiagnostics:
+                        integer_inputs: bool) -> RunDiagnostics:
     """The run's variable list always; with ``diagnostics.enabled`` the setup findings (from the raw,
     un-normalised training data) and the measuring callback."""
     options = spec.get("diagnostics") or {}
@@ -67,6 +66,5 @@ def prepare_diagnostics(spec: dict, model: keras.Model, raw_x: np.ndarray, raw_y
     run.setup_findings = analyze_setup(context, stats, units)
     run.callback = TrainingDiagnostics(
         reporter, state, ProbeMeasure(model, build_loss(spec["loss"]), tracked),
-        probe_batch(x_train, y_train), context, setup_findings=run.setup_findings,
-        retry_attempts=retry_attempts, retry_delay=retry_delay)
+        probe_batch(x_train, y_train), context, setup_findings=run.setup_findings)
     return run
