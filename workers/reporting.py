@@ -1,8 +1,10 @@
 """The trainer's reporter, backed by the database and the artifact store.
 
 Every write is idempotent (metric rows upserted on job id + epoch, checkpoints keyed by job id + epoch),
-because a delivery may be repeated. A sink that is briefly down is retried; a write that still fails is
-logged and training goes on: a lost metric row is better than a lost run. Every database write first asks
+because a delivery may be repeated. This is the one retry layer between the trainer and its sinks: the
+trainer calls each method once, and every method here that writes runs its write through `_retry`, so a
+sink that is briefly down is retried; a write that still fails is logged and training goes on (no method
+raises for it): a lost metric row is better than a lost run. Every database write first asks
 `_may_write` inside its transaction; the leased reporter (workers.resumable) answers it by locking the
 job's row under its lease, so a worker that lost the job writes nothing more.
 """
@@ -97,6 +99,8 @@ class DbReporter:
                  max_runtime_seconds: float | None = None, retries: int = 3,
                  epoch_hook: Callable[[int], str | None] | None = None,
                  timings: dict[str, float] | None = None) -> None:
+        if not isinstance(retries, int) or retries < 1:
+            raise ValueError(f"retries must be an int >= 1 (attempts per write), got {retries!r}")
         self.db = db
         # Seconds of phases timed before the trainer ran (loading the data set); the trainer's own
         # phases are added from its result.

@@ -123,22 +123,37 @@ class LeasedReporter(DbReporter):
             logger.error("job %s: lease lost; this worker does not record the end of the run", self.job_id)
             return
         epoch = result.best_epoch
-        if epoch is not None and not self._best_is_stored(epoch):
+        stored = self._checked_best_is_stored(epoch) if epoch is not None else True
+        if stored is None:
+            return
+        if not stored:
             # The store was down when the checkpoint was saved: store it now, or do not claim success.
             if result.best_checkpoint and Path(result.best_checkpoint).exists():
                 path = result.best_checkpoint
                 self.checkpoint_saved(result.best_epoch, result.monitor, result.best_value, path,
                                       Path(path).stat().st_size, _sha256(path))
-            if not self._best_is_stored(result.best_epoch):
+            stored = self._checked_best_is_stored(epoch)
+            if stored is None:
+                return
+            if not stored:
                 result.best_epoch = None
                 result.stop_reason = "error"
                 self._record_end(result, failure(
                     JobError.CHECKPOINT_UNAVAILABLE,
-                    f"The best checkpoint (epoch {epoch}) could not be stored with its recorded sha256: it is "
-                    "missing from the artifact store or its bytes no longer match, and this worker has no copy "
-                    "to store again; the run is not usable. Submit the job again."))
+                    f"The best checkpoint (epoch {epoch}) could not be stored with its recorded sha256: it "
+                    "is missing from the artifact store or its bytes no longer match, and this worker has no "
+                    "copy to store again; the run is not usable. Submit the job again."))
                 return
         super().finished(result)
+
+    def _checked_best_is_stored(self, epoch: int) -> bool | None:
+        """`_best_is_stored`, retried like every write; None when the database never answered (the end is
+        then not recorded: the lease runs out and the reaper re-queues the job, as for a failed write)."""
+        stored = self._retry(f"checking epoch {epoch}'s checkpoint is stored", lambda: self._best_is_stored(epoch))
+        if stored is None:
+            logger.error("job %s: could not check the best checkpoint; the end of the run is not recorded",
+                         self.job_id)
+        return stored
 
 
 def diagnostics_history(db: Database, job_id: str, upto_epoch: int) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from trainyard.spec import DatasetInfo, SpecError, infer_shapes
 from trainyard.spec.fields import Bool, Choice, Float, Int, IntOrList, List, Object, Str, Tagged
 from trainyard.spec.layers import LAYER_SCHEMAS, layer_field
-from trainyard.spec.names import LOSS_ALIASES, LOSSES, METRICS
+from trainyard.names import LOSS_ALIASES, LOSSES, METRICS
 from trainyard.spec.schema import (
     OPTIMIZER_SCHEMAS,
     SCHEDULE_SCHEMAS,

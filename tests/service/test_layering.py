@@ -50,6 +50,18 @@ def test_the_worker_process_imports_no_flask_or_api_code() -> None:
     assert not {m for m in modules if m.split(".")[0] in ("flask", "werkzeug", "service")}
 
 
+
+def test_the_name_catalogue_loads_only_the_standard_library() -> None:
+    # The API validates specs with it and the pure-Keras trainer builds losses and metrics from it: it must
+    # stay importable anywhere, so it may bring nothing but the standard library along.
+    env = subprocess_env({})
+    before = _modules_after("", env)
+    loaded = _modules_after("import trainyard.names", env) - before
+    assert "trainyard.names" in loaded
+    outside = {m for m in loaded if m.split(".")[0] not in sys.stdlib_module_names and m.split(".")[0] != "trainyard"}
+    assert not outside, sorted(outside)
+    assert {m for m in loaded if m.startswith("trainyard")} == {"trainyard", "trainyard.names"}
+
 # What each package may never import, checked statically too, so an import inside a function counts.
 FORBIDDEN = {
     "trainyard": ("flask", "werkzeug", "tensorflow", "keras", "service", "workers"),

@@ -4,19 +4,12 @@ import tarfile
 
 import keras
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from workers.trainer import InMemoryReporter, train
-from workers.trainer import engine
 from workers.trainer.export import export_savedmodel
 
 from .specs import make_spec
-
-
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch):
-    monkeypatch.setattr(engine, "RETRY_DELAY_SECONDS", 0.0)
 
 
 class ExportingReporter(InMemoryReporter):

@@ -1,6 +1,6 @@
 """Every option the job spec allows, trained through the real engine on tiny data.
 
-The rows are generated from the schema's own lists (`trainyard.spec.names`, `LAYER_SCHEMAS`,
+The rows are generated from the schema's own lists (`trainyard.names`, `LAYER_SCHEMAS`,
 `OPTIMIZER_SCHEMAS`, `SCHEDULE_SCHEMAS`, the callbacks' declared fields) and packed into a few fits: each
 fit takes the next optimizer variant (each type unclipped with every field set, with clipnorm, with
 clipvalue), schedule (each type in both units), loss (aliases too) and embeddings initializer in turn, and
@@ -31,7 +31,7 @@ from marshmallow import validate
 
 from trainyard.spec import LOSSES, METRICS, SpecError
 from trainyard.spec.layers import LAYER_SCHEMAS, LAYER_TYPES, RECURRENT_SCHEMAS
-from trainyard.spec.names import ACTIVATION_ALIASES, ACTIVATIONS, LOSS_ALIASES
+from trainyard.names import ACTIVATION_ALIASES, ACTIVATIONS, LOSS_ALIASES
 from trainyard.spec.schema import (
     SCHEDULE_SCHEMAS,
     SCHEDULE_UNITS,

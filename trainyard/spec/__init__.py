@@ -14,7 +14,7 @@ from trainyard.spec.checks import steps_per_epoch
 from trainyard.spec.errors import SpecError
 from trainyard.spec.layers import LAYER_TYPES, LayerShape, count_params, infer_shapes
 from trainyard.spec.limits import SpecLimits
-from trainyard.spec.names import (
+from trainyard.names import (
     ACTIVATIONS,
     INITIALIZERS,
     LOSSES,

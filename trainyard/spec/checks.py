@@ -13,7 +13,7 @@ from trainyard.spec.errors import SpecError, error
 from trainyard.spec.layers import LayerShape, infer_shapes
 from trainyard.resources import ANY, gpus_of, resource_class
 from trainyard.spec.limits import SpecLimits
-from trainyard.spec.names import (
+from trainyard.names import (
     CLASSIFICATION_LOSSES,
     CLASSIFICATION_METRICS,
     monitor_mode,

@@ -18,7 +18,7 @@ from trainyard.spec.errors import SpecError, error
 from trainyard.spec.fields import (
     Bool, Choice, Float, Int, IntOrList, List, Object, SpecSchema, Tagged, type_field,
 )
-from trainyard.spec.names import ACTIVATION_ALIASES, ACTIVATIONS, INITIALIZERS
+from trainyard.names import ACTIVATION_ALIASES, ACTIVATIONS, INITIALIZERS
 
 # Caps that keep one field from describing an absurd model; the parameter limit catches the rest.
 MAX_UNITS = 1_000_000

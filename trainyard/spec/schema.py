@@ -15,7 +15,7 @@ from trainyard.spec import bounds
 from trainyard.spec.catalog import BUILTIN_ID_RE, UPLOADED_ID_RE
 from trainyard.spec.fields import Bool, Choice, Float, Int, List, Object, SpecSchema, Str, Tagged, type_field
 from trainyard.spec.layers import ModelSchema
-from trainyard.spec.names import LOSS_ALIASES, LOSSES, METRICS
+from trainyard.names import LOSS_ALIASES, LOSSES, METRICS
 
 SEED_MAX = 2**31 - 1
 NORMALIZATIONS = ["none", "standardize", "minmax"]

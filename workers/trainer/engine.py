@@ -1,4 +1,4 @@
-"""``train(spec, data, reporter, workdir)``: build, compile, fit with callbacks, evaluate, report."""
+"""``train(spec, data, reporter, workdir)``: build, compile, callbacks, preflight, fit, evaluate, result."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import distribute, runtime
+from . import distribute, process_settings
 from .callbacks import (
     BestCheckpoint,
     EarlyStopping,
@@ -21,7 +21,7 @@ from .callbacks import (
     RunState,
     StopRequest,
     TerminateOnNaN,
-    call_with_retry,
+    call_reporter,
 )
 from .data import make_dataset, make_train_dataset, prepare_data
 from .export import export_savedmodel
@@ -34,9 +34,6 @@ from .types import InMemoryReporter, Reporter, ResumeState, TrainData, TrainResu
 
 logger = logging.getLogger(__name__)
 
-# Reporter calls from callbacks: a couple of retries with a short sleep, then log and carry on.
-RETRY_ATTEMPTS = 3
-RETRY_DELAY_SECONDS = 0.2
 # Runs that end well: their best checkpoint must load, and gets its SavedModel export.
 ENDED_WELL = ("completed", "early_stopping", "max_runtime", "sweep_early_stopped")
 
@@ -68,207 +65,249 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
     """Train the model ``spec`` describes on ``data``, reporting progress to ``reporter``.
 
     Checkpoints go to ``workdir/checkpoints``. Any exception is reported as ``finished`` with
-    stop_reason ``error`` and ``error`` naming it (``describe_error``), then re-raised. When the reporter has ``backup_saved``, every completed
-    epoch is backed up to ``workdir/backup``; ``resume`` continues such a backup at its next epoch.
-    A job with ``resources.gpus`` > 1 (or explicit ``devices``) trains under MirroredStrategy
-    (distribute.py); ``training.batch_size`` is then the global batch, split across the replicas.
+    stop_reason ``error`` and ``error`` naming it (``describe_error``), then re-raised. When the reporter
+    has ``backup_saved``, every completed epoch is backed up to ``workdir/backup``; ``resume`` continues
+    such a backup at its next epoch. A job with ``resources.gpus`` > 1 (or explicit ``devices``) trains
+    under MirroredStrategy (distribute.py); ``training.batch_size`` is then the global batch, split
+    across the replicas. Each reporter method is called once per event: retrying a write is the
+    reporter's business (workers/reporting.py); one that still fails is logged and training goes on.
     """
-    started_at = time.monotonic()
-    timings: dict[str, float] = {}
-    phase_began = time.perf_counter()
-
-    def phase_done(name: str) -> None:
-        nonlocal phase_began
-        now = time.perf_counter()
-        timings[name] = round(now - phase_began, 4)
-        phase_began = now
-
-    workdir = Path(workdir)
-    training = spec["training"]
-    callbacks_spec = spec.get("callbacks") or {}
-    state = RunState()
-    epoch_reporter: EpochReporter | None = None
-    checkpoint: BestCheckpoint | None = None
-    monitor = (callbacks_spec.get("checkpoint") or {}).get("monitor") or "val_loss"
-    normalization = None
-
-    def result(stop_reason: str, test_metrics: dict | None = None, error: str | None = None) -> TrainResult:
-        return TrainResult(
-            stop_reason=stop_reason,
-            epochs_run=epoch_reporter.epochs_reported if epoch_reporter else 0,
-            monitor=monitor,
-            best_epoch=checkpoint.best_epoch if checkpoint else None,
-            best_value=checkpoint.best_value if checkpoint else None,
-            best_checkpoint=str(checkpoint.best_path) if checkpoint and checkpoint.best_path else None,
-            test_metrics=test_metrics,
-            normalization=normalization,
-            timings=dict(timings),
-            error=error,
-        )
-
+    run = _Run(spec, data, reporter, Path(workdir), resume, devices)
     try:
-        integer_inputs = takes_integer_inputs(spec["model"])
-        prepared = prepare_data(spec, data, integer_inputs=integer_inputs)
-        normalization = prepared.normalization
-        batch_size = int(training["batch_size"])
-        epochs = int(training["epochs"])
-        seed = training.get("seed")
-        n_train = len(prepared.x_train)
-        steps_per_epoch = math.ceil(n_train / batch_size)
-        has_validation = prepared.x_val is not None
+        run.build()
+        run.compile()
+        run.callbacks()
+        run.started()
+        stopped = run.preflight()
+        if stopped is not None:
+            return run.result(stopped)
+        run.fit()
+        run.evaluate()
+    except Exception as exc:
+        logger.exception("training failed")
+        run.result("error", error=describe_error(exc))
+        raise
+    run.phase_done("evaluate")
+    return run.result(run.stop_reason, run.test_metrics)
 
-        schedule = spec.get("schedule") or {"type": "constant"}
-        reduce_lr_spec = callbacks_spec.get("reduce_lr_on_plateau")
-        if reduce_lr_spec and schedule.get("type", "constant") != "constant":
+
+class _Run:
+    """One call of ``train``, one method per step; what a step makes is kept for the steps after it."""
+
+    def __init__(self, spec: dict, data: TrainData, reporter: Reporter, workdir: Path,
+                 resume: ResumeState | None, devices: list[str] | None) -> None:
+        self.started_at = time.monotonic()
+        self.timings: dict[str, float] = {}
+        self._phase_began = time.perf_counter()
+        self.spec, self.data, self.reporter, self.workdir = spec, data, reporter, workdir
+        self.resume, self.devices = resume, devices
+        self.training = spec["training"]
+        self.callbacks_spec = spec.get("callbacks") or {}
+        self.state = RunState()
+        # What a result reports, whichever step the run ended in.
+        self.epoch_reporter: EpochReporter | None = None
+        self.checkpoint: BestCheckpoint | None = None
+        self.monitor = (self.callbacks_spec.get("checkpoint") or {}).get("monitor") or "val_loss"
+        self.normalization = None
+        self.stop_reason = "completed"
+        self.test_metrics: dict | None = None
+
+    def phase_done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._phase_began, 4)
+        self._phase_began = now
+
+    def build(self) -> None:
+        """Prepare the arrays and build the model (under the device strategy, seeded, in its precision)."""
+        spec, training = self.spec, self.training
+        self.integer_inputs = takes_integer_inputs(spec["model"])
+        self.prepared = prepare_data(spec, self.data, integer_inputs=self.integer_inputs)
+        self.normalization = self.prepared.normalization
+        self.batch_size = int(training["batch_size"])
+        self.epochs = int(training["epochs"])
+        self.seed = training.get("seed")
+        self.n_train = len(self.prepared.x_train)
+        self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
+        self.has_validation = self.prepared.x_val is not None
+
+        self.schedule = spec.get("schedule") or {"type": "constant"}
+        self.reduce_lr_spec = self.callbacks_spec.get("reduce_lr_on_plateau")
+        if self.reduce_lr_spec and self.schedule.get("type", "constant") != "constant":
             raise ValueError("reduce_lr_on_plateau only works with the constant schedule")
 
-        strategy = distribute.strategy_for(spec, devices)
-        replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+        self.strategy = distribute.strategy_for(spec, self.devices)
+        self.replicas = self.strategy.num_replicas_in_sync if self.strategy is not None else 1
         # Under a strategy every variable (model, optimizer, metrics) is created in its scope: mirrored.
-        with distribute.scope(strategy):
-            with runtime.dtype_policy(bool(training.get("mixed_precision"))) as mixed:
-                if seed is not None:
-                    runtime.seed_everything(seed)
-                model = build_model(spec, float32_output=mixed)
-            jit_compile = runtime.resolve_jit_compile(bool(training.get("jit_compile")))
-            model.compile(
-                optimizer=build_optimizer(spec["optimizer"], schedule, steps_per_epoch),
+        with distribute.scope(self.strategy):
+            with process_settings.dtype_policy(bool(training.get("mixed_precision"))) as mixed:
+                if self.seed is not None:
+                    process_settings.seed_everything(self.seed)
+                self.model = build_model(spec, float32_output=mixed)
+        self.mixed = mixed
+
+    def compile(self) -> None:
+        """Optimizer (with its schedule), loss and metrics, in the strategy's scope like the model."""
+        spec = self.spec
+        with distribute.scope(self.strategy):
+            self.jit_compile = process_settings.resolve_jit_compile(bool(self.training.get("jit_compile")))
+            self.model.compile(
+                optimizer=build_optimizer(spec["optimizer"], self.schedule, self.steps_per_epoch),
                 loss=build_loss(spec["loss"]),
                 metrics=build_metrics(spec.get("metrics"), spec["loss"]),
-                jit_compile=jit_compile,
+                jit_compile=self.jit_compile,
             )
 
-        monitor = _resolve_monitor(monitor, has_validation, "checkpoint")
-        retry = {"retry_attempts": RETRY_ATTEMPTS, "retry_delay": RETRY_DELAY_SECONDS}
-        epoch_reporter = EpochReporter(reporter, state, **retry)
-        checkpoint = BestCheckpoint(
-            workdir / "checkpoints", monitor, (callbacks_spec.get("checkpoint") or {}).get("mode", "auto"),
-            reporter, state, **retry,
+    def callbacks(self) -> None:
+        """The callbacks in the order they must run, diagnostics, and the state a resumed run continues."""
+        spec, reporter, state, resume = self.spec, self.reporter, self.state, self.resume
+        callbacks_spec, has_validation = self.callbacks_spec, self.has_validation
+        self.monitor = _resolve_monitor(self.monitor, has_validation, "checkpoint")
+        self.epoch_reporter = EpochReporter(reporter, state)
+        self.checkpoint = BestCheckpoint(
+            self.workdir / "checkpoints", self.monitor,
+            (callbacks_spec.get("checkpoint") or {}).get("mode", "auto"), reporter, state,
         )
         max_runtime = (spec.get("limits") or {}).get("max_runtime_seconds")
         elapsed_before = float((resume.state if resume else {}).get("elapsed_seconds") or 0.0)
         # The limit covers the whole job: a resumed run gets what earlier attempts left of it.
-        deadline = started_at + float(max_runtime) - elapsed_before if max_runtime else None
+        deadline = self.started_at + float(max_runtime) - elapsed_before if max_runtime else None
         # Order matters: stop checks first (batch level); at epoch end report the row before the
         # checkpoint that refers to it, and both before plateau/early-stopping decisions.
-        callbacks: list[keras.callbacks.Callback] = [
+        self.callback_list: list[keras.callbacks.Callback] = [
             StopRequest(reporter.should_stop, state, deadline=deadline),
             TerminateOnNaN(state),
-            epoch_reporter,
-            checkpoint,
+            self.epoch_reporter,
+            self.checkpoint,
         ]
-        if reduce_lr_spec:
-            reduce_lr_args = dict(reduce_lr_spec)
+        reduce_lr = None
+        if self.reduce_lr_spec:
+            reduce_lr_args = dict(self.reduce_lr_spec)
             reduce_lr_args["monitor"] = _resolve_monitor(
                 reduce_lr_args.get("monitor", "val_loss"), has_validation, "reduce_lr_on_plateau")
             reduce_lr = ReduceLROnPlateau(state, **reduce_lr_args)
-            callbacks.append(reduce_lr)
-        reduce_lr = reduce_lr if reduce_lr_spec else None
-        early_stopping = None
+            self.callback_list.append(reduce_lr)
+        self.early_stopping = None
         if callbacks_spec.get("early_stopping"):
             es_args = dict(callbacks_spec["early_stopping"])
             es_args["monitor"] = _resolve_monitor(
                 es_args.get("monitor", "val_loss"), has_validation, "early_stopping")
-            early_stopping = EarlyStopping(state, **es_args)
-            callbacks.append(early_stopping)
-        diagnostics = prepare_diagnostics(
-            distribute.without_probes(spec) if strategy is not None else spec, model, data.x_train, data.y_train, prepared.x_train, prepared.y_train, reporter, state,
-            integer_inputs=integer_inputs, retry_attempts=RETRY_ATTEMPTS, retry_delay=RETRY_DELAY_SECONDS)
-        if diagnostics.callback is not None:
-            callbacks.append(diagnostics.callback)
+            self.early_stopping = EarlyStopping(state, **es_args)
+            self.callback_list.append(self.early_stopping)
+        prepared = self.prepared
+        self.diagnostics = prepare_diagnostics(
+            distribute.without_probes(spec) if self.strategy is not None else spec, self.model,
+            self.data.x_train, self.data.y_train, prepared.x_train, prepared.y_train, reporter, state,
+            integer_inputs=self.integer_inputs)
+        if self.diagnostics.callback is not None:
+            self.callback_list.append(self.diagnostics.callback)
             if resume is not None:
-                diagnostics.callback.continue_from(resume.diagnostics_history, resume.epoch)
-        initial_epoch = _resume_callbacks(
-            resume, epochs, reporter=epoch_reporter, checkpoint=checkpoint, reduce_lr_on_plateau=reduce_lr,
-            early_stopping=early_stopping)
+                self.diagnostics.callback.continue_from(resume.diagnostics_history, resume.epoch)
+        self.initial_epoch = _resume_callbacks(
+            resume, self.epochs, reporter=self.epoch_reporter, checkpoint=self.checkpoint,
+            reduce_lr_on_plateau=reduce_lr, early_stopping=self.early_stopping)
         if callable(getattr(reporter, "backup_saved", None)):
             # Last, so the state it saves is the one after every other callback saw the epoch.
-            callbacks.append(EpochBackup(
-                workdir / "backup", reporter, state,
-                {"reporter": epoch_reporter, "checkpoint": checkpoint, "reduce_lr_on_plateau": reduce_lr,
-                 "early_stopping": early_stopping},
-                elapsed_before=elapsed_before, resume=resume, **retry))
+            self.callback_list.append(EpochBackup(
+                self.workdir / "backup", reporter, state,
+                {"reporter": self.epoch_reporter, "checkpoint": self.checkpoint,
+                 "reduce_lr_on_plateau": reduce_lr, "early_stopping": self.early_stopping},
+                elapsed_before=elapsed_before, resume=resume))
         elif resume is not None:
             raise ValueError("resuming needs a reporter with backup_saved()")
 
+    def started(self) -> None:
+        """Setup is done: report the model's facts and the setup findings."""
+        model, prepared = self.model, self.prepared
         trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
         info = {
             "params": int(model.count_params()),
             "trainable_params": trainable,
-            "summary": summarize(model, spec["model"]),
-            "steps_per_epoch": steps_per_epoch,
-            "train_samples": n_train,
-            "val_samples": len(prepared.x_val) if has_validation else 0,
+            "summary": summarize(model, self.spec["model"]),
+            "steps_per_epoch": self.steps_per_epoch,
+            "train_samples": self.n_train,
+            "val_samples": len(prepared.x_val) if self.has_validation else 0,
             "test_samples": len(prepared.x_test) if prepared.x_test is not None else 0,
-            "normalization": normalization,
-            "mixed_precision": mixed,
-            "jit_compile": jit_compile,
-            "replicas": replicas,
+            "normalization": self.normalization,
+            "mixed_precision": self.mixed,
+            "jit_compile": self.jit_compile,
+            "replicas": self.replicas,
         }
-        info["variables"] = diagnostics.variables
-        phase_done("setup")
-        call_with_retry(reporter.started, info, attempts=RETRY_ATTEMPTS, delay=RETRY_DELAY_SECONDS,
-                        what="started")
-        diagnostics.report(reporter, diagnostics.setup_findings, attempts=RETRY_ATTEMPTS,
-                           delay=RETRY_DELAY_SECONDS)
-        # A resumed run already passed preflight; it restores every variable it touches (preflight.py).
-        if diagnostics.preflight and resume is None:
-            checked = preflight(model, spec, prepared.x_train, prepared.y_train,
-                                context=diagnostics.context, measure=diagnostics.measure)
-            phase_done("preflight")
-            logger.info("preflight on one batch: %s", "passed" if checked.ok else f"failed ({checked.stop_reason})")
-            if not checked.ok:
-                diagnostics.report(reporter, checked.findings, attempts=RETRY_ATTEMPTS,
-                                   delay=RETRY_DELAY_SECONDS)
-                final = result(checked.stop_reason)
-                call_with_retry(reporter.finished, final, attempts=RETRY_ATTEMPTS,
-                                delay=RETRY_DELAY_SECONDS, what="finished(preflight)")
-                return final
+        info["variables"] = self.diagnostics.variables
+        self.phase_done("setup")
+        call_reporter(self.reporter.started, info, what="started")
+        self.diagnostics.report(self.reporter, self.diagnostics.setup_findings)
 
+    def preflight(self) -> str | None:
+        """A few steps on one batch that fail NaN or gradient-free jobs fast; the stop reason if it failed."""
+        diagnostics = self.diagnostics
+        # A resumed run already passed preflight; it restores every variable it touches (preflight.py).
+        if not diagnostics.preflight or self.resume is not None:
+            return None
+        checked = preflight(self.model, self.spec, self.prepared.x_train, self.prepared.y_train,
+                            context=diagnostics.context, measure=diagnostics.measure)
+        self.phase_done("preflight")
+        logger.info("preflight on one batch: %s", "passed" if checked.ok else f"failed ({checked.stop_reason})")
+        if checked.ok:
+            return None
+        diagnostics.report(self.reporter, checked.findings)
+        return checked.stop_reason
+
+    def fit(self) -> None:
+        """Fit from the initial epoch, then name why it stopped."""
+        prepared, training, seed = self.prepared, self.training, self.seed
         train_ds = make_train_dataset(
-            prepared.x_train, prepared.y_train, batch_size,
+            prepared.x_train, prepared.y_train, self.batch_size,
             shuffle=bool(training.get("shuffle", True)),
             # An explicit shuffle seed even without a job seed: op determinism, once on in this
             # process, rejects unseeded shuffles.
             seed=seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0]),
-            first_epoch=initial_epoch,  # a resumed run continues with the epoch orders it would have had
+            first_epoch=self.initial_epoch,  # a resumed run continues with the epoch orders it would have had
         )
-        val_ds = make_dataset(prepared.x_val, prepared.y_val, batch_size) if has_validation else None
+        val_ds = make_dataset(prepared.x_val, prepared.y_val, self.batch_size) if self.has_validation else None
         # "fit" counts building the data sets above: they copy the arrays into tensors.
         # shuffle=False: the dataset shuffles itself; fit would only warn about the flag.
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0,
-                  callbacks=callbacks, shuffle=False, initial_epoch=initial_epoch)
-        phase_done("fit")
+        self.model.fit(train_ds, validation_data=val_ds, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch,
+                       verbose=0, callbacks=self.callback_list, shuffle=False, initial_epoch=self.initial_epoch)
+        self.phase_done("fit")
 
-        if state.stop_reason is not None:
-            stop_reason = state.stop_reason
-        elif early_stopping is not None and early_stopping.triggered:
-            stop_reason = "early_stopping"
+        if self.state.stop_reason is not None:
+            self.stop_reason = self.state.stop_reason
+        elif self.early_stopping is not None and self.early_stopping.triggered:
+            self.stop_reason = "early_stopping"
         else:
-            stop_reason = "completed"
+            self.stop_reason = "completed"
 
-        test_metrics = None
+    def evaluate(self) -> None:
+        """The best checkpoint, loaded from its file, on the test split; its export when the run ended well."""
+        prepared, checkpoint, stop_reason = self.prepared, self.checkpoint, self.stop_reason
         # A cancelled or timed-out job should stop now, not spend more time on the test split.
         if (prepared.x_test is not None and checkpoint.best_path is not None
                 and stop_reason not in ("cancelled", "max_runtime")):
-            test_metrics = _evaluate_checkpoint(checkpoint.best_path, prepared.x_test, prepared.y_test,
-                                                batch_size)
+            self.test_metrics = _evaluate_checkpoint(checkpoint.best_path, prepared.x_test, prepared.y_test,
+                                                     self.batch_size)
         elif checkpoint.best_path is not None and stop_reason in ENDED_WELL:
             # A job must never end well with a best checkpoint that does not load: prove it does.
             keras.models.load_model(checkpoint.best_path, compile=False, safe_mode=True)
         if checkpoint.best_path is not None and stop_reason in ENDED_WELL:
-            _export_best(checkpoint.best_path, checkpoint.best_epoch, workdir, reporter)
-    except Exception as exc:
-        logger.exception("training failed")
-        call_with_retry(reporter.finished, result("error", error=describe_error(exc)), attempts=RETRY_ATTEMPTS,
-                        delay=RETRY_DELAY_SECONDS, what="finished(error)")
-        raise
+            _export_best(checkpoint.best_path, checkpoint.best_epoch, self.workdir, self.reporter)
 
-    phase_done("evaluate")
-    final = result(stop_reason, test_metrics)
-    call_with_retry(reporter.finished, final, attempts=RETRY_ATTEMPTS, delay=RETRY_DELAY_SECONDS,
-                    what="finished")
-    return final
+    def result(self, stop_reason: str, test_metrics: dict | None = None, error: str | None = None) -> TrainResult:
+        """The run's result, reported as ``finished`` and returned."""
+        checkpoint, epoch_reporter = self.checkpoint, self.epoch_reporter
+        final = TrainResult(
+            stop_reason=stop_reason,
+            epochs_run=epoch_reporter.epochs_reported if epoch_reporter else 0,
+            monitor=self.monitor,
+            best_epoch=checkpoint.best_epoch if checkpoint else None,
+            best_value=checkpoint.best_value if checkpoint else None,
+            best_checkpoint=str(checkpoint.best_path) if checkpoint and checkpoint.best_path else None,
+            test_metrics=test_metrics,
+            normalization=self.normalization,
+            timings=dict(self.timings),
+            error=error,
+        )
+        call_reporter(self.reporter.finished, final, what=f"finished({stop_reason})")
+        return final
 
 
 def _export_best(best_path: Path, best_epoch: int, workdir: Path, reporter: Reporter) -> None:
@@ -285,8 +324,7 @@ def _export_best(best_path: Path, best_epoch: int, workdir: Path, reporter: Repo
     except Exception:
         logger.exception("could not export the best checkpoint as a SavedModel; the .keras file stays")
         return
-    call_with_retry(reporter.export_saved, "savedmodel", best_epoch, str(path), size, sha256,
-                    attempts=RETRY_ATTEMPTS, delay=RETRY_DELAY_SECONDS, what="export_saved")
+    call_reporter(reporter.export_saved, "savedmodel", best_epoch, str(path), size, sha256, what="export_saved")
 
 
 def _resume_callbacks(resume: ResumeState | None, epochs: int, **stateful) -> int:

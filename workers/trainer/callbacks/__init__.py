@@ -5,7 +5,7 @@ from .checkpoint import BestCheckpoint, save_atomically
 from .early_stopping import EarlyStopping
 from .reduce_lr import ReduceLROnPlateau
 from .reporting import EpochReporter, current_learning_rate
-from .state import RunState, call_with_retry
+from .state import RunState, call_reporter
 from .stop_request import StopRequest
 from .terminate_on_nan import TerminateOnNaN
 
@@ -18,7 +18,7 @@ __all__ = [
     "RunState",
     "StopRequest",
     "TerminateOnNaN",
-    "call_with_retry",
+    "call_reporter",
     "current_learning_rate",
     "save_atomically",
 ]

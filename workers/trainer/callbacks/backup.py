@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 
 from ..types import ResumeState
-from .state import RunState, call_with_retry, validate_retry
+from .state import RunState, call_reporter
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,6 @@ class EpochBackup(keras.callbacks.Callback):
         *,
         elapsed_before: float = 0.0,
         resume: ResumeState | None = None,
-        retry_attempts: int = 3,
-        retry_delay: float = 0.2,
     ) -> None:
         super().__init__()
         if not callable(getattr(reporter, "backup_saved", None)):
@@ -75,7 +73,6 @@ class EpochBackup(keras.callbacks.Callback):
         for name, callback in stateful.items():
             if not callable(getattr(callback, "get_state", None)):
                 raise TypeError(f"stateful callback {name!r} has no get_state()")
-        validate_retry(retry_attempts, retry_delay)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / BACKUP_NAME
@@ -84,8 +81,6 @@ class EpochBackup(keras.callbacks.Callback):
         self._stateful = dict(stateful)
         self._elapsed_before = float(elapsed_before)
         self._resume = resume
-        self._attempts = retry_attempts
-        self._delay = retry_delay
         self._began = time.monotonic()
 
     def on_train_begin(self, logs=None):
@@ -118,5 +113,5 @@ class EpochBackup(keras.callbacks.Callback):
             "callbacks": {name: cb.get_state() for name, cb in self._stateful.items()},
             "seed_generators": [v.numpy().tolist() for v in seed_generator_states(self.model)],
         }
-        call_with_retry(self._reporter.backup_saved, epoch + 1, str(self.path), state,
-                        attempts=self._attempts, delay=self._delay, what=f"backup_saved({epoch + 1})")
+        call_reporter(self._reporter.backup_saved, epoch + 1, str(self.path), state,
+                      what=f"backup_saved({epoch + 1})")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import keras
 
-from .state import RunState, call_with_retry, validate_retry
+from trainyard.names import monitor_mode
+
+from .state import RunState, call_reporter
 
 logger = logging.getLogger(__name__)
-
-_MAX_HINTS = ("accuracy", "acc", "auc", "precision", "recall")
 
 
 def resolve_mode(monitor: str, mode: str) -> str:
@@ -22,8 +22,8 @@ def resolve_mode(monitor: str, mode: str) -> str:
         return mode
     if mode != "auto":
         raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
-    name = monitor.removeprefix("val_")
-    return "max" if any(name == h or name.endswith("_" + h) for h in _MAX_HINTS) else "min"
+    # The spec resolves "auto" before the trainer sees it; this answers the same for direct callers.
+    return monitor_mode(monitor)
 
 
 def save_atomically(model: keras.Model, path: Path) -> tuple[int, str]:
@@ -69,9 +69,6 @@ class BestCheckpoint(keras.callbacks.Callback):
         mode: str,
         reporter,
         state: RunState,
-        *,
-        retry_attempts: int = 3,
-        retry_delay: float = 0.2,
     ) -> None:
         super().__init__()
         if not monitor or not isinstance(monitor, str):
@@ -80,15 +77,12 @@ class BestCheckpoint(keras.callbacks.Callback):
             raise TypeError("reporter must have a checkpoint_saved(...) method")
         if not isinstance(state, RunState):
             raise TypeError("state must be a RunState")
-        validate_retry(retry_attempts, retry_delay)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.monitor = monitor
         self.mode = resolve_mode(monitor, mode)
         self._reporter = reporter
         self._state = state
-        self._attempts = retry_attempts
-        self._delay = retry_delay
         self._warned_missing = False
         self.best_epoch: int | None = None
         self.best_value: float | None = None
@@ -126,6 +120,5 @@ class BestCheckpoint(keras.callbacks.Callback):
         path = self.directory / f"epoch-{number:04d}.keras"
         size, sha256 = save_atomically(self.model, path)
         self.best_epoch, self.best_value, self.best_path = number, value, path
-        call_with_retry(self._reporter.checkpoint_saved, number, self.monitor, value, str(path), size,
-                        sha256, attempts=self._attempts, delay=self._delay,
-                        what=f"checkpoint_saved({number})")
+        call_reporter(self._reporter.checkpoint_saved, number, self.monitor, value, str(path), size,
+                      sha256, what=f"checkpoint_saved({number})")

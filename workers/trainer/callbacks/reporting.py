@@ -8,7 +8,7 @@ import time
 
 import keras
 
-from .state import RunState, call_with_retry, validate_retry
+from .state import RunState, call_reporter
 
 logger = logging.getLogger(__name__)
 
@@ -27,19 +27,14 @@ class EpochReporter(keras.callbacks.Callback):
     happens at epoch end). ``seconds`` covers training and validation of the epoch.
     """
 
-    def __init__(
-        self, reporter, state: RunState, *, retry_attempts: int = 3, retry_delay: float = 0.2
-    ) -> None:
+    def __init__(self, reporter, state: RunState) -> None:
         super().__init__()
         if not callable(getattr(reporter, "epoch_end", None)):
             raise TypeError("reporter must have an epoch_end(epoch, logs) method")
         if not isinstance(state, RunState):
             raise TypeError("state must be a RunState")
-        validate_retry(retry_attempts, retry_delay)
         self._reporter = reporter
         self._state = state
-        self._attempts = retry_attempts
-        self._delay = retry_delay
         self._started = 0.0
         self._learning_rate: float | None = None
         self.epochs_reported = 0
@@ -69,5 +64,4 @@ class EpochReporter(keras.callbacks.Callback):
         self.epochs_reported += 1
         if not all(math.isfinite(v) for v in row.values()):
             logger.warning("epoch %d has non-finite metrics: %s", epoch + 1, row)
-        call_with_retry(self._reporter.epoch_end, epoch + 1, row, attempts=self._attempts,
-                        delay=self._delay, what=f"epoch_end({epoch + 1})")
+        call_reporter(self._reporter.epoch_end, epoch + 1, row, what=f"epoch_end({epoch + 1})")

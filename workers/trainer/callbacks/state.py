@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -28,25 +27,20 @@ class RunState:
         self.partial_epoch = self.partial_epoch or partial
 
 
-def call_with_retry(
-    fn: Callable[..., Any], *args: Any, attempts: int = 3, delay: float = 0.2, what: str = "report"
-) -> bool:
-    """Call a reporter method, retrying briefly; never raises. Returns True when the call succeeded.
+def call_reporter(fn: Callable[..., Any], *args: Any, what: str = "report") -> bool:
+    """Call a reporter method once; never raises an ``Exception``. Returns True when the call succeeded.
 
-    A metric sink that is briefly down must not kill a training run that may have taken hours.
+    Retrying is the reporter's business (workers/reporting.py retries every write of the database
+    reporter): the trainer calls each method once. A reporter that still fails must not kill a training
+    run that may have taken hours, so its error is logged and training goes on. A ``BaseException`` (a
+    job stop delivered into this thread, workers/interrupt.py) passes through.
     """
-    for attempt in range(1, attempts + 1):
-        try:
-            fn(*args)
-            return True
-        except Exception:
-            if attempt == attempts:
-                logger.exception("%s failed after %d attempts; training continues", what, attempts)
-                return False
-            logger.warning("%s failed (attempt %d/%d); retrying", what, attempt, attempts,
-                           exc_info=True)
-            time.sleep(delay)
-    return False
+    try:
+        fn(*args)
+        return True
+    except Exception:
+        logger.exception("%s failed; training continues", what)
+        return False
 
 
 def json_float(value: Any) -> float | None:
@@ -56,13 +50,6 @@ def json_float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
-
-
-def validate_retry(attempts: int, delay: float) -> None:
-    if not isinstance(attempts, int) or attempts < 1:
-        raise ValueError(f"retry attempts must be an int >= 1, got {attempts!r}")
-    if delay < 0:
-        raise ValueError(f"retry delay must be >= 0, got {delay!r}")
 
 
 class RestoresCounters:

@@ -10,7 +10,7 @@ import time
 import keras
 
 from ..callbacks.reporting import current_learning_rate
-from ..callbacks.state import RunState, call_with_retry, validate_retry
+from ..callbacks.state import RunState, call_reporter
 from .findings import RunContext, analyze_epochs, merge
 from .probe import ProbeMeasure, TrackedVariable
 
@@ -31,8 +31,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
     """
 
     def __init__(self, reporter, state: RunState, measure: ProbeMeasure, probe: tuple, context: RunContext,
-                 *, setup_findings: list[dict] | None = None, retry_attempts: int = 3,
-                 retry_delay: float = 0.2) -> None:
+                 *, setup_findings: list[dict] | None = None) -> None:
         super().__init__()
         for method in ("diagnostics", "findings"):
             if not callable(getattr(reporter, method, None)):
@@ -41,15 +40,12 @@ class TrainingDiagnostics(keras.callbacks.Callback):
             raise TypeError("state must be a RunState")
         if not isinstance(measure, ProbeMeasure):
             raise TypeError("measure must be a ProbeMeasure")
-        validate_retry(retry_attempts, retry_delay)
         self._reporter = reporter
         self._state = state
         self._measure = measure
         self._probe = probe
         self._context = context
         self._setup = list(setup_findings or [])
-        self._attempts = retry_attempts
-        self._delay = retry_delay
         self._before = None
         self._learning_rate: float | None = None
         self._epoch = 0
@@ -93,8 +89,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         record = {"learning_rate": self._learning_rate, "loss": _finite(logs.get("loss")),
                   "variables": variables}
         self.history.append({"epoch": epoch + 1, **record, "val_loss": _finite(logs.get("val_loss"))})
-        call_with_retry(self._reporter.diagnostics, epoch + 1, record, attempts=self._attempts,
-                        delay=self._delay, what=f"diagnostics({epoch + 1})")
+        call_reporter(self._reporter.diagnostics, epoch + 1, record, what=f"diagnostics({epoch + 1})")
         self._report(analyze_epochs(self.history, self._context))
         self.seconds += time.perf_counter() - began
 
@@ -109,8 +104,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         payload = json.dumps(self.findings, sort_keys=True, default=str)
         if payload == self._last_sent:
             return
-        if call_with_retry(self._reporter.findings, list(self.findings), attempts=self._attempts,
-                           delay=self._delay, what="findings"):
+        if call_reporter(self._reporter.findings, list(self.findings), what="findings"):
             self._last_sent = payload
 
 

@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainyard.names import CLASSIFICATION_LOSSES, REGRESSION_LOSSES, canonical_loss
+
 SEVERITIES = ("info", "warning", "error")
 CODES = (
     "lr_too_small", "weights_not_changing", "diverged", "exploding_gradients", "vanishing_gradients",
@@ -50,14 +52,6 @@ PLATEAU_MIN_RELATIVE_IMPROVEMENT = 1e-3
 OVERFITTING_EPOCHS = 3
 OVERFITTING_RISE = 0.10
 
-REGRESSION_LOSSES = frozenset({
-    "mse", "mean_squared_error", "mae", "mean_absolute_error", "mape", "mean_absolute_percentage_error",
-    "msle", "mean_squared_logarithmic_error", "huber", "log_cosh",
-})
-CLASSIFICATION_LOSSES = frozenset({
-    "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy", "hinge",
-    "squared_hinge", "categorical_hinge",
-})
 _SATURATING = ("sigmoid", "tanh", "hard_sigmoid", "softsign")
 
 
@@ -419,7 +413,7 @@ def check_unscaled(stats: dict | None, ctx: RunContext) -> list[dict]:
             {**inputs, "limit": UNSCALED_LIMIT},
             suggested_change={"dataset": {"normalize": "standardize"}}))
     targets = stats.get("targets")
-    if (targets and ctx.spec.get("loss") in REGRESSION_LOSSES
+    if (targets and canonical_loss(ctx.spec.get("loss")) in REGRESSION_LOSSES
             and (dataset.get("normalize_targets") or "none") == "none" and _unscaled(targets)):
         out.append(finding(
             "unscaled_targets", "warning",
@@ -449,6 +443,7 @@ def _final_activation(layers: list[dict]) -> tuple[int | None, str]:
 def check_loss_activation(ctx: RunContext, output_units: int | None, targets: dict | None) -> list[dict]:
     """Loss/final-activation pairs the spec validator lets through but that train badly or not at all."""
     loss = ctx.spec.get("loss")
+    kind = canonical_loss(loss)  # the catalogue lists full names; tests and old specs may use an alias
     index, activation = _final_activation(ctx.layers)
     where = f"model.layers[{index}]" if index is not None else "the model"
 
@@ -465,12 +460,12 @@ def check_loss_activation(ctx: RunContext, output_units: int | None, targets: di
     if activation == "softmax" and output_units == 1:
         return mismatch("error", f"{where} applies softmax to a single unit, which always outputs 1.0: "
                         "nothing can be learned. Use sigmoid for one output (binary_crossentropy) or "
-                        "linear for regression.", "sigmoid" if loss in CLASSIFICATION_LOSSES else "linear")
-    if activation in ("softmax", "log_softmax") and loss in REGRESSION_LOSSES:
+                        "linear for regression.", "sigmoid" if kind in CLASSIFICATION_LOSSES else "linear")
+    if activation in ("softmax", "log_softmax") and kind in REGRESSION_LOSSES:
         return mismatch("warning", f"{where} applies {activation} but the loss is {loss}: outputs that "
                         "sum to one cannot match regression targets. For regression use a linear final "
                         "activation; for classes use a crossentropy loss.", "linear")
-    if activation in ("sigmoid", "hard_sigmoid") and loss in REGRESSION_LOSSES and targets and (
+    if activation in ("sigmoid", "hard_sigmoid") and kind in REGRESSION_LOSSES and targets and (
             targets.get("min", 0.0) < 0.0 or targets.get("max", 1.0) > 1.0):
         return mismatch("warning", f"{where} applies {activation}, whose outputs lie in (0, 1), but the "
                         f"targets range from {_g(targets.get('min'))} to {_g(targets.get('max'))}. Use a "

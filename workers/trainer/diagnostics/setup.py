@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from ..callbacks.state import RunState, call_with_retry
+from trainyard.names import CLASSIFICATION_LOSSES, canonical_loss
+
+from ..callbacks.state import RunState, call_reporter
 from ..losses import build_loss
 from .callback import TrainingDiagnostics
 from .data_stats import scale_stats
-from .findings import CLASSIFICATION_LOSSES, RunContext, analyze_setup, merge
+from .findings import RunContext, analyze_setup, merge
 from .probe import ProbeMeasure, probe_batch, trainable_variables
 
 logger = logging.getLogger(__name__)
@@ -38,15 +40,14 @@ class RunDiagnostics:
     def measure(self) -> ProbeMeasure | None:
         return self.callback.measure if self.callback is not None else None
 
-    def report(self, reporter, findings: list[dict], *, attempts: int, delay: float) -> None:
+    def report(self, reporter, findings: list[dict]) -> None:
         if findings and reports_diagnostics(reporter):
-            call_with_retry(reporter.findings, merge(self.setup_findings, findings), attempts=attempts,
-                            delay=delay, what="findings")
+            call_reporter(reporter.findings, merge(self.setup_findings, findings), what="findings")
 
 
 def prepare_diagnostics(spec: dict, model: keras.Model, raw_x: np.ndarray, raw_y: np.ndarray,
                         x_train: np.ndarray, y_train: np.ndarray, reporter, state: RunState, *,
-                        integer_inputs: bool, retry_attempts: int, retry_delay: float) -> RunDiagnostics:
+                        integer_inputs: bool) -> RunDiagnostics:
     """The run's variable list always; with ``diagnostics.enabled`` the setup findings (from the raw,
     un-normalised training data) and the measuring callback."""
     options = spec.get("diagnostics") or {}
@@ -59,12 +60,11 @@ def prepare_diagnostics(spec: dict, model: keras.Model, raw_x: np.ndarray, raw_y
     if not enabled:
         return run
     stats = scale_stats(raw_x, raw_y, integer_inputs=integer_inputs,
-                        classification=spec.get("loss") in CLASSIFICATION_LOSSES)
+                        classification=canonical_loss(spec.get("loss")) in CLASSIFICATION_LOSSES)
     output_shape = model.outputs[0].shape if model.outputs else None
     units = int(output_shape[-1]) if output_shape is not None and output_shape[-1] is not None else None
     run.setup_findings = analyze_setup(context, stats, units)
     run.callback = TrainingDiagnostics(
         reporter, state, ProbeMeasure(model, build_loss(spec["loss"]), tracked),
-        probe_batch(x_train, y_train), context, setup_findings=run.setup_findings,
-        retry_attempts=retry_attempts, retry_delay=retry_delay)
+        probe_batch(x_train, y_train), context, setup_findings=run.setup_findings)
     return run
