@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
 from celery import Celery
@@ -14,6 +15,9 @@ from service.errors import register_error_handlers
 from service.eventhub import EventHub
 from trainyard.settings import Settings
 from trainyard.store import ArtifactStore, store_from_settings
+
+if TYPE_CHECKING:
+    from trainyard.queue import JobSender
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +31,13 @@ class Services:
     store: ArtifactStore
     celery: Celery
     tokens: TokenCache
+    # Sends a job's message to its queue (submissions, sweeps' trials).
+    send: JobSender
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     from service.api import register_blueprints
-    from trainyard.queue import make_celery
+    from trainyard.queue import JobSender, make_celery
     from service.ratelimit import init_rate_limits
 
     settings = settings or Settings.from_env()
@@ -40,9 +46,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 1024 * 1024
     app.json.sort_keys = False
     db = Database(settings.database_url)
+    celery = make_celery(settings)
     app.extensions["trainyard"] = Services(
-        settings=settings, db=db, store=store_from_settings(db, settings), celery=make_celery(settings),
-        tokens=TokenCache(settings.token_cache_seconds),
+        settings=settings, db=db, store=store_from_settings(db, settings), celery=celery,
+        tokens=TokenCache(settings.token_cache_seconds), send=JobSender(celery, db),
     )
     app.extensions["trainyard_events"] = EventHub(db, settings.events_poll_seconds)
     register_error_handlers(app)

@@ -83,6 +83,9 @@ class Dataset(Base):
 
 
 class Job(Base):
+    """A training job. Its status changes only in trainyard/lifecycle.py (queued, running, succeeded,
+    failed, cancelled; back to queued when an attempt is interrupted or its worker is lost)."""
+
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))
@@ -136,15 +139,6 @@ class Job(Base):
         CheckConstraint("status <> 'failed' OR (error_code IS NOT NULL AND error_message IS NOT NULL)",
                         name="ck_jobs_failed_has_error"),
     )
-
-    def request_cancel(self) -> None:
-        """A queued job is final at once (the worker that later receives its message skips it); a running
-        one stops at its next batch."""
-        self.cancel_requested = True
-        if self.status == "queued":
-            self.status = "cancelled"
-            self.stop_reason = "cancelled"
-            self.finished_at = utcnow()
 
     __table_args__ = (
         # One job per trial: the row lock serialises top-ups on Postgres; this also holds on SQLite.

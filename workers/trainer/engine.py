@@ -11,6 +11,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from trainyard.stop_reasons import StopReason
+
 from . import distribute, runtime
 from .callbacks import (
     BestCheckpoint,
@@ -37,8 +39,12 @@ logger = logging.getLogger(__name__)
 # Reporter calls from callbacks: a couple of retries with a short sleep, then log and carry on.
 RETRY_ATTEMPTS = 3
 RETRY_DELAY_SECONDS = 0.2
-# Runs that end well: their best checkpoint must load, and gets its SavedModel export.
-ENDED_WELL = ("completed", "early_stopping", "max_runtime", "sweep_early_stopped")
+
+
+def _ends_well(stop_reason: str) -> bool:
+    """A run that ended well: its best checkpoint must load, and gets its SavedModel export."""
+    reason = StopReason.parse(stop_reason)
+    return reason is not None and reason.ends_well
 
 
 def _resolve_monitor(monitor: str, has_validation: bool, what: str) -> str:
@@ -243,24 +249,24 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
         if state.stop_reason is not None:
             stop_reason = state.stop_reason
         elif early_stopping is not None and early_stopping.triggered:
-            stop_reason = "early_stopping"
+            stop_reason = StopReason.EARLY_STOPPING
         else:
-            stop_reason = "completed"
+            stop_reason = StopReason.COMPLETED
 
         test_metrics = None
         # A cancelled or timed-out job should stop now, not spend more time on the test split.
         if (prepared.x_test is not None and checkpoint.best_path is not None
-                and stop_reason not in ("cancelled", "max_runtime")):
+                and stop_reason not in (StopReason.CANCELLED, StopReason.MAX_RUNTIME)):
             test_metrics = _evaluate_checkpoint(checkpoint.best_path, prepared.x_test, prepared.y_test,
                                                 batch_size)
-        elif checkpoint.best_path is not None and stop_reason in ENDED_WELL:
+        elif checkpoint.best_path is not None and _ends_well(stop_reason):
             # A job must never end well with a best checkpoint that does not load: prove it does.
             keras.models.load_model(checkpoint.best_path, compile=False, safe_mode=True)
-        if checkpoint.best_path is not None and stop_reason in ENDED_WELL:
+        if checkpoint.best_path is not None and _ends_well(stop_reason):
             _export_best(checkpoint.best_path, checkpoint.best_epoch, workdir, reporter)
     except Exception as exc:
         logger.exception("training failed")
-        call_with_retry(reporter.finished, result("error", error=describe_error(exc)), attempts=RETRY_ATTEMPTS,
+        call_with_retry(reporter.finished, result(StopReason.ERROR, error=describe_error(exc)), attempts=RETRY_ATTEMPTS,
                         delay=RETRY_DELAY_SECONDS, what="finished(error)")
         raise
 
