@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from trainyard.db import Database
+from trainyard.db import Database, aware, db_time
 from trainyard.db.models import FINAL_STATUSES, Checkpoint, EpochDiagnostics, EpochMetrics, Job, Tenant, utcnow
 from trainyard.job_errors import MAX_MESSAGE_CHARS, JobError
 from trainyard.stop_reasons import StopReason
@@ -36,21 +36,6 @@ from trainyard.stop_reasons import StopReason
 logger = logging.getLogger(__name__)
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-
-
-# --- times as the database compares them ---------------------------------------------------------------------
-
-
-def aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes (stored as UTC); Postgres aware ones.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
-def db_time(db: Database, value: datetime) -> datetime:
-    """A UTC datetime as the database compares it (naive on SQLite)."""
-    return value.replace(tzinfo=None) if db.url.startswith("sqlite") else value
 
 
 # --- how a job ends --------------------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from trainyard.db import Database
+from trainyard.db import Database, db_time
 from trainyard.db.models import Job, utcnow
-from trainyard.lifecycle import db_time, expire_leases
+from trainyard.lifecycle import expire_leases
 from trainyard.submission import enqueue
 
 logger = logging.getLogger(__name__)
