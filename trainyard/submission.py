@@ -32,14 +32,17 @@ def new_job(tenant_id: str, spec: dict[str, Any], **fields: Any) -> Job:
                                 resource_class=resource_class(spec["resources"]["gpus"]), **fields)
 
 
-def enqueue(db: Database, send: Send, job_id: str) -> bool:
+def enqueue(db: Database, send: Send, job_id: str, *, raise_errors: bool = False) -> bool:
     """Send a queued job's message, then mark it sent (the outbox marker); False when the broker refused it.
 
     Every (re-)send of a job whose marker is clear goes through here: a submission, a re-queue after an
-    interruption or a lost worker, the outbox sweep."""
+    interruption or a lost worker, the outbox sweep. With `raise_errors`, the broker's error propagates (the
+    reaper logs its step as failed and tries again on the next heartbeat)."""
     try:
         send(job_id)
     except Exception:  # the broker is down: the workers' outbox sweep enqueues it once it is back
+        if raise_errors:
+            raise
         logger.exception("could not enqueue job %s; the outbox sweep will retry", job_id)
         return False
     # One statement in autocommit: one round trip instead of BEGIN, UPDATE, COMMIT.

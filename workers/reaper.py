@@ -37,7 +37,7 @@ def reap_expired_leases(db: Database, send: Callable[[str], None]) -> list[str]:
     the re-queued ones again; return their ids."""
     requeued = expire_leases(db)
     for job_id in requeued:
-        enqueue(db, send, job_id)
+        enqueue(db, send, job_id, raise_errors=True)
     return requeued
 
 
@@ -50,7 +50,7 @@ def send_unsent(db: Database, send: Callable[[str], None]) -> list[str]:
             .limit(100)
         ).scalars())
     for job_id in ids:
-        if enqueue(db, send, job_id):
+        if enqueue(db, send, job_id, raise_errors=True):
             logger.info("re-sent job %s that the broker had not accepted", job_id, extra={"job_id": job_id})
     return ids
 

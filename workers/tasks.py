@@ -51,7 +51,7 @@ def _claim(job_id: str) -> Claim | None:
 def _requeue(claimed: Claim) -> None:
     """A graceful stop: the job goes back to the queue; the next attempt resumes from its last backup."""
     if lifecycle.requeue_interrupted(runtime.db, claimed.job_id, runtime.worker_id, claimed.attempt):
-        enqueue(runtime.db, runtime.send, claimed.job_id)
+        enqueue(runtime.db, runtime.send, claimed.job_id, raise_errors=True)
         logger.info("job %s: stopped for shutdown after its last backup; re-queued", claimed.job_id)
 
 
