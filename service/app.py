@@ -13,7 +13,7 @@ from service.eventhub import EventHub
 from service.ratelimit import init_rate_limits
 from service.services import EXTENSION, Services, services
 from trainyard.db import Database
-from trainyard.queue import make_celery
+from trainyard.queue import JobSender, make_celery
 from trainyard.settings import Settings
 from trainyard.store import store_from_settings
 
@@ -28,9 +28,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 1024 * 1024
     app.json.sort_keys = False
     db = Database(settings.database_url)
+    celery = make_celery(settings)
     app.extensions[EXTENSION] = Services(
-        settings=settings, db=db, store=store_from_settings(db, settings), celery=make_celery(settings),
-        tokens=TokenCache(settings.token_cache_seconds),
+        settings=settings, db=db, store=store_from_settings(db, settings), celery=celery,
+        tokens=TokenCache(settings.token_cache_seconds), send=JobSender(celery, db),
     )
     app.extensions["trainyard_events"] = EventHub(db, settings.events_poll_seconds)
     register_error_handlers(app)

@@ -1,4 +1,4 @@
-"""What request handlers need (settings, database, artifact store, Celery, token cache), and how a view
+"""What request handlers need (settings, database, artifact store, Celery, token cache, job sender), and how a view
 finds them for the app that serves the request.
 
 Its own module so the dependency goes one way: `service.app` builds a `Services` and registers the API;
@@ -13,6 +13,7 @@ from flask import current_app
 
 from service.auth import TokenCache
 from trainyard.db import Database
+from trainyard.queue import JobSender
 from trainyard.settings import Settings
 from trainyard.store import ArtifactStore
 
@@ -28,6 +29,8 @@ class Services:
     store: ArtifactStore
     celery: Celery
     tokens: TokenCache
+    # Sends a job's message to its queue (submissions, sweeps' trials): the one sender (trainyard/queue.py).
+    send: JobSender
 
 
 def services() -> Services:

@@ -103,6 +103,7 @@ def _stray_jobs_cancelled(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     from sqlalchemy import select
 
+    from trainyard import lifecycle
     from trainyard.db import Database
     from trainyard.db.models import Job
     from trainyard.db.sweeps import Sweep
@@ -114,7 +115,7 @@ def _stray_jobs_cancelled(request: pytest.FixtureRequest) -> Iterator[None]:
             for sweep in s.execute(select(Sweep).where(Sweep.status == "running").with_for_update()).scalars():
                 controller.cancel(s, sweep)
             for job in s.execute(select(Job).where(Job.status.in_(controller.ACTIVE_STATUSES)).with_for_update()).scalars():
-                job.request_cancel()
+                lifecycle.request_cancel(job)
     finally:
         db.dispose()
 

@@ -1,18 +1,15 @@
 """Why a failed job failed: the one list of `error.code` values, and what each means.
 
-Every path that ends a job `failed` (the trainer's end report in workers/reporting.py, the task in
-workers/tasks.py, the lease claim and the reaper in workers/leases.py) builds its row values with
-`failure()`, so a failed job always has a code from this list and a message naming the cause; the database
-refuses a failed job without both (migrations/versions/0007_failed_jobs_have_an_error.py). openapi.yaml (the
-job's `error.code`) and the README's table of error codes list the same codes, and
-tests/workers/test_job_errors.py holds them equal.
+Only the job lifecycle (trainyard/lifecycle.py) ends a job `failed`, and it builds the row's values with
+`lifecycle.failure()`, so a failed job always has a code from this list and a message naming the cause; the
+database refuses a failed job without both (migrations/versions/0007_failed_jobs_have_an_error.py, revision 0008). openapi.yaml (the job's `error.code`) and the
+README's table of error codes list the same codes, and tests/workers/test_job_errors.py holds them equal.
 
 Standard library only: the API, the workers and the docs test all import it.
 """
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
 
 #: Longest stored message; the cause comes first, so a cut one still names it.
 MAX_MESSAGE_CHARS = 2000
@@ -44,12 +41,3 @@ MEANINGS: dict[JobError, str] = {
     JobError.WORKER_ERROR: "The worker failed outside training itself (reading the resume backup, an "
                            "unexpected error); the message names the exception.",
 }
-
-
-def failure(code: JobError | str, message: str) -> dict[str, Any]:
-    """The job row's values for ending it failed with `code` and `message` (raises on anything else)."""
-    code = JobError(code)
-    message = (message or "").strip()
-    if not message:
-        raise ValueError(f"a failed job needs a message naming the cause ({code})")
-    return {"status": "failed", "error_code": code.value, "error_message": message[:MAX_MESSAGE_CHARS]}

@@ -1,15 +1,18 @@
-"""The Celery application as the API sees it: configuration and sending by task name only.
+"""The Celery application as the API sees it: configuration, and the one way a job's message is sent.
 
-The API never imports the task's module (it would pull in TensorFlow); workers register the task on the
-same app in `workers.celery_app`.
+The API never imports the task's module (it would pull in TensorFlow): a job is sent by task name only
+(`enqueue_job`), always through a process's `JobSender`, which knows the job's queue. Workers register the
+task on the same app in `workers.celery_app`.
 """
 from __future__ import annotations
 
 from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as kombu_sqla
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select
 
+from trainyard.db import Database
+from trainyard.db.models import Job
 from trainyard.resources import ANY, DEFAULT_QUEUE, queue_name, worker_queues
 from trainyard.settings import Settings
 
@@ -67,8 +70,28 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def enqueue_job(celery: Celery, job_id: str, resource_class: str = ANY) -> None:
-    """Send the job to its resource class's queue (Celery routing: workers consume the classes they serve)."""
+    """Send the job to its resource class's queue (Celery routing: workers consume the classes they serve).
+    Called by `JobSender` only."""
     celery.send_task(TRAIN_TASK, args=[job_id], queue=queue_name(resource_class))
+
+
+class JobSender:
+    """Puts a job's message on its resource class's queue: the API's submissions, a sweep's trials, and a
+    worker's re-sends (the reaper, a graceful stop) all send through one of these.
+
+    Called with the job id alone it reads the job's class from its row (a re-send goes where the first send
+    went); a caller that has the class at hand passes it and saves that read.
+    """
+
+    def __init__(self, celery: Celery, db: Database) -> None:
+        self.celery = celery
+        self.db = db
+
+    def __call__(self, job_id: str, resource_class: str | None = None) -> None:
+        if resource_class is None:
+            with self.db.session() as s:
+                resource_class = s.execute(select(Job.resource_class).where(Job.id == job_id)).scalar_one_or_none()
+        enqueue_job(self.celery, job_id, resource_class or ANY)
 
 
 if __name__ == "__main__":

@@ -14,34 +14,42 @@ from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from trainyard import lifecycle
 from trainyard.db import Database
 from trainyard.db.models import Job, new_id, utcnow
 from trainyard.resources import resource_class
 
 logger = logging.getLogger(__name__)
 
-# Puts a job id on the queue: `trainyard.queue.enqueue_job` bound to the API's Celery app, or a worker's send.
+# Puts a job id on the queue: a process's `trainyard.queue.JobSender` (the one way a job's message is sent).
 Send = Callable[[str], None]
 
 
 def new_job(tenant_id: str, spec: dict[str, Any], **fields: Any) -> Job:
     """The row of a queued job for a normalised spec; `fields` sets other columns (idempotency, sweep)."""
-    return Job(id=new_id("job"), tenant_id=tenant_id, name=spec.get("name"), status="queued", spec=spec,
-               epochs=spec["training"]["epochs"], resource_class=resource_class(spec["resources"]["gpus"]),
-               **fields)
+    return lifecycle.queued_job(id=new_id("job"), tenant_id=tenant_id, name=spec.get("name"), spec=spec,
+                                epochs=spec["training"]["epochs"],
+                                resource_class=resource_class(spec["resources"]["gpus"]), **fields)
 
 
-def enqueue(db: Database, send: Send, job_id: str) -> None:
-    """Send the job's message, then mark it sent (the outbox marker)."""
+def enqueue(db: Database, send: Send, job_id: str, *, raise_errors: bool = False) -> bool:
+    """Send a queued job's message, then mark it sent (the outbox marker); False when the broker refused it.
+
+    Every (re-)send of a job whose marker is clear goes through here: a submission, a re-queue after an
+    interruption or a lost worker, the outbox sweep. With `raise_errors`, the broker's error propagates (the
+    reaper logs its step as failed and tries again on the next heartbeat)."""
     try:
         send(job_id)
     except Exception:  # the broker is down: the workers' outbox sweep enqueues it once it is back
+        if raise_errors:
+            raise
         logger.exception("could not enqueue job %s; the outbox sweep will retry", job_id)
-        return
+        return False
     # One statement in autocommit: one round trip instead of BEGIN, UPDATE, COMMIT.
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(update(Job).where(Job.id == job_id, Job.status == "queued", Job.enqueued_at.is_(None))
                      .values(enqueued_at=utcnow()))
+    return True
 
 
 def submit(db: Database, send: Send, job: Job, *, session: Session | None = None,

@@ -31,9 +31,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 
-# Reasons a stop is requested for (the trainer's stop reasons, workers/trainer/types.py).
-CANCELLED = "cancelled"
-INTERRUPTED = "interrupted"  # shutting down or lease lost: the job goes on elsewhere, from its backup
 
 
 class JobStopped(BaseException):

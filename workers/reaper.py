@@ -7,8 +7,9 @@
 3. Lost messages: with Redis, a queued job whose message is neither waiting in the queue nor held by a
    worker (Redis flushed, or restarted without persistence) is enqueued again.
 
-Several workers reap concurrently: each change is a conditional UPDATE, so one of them wins and the others
-skip; a duplicate message that still slips through is dropped by the lease check in `workers.leases`.
+Several workers reap concurrently: each change is a conditional UPDATE or takes row locks skipping locked
+rows, so one of them wins and the others skip; a duplicate message that still slips through is dropped by
+the claim's lease check (`trainyard.lifecycle.claim`). Status changes are made by trainyard/lifecycle.py.
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from trainyard.db import Database
+from trainyard.db import Database, db_time
 from trainyard.db.models import Job, utcnow
-from workers.leases import db_time, fail_worker_lost
+from trainyard.lifecycle import expire_leases
+from trainyard.submission import enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -31,37 +33,12 @@ LOST_MESSAGE_GRACE_SECONDS = 5.0
 
 
 def reap_expired_leases(db: Database, send: Callable[[str], None]) -> list[str]:
-    """Re-queue (or end) running jobs whose lease expired; return the ids re-queued."""
-    now = utcnow()
-    requeued: list[str] = []
-    with db.session() as s:
-        stmt = (select(Job).where(Job.status == "running", Job.lease_expires_at < db_time(db, now))
-                .limit(100).with_for_update(skip_locked=True))
-        for job in s.execute(stmt).scalars():
-            if job.cancel_requested:
-                job.status, job.stop_reason, job.finished_at = "cancelled", "cancelled", now
-                job.lease_expires_at = None
-                logger.info("job %s: worker %s is gone and the job was cancelled", job.id, job.worker_id,
-                            extra={"job_id": job.id})
-            elif job.attempts - job.interruptions >= job.max_attempts:
-                fail_worker_lost(job)
-                logger.warning("job %s: worker %s is gone after the last allowed attempt; failed",
-                               job.id, job.worker_id, extra={"job_id": job.id})
-            else:
-                logger.warning("job %s: lease of worker %s expired (attempt %d); re-queueing",
-                               job.id, job.worker_id, job.attempts, extra={"job_id": job.id})
-                job.status, job.worker_id, job.lease_expires_at, job.enqueued_at = "queued", None, None, None
-                requeued.append(job.id)
+    """Re-queue (or end) running jobs whose lease expired (`trainyard.lifecycle.expire_leases`), and send
+    the re-queued ones again; return their ids."""
+    requeued = expire_leases(db)
     for job_id in requeued:
-        send_marked(db, send, job_id)
+        enqueue(db, send, job_id, raise_errors=True)
     return requeued
-
-
-def send_marked(db: Database, send: Callable[[str], None], job_id: str) -> None:
-    """Send the job's message, then record that the broker has it (the outbox marker)."""
-    send(job_id)
-    with db.session() as s:
-        s.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(enqueued_at=utcnow()))
 
 
 def send_unsent(db: Database, send: Callable[[str], None]) -> list[str]:
@@ -73,8 +50,8 @@ def send_unsent(db: Database, send: Callable[[str], None]) -> list[str]:
             .limit(100)
         ).scalars())
     for job_id in ids:
-        send_marked(db, send, job_id)
-        logger.info("re-sent job %s that the broker had not accepted", job_id, extra={"job_id": job_id})
+        if enqueue(db, send, job_id, raise_errors=True):
+            logger.info("re-sent job %s that the broker had not accepted", job_id, extra={"job_id": job_id})
     return ids
 
 

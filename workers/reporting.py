@@ -6,7 +6,8 @@ trainer calls each method once, and every method here that writes runs its write
 sink that is briefly down is retried; a write that still fails is logged and training goes on (no method
 raises for it): a lost metric row is better than a lost run. Every database write first asks
 `_may_write` inside its transaction; the leased reporter (workers.resumable) answers it by locking the
-job's row under its lease, so a worker that lost the job writes nothing more.
+job's row under its lease, so a worker that lost the job writes nothing more. The run's end is recorded by
+`trainyard.lifecycle.end_run`, fenced on the attempt (`worker_id`, `attempt`), which the leased reporter sets.
 """
 from __future__ import annotations
 
@@ -20,59 +21,14 @@ from sqlalchemy import select, update
 
 from trainyard.db import Database
 from trainyard.db.exports import JobExport
+from trainyard import lifecycle
 from trainyard.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
-from trainyard.job_errors import JobError, failure
+from trainyard.stop_reasons import StopReason
 from trainyard.store import ArtifactStore, checkpoint_key, export_key, put_file
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-STATUS_BY_STOP_REASON = {
-    "completed": "succeeded",
-    "early_stopping": "succeeded",
-    "max_runtime": "succeeded",
-    "sweep_early_stopped": "succeeded",
-    "cancelled": "cancelled",
-}
-
-# Stop reasons that fail the job: the code (trainyard/job_errors.py) and the message, which may use
-# {epoch} (the epoch that diverged) and {error} (the trainer's one-line description of its exception).
-FAILURES: dict[str, tuple[JobError, str]] = {
-    "no_gradients": (
-        JobError.NO_GRADIENTS,
-        "Preflight found that no trainable variable gets a gradient, so nothing can learn; see the job's "
-        "zero_gradients findings (the job's links.diagnostics) for the layers and the spec change to "
-        "make (often a zero kernel_initializer or a final activation that cuts the gradient).",
-    ),
-    "nan_loss": (
-        JobError.NAN_LOSS,
-        "The loss became NaN or infinite at epoch {epoch}; lower optimizer.learning_rate, set "
-        "optimizer.clipnorm, or normalise the data (dataset.normalize: standardize).",
-    ),
-    "error": (JobError.TRAINING_ERROR, "Training stopped with an error: {error}"),
-}
-NO_CHECKPOINT = (JobError.NO_CHECKPOINT,
-                 "The run ended before any epoch finished, so there is no checkpoint; raise "
-                 "limits.max_runtime_seconds or lower training.epochs' cost.")
-
-
-def training_error(error: str) -> tuple[JobError, str]:
-    """The code and message of a run whose trainer raised; `error` is its `describe_error` line."""
-    code, template = FAILURES["error"]
-    return code, template.format(epoch=None, error=error)
-
-
-def end_of_run(result: Any, last_epoch: int) -> dict[str, Any]:
-    """The job row's status (and, for a failure, its error code and message) for a trainer result."""
-    if STATUS_BY_STOP_REASON.get(result.stop_reason) == "succeeded" and result.best_epoch is None:
-        return failure(*NO_CHECKPOINT)
-    if result.stop_reason in STATUS_BY_STOP_REASON:
-        return {"status": STATUS_BY_STOP_REASON[result.stop_reason]}
-    code, template = FAILURES.get(result.stop_reason, FAILURES["error"])
-    error = getattr(result, "error", None) or f"the run ended with stop reason {result.stop_reason!r}"
-    return failure(code, template.format(epoch=last_epoch + 1, error=error))
-
 
 def _finite(value: Any) -> float | None:
     try:
@@ -116,8 +72,10 @@ class DbReporter:
         self._next_check = 0.0
         self._stop: str | None = None
         self.last_epoch = 0
-        # The training attempt this reporter writes for (the leased reporter sets it); artifact keys carry it.
+        # The training attempt this reporter writes for, and its worker (the leased reporter sets both):
+        # artifact keys carry the attempt, and the run's end is recorded only while the attempt holds the job.
         self.attempt: int | None = None
+        self.worker_id: str | None = None
         self._findings_logged: set[tuple[str, str, str, str]] = set()
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T | None:
@@ -238,7 +196,7 @@ class DbReporter:
             return self._stop
         now = time.monotonic()
         if self.max_runtime_seconds is not None and now - self._started >= self.max_runtime_seconds:
-            self._stop = "max_runtime"
+            self._stop = StopReason.MAX_RUNTIME.value
             return self._stop
         # Called between batches: look at the database at most every `stop_check_seconds`.
         if now < self._next_check:
@@ -247,7 +205,7 @@ class DbReporter:
         try:
             with self.db.session() as s:
                 if s.execute(select(Job.cancel_requested).where(Job.id == self.job_id)).scalar_one_or_none():
-                    self._stop = "cancelled"
+                    self._stop = StopReason.CANCELLED.value
         except Exception:
             logger.warning("job %s: could not check for cancellation; will retry", self.job_id, exc_info=True)
         return self._stop
@@ -303,15 +261,13 @@ class DbReporter:
         self._retry("recording findings", write)
 
     def finished(self, result: Any) -> None:
-        self._record_end(result, end_of_run(result, self.last_epoch))
+        self._record_end(result, lifecycle.end_of_run(result, self.last_epoch))
 
     def _record_end(self, result: Any, end: dict[str, Any]) -> None:
-        """Write the job's end (`end`: its status, and error code and message when it failed) with the result."""
+        """Write the job's end (`end`: its status, and error code and message when it failed, as
+        `lifecycle.end_of_run` or `lifecycle.failure` builds it) with the result."""
         has_best = result.best_epoch is not None
         values: dict[str, Any] = {
-            **end,
-            "stop_reason": result.stop_reason,
-            "finished_at": utcnow(),
             "test_metrics": {k: _finite(v) for k, v in (result.test_metrics or {}).items()} or None,
             "best_monitor": result.monitor,
         }
@@ -322,11 +278,10 @@ class DbReporter:
             with self.db.session() as s:
                 if not self._may_write(s):
                     return False
-                job = s.get(Job, self.job_id)
+                job = lifecycle.end_run(s, self.job_id, self.worker_id, self.attempt, end,
+                                        stop_reason=result.stop_reason, **values)
                 if job is None:
                     return False
-                for k, v in values.items():
-                    setattr(job, k, v)
                 info = dict(job.model_info or {})
                 if result.normalization is not None:
                     info["normalization"] = result.normalization
@@ -336,9 +291,9 @@ class DbReporter:
                 job.model_info = info
             return True
 
-        status = values["status"]
+        status = end["status"]
         if self._retry("recording the job's end", write):
-            error = f"; {values['error_code']}: {values['error_message']}" if status == "failed" else ""
+            error = f"; {end['error_code']}: {end['error_message']}" if status == "failed" else ""
             logger.log(logging.INFO if status == "succeeded" else logging.WARNING,
                        "finished: %s (%s) after %d epochs; best %s %s at epoch %s%s", status, result.stop_reason,
                        result.epochs_run, result.monitor, values.get("best_value"), result.best_epoch, error)

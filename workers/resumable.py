@@ -26,12 +26,14 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from trainyard import lifecycle
 from trainyard.db import Database
 from trainyard.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Job
-from trainyard.job_errors import JobError, failure
+from trainyard.job_errors import JobError
+from trainyard.lifecycle import Claim, failure
+from trainyard.stop_reasons import StopReason
 from trainyard.store import ArtifactMissing, ArtifactStore, backup_key, download_to, holds, put_file
 from workers.interrupt import Interrupter
-from workers.leases import Claim, fenced
 from workers.reporting import DbReporter
 from workers.trainer.types import ResumeState
 
@@ -67,9 +69,7 @@ class LeasedReporter(DbReporter):
 
     def _may_write(self, session: Any) -> bool:
         # The row lock orders this write against the reaper re-queueing the job and a new claim of it.
-        held = session.execute(
-            select(Job.id).where(fenced(self.job_id, self.worker_id, self.attempt)).with_for_update()
-        ).first() is not None
+        held = lifecycle.hold(session, self.job_id, self.worker_id, self.attempt)
         if not held and not self._lease_lost.is_set():
             self._lease_lost.set()
             logger.error("job %s: attempt %d lost its lease; this worker writes nothing more for it",
@@ -78,7 +78,7 @@ class LeasedReporter(DbReporter):
 
     def should_stop(self) -> str | None:
         if self._shutting_down.is_set() or self._lease_lost.is_set():
-            return "interrupted"
+            return StopReason.INTERRUPTED.value
         return self._interrupter.reason or super().should_stop()
 
     def backup_saved(self, epoch: int, path: str, state: dict[str, Any]) -> None:
@@ -113,11 +113,11 @@ class LeasedReporter(DbReporter):
         return row is not None and holds(self.store, row.artifact_key, row.sha256)
 
     def finished(self, result: Any) -> None:
-        if result.stop_reason == "error" and self._interrupter.reason is not None:
+        if result.stop_reason == StopReason.ERROR and self._interrupter.reason is not None:
             # Broken by the stop itself (an interruption some library turned into its own error): the
             # run ends for the stop's reason, never as a failure of the job.
             result.stop_reason = self._interrupter.reason
-        if result.stop_reason == "interrupted":
+        if result.stop_reason == StopReason.INTERRUPTED:
             return
         if self._lease_lost.is_set():
             logger.error("job %s: lease lost; this worker does not record the end of the run", self.job_id)
@@ -137,7 +137,7 @@ class LeasedReporter(DbReporter):
                 return
             if not stored:
                 result.best_epoch = None
-                result.stop_reason = "error"
+                result.stop_reason = StopReason.ERROR.value
                 self._record_end(result, failure(
                     JobError.CHECKPOINT_UNAVAILABLE,
                     f"The best checkpoint (epoch {epoch}) could not be stored with its recorded sha256: it "

@@ -17,15 +17,16 @@ from celery import Celery
 from trainyard.db import Database
 from sqlalchemy import select
 
+from trainyard import lifecycle
 from trainyard.db.models import Job, Worker, utcnow
-from trainyard.resources import ANY
-from trainyard.queue import QUEUE, enqueue_job
+from trainyard.queue import QUEUE, JobSender
 from trainyard.settings import Settings
+from trainyard.stop_reasons import StopReason
 from trainyard.store import ArtifactStore, store_from_settings
 from trainyard.sweeps import controller as sweeps
 from workers import leases, reaper
 from workers.dataset_cache import DatasetCache
-from workers.interrupt import CANCELLED, INTERRUPTED, Interrupter
+from workers.interrupt import Interrupter
 
 if TYPE_CHECKING:
     from workers.joblogs import JobLogHandler
@@ -173,17 +174,18 @@ class WorkerRuntime:
             return  # the job ended (and maybe another began) since this tick looked
         if stop.reason is None:
             if self.shutting_down.is_set() or self.lease_lost.is_set():
-                stop.request(INTERRUPTED, (job_id, attempt))
+                # Shutting down or lease lost: the job goes on elsewhere, from its backup.
+                stop.request(StopReason.INTERRUPTED.value, (job_id, attempt))
             else:
                 with self.db.session() as s:
                     cancelled = s.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one_or_none()
-                if cancelled and stop.request(CANCELLED, (job_id, attempt)):
+                if cancelled and stop.request(StopReason.CANCELLED.value, (job_id, attempt)):
                     logger.info("job %s: cancel requested; stopping it", job_id, extra={"job_id": job_id})
         if stop.escalate() and stop.sent == 1:  # sent again every second while it does not stop: logged once
             logger.info("job %s: interrupting its training thread %.1f s after the %s request", job_id,
                         time.monotonic() - (stop.requested_at or 0.0), stop.reason, extra={"job_id": job_id})
         waited = time.monotonic() - (stop.requested_at or 0.0)
-        if stop.reason == CANCELLED and stop.active and waited >= self.settings.worker_cancel_exit_seconds:
+        if stop.reason == StopReason.CANCELLED and stop.active and waited >= self.settings.worker_cancel_exit_seconds:
             self._end_stuck(job_id, attempt, waited)
 
     def _end_stuck(self, job_id: str, attempt: int, waited: float) -> None:
@@ -191,7 +193,7 @@ class WorkerRuntime:
         process exits: its supervisor (`make run`, the container's restart policy) starts a fresh worker.
         Nothing accepted is lost: this job is final, and this worker holds no other."""
         # Raises while the database is away: the watch loop tries again on its next tick.
-        leases.end_cancelled(self.db, job_id, self.worker_id, attempt)
+        lifecycle.end_cancelled(self.db, job_id, self.worker_id, attempt)
         logger.error("job %s: its training thread was still busy in native code %.0f s after the cancel; the "
                      "job is cancelled and this worker process exits to be restarted", job_id, waited,
                      extra={"job_id": job_id})
@@ -200,11 +202,10 @@ class WorkerRuntime:
             stream.flush()
         os._exit(EXIT_STUCK)
 
-    def send(self, job_id: str) -> None:
-        # Re-sends (reaper, graceful stop) go to the job's own class queue, like the first send did.
-        with self.db.session() as s:
-            cls = s.execute(select(Job.resource_class).where(Job.id == job_id)).scalar_one_or_none()
-        enqueue_job(self.celery, job_id, cls or ANY)
+    @cached_property
+    def send(self) -> JobSender:
+        # Re-sends (reaper, graceful stop) and sweeps' trials go to the job's own class queue.
+        return JobSender(self.celery, self.db)
 
     @cached_property
     def _in_broker(self) -> Callable[[list[str]], set[str]] | None:

@@ -2,7 +2,8 @@
 
 It takes a job id, reloads the row, and keeps no state of its own; the trainer reports through
 `LeasedReporter` (a `DbReporter` that also stores resume backups). Deliveries are at least once: a
-delivery trains only after taking the job's lease (workers/leases.py), and every write is idempotent.
+delivery trains only after taking the job's lease (`trainyard.lifecycle.claim`), and every write is
+idempotent. Every status change goes through trainyard/lifecycle.py.
 """
 from __future__ import annotations
 
@@ -12,21 +13,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import func, update
-
+from trainyard import lifecycle
 from trainyard.datasets import DatasetError, load_builtin, load_csv, load_npz
-from trainyard.job_errors import JobError, failure
-from trainyard.db.models import Dataset, Job, utcnow
+from trainyard.db.models import Dataset
+from trainyard.job_errors import JobError
+from trainyard.lifecycle import Claim, training_error
 from trainyard.logconfig import job_id_var
 from trainyard.queue import TRAIN_TASK
+from trainyard.stop_reasons import StopReason
 from trainyard.store import ArtifactMissing
+from trainyard.submission import enqueue
 from trainyard.sweeps import controller as sweeps
-from workers import leases
 from workers.celery_app import app, runtime
-from workers.interrupt import CANCELLED, JobStopped, phase_of
-from workers.leases import Claim
-from workers.reaper import send_marked
-from workers.reporting import training_error
+from workers.interrupt import JobStopped, phase_of
 from workers.resumable import LeasedReporter, prepare_resume
 from workers.trainer import TrainData, describe_error, train
 
@@ -41,8 +40,8 @@ class JobFailed(Exception):
 
 
 def _claim(job_id: str) -> Claim | None:
-    """Take the job's lease (workers/leases.py), or None when this delivery must not train it."""
-    claimed = leases.claim(runtime.db, job_id, runtime.worker_id, runtime.lease_seconds,
+    """Take the job's lease (trainyard/lifecycle.py), or None when this delivery must not train it."""
+    claimed = lifecycle.claim(runtime.db, job_id, runtime.worker_id, runtime.lease_seconds,
                            max_running_per_tenant=runtime.settings.max_running_jobs_per_tenant)
     if claimed is not None:
         runtime.hold(job_id, claimed.attempt)
@@ -51,8 +50,8 @@ def _claim(job_id: str) -> Claim | None:
 
 def _requeue(claimed: Claim) -> None:
     """A graceful stop: the job goes back to the queue; the next attempt resumes from its last backup."""
-    if leases.release_for_requeue(runtime.db, claimed.job_id, runtime.worker_id, claimed.attempt):
-        send_marked(runtime.db, runtime.send, claimed.job_id)
+    if lifecycle.requeue_interrupted(runtime.db, claimed.job_id, runtime.worker_id, claimed.attempt):
+        enqueue(runtime.db, runtime.send, claimed.job_id, raise_errors=True)
         logger.info("job %s: stopped for shutdown after its last backup; re-queued", claimed.job_id)
 
 
@@ -62,8 +61,8 @@ def _stopped(claimed: Claim, exc: BaseException) -> None:
     stop = runtime.interrupter
     logger.info("stopped (%s) while %s, %.1f s after the request", stop.reason, phase_of(exc.__traceback__),
                 time.monotonic() - (stop.requested_at or 0.0))
-    if stop.reason == CANCELLED:
-        leases.end_cancelled(runtime.db, claimed.job_id, runtime.worker_id, claimed.attempt)
+    if stop.reason == StopReason.CANCELLED:
+        lifecycle.end_cancelled(runtime.db, claimed.job_id, runtime.worker_id, claimed.attempt)
     elif not runtime.lease_lost.is_set():
         _requeue(claimed)
 
@@ -71,10 +70,7 @@ def _stopped(claimed: Claim, exc: BaseException) -> None:
 def _fail(claimed: Claim, code: JobError, message: str) -> None:
     # Fenced on the attempt still running: when the trainer already recorded the job's end (its own
     # failure, with its code), that record stands and this writes nothing.
-    with runtime.db.session() as s:
-        s.execute(update(Job).where(leases.fenced(claimed.job_id, runtime.worker_id, claimed.attempt))
-                  .values(**failure(code, message), stop_reason=func.coalesce(Job.stop_reason, "error"),
-                          finished_at=utcnow()))
+    lifecycle.fail_attempt(runtime.db, claimed.job_id, runtime.worker_id, claimed.attempt, code, message)
 
 
 def load_data(job_id: str, dataset_id: str, tmpdir: str) -> TrainData:
@@ -145,7 +141,7 @@ def _train(job_id: str) -> None:
                                       timings={"data": data_seconds})
             training = True
             result = train(spec, data, reporter, workdir, resume=resume)
-        if result.stop_reason == "interrupted" and not runtime.lease_lost.is_set():
+        if result.stop_reason == StopReason.INTERRUPTED and not runtime.lease_lost.is_set():
             _requeue(claimed)
     except JobStopped as exc:
         _stopped(claimed, exc)
@@ -158,7 +154,7 @@ def _train(job_id: str) -> None:
             _stopped(claimed, exc)
         else:
             logger.exception("job %s failed", job_id)
-            # The trainer records its own failures (reporting.FAILURES); this stands in when that write failed.
+            # The trainer records its own failures (lifecycle.FAILURES); this stands in when that write failed.
             if training:
                 _fail(claimed, *training_error(describe_error(exc)))
             else:

@@ -23,12 +23,11 @@ from typing import Any
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from trainyard.db import Database
+from trainyard.db import Database, aware, db_time
 from trainyard.db.live import JobEvent, JobWebhook, WebhookDelivery
 from trainyard.db.models import EpochMetrics, Job, new_id, utcnow
 from trainyard.settings import Settings
 from trainyard.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TargetRefused, post, signature
-from workers.leases import aware, db_time
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from trainyard.datasets.lookup import dataset_lookup
 from trainyard.db.exports import JobExport
 from trainyard.db.live import JobWebhook
 from trainyard.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, Job, Tenant
-from trainyard.queue import enqueue_job
 from trainyard.spec import SpecError, validate_spec
+from trainyard import lifecycle
 from trainyard.submission import new_job, submit
 from trainyard.webhooks import validate_webhook
 
@@ -93,7 +93,7 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
                                                    secret=secret, epoch_events="epoch" in webhook["events"])]
     limit = svc.settings.max_active_jobs_per_tenant
     queue_class = job.resource_class
-    job, replayed = submit(svc.db, lambda job_id: enqueue_job(svc.celery, job_id, queue_class), job,
+    job, replayed = submit(svc.db, lambda job_id: svc.send(job_id, queue_class), job,
                            with_rows=hooks,
                            before_insert=lambda session: check_active_job_quota(session, tenant_id(), limit))
     if replayed:  # a concurrent request with the same key won the race (409 if its body was different)
@@ -164,7 +164,7 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
         job = load_owned(s, Job, job_id)
         if job.status in FINAL_STATUSES:
             raise Conflict(f"Job {job_id} already ended ({job.status}); there is nothing to cancel.")
-        job.request_cancel()
+        lifecycle.request_cancel(job)
         return jsonify(job_with_findings(s, job)), 202
 
 

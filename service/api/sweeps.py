@@ -14,9 +14,7 @@ from service.api.representations import sweep_resource
 from service.errors import Conflict, ValidationFailed
 from service.services import services
 from trainyard.datasets.lookup import dataset_lookup
-from trainyard.db.models import Job
 from trainyard.db.sweeps import SWEEP_STATUSES, Sweep
-from trainyard.queue import ANY, enqueue_job
 from trainyard.sweeps import controller
 from trainyard.sweeps.config import SweepError, validate_sweep
 
@@ -27,10 +25,7 @@ bp = Blueprint("sweeps", __name__)
 
 def _send(job_id: str) -> None:
     # A trial goes to its resource class's queue, like any job (the base spec's `resources`).
-    svc = services()
-    with svc.db.session() as s:
-        queue_class = s.execute(select(Job.resource_class).where(Job.id == job_id)).scalar_one_or_none()
-    enqueue_job(svc.celery, job_id, queue_class or ANY)
+    services().send(job_id)
 
 
 def _detail(session: Session, sweep: Sweep) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from trainyard.spec.layers import LAYER_SCHEMAS, RegularizerSchema
 from trainyard.spec.schema import OPTIMIZER_SCHEMAS, SCHEDULE_SCHEMAS, EarlyStoppingSchema, ReduceLrOnPlateauSchema
 from tests.property.schema_walk import range_of
 from workers.trainer import InMemoryReporter, TrainData, train
-from workers.trainer.types import STOP_REASONS
+from trainyard.stop_reasons import StopReason
 
 DATASET = "ds_" + "c" * 32
 INFO = DatasetInfo(DATASET, (6, 3), "classification", 3, False, False, (), 32)
@@ -86,4 +86,4 @@ def test_every_number_at_its_bound_trains(which: str, optimizer: str, schedule: 
     with tempfile.TemporaryDirectory() as workdir:
         result = train(normalised, TrainData(x, y), InMemoryReporter(), workdir)
     keras.backend.clear_session()
-    assert result.stop_reason in STOP_REASONS and result.stop_reason != "error", result
+    assert StopReason.parse(result.stop_reason) is not None and result.stop_reason != "error", result

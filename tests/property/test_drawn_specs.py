@@ -24,7 +24,7 @@ from trainyard.spec.errors import MAX_ERRORS
 from trainyard.spec.schema import JobSpecSchema
 from tests.property.strategies import Case, cases
 from workers.trainer import InMemoryReporter, train
-from workers.trainer.types import STOP_REASONS
+from trainyard.stop_reasons import StopReason
 
 EXAMPLES = int(os.environ.get("TRAINYARD_PROPERTY_EXAMPLES", "60"))
 SEED = os.environ.get("TRAINYARD_PROPERTY_SEED")
@@ -64,5 +64,5 @@ def test_a_drawn_spec_is_refused_with_field_paths_or_trains_to_a_final_state(cas
         result = train(spec, case.data, reporter, workdir)
     keras.backend.clear_session()
     event(f"trained: {result.stop_reason}")
-    assert result.stop_reason in STOP_REASONS and result.stop_reason != "error", result
+    assert StopReason.parse(result.stop_reason) is not None and result.stop_reason != "error", result
     assert reporter.result is result

@@ -136,14 +136,14 @@ def test_rate_limit_settings(settings: Any) -> None:
 
 
 def test_workers_defer_a_tenants_jobs_beyond_its_running_limit(app: Any, make_token: Any) -> None:
-    """The worker's claim (workers/leases.py) against the real database: with one job of the tenant
+    """The worker's claim (trainyard/lifecycle.py) against the real database: with one job of the tenant
     training, a second waits queued for a later delivery, and starts once the first has ended."""
     from datetime import timedelta
 
     from service.auth import authenticate
     from trainyard.db.models import Job, utcnow
     from trainyard.spec import validate_spec
-    from workers.leases import claim
+    from trainyard.lifecycle import claim
 
     db = app.extensions["trainyard"].db
     with db.session() as s:

@@ -44,6 +44,18 @@ def test_the_domain_package_imports_no_web_worker_or_tensorflow_code() -> None:
     assert not {m for m in modules if m.split(".")[0] in ("flask", "tensorflow", "keras", "service", "workers")}
 
 
+@pytest.mark.parametrize("module", ["trainyard.stop_reasons"])
+def test_what_the_trainer_reads_of_the_domain_imports_only_the_standard_library(module: str) -> None:
+    env = subprocess_env({})
+    modules = _modules_after(f"import {module}", env) - _modules_after("pass", env)  # minus what site loads
+    assert module in modules
+    third_party = {m for m in modules
+                   if m.split(".")[0] not in sys.stdlib_module_names and m.split(".")[0] != "trainyard"}
+    assert not third_party, sorted(third_party)
+    # The package's __init__ comes along: it must stay free of imports.
+    assert {m for m in modules if m.startswith("trainyard")} == {"trainyard", module}
+
+
 def test_the_worker_process_imports_no_flask_or_api_code() -> None:
     modules = _modules_after("import workers.tasks, workers.celery_app", subprocess_env({}))
     assert "celery" in modules and "trainyard.db" in modules
@@ -70,8 +82,9 @@ FORBIDDEN = {
     "workers/trainer": ("flask", "werkzeug", "celery", "kombu", "sqlalchemy", "psycopg", "requests", "redis",
                         "service", "trainyard"),
 }
-# The trainer reads the standard-library catalogue of Keras names, nothing else of the domain.
-ALLOWED = {"workers/trainer": ("trainyard.names",)}
+# The trainer reads the standard-library catalogue of Keras names and the stop reasons, nothing else of the
+# domain (both import only the standard library: checked below).
+ALLOWED = {"workers/trainer": ("trainyard.names", "trainyard.stop_reasons")}
 
 
 def _imports(path: Path) -> set[str]:

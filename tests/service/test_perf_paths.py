@@ -87,7 +87,8 @@ def test_keyset_pages_cover_every_job_once_across_equal_timestamps(app: Any, cli
     from sqlalchemy import select
 
     from trainyard.db.models import Job, Tenant
-    from trainyard.job_errors import JobError, failure
+    from trainyard.job_errors import JobError
+    from trainyard.lifecycle import failure
 
     headers = {"Authorization": f"Bearer {make_token('keyset-tenant')}"}
     db = app.extensions["trainyard"].db

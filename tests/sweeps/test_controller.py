@@ -16,9 +16,11 @@ from sqlalchemy import update
 from trainyard.db import Database, upgrade_schema
 from trainyard.db.models import EpochMetrics, Job, Tenant
 from trainyard.db.sweeps import Sweep
-from trainyard.job_errors import JobError, failure
+from trainyard.job_errors import JobError
+from trainyard.lifecycle import failure
 from trainyard.spec import SpecLimits
 from trainyard.sweeps import controller
+from trainyard.stop_reasons import StopReason
 from trainyard.sweeps.config import validate_sweep
 from tests.conftest import PG_ADMIN_DSN, PG_URL_BASE, tiny_spec
 
@@ -129,7 +131,7 @@ def test_trial_stopper_compares_with_finished_trials_read_from_the_database(db: 
     with db.session() as s:
         s.execute(update(Job).where(Job.id.in_([ids[0], ids[1]])).values(status="succeeded"))
     assert stop_2(1) is None  # the grace epoch
-    assert stop_2(2) == controller.SWEEP_EARLY_STOPPED  # 0.9 is worse than the median 0.55
+    assert stop_2(2) == StopReason.SWEEP_EARLY_STOPPED  # 0.9 is worse than the median 0.55
     assert stop_3(2) is None  # 0.52 beats it
     # Sweeps without early stopping, and jobs outside sweeps, get no check at all.
     plain_sweep = new_sweep(db, lambda _id: None, max_trials=3)

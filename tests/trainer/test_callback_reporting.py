@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from workers.trainer import InMemoryReporter, TrainData, train
+from workers.trainer import InMemoryReporter, train
 from workers.trainer.callbacks import EpochReporter, RunState
 
 from .specs import make_spec

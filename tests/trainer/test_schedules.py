@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from workers.trainer import InMemoryReporter, TrainData, train
+from workers.trainer import InMemoryReporter, train
 from workers.trainer.schedules import build_schedule
 
 from .specs import make_spec

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 from trainyard.db.models import Artifact, ArtifactChunk, Job
 from trainyard.store import ArtifactMissing, ArtifactStore, FsspecStore, checkpoint_key, download_to, holds
 from tests.workers.test_fencing import _file, _result
-from workers import leases
+from trainyard import lifecycle
 from workers.resumable import LeasedReporter
 
 # (store, what the disk did to the best checkpoint)
@@ -54,7 +54,7 @@ def _damaged_best(app: Any, job_id: str, tmp_path: Path, kind: str, fault: str) 
     attempt's reporter, the worker's copy of the file, its sha256 and its key in the store."""
     svc = app.extensions["trainyard"]
     store = svc.store if kind == "db" else FsspecStore(svc.db, f"file://{tmp_path}/artifacts")
-    assert leases.claim(svc.db, job_id, "worker-a", lease_for=60) is not None
+    assert lifecycle.claim(svc.db, job_id, "worker-a", lease_for=60) is not None
     reporter = LeasedReporter(svc.db, store, job_id, worker_id="worker-a", attempt=1, retries=1,
                               shutting_down=threading.Event(), lease_lost=threading.Event())
     path, size, sha = _file(tmp_path, "best.keras")

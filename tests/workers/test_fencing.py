@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 
 from trainyard.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
 from trainyard.store import backup_key, checkpoint_key
-from workers import leases
+from trainyard import lifecycle
 from workers.resumable import LeasedReporter
 from workers.trainer.types import TrainResult
 
@@ -57,7 +57,7 @@ def _diag(loss: float) -> dict[str, Any]:
 
 def test_a_worker_that_lost_the_lease_writes_nothing(app: Any, job_id: str, tmp_path: Path) -> None:
     svc = app.extensions["trainyard"]
-    first = leases.claim(svc.db, job_id, "worker-a", lease_for=60)
+    first = lifecycle.claim(svc.db, job_id, "worker-a", lease_for=60)
     assert first is not None and first.attempt == 1
     stale = _reporter(app, job_id, "worker-a", 1)
     stale.epoch_end(1, {"loss": 0.9})  # while it holds the lease, its writes land
@@ -109,7 +109,7 @@ def test_a_worker_that_lost_the_lease_writes_nothing(app: Any, job_id: str, tmp_
 
 def test_a_new_attempt_replaces_the_lost_attempts_checkpoint_file(app: Any, job_id: str, tmp_path: Path) -> None:
     svc = app.extensions["trainyard"]
-    assert leases.claim(svc.db, job_id, "worker-a", lease_for=60) is not None
+    assert lifecycle.claim(svc.db, job_id, "worker-a", lease_for=60) is not None
     path, size, sha = _file(tmp_path, "a.keras")
     _reporter(app, job_id, "worker-a", 1).checkpoint_saved(1, "val_loss", 0.7, path, size, sha)
     assert svc.store.stat(checkpoint_key(job_id, 1, 1)).sha256 == sha
@@ -125,7 +125,7 @@ def test_a_new_attempt_replaces_the_lost_attempts_checkpoint_file(app: Any, job_
 
 def test_a_failure_is_recorded_only_by_the_attempt_that_holds_the_job(app: Any, job_id: str) -> None:
     svc = app.extensions["trainyard"]
-    assert leases.claim(svc.db, job_id, "worker-a", lease_for=60) is not None
+    assert lifecycle.claim(svc.db, job_id, "worker-a", lease_for=60) is not None
     attempt = _take_over(app, job_id, "worker-b")
     stale = _reporter(app, job_id, "worker-a", 1)
     stale.finished(_result(stop_reason="nan_loss", best_epoch=None, best_value=None))

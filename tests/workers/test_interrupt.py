@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
-from workers.interrupt import CANCELLED, Interrupter, JobStopped, phase_of
+from trainyard.stop_reasons import StopReason
+from workers.interrupt import Interrupter, JobStopped, phase_of
+
+CANCELLED = StopReason.CANCELLED.value
 
 # How long a test waits for the other thread: generous, since a loaded machine can starve a thread for
 # seconds; every wait returns as soon as its event happens.

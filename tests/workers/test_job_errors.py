@@ -18,9 +18,10 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from trainyard.db.models import Job, Tenant, utcnow
-from trainyard.job_errors import MEANINGS, JobError, failure
+from trainyard.job_errors import MEANINGS, JobError
+from trainyard.lifecycle import failure
 from tests.conftest import ROOT
-from workers import leases
+from trainyard import lifecycle
 from workers.reaper import reap_expired_leases
 from workers.resumable import LeasedReporter
 from workers.trainer.types import TrainResult, describe_error
@@ -90,7 +91,7 @@ def _job(app: Any, job_id: str) -> Job:
         "error without a description"])
 def test_the_end_of_a_failed_run_records_a_code_and_a_message_naming_the_cause(
         app: Any, job_id: str, result: TrainResult, code: JobError, cause: str) -> None:
-    claim = leases.claim(app.extensions["trainyard"].db, job_id, "worker-a", lease_for=60)
+    claim = lifecycle.claim(app.extensions["trainyard"].db, job_id, "worker-a", lease_for=60)
     _reporter(app, job_id, claim.attempt).finished(result)
     job = _job(app, job_id)
     assert (job.status, job.error_code) == ("failed", code)
@@ -100,7 +101,7 @@ def test_the_end_of_a_failed_run_records_a_code_and_a_message_naming_the_cause(
 def test_a_job_whose_workers_keep_dying_fails_with_worker_lost(app: Any, job_id: str) -> None:
     db = app.extensions["trainyard"].db
     for attempt in range(1, 4):  # each attempt's worker dies: its lease runs out, the reaper re-queues it
-        assert leases.claim(db, job_id, f"worker-{attempt}", lease_for=60).attempt == attempt
+        assert lifecycle.claim(db, job_id, f"worker-{attempt}", lease_for=60).attempt == attempt
         with db.session() as s:
             s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
         reap_expired_leases(db, send=lambda _: None)

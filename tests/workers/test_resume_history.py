@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from trainyard.db.models import EpochDiagnostics, EpochMetrics, Job, utcnow
-from workers import leases
+from trainyard import lifecycle
 from workers.resumable import LeasedReporter, prepare_resume
 
 
@@ -23,7 +23,7 @@ def _record(epoch: int) -> dict[str, Any]:
 def test_a_resumed_attempt_gets_the_diagnostics_history_up_to_its_backup(app: Any, job_id: str,
                                                                           tmp_path: Path) -> None:
     svc = app.extensions["trainyard"]
-    first = leases.claim(svc.db, job_id, "worker-a", lease_for=60)
+    first = lifecycle.claim(svc.db, job_id, "worker-a", lease_for=60)
     reporter = LeasedReporter(svc.db, svc.store, job_id, worker_id="worker-a", attempt=first.attempt,
                               retries=1, shutting_down=threading.Event(), lease_lost=threading.Event())
     backup = tmp_path / "backup.weights.h5"
@@ -36,7 +36,7 @@ def test_a_resumed_attempt_gets_the_diagnostics_history_up_to_its_backup(app: An
 
     with svc.db.session() as s:  # its lease runs out
         s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
-    second = leases.claim(svc.db, job_id, "worker-b", lease_for=60)
+    second = lifecycle.claim(svc.db, job_id, "worker-b", lease_for=60)
     assert second is not None and second.attempt == first.attempt + 1 and second.backup_epoch == 3
     with svc.db.session() as s:
         # Epoch 4 will be trained again: the lost attempt's rows of it are gone, metrics and diagnostics.

@@ -6,6 +6,7 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from decimal import Decimal
 import time
 from pathlib import Path
@@ -137,6 +138,18 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """A datetime read from the database, UTC-aware: SQLite hands back naive ones (stored as UTC)."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def db_time(db: Database, value: datetime) -> datetime:
+    """A UTC datetime as the database compares it (naive on SQLite)."""
+    return value.replace(tzinfo=None) if db.url.startswith("sqlite") else value
 
 
 def upgrade_schema(database_url: str) -> None:

@@ -83,6 +83,9 @@ class Dataset(Base):
 
 
 class Job(Base):
+    """A training job. Its status changes only in trainyard/lifecycle.py (queued, running, succeeded,
+    failed, cancelled; back to queued when an attempt is interrupted or its worker is lost)."""
+
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))
@@ -130,14 +133,6 @@ class Job(Base):
     trial_index: Mapped[int | None] = mapped_column(Integer)
     trial_params: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
 
-    def request_cancel(self) -> None:
-        """A queued job is final at once (the worker that later receives its message skips it); a running
-        one stops at its next batch."""
-        self.cancel_requested = True
-        if self.status == "queued":
-            self.status = "cancelled"
-            self.stop_reason = "cancelled"
-            self.finished_at = utcnow()
 
     __table_args__ = (
         # A failed job says why (trainyard/job_errors.py). Migration 0007_failed_jobs_have_an_error.py adds

@@ -24,18 +24,19 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from trainyard import lifecycle
 from trainyard.datasets.lookup import dataset_lookup
 from trainyard.db import Database
 from trainyard.db.models import FINAL_STATUSES, EpochMetrics, Job, utcnow
 from trainyard.db.sweeps import Sweep
 from trainyard.spec import SpecError, SpecLimits
+from trainyard.stop_reasons import StopReason
 from trainyard.submission import Send, new_job, submit
 from trainyard.sweeps.config import SweepConfig, trial_spec
 from trainyard.sweeps.rules import Curve, MedianRule, TrialResult, rank
 
 logger = logging.getLogger(__name__)
 
-SWEEP_EARLY_STOPPED = "sweep_early_stopped"
 ACTIVE_STATUSES = ("queued", "running")
 
 
@@ -138,7 +139,7 @@ def cancel(session: Session, sweep: Sweep) -> None:
     trials = session.execute(select(Job).where(Job.sweep_id == sweep.id, Job.status.in_(ACTIVE_STATUSES))
                              .with_for_update()).scalars()
     for job in trials:
-        job.request_cancel()
+        lifecycle.request_cancel(job)
 
 
 def ranked_trials(session: Session, sweep: Sweep) -> list[tuple[int | None, Job]]:
@@ -187,7 +188,7 @@ def trial_stopper(db: Database, job_id: str) -> Callable[[int], str | None] | No
         if rule.should_stop(own, [finished[i] for i in done], epoch, mode):
             logger.info("job %s: %s at epoch %d is worse than the median of the sweep's finished trials; "
                         "stopping it", job_id, metric, epoch)
-            return SWEEP_EARLY_STOPPED
+            return StopReason.SWEEP_EARLY_STOPPED.value
         return None
 
     return check

@@ -11,6 +11,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from trainyard.stop_reasons import StopReason
+
 from . import distribute, process_settings
 from .callbacks import (
     BestCheckpoint,
@@ -34,8 +36,12 @@ from .types import InMemoryReporter, Reporter, ResumeState, TrainData, TrainResu
 
 logger = logging.getLogger(__name__)
 
-# Runs that end well: their best checkpoint must load, and gets its SavedModel export.
-ENDED_WELL = ("completed", "early_stopping", "max_runtime", "sweep_early_stopped")
+
+
+def _ends_well(stop_reason: str) -> bool:
+    """A run that ended well: its best checkpoint must load, and gets its SavedModel export."""
+    reason = StopReason.parse(stop_reason)
+    return reason is not None and reason.ends_well
 
 
 def _resolve_monitor(monitor: str, has_validation: bool, what: str) -> str:
@@ -85,7 +91,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
         run.evaluate()
     except Exception as exc:
         logger.exception("training failed")
-        run.result("error", error=describe_error(exc))
+        run.result(StopReason.ERROR, error=describe_error(exc))
         raise
     run.phase_done("evaluate")
     return run.result(run.stop_reason, run.test_metrics)
@@ -109,7 +115,7 @@ class _Run:
         self.checkpoint: BestCheckpoint | None = None
         self.monitor = (self.callbacks_spec.get("checkpoint") or {}).get("monitor") or "val_loss"
         self.normalization = None
-        self.stop_reason = "completed"
+        self.stop_reason = StopReason.COMPLETED
         self.test_metrics: dict | None = None
 
     def phase_done(self, name: str) -> None:
@@ -273,22 +279,22 @@ class _Run:
         if self.state.stop_reason is not None:
             self.stop_reason = self.state.stop_reason
         elif self.early_stopping is not None and self.early_stopping.triggered:
-            self.stop_reason = "early_stopping"
+            self.stop_reason = StopReason.EARLY_STOPPING
         else:
-            self.stop_reason = "completed"
+            self.stop_reason = StopReason.COMPLETED
 
     def evaluate(self) -> None:
         """The best checkpoint, loaded from its file, on the test split; its export when the run ended well."""
         prepared, checkpoint, stop_reason = self.prepared, self.checkpoint, self.stop_reason
         # A cancelled or timed-out job should stop now, not spend more time on the test split.
         if (prepared.x_test is not None and checkpoint.best_path is not None
-                and stop_reason not in ("cancelled", "max_runtime")):
+                and stop_reason not in (StopReason.CANCELLED, StopReason.MAX_RUNTIME)):
             self.test_metrics = _evaluate_checkpoint(checkpoint.best_path, prepared.x_test, prepared.y_test,
                                                      self.batch_size)
-        elif checkpoint.best_path is not None and stop_reason in ENDED_WELL:
+        elif checkpoint.best_path is not None and _ends_well(stop_reason):
             # A job must never end well with a best checkpoint that does not load: prove it does.
             keras.models.load_model(checkpoint.best_path, compile=False, safe_mode=True)
-        if checkpoint.best_path is not None and stop_reason in ENDED_WELL:
+        if checkpoint.best_path is not None and _ends_well(stop_reason):
             _export_best(checkpoint.best_path, checkpoint.best_epoch, self.workdir, self.reporter)
 
     def result(self, stop_reason: str, test_metrics: dict | None = None, error: str | None = None) -> TrainResult:

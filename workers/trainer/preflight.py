@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 
 import keras
+
+from trainyard.stop_reasons import StopReason
 import numpy as np
 import tensorflow as tf
 
@@ -38,7 +40,7 @@ PREFLIGHT_STEPS = 3
 
 @dataclass
 class PreflightResult:
-    stop_reason: str | None          # None (go on), "nan_loss" or "no_gradients"
+    stop_reason: str | None          # None (go on), StopReason.NAN_LOSS or StopReason.NO_GRADIENTS
     findings: list[dict] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
@@ -98,11 +100,11 @@ def preflight(model: keras.Model, spec: dict, x: np.ndarray, y: np.ndarray, *, c
         loss, rows = measure.measure(tf.convert_to_tensor(xb), tf.convert_to_tensor(yb), measure.snapshot())
         if not math.isfinite(loss):
             result.losses.append(loss)
-            result.stop_reason = "nan_loss"
+            result.stop_reason = StopReason.NAN_LOSS
         elif rows and all(r["zero_grad_fraction"] == 1.0 for r in rows):
             record = {"epoch": None, "variables": [
                 {k: r[k] for k in ("layer", "name", "grad_norm", "zero_grad_fraction")} for r in rows]}
-            result.stop_reason = "no_gradients"
+            result.stop_reason = StopReason.NO_GRADIENTS
             result.findings = zero_gradient_findings(record, context, severity="error")
 
     measure_first = bool(getattr(optimizer, "weight_decay", None))
@@ -117,7 +119,7 @@ def preflight(model: keras.Model, spec: dict, x: np.ndarray, y: np.ndarray, *, c
                       callbacks=[recorder], shuffle=False)
             result.losses = recorder.losses
             if result.losses and not math.isfinite(result.losses[-1]):
-                result.stop_reason = "nan_loss"
+                result.stop_reason = StopReason.NAN_LOSS
             trainable = {id(v) for v in model.trainable_variables}
             moved = any(not np.array_equal(v.numpy(), value)
                         for v, value in zip(model.variables, saved) if id(v) in trainable)
@@ -131,7 +133,7 @@ def preflight(model: keras.Model, spec: dict, x: np.ndarray, y: np.ndarray, *, c
         model.reset_metrics()
     if result.stop_reason is None and not moved and not measure_first:
         check_gradients()  # on the restored weights; measuring writes no variable
-    if result.stop_reason == "nan_loss":
+    if result.stop_reason == StopReason.NAN_LOSS:
         result.findings = check_diverged([], context, nan={
             "epoch": None, "preflight": True, "step": len(result.losses), "learning_rate": lr,
             "preflight_losses": result.losses})

@@ -7,12 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-STOP_REASONS = ("completed", "early_stopping", "nan_loss", "cancelled", "max_runtime", "interrupted", "error",
-                "no_gradients", "sweep_early_stopped")
-# Reasons a reporter may return from should_stop(). "interrupted" means "stop now and resume later from
-# the last backup" (the worker is shutting down); the run is not over. "sweep_early_stopped": the trial of a
-# sweep is doing worse than the others (trainyard/sweeps); the run ends well with its best checkpoint.
-REQUESTED_STOP_REASONS = ("cancelled", "max_runtime", "interrupted", "sweep_early_stopped")
+from trainyard.stop_reasons import StopReason
 
 
 @dataclass
@@ -49,6 +44,7 @@ class ResumeState:
 
 @dataclass
 class TrainResult:
+    # A `StopReason` value; a reporter's should_stop() may return the requestable ones.
     stop_reason: str
     epochs_run: int
     monitor: str
@@ -117,7 +113,7 @@ class InMemoryReporter:
     """
 
     stop_after_batches: int | None = None
-    stop_reason: str = "cancelled"
+    stop_reason: str = StopReason.CANCELLED
     info: dict | None = None
     epochs: list[tuple[int, dict]] = field(default_factory=list)
     checkpoints: list[dict] = field(default_factory=list)

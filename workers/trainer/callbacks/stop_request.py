@@ -8,8 +8,9 @@ from typing import Callable
 
 import keras
 
+from trainyard.stop_reasons import StopReason
+
 from .state import RunState
-from ..types import REQUESTED_STOP_REASONS
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class StopRequest(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         reason = self._poll()
         if reason is None and self._deadline is not None and time.monotonic() >= self._deadline:
-            reason = "max_runtime"
+            reason = StopReason.MAX_RUNTIME
         if reason is None:
             return
         steps = self.params.get("steps") if self.params else None
@@ -68,7 +69,8 @@ class StopRequest(keras.callbacks.Callback):
             return None
         if not reason:
             return None
-        if reason not in REQUESTED_STOP_REASONS:
+        requested = StopReason.parse(reason)
+        if requested is None or not requested.requestable:
             logger.warning("should_stop() returned unknown reason %r; treating as 'cancelled'", reason)
-            return "cancelled"
+            return StopReason.CANCELLED
         return reason

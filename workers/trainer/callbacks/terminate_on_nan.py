@@ -6,6 +6,8 @@ import math
 
 import keras
 
+from trainyard.stop_reasons import StopReason
+
 from .state import RunState
 
 
@@ -28,5 +30,5 @@ class TerminateOnNaN(keras.callbacks.Callback):
         if loss is None:
             return
         if not math.isfinite(float(loss)):
-            self._state.request_stop("nan_loss", partial=True)
+            self._state.request_stop(StopReason.NAN_LOSS, partial=True)
             self.model.stop_training = True

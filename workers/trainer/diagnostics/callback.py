@@ -9,6 +9,8 @@ import time
 
 import keras
 
+from trainyard.stop_reasons import StopReason
+
 from ..callbacks.reporting import current_learning_rate
 from ..callbacks.state import RunState, call_reporter
 from .findings import RunContext, analyze_epochs, merge
@@ -94,7 +96,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         self.seconds += time.perf_counter() - began
 
     def on_train_end(self, logs=None):
-        if self._state.stop_reason == "nan_loss":
+        if self._state.stop_reason == StopReason.NAN_LOSS:
             nan = {"epoch": self._epoch, "learning_rate": self._learning_rate}
             self._report(analyze_epochs(self.history, self._context, nan=nan))
 
