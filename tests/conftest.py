@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -173,9 +174,9 @@ def other_auth(other_token: str) -> dict[str, str]:
 
 
 class Proc:
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, append: bool = False) -> None:
         self.log = log
-        self._fh = open(log, "wb")
+        self._fh = open(log, "ab" if append else "wb")
         self.popen = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self._fh, stderr=subprocess.STDOUT,
                                       start_new_session=True)
 
@@ -204,7 +205,7 @@ class Proc:
         self._fh.close()
 
 
-def start_worker(env: dict[str, str], log: Path, settings: Any) -> Proc:
+def start_worker(env: dict[str, str], log: Path, settings: Any, append: bool = False) -> Proc:
     """`bin/worker`, waited for until its heartbeat row shows it is ready for jobs."""
     from sqlalchemy import func, select
 
@@ -214,7 +215,7 @@ def start_worker(env: dict[str, str], log: Path, settings: Any) -> Proc:
     db = Database(settings.database_url)
     with db.session() as s:
         before = s.execute(select(func.count()).select_from(Worker)).scalar_one()
-    proc = Proc([str(ROOT / "bin" / "worker")], env, log)
+    proc = Proc([str(ROOT / "bin" / "worker")], env, log, append)
 
     def ready() -> bool:
         if not proc.alive():
@@ -222,14 +223,73 @@ def start_worker(env: dict[str, str], log: Path, settings: Any) -> Proc:
         with db.session() as s:
             return s.execute(select(func.count()).select_from(Worker)).scalar_one() > before
 
-    wait_until(ready, 120, 0.2, "the worker's first heartbeat")
-    db.dispose()
+    try:
+        wait_until(ready, 120, 0.2, "the worker's first heartbeat")
+    except BaseException:
+        proc.stop(timeout=5)  # a worker that never got ready must not go on taking this database's jobs
+        raise
+    finally:
+        db.dispose()
     return proc
 
 
+class SupervisedWorker:
+    """The session's worker, restarted whenever it exits, as docker-compose.yml's `restart: unless-stopped`
+    and `make run` restart theirs. A worker ends itself on purpose when a cancelled job's thread stays stuck
+    in one native call (workers/runtime.py, EXIT_STUCK): without a supervisor every later test would wait
+    for a worker that is gone. Each restart is logged in the same file and counted in `restarts`."""
+
+    def __init__(self, env: dict[str, str], log: Path, settings: Any) -> None:
+        self._env, self._log, self._settings = env, log, settings
+        self._proc = start_worker(env, log, settings)
+        self.restarts: list[int | None] = []  # the exit status of each process that was replaced
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
+        self._thread.start()
+
+    @property
+    def popen(self) -> subprocess.Popen[bytes]:
+        return self._proc.popen
+
+    @property
+    def log(self) -> Path:
+        return self._log
+
+    def output(self) -> str:
+        return self._log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self._proc.alive()
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(0.2):
+            if self._proc.alive():
+                continue
+            status = self._proc.popen.returncode
+            self._proc.stop()
+            if self._stopping.is_set():
+                return
+            self.restarts.append(status)
+            with open(self._log, "ab") as fh:
+                fh.write(f"\n--- worker exited with status {status}; restarting it ---\n".encode())
+            time.sleep(1.0)  # the restart policy's back-off
+            try:
+                self._proc = start_worker(self._env, self._log, self._settings, append=True)
+            except Exception as exc:  # tests waiting for the worker will say so; try again
+                warnings.warn(f"restarting the session worker failed: {exc}", RuntimeWarning, stacklevel=1)
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+        self._proc.stop(timeout)
+        if self.restarts:
+            warnings.warn(f"the session worker was restarted {len(self.restarts)} time(s) (exit statuses "
+                          f"{self.restarts}); see {self._log}", RuntimeWarning, stacklevel=1)
+
+
 @pytest.fixture(scope="session")
-def worker(service_env: dict[str, str], settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    proc = start_worker(service_env, tmp_path_factory.mktemp("logs") / "worker.log", settings)
+def worker(service_env: dict[str, str], settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    proc = SupervisedWorker(service_env, tmp_path_factory.mktemp("logs") / "worker.log", settings)
     yield proc
     proc.stop()
 
