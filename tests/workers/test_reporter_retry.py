@@ -15,7 +15,7 @@ from sqlalchemy import select
 from trainyard.db.exports import JobExport
 from trainyard.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Finding, Job
 from tests.workers.test_fencing import _diag, _file, _result
-from workers import leases
+from trainyard import lifecycle
 from workers.reporting import DbReporter
 from workers.resumable import LeasedReporter
 
@@ -45,7 +45,7 @@ def down(app: Any, job_id: str) -> BrieflyDown:
 
 def _reporter(app: Any, job_id: str, db: BrieflyDown, retries: int) -> LeasedReporter:
     svc = app.extensions["trainyard"]
-    assert leases.claim(svc.db, job_id, "worker-a", lease_for=60) is not None
+    assert lifecycle.claim(svc.db, job_id, "worker-a", lease_for=60) is not None
     return LeasedReporter(db, svc.store, job_id, worker_id="worker-a", attempt=1, retries=retries,
                           shutting_down=threading.Event(), lease_lost=threading.Event())
 
