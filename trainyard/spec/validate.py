@@ -5,13 +5,15 @@ from marshmallow import ValidationError
 
 from trainyard.spec.catalog import DatasetLookup
 from trainyard.spec.checks import resolve_dataset, run_checks, unknown_dataset
-from trainyard.spec.errors import ROOT, SpecError, error, flatten_messages
+from trainyard.spec.errors import ROOT, SpecError, error
 from trainyard.spec.fields import refuse_many_unknown_keys
+from trainyard.spec.hints import Hinter
 from trainyard.spec.limits import SpecLimits
 from trainyard.spec.schema import JobSpecSchema
 
 # Built once: a schema's construction deep-copies every declared field; `load` keeps no state on it.
 _SCHEMA = JobSpecSchema()
+_HINTER = Hinter(JobSpecSchema)
 
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
                int: "a number", float: "a number", type(None): "null"}
@@ -51,7 +53,7 @@ def validate_spec(
         refuse_many_unknown_keys(raw, _SCHEMA)
         spec = _SCHEMA.load(raw)
     except ValidationError as exc:
-        raise SpecError(flatten_messages(exc.messages)) from None
+        raise SpecError(_HINTER.flatten(exc.messages, raw, _SCHEMA)) from None
 
     errors = []
     info = resolve_dataset(spec["dataset"]["id"], datasets)
