@@ -101,3 +101,16 @@ def test_a_sweep_base_gets_the_same_hints(client: Any, auth: dict[str, str]) -> 
     assert messages["trials"] == "Unknown field. Did you mean max_trials?"
     assert messages["base.epochs"] == "Unknown field. Did you mean training.epochs?"
     assert messages["base.model.layers[0].type"].startswith('Did you mean "dense"? Must be one of:')
+
+
+def test_a_monitor_and_a_built_in_data_set_name_the_closest_too(client: Any, auth: dict[str, str]) -> None:
+    spec = tiny_spec(dataset={"id": "builtin:iris", "validation_split": 0.2},
+                     callbacks={"early_stopping": {"monitor": "val_acc"}})
+    errors = client.post("/v1/jobs", json=spec, headers=auth).get_json()["errors"]
+    assert errors == [{"field": "callbacks.early_stopping.monitor", "message": (
+        'This job never logs val_acc: acc is not in metrics. Did you mean "val_accuracy"? '
+        "Allowed: loss, accuracy, val_loss, val_accuracy.")}]
+    errors = client.post("/v1/jobs", json=tiny_spec(dataset={"id": "builtin:irsi"}), headers=auth).get_json()["errors"]
+    assert [e["field"] for e in errors] == ["dataset.id"]
+    assert errors[0]["message"].startswith("Unknown built-in data set builtin:irsi; allowed: ")
+    assert errors[0]["message"].endswith('. Did you mean "builtin:iris"?')

@@ -109,6 +109,12 @@ def closest(name: Any, allowed: Iterable[str], aliases: Mapping[str, str] | None
     return by_lower[match[0]] if match else None
 
 
+def did_you_mean(name: Any, allowed: Iterable[str]) -> str:
+    """" Did you mean "x"?" for the closest of `allowed` to the value `name`, within the budget; else ""."""
+    hint = closest(name, allowed) if _spend() else None
+    return f" Did you mean {json.dumps(hint)}?" if hint else ""
+
+
 def unknown_field_message(key: str, allowed: Iterable[str], prefix: str = ROOT) -> str:
     """"Unknown field." with the closest of `allowed` (the object's fields at `prefix`), within the budget;
     for objects checked by hand rather than by a schema (the sweep's own fields)."""

@@ -7,7 +7,7 @@ from trainyard.spec.catalog import DatasetLookup
 from trainyard.spec.checks import resolve_dataset, run_checks, unknown_dataset
 from trainyard.spec.errors import ROOT, SpecError, error
 from trainyard.spec.fields import refuse_many_unknown_keys
-from trainyard.spec.hints import Hinter
+from trainyard.spec.hints import Hinter, hint_budget
 from trainyard.spec.limits import SpecLimits
 from trainyard.spec.schema import JobSpecSchema
 
@@ -42,7 +42,11 @@ def validate_spec(
     caller's); built-in ids always resolve from `BUILTIN_DATASETS`. Raises `SpecError` listing every
     problem found, each with its field path.
     """
-    limits = limits or SpecLimits()
+    with hint_budget():  # one for the whole spec (or the whole sweep, whose budget this joins)
+        return _validate(raw, datasets, limits or SpecLimits())
+
+
+def _validate(raw: object, datasets: DatasetLookup | None, limits: SpecLimits) -> dict:
     if not isinstance(raw, dict):
         kind = _JSON_TYPES.get(type(raw), type(raw).__name__)
         raise SpecError([error(ROOT, f"The job spec must be a JSON object; got {kind}.")])
