@@ -114,3 +114,16 @@ def test_a_monitor_and_a_built_in_data_set_name_the_closest_too(client: Any, aut
     assert [e["field"] for e in errors] == ["dataset.id"]
     assert errors[0]["message"].startswith("Unknown built-in data set builtin:irsi; allowed: ")
     assert errors[0]["message"].endswith('. Did you mean "builtin:iris"?')
+
+
+def test_a_sweep_search_parameter_names_the_closest_type_and_field(client: Any, auth: dict[str, str]) -> None:
+    body = {"name": "hints", "base": tiny_spec(dataset={"id": "builtin:iris", "validation_split": 0.2}),
+            "objective": {"metric": "val_loss"}, "max_trials": 4,
+            "search": {"optimizer.learning_rate": {"type": "log-uniform", "low": 1e-4, "high": 1e-1},
+                       "training.batch_size": {"type": "choice", "choices": [8, 16]}}}
+    resp = client.post("/v1/sweeps", json=body, headers=auth)
+    assert resp.status_code == 422, resp.get_json()
+    messages = {e["field"]: e["message"] for e in resp.get_json()["errors"]}
+    assert messages["search.optimizer.learning_rate.type"].endswith('. Did you mean "log_uniform"?')
+    assert messages["search.training.batch_size.choices"] == \
+        "Unknown field. Did you mean search.training.batch_size.values?"

@@ -47,6 +47,8 @@ FIELD_ALIASES: dict[str, str] = {
     "p": "rate", "dropout": "rate", "dropoutrate": "rate",
     "criterion": "loss", "lossfn": "loss", "lossfunction": "loss", "optimiser": "optimizer",
     "earlystop": "early_stopping", "lrscheduler": "schedule", "scheduler": "schedule",
+    # a sweep's search parameters
+    "min": "low", "max": "high", "choices": "values", "options": "values",
 }
 
 # The same for values (layer types and the like, PyTorch's class names mostly).
