@@ -126,15 +126,15 @@ def unknown_field_message(key: str, allowed: Iterable[str], prefix: str = ROOT) 
 
 def _declared(schema: Any) -> dict[str, fields.Field]:
     # Declared fields are a class attribute: no schema instance (a deep copy of them) is needed.
-    return schema._declared_fields  # noqa: SLF001
+    return schema._declared_fields
 
 
-def _sections(field: fields.Field) -> list[tuple[str, dict[str, fields.Field]]]:
-    """The objects a field holds, by a path suffix: an Object's one, a Tagged field's one per type."""
+def _sections(field: fields.Field) -> list[dict[str, fields.Field]]:
+    """The fields of the objects a field holds: an Object's one, a Tagged field's one per type."""
     if isinstance(field, Object):
-        return [("", _declared(field.nested))]
+        return [_declared(field.nested)]
     if isinstance(field, Tagged):
-        return [("", {k: f for k, f in _declared(s).items() if k != "type"}) for s in field.schemas.values()]
+        return [{k: f for k, f in _declared(s).items() if k != "type"} for s in field.schemas.values()]
     return []
 
 
@@ -145,8 +145,8 @@ def nested_places(schema: type[Schema], depth: int = 2) -> dict[str, list[str]]:
 
     def walk(declared: dict[str, fields.Field], prefix: str, level: int) -> None:
         for name, field in declared.items():
-            for _, inner in _sections(field):
-                for sub, sub_field in inner.items():
+            for inner in _sections(field):
+                for sub in inner:
                     path = f"{prefix}{name}.{sub}"
                     if path not in places.setdefault(sub, []):
                         places[sub].append(path)
@@ -169,10 +169,9 @@ class Hinter:
         self.places = nested_places(root)
 
     def flatten(self, messages: Any, raw: Any, schema: Schema) -> list[dict[str, str]]:
-        if _BUDGET.get() is None:
-            with hint_budget():
-                return self._schema(messages, ROOT, raw, schema)
-        return self._schema(messages, ROOT, raw, schema)
+        """`flatten_messages(messages)` with hints; `raw` is the body `schema` refused."""
+        with hint_budget():  # joins the caller's budget when there is one
+            return self._schema(messages, ROOT, raw, schema)
 
     # -- the walk: messages, raw value and schema side by side ---------------------------------------
     def _schema(self, messages: Any, path: str, raw: Any, schema: Schema) -> list[dict[str, str]]:
@@ -225,7 +224,7 @@ class Hinter:
             return flatten_messages(messages, path)
         kind = raw.get("type")
         if isinstance(kind, str) and kind in field.schemas:
-            schema = field._instances.get(kind) or field.schemas[kind]()  # noqa: SLF001
+            schema = field._instances.get(kind) or field.schemas[kind]()
             return self._schema(messages, path, raw, schema)
         out: list[dict[str, str]] = []
         for key, value in messages.items():
