@@ -162,10 +162,9 @@ def _or(paths: list[str]) -> str:
 
 
 class Hinter:
-    """Flattens one spec's marshmallow messages, with hints, for the schema `root`."""
+    """Flattens marshmallow's messages for the schema `root` (or one of its nested schemas), with hints."""
 
     def __init__(self, root: type[Schema]) -> None:
-        self.root = root
         self.places = nested_places(root)
 
     def flatten(self, messages: Any, raw: Any, schema: Schema) -> list[dict[str, str]]:
