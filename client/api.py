@@ -68,17 +68,29 @@ DEV_TOKEN_FILE = Path("var") / "dev-token"
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 
-def resolve_token(token: str | None) -> str | None:
-    """The token given, else $TRAINYARD_TOKEN, else the one `make run` wrote to ./var/dev-token."""
+#: Where a token is looked for, in order (for messages: `find_token` says which one gave it).
+TOKEN_SOURCE_ARGUMENT = "the token argument"
+TOKEN_SOURCE_ENV = "TRAINYARD_TOKEN"
+
+
+def find_token(token: str | None) -> tuple[str | None, str | None]:
+    """(token, where it came from): the token given, else $TRAINYARD_TOKEN, else the one `make run` wrote
+    to ./var/dev-token (its absolute path is the source); (None, None) when there is none."""
     if token:
-        return token
+        return token, TOKEN_SOURCE_ARGUMENT
     token = os.environ.get("TRAINYARD_TOKEN")
     if token:
-        return token
+        return token, TOKEN_SOURCE_ENV
     try:
-        return DEV_TOKEN_FILE.read_text().strip() or None
+        token = DEV_TOKEN_FILE.read_text().strip() or None
     except OSError:
-        return None
+        return None, None
+    return (token, str(DEV_TOKEN_FILE.absolute())) if token else (None, None)
+
+
+def resolve_token(token: str | None) -> str | None:
+    """The token given, else $TRAINYARD_TOKEN, else the one `make run` wrote to ./var/dev-token."""
+    return find_token(token)[0]
 
 
 class Trainyard:
@@ -91,7 +103,7 @@ class Trainyard:
     def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0,
                  session: requests.Session | None = None) -> None:
         self.url = (url or os.environ.get("TRAINYARD_URL") or DEFAULT_URL).rstrip("/")
-        self.token = resolve_token(token)
+        self.token, self.token_source = find_token(token)
         self.timeout = timeout
         self.session = session or requests.Session()
         if self.token:

@@ -14,8 +14,9 @@ from typing import Any
 import click
 
 from client import render
-from client.api import DEFAULT_URL, FINAL_STATUSES, Trainyard
-from client.errors import ConnectionFailed, NotFound, TrainyardError
+from client.api import (DEFAULT_URL, DEV_TOKEN_FILE, FINAL_STATUSES, TOKEN_SOURCE_ARGUMENT, TOKEN_SOURCE_ENV,
+                        Trainyard)
+from client.errors import ConnectionFailed, NotFound, TrainyardError, Unauthorized
 
 EXIT_JOB_FAILED = 1
 EXIT_API_ERROR = 3
@@ -33,12 +34,51 @@ class TrainyardGroup(click.Group):
         except ConnectionFailed as exc:
             click.echo(f"error: {exc.title}: {exc.detail}", err=True)
             ctx.exit(EXIT_CONNECTION)
-        except TrainyardError as exc:
-            line = f"error: {exc.title}" + (f" ({exc.status})" if exc.status else "")
-            click.echo(f"{line}: {exc.detail}" if exc.detail else line, err=True)
-            for item in exc.errors:
-                click.echo(f"  {item.get('field') or '(body)'}: {item.get('message')}", err=True)
+        except Unauthorized as exc:
+            _echo_unauthorized(ctx, exc)
             ctx.exit(EXIT_API_ERROR)
+        except TrainyardError as exc:
+            _echo_problem(exc)
+            ctx.exit(EXIT_API_ERROR)
+
+
+def _echo_problem(exc: TrainyardError) -> None:
+    """The problem's title and detail once, then each field error once.
+
+    A validation problem's detail restates its first errors ("The job spec is not valid: a: ...; b: ...");
+    those are listed below it, so only the detail's lead-in is printed."""
+    line = f"error: {exc.title}" + (f" ({exc.status})" if exc.status else "")
+    detail = exc.detail
+    if exc.errors and detail:
+        first = exc.errors[0]
+        at = detail.find(f"{first.get('field') or 'body'}: {first.get('message')}")
+        if at > 0:
+            detail = detail[:at].rstrip(" :") + ":"
+    click.echo(f"{line}: {detail}" if detail else line, err=True)
+    for item in exc.errors:
+        click.echo(f"  {item.get('field') or '(body)'}: {item.get('message')}", err=True)
+
+
+TOKEN_HELP = ("`make run` prints one and writes it to var/dev-token; an operator creates one with "
+              "`flask --app service tokens create --tenant <name>`. Pass it with --token or TRAINYARD_TOKEN.")
+
+
+def _echo_unauthorized(ctx: click.Context, exc: Unauthorized) -> None:
+    """A 401 says which token was sent and where it came from, or, with none, where the CLI looked."""
+    ty = ctx.find_object(Trainyard)
+    if ty is None or not ty.token:
+        found = DEV_TOKEN_FILE.absolute()
+        state = "empty" if found.is_file() else "not found"
+        click.echo(f"error: No API token (the server answered {exc.title} ({exc.status})).", err=True)
+        click.echo(f"  looked at: --token, TRAINYARD_TOKEN, ./var/dev-token ({found}: {state})", err=True)
+        click.echo(f"  get one: {TOKEN_HELP}", err=True)
+        return
+    _echo_problem(exc)
+    source = ty.token_source
+    if source == TOKEN_SOURCE_ARGUMENT:  # click read --token from the command line or from the environment
+        from_env = ctx.get_parameter_source("token") == click.core.ParameterSource.ENVIRONMENT
+        source = TOKEN_SOURCE_ENV if from_env else "--token"
+    click.echo(f"  the token came from {source}; get a valid one: {TOKEN_HELP}", err=True)
 
 
 def _client(ctx: click.Context) -> Trainyard:

@@ -10,6 +10,7 @@ import math
 from trainyard.spec.catalog import BUILTIN_DATASETS, BUILTIN_ID_RE, DatasetInfo, DatasetLookup
 from trainyard.spec.cost import check_cost
 from trainyard.spec.errors import SpecError, error
+from trainyard.spec.hints import did_you_mean
 from trainyard.spec.layers import LayerShape, infer_shapes
 from trainyard.resources import ANY, gpus_of, resource_class
 from trainyard.spec.limits import SpecLimits
@@ -36,7 +37,8 @@ def resolve_dataset(dataset_id: str, datasets: DatasetLookup | None) -> DatasetI
 def unknown_dataset(dataset_id: str) -> dict[str, str]:
     if BUILTIN_ID_RE.match(dataset_id):
         allowed = ", ".join(BUILTIN_DATASETS)
-        return error("dataset.id", f"Unknown built-in data set {dataset_id}; allowed: {allowed}.")
+        hint = did_you_mean(dataset_id, BUILTIN_DATASETS)
+        return error("dataset.id", f"Unknown built-in data set {dataset_id}; allowed: {allowed}.{hint}")
     return error("dataset.id", f"No data set {dataset_id} is available to this account.")
 
 
@@ -273,7 +275,7 @@ def resolve_monitors(spec: dict, has_val: bool) -> Errors:
                 why = "it is not a logged key"
             errors.append(error(
                 f"callbacks.{name}.monitor",
-                f"This job never logs {monitor}: {why}. Allowed: {', '.join(logged)}.",
+                f"This job never logs {monitor}: {why}.{did_you_mean(monitor, logged)} Allowed: {', '.join(logged)}.",
             ))
         if callback["mode"] == "auto":
             callback["mode"] = monitor_mode(monitor)

@@ -135,8 +135,8 @@ class Choice(Str):
         self.none_as = none_as
         if none_as is not None:
             kwargs.setdefault("allow_none", True)
-        allowed = list(choices) + [a for a in self.aliases if a not in choices]
-        super().__init__(validate=validate.OneOf(allowed), **kwargs)
+        self.allowed = list(choices) + [a for a in self.aliases if a not in choices]
+        super().__init__(validate=validate.OneOf(self.allowed), **kwargs)
 
     def deserialize(self, value: Any, attr: str | None = None, data: Any = None, **kwargs: Any) -> Any:
         if value is None and self.none_as is not None:

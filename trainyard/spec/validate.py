@@ -5,13 +5,15 @@ from marshmallow import ValidationError
 
 from trainyard.spec.catalog import DatasetLookup
 from trainyard.spec.checks import resolve_dataset, run_checks, unknown_dataset
-from trainyard.spec.errors import ROOT, SpecError, error, flatten_messages
+from trainyard.spec.errors import ROOT, SpecError, error
 from trainyard.spec.fields import refuse_many_unknown_keys
+from trainyard.spec.hints import Hinter, hint_budget
 from trainyard.spec.limits import SpecLimits
 from trainyard.spec.schema import JobSpecSchema
 
 # Built once: a schema's construction deep-copies every declared field; `load` keeps no state on it.
 _SCHEMA = JobSpecSchema()
+_HINTER = Hinter(JobSpecSchema)
 
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
                int: "a number", float: "a number", type(None): "null"}
@@ -40,7 +42,11 @@ def validate_spec(
     caller's); built-in ids always resolve from `BUILTIN_DATASETS`. Raises `SpecError` listing every
     problem found, each with its field path.
     """
-    limits = limits or SpecLimits()
+    with hint_budget():  # one for the whole spec (or the whole sweep, whose budget this joins)
+        return _validate(raw, datasets, limits or SpecLimits())
+
+
+def _validate(raw: object, datasets: DatasetLookup | None, limits: SpecLimits) -> dict:
     if not isinstance(raw, dict):
         kind = _JSON_TYPES.get(type(raw), type(raw).__name__)
         raise SpecError([error(ROOT, f"The job spec must be a JSON object; got {kind}.")])
@@ -51,7 +57,7 @@ def validate_spec(
         refuse_many_unknown_keys(raw, _SCHEMA)
         spec = _SCHEMA.load(raw)
     except ValidationError as exc:
-        raise SpecError(flatten_messages(exc.messages)) from None
+        raise SpecError(_HINTER.flatten(exc.messages, raw, _SCHEMA)) from None
 
     errors = []
     info = resolve_dataset(spec["dataset"]["id"], datasets)

@@ -19,6 +19,7 @@ from trainyard.spec import DatasetLookup, SpecError, SpecLimits, monitor_mode, v
 from trainyard.spec.checks import has_validation_data, resolve_dataset
 from trainyard.spec.errors import truncate_errors
 from trainyard.spec.fields import reusing_loads
+from trainyard.spec.hints import hint_budget, unknown_field_message
 from trainyard.sweeps.search import Param, apply, grid_size, has_random, make_plan, overlaps, parse_param
 
 Errors = list[dict[str, str]]
@@ -148,7 +149,9 @@ def validate_sweep(raw: Any, *, datasets: DatasetLookup | None, limits: SpecLimi
     Its cost is linear in the body: at most MAX_SEARCH_VALUES values and `max_trials_limit` trials are
     validated, and the objects they share with the base (or with each other) are checked once.
     """
-    with reusing_loads():
+    # One hint budget for every spec the sweep validates: a sweep's many trials get no more
+    # "did you mean" look-ups than one job does.
+    with reusing_loads(), hint_budget():
         return _validate_sweep(raw, datasets=datasets, limits=limits, max_trials_limit=max_trials_limit)
 
 
@@ -156,7 +159,7 @@ def _validate_sweep(raw: Any, *, datasets: DatasetLookup | None, limits: SpecLim
                     max_trials_limit: int) -> SweepConfig:
     if not isinstance(raw, dict):
         raise SweepError([{"field": "", "message": "The sweep must be a JSON object."}])
-    errors: Errors = [{"field": k, "message": "Unknown field."} for k in raw if k not in TOP_LEVEL]
+    errors: Errors = [{"field": k, "message": unknown_field_message(k, TOP_LEVEL)} for k in raw if k not in TOP_LEVEL]
     try:
         base = validate_spec(raw.get("base"), datasets=datasets, limits=limits)
     except SpecError as exc:

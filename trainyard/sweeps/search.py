@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from trainyard.spec.hints import did_you_mean, unknown_field_message
+
 PARAM_TYPES = ("grid", "choice", "uniform", "log_uniform", "int_uniform")
 MAX_VALUES = 100
 #: Longest field path: no field of a spec is nested deeper than a few dozen characters, and int() refuses a
@@ -136,9 +138,11 @@ def parse_param(path: str, raw: Any, base: dict[str, Any], forbidden: tuple[str,
         return None, [{"field": field, "message": "Must be an object with a type."}]
     kind = raw.get("type")
     if kind not in PARAM_TYPES:
-        return None, [{"field": f"{field}.type", "message": f"Must be one of: {', '.join(PARAM_TYPES)}."}]
-    allowed = {"type", "values"} if kind in ("grid", "choice") else {"type", "low", "high"}
-    errors += [{"field": f"{field}.{key}", "message": "Unknown field."} for key in raw if key not in allowed]
+        hint = did_you_mean(kind, PARAM_TYPES)
+        return None, [{"field": f"{field}.type", "message": f"Must be one of: {', '.join(PARAM_TYPES)}.{hint}"}]
+    allowed = ("type", "values") if kind in ("grid", "choice") else ("type", "low", "high")
+    errors += [{"field": f"{field}.{key}", "message": unknown_field_message(key, allowed, field)}
+               for key in raw if key not in allowed]
     if kind in ("grid", "choice"):
         values = raw.get("values")
         if not isinstance(values, list) or not 1 <= len(values) <= MAX_VALUES:
