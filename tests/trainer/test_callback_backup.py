@@ -214,3 +214,18 @@ def test_a_resumed_run_confirms_an_error_finding_with_the_earlier_attempts_histo
     result = train(stopping, classification_data, reporter, tmp_path / "second", resume=resume)
     assert result.stop_reason == "diagnosis" and result.error_code == "lr_too_small"
     assert [e for e, _ in reporter.epochs] == [7]
+
+
+def test_a_backup_taken_as_a_diagnosis_stopped_the_run_resumes_to_that_stop(tmp_path, classification_data):
+    spec = make_spec(classification_data, training={"epochs": 12, "batch_size": 16, "shuffle": False},
+                     optimizer=FROZEN)
+    first = InMemoryReporter()
+    train(spec, classification_data, first, tmp_path / "first")
+    assert first.result.stop_reason == "diagnosis" and first.backups[-1][2]["stop_training"] is True
+    resume = _resume_from(first, tmp_path, "b")
+    resume.diagnostics_history = [{"epoch": epoch, **record, "val_loss": None}
+                                  for epoch, record in first.diagnostics_records]
+    second = InMemoryReporter()
+    result = train(spec, classification_data, second, tmp_path / "second", resume=resume)
+    # Not "completed": the worker that died before reporting the end does not turn the stop into a success.
+    assert (result.stop_reason, result.error_code) == ("diagnosis", "lr_too_small") and second.epochs == []

@@ -210,6 +210,8 @@ class _Run:
             self.callback_list.append(self.diagnostics.callback)
             if resume is not None:
                 self.diagnostics.callback.continue_from(resume.diagnostics_history, resume.epoch)
+                if resume.state.get("stop_training"):
+                    self.diagnostics.callback.stop_confirmed_in_history()
         self.initial_epoch = _resume_callbacks(
             resume, self.epochs, reporter=self.epoch_reporter, checkpoint=self.checkpoint,
             reduce_lr_on_plateau=reduce_lr, early_stopping=self.early_stopping)

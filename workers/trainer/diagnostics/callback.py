@@ -72,6 +72,19 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         if self.history:
             self._previous_errors = _error_ids(analyze_epochs(self.history, self._context))
 
+    def stop_confirmed_in_history(self) -> bool:
+        """A resumed run whose backup was taken as this callback stopped the run (its last two epochs
+        share an error finding): request that stop again, as fit will run no epoch to find it."""
+        if len(self.history) < 2 or not self._context.stops_on_error:
+            return False
+        confirmed = self._previous_errors & _error_ids(analyze_epochs(self.history[:-1], self._context))
+        if not confirmed:
+            return False
+        self._report(analyze_epochs(self.history, self._context))
+        self.stopped_by = next(f for f in self.findings if f["id"] in confirmed)
+        self._state.request_stop(StopReason.DIAGNOSIS, partial=False)
+        return True
+
     @property
     def tracked(self) -> list[TrackedVariable]:
         return self._measure.tracked
