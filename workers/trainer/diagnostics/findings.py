@@ -261,12 +261,14 @@ def check_weights_not_changing(epochs: list[dict], ctx: RunContext) -> list[dict
             evidence, epoch=last["epoch"], suggested_change=change, basis=basis)]
     if lr is None or (basis == "update_ratio" and rate <= lr):
         change = None  # the ratios do not call for a larger rate: the gradient findings say why
+    advice = (f"the steps are too small. Raise optimizer.learning_rate to about {rate:g}, or look at the "
+              "gradient findings." if change else
+              "yet steps of this rate should move them, so a larger rate is not the answer: look at the "
+              "gradient findings and the data.")
     return [finding(
         "weights_not_changing", "warning",
         f"The weights have practically not changed in {len(epochs)} epoch(s) (largest update "
-        f"{_g(evidence['largest_update_norm'])}, learning rate {_g(lr)}): the steps are too small. Raise "
-        + (f"optimizer.learning_rate to about {rate:g}, " if change else "optimizer.learning_rate, ")
-        + "or look at the gradient findings.",
+        f"{_g(evidence['largest_update_norm'])}, learning rate {_g(lr)}): " + advice,
         evidence, epoch=last["epoch"], suggested_change=change, basis=basis if change else None)]
 
 
