@@ -140,7 +140,8 @@ def submit(ctx: click.Context, spec: Any, wait_: bool, poll: float, as_json: boo
 @json_option
 @click.pass_context
 def watch(ctx: click.Context, job_id: str, poll: float, as_json: bool) -> None:
-    """Follow JOB_ID epoch by epoch, then print a summary (exit 1 if it failed or was cancelled)."""
+    """Follow JOB_ID epoch by epoch and finding by finding, then print a summary (exit 1 if it failed,
+    including a stop by diagnosis, or was cancelled)."""
     _follow(ctx, _client(ctx).get(job_id), poll, as_json)
 
 
@@ -158,8 +159,13 @@ def _follow(ctx: click.Context, job: dict[str, Any], poll: float, as_json: bool)
         else:
             click.echo(line)
 
+    def on_finding(finding: dict[str, Any]) -> None:
+        if tty:
+            click.echo("\r\x1b[K", nl=False)  # over the progress line; the next epoch draws it again
+        click.echo(render.finding_line(finding))
+
     try:
-        final = _follow_events(ty, job["id"], None if as_json else on_epoch)
+        final = _follow_events(ty, job["id"], None if as_json else on_epoch, None if as_json else on_finding)
         if final is None:  # a server without the events endpoint: poll instead
             final = ty.wait(job["id"], on_epoch=None if as_json else on_epoch, poll=poll)
     except KeyboardInterrupt:
@@ -176,17 +182,24 @@ def _follow(ctx: click.Context, job: dict[str, Any], poll: float, as_json: bool)
         ctx.exit(EXIT_JOB_FAILED)
 
 
-def _follow_events(ty: Trainyard, job_id: str, on_epoch: Any) -> dict[str, Any] | None:
+def _follow_events(ty: Trainyard, job_id: str, on_epoch: Any, on_finding: Any = None) -> dict[str, Any] | None:
     """Follow the job's event stream until it ends and return the job; None when the server has no stream.
 
     Each epoch is shown once, in order, like the polling path (a resumed run that re-does an epoch
-    sends it again; it is not printed twice)."""
+    sends it again; it is not printed twice). Each finding is shown once, when it first arrives (the
+    stream sends it again when its evidence changes; `trainyard diagnostics` shows the latest)."""
     shown = 0
+    findings_shown: set[str] = set()
     try:
         for event in ty.events(job_id):
             if event.event == "epoch" and on_epoch is not None and event.data["epoch"] > shown:
                 shown = event.data["epoch"]
                 on_epoch(event.data)
+            elif event.event == "finding" and on_finding is not None:
+                key = event.data.get("id") or f"{event.data.get('code')}:{event.data.get('layer') or '-'}"
+                if key not in findings_shown:
+                    findings_shown.add(key)
+                    on_finding(event.data)
     except NotFound:
         if shown:
             raise

@@ -84,6 +84,30 @@ def epoch_line(row: dict[str, Any], epochs: int | None) -> str:
     return "  ".join(parts)
 
 
+def finding_line(finding: dict[str, Any]) -> str:
+    """`finding ERROR lr_too_small: <message> [suggested: optimizer.learning_rate=0.0046 (update_ratio)]`,
+    single-spaced (the summary table after it is split on double spaces)."""
+    where = f" in {finding['layer']}" if finding.get("layer") else ""
+    text = " ".join(str(finding.get("message") or "").split())
+    line = f"finding {str(finding.get('severity', '')).upper()} {finding.get('code')}{where}: {text}"
+    change = finding.get("suggested_change")
+    if change:
+        fields = ", ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in _flat(change).items())
+        basis = finding.get("suggested_change_basis")
+        line += f" [suggested: {fields}{f' ({basis})' if basis else ''}]"
+    return line
+
+
+def _flat(change: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in change.items():
+        if isinstance(value, dict) and value and prefix + key != "callbacks":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
 def best_text(job: dict[str, Any]) -> str:
     best = job.get("best")
     if not best:

@@ -24,6 +24,15 @@ class JobError(StrEnum):
     CHECKPOINT_UNAVAILABLE = "checkpoint_unavailable"
     WORKER_LOST = "worker_lost"
     WORKER_ERROR = "worker_error"
+    # Codes of the diagnostics findings that can stop a job (stop_reason "diagnosis", diagnostics.on_error
+    # "stop"): the job's error code is the code of the finding that stopped it.
+    LR_TOO_SMALL = "lr_too_small"
+    DIVERGED = "diverged"
+    LOSS_ACTIVATION_MISMATCH = "loss_activation_mismatch"
+
+
+#: The codes a job stopped by a diagnosis (stop_reason "diagnosis") can fail with.
+DIAGNOSIS_CODES = frozenset({JobError.LR_TOO_SMALL, JobError.DIVERGED, JobError.LOSS_ACTIVATION_MISMATCH})
 
 
 MEANINGS: dict[JobError, str] = {
@@ -40,4 +49,10 @@ MEANINGS: dict[JobError, str] = {
                           "machine gone); it is not retried again.",
     JobError.WORKER_ERROR: "The worker failed outside training itself (reading the resume backup, an "
                            "unexpected error); the message names the exception.",
+    JobError.LR_TOO_SMALL: "Diagnosis (stop_reason diagnosis): the learning rate is too small to train, confirmed "
+                           "on two consecutive epochs; the finding suggests a rate from the measured update ratios.",
+    JobError.DIVERGED: "Diagnosis (stop_reason diagnosis): the loss grew by orders of magnitude on two "
+                       "consecutive epochs (a NaN loss fails with nan_loss instead).",
+    JobError.LOSS_ACTIVATION_MISMATCH: "Diagnosis (stop_reason diagnosis), before training: the loss and the "
+                                       "final activation cannot learn together (softmax on one unit).",
 }

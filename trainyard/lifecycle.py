@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from trainyard.db import Database, aware, db_time
 from trainyard.db.models import FINAL_STATUSES, Checkpoint, EpochDiagnostics, EpochMetrics, Job, Tenant, utcnow
-from trainyard.job_errors import MAX_MESSAGE_CHARS, JobError
+from trainyard.job_errors import DIAGNOSIS_CODES, MAX_MESSAGE_CHARS, JobError
 from trainyard.stop_reasons import StopReason
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,14 @@ def end_of_run(result: Any, last_epoch: int) -> dict[str, Any]:
         return {"status": SUCCEEDED}
     if reason is StopReason.CANCELLED:
         return {"status": CANCELLED}
+    if reason is StopReason.DIAGNOSIS:
+        # The code of the finding that stopped the run; the message is the trainer's (the finding's advice).
+        code = getattr(result, "error_code", None)
+        message = getattr(result, "error", None) or f"a {code} finding stopped the run"
+        if code in DIAGNOSIS_CODES:
+            return failure(code, message)
+        return failure(JobError.TRAINING_ERROR, f"A diagnosis stopped the run with an unlisted code {code!r}: "
+                                                f"{message}")
     code, template = FAILURES.get(reason, FAILURES[StopReason.ERROR])  # type: ignore[arg-type]
     error = getattr(result, "error", None) or f"the run ended with stop reason {result.stop_reason!r}"
     return failure(code, template.format(epoch=last_epoch + 1, error=error))

@@ -23,6 +23,8 @@ class StopReason(StrEnum):
     # The run failed (trainyard/lifecycle.py gives each its error code).
     NAN_LOSS = "nan_loss"
     NO_GRADIENTS = "no_gradients"
+    # A confirmed error finding ended the run (diagnostics.on_error "stop"); its code is the job's error code.
+    DIAGNOSIS = "diagnosis"
     ERROR = "error"
 
     @property

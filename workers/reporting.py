@@ -11,6 +11,7 @@ job's row under its lease, so a worker that lost the job writes nothing more. Th
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -233,7 +234,10 @@ class DbReporter:
         if not items:
             return
         for item in items:
-            key = (item["code"], item.get("layer") or "", item["severity"], item["message"])
+            # Once, and again only when what it says to do changes (severity or suggested change): the
+            # message's numbers move every epoch and are in the diagnostics anyway.
+            key = (item["code"], item.get("layer") or "", item["severity"],
+                   json.dumps(item.get("suggested_change"), sort_keys=True, default=str))
             if key not in self._findings_logged:
                 self._findings_logged.add(key)
                 logger.info("finding %s (%s)%s: %s", item["code"], item["severity"],
@@ -256,6 +260,7 @@ class DbReporter:
                     row.severity, row.message = item["severity"], item["message"]
                     row.evidence = item.get("evidence") or {}
                     row.epoch, row.suggested_change = item.get("epoch"), item.get("suggested_change")
+                    row.suggested_change_basis = item.get("suggested_change_basis")
                     row.updated_at = now
 
         self._retry("recording findings", write)

@@ -215,6 +215,9 @@ VARIABLE_FIELDS = ("layer", "name", "grad_norm", "weight_norm", "update_norm", "
 
 def finding_resource(f: Finding) -> dict[str, Any]:
     return {
+        # (job, code, layer) is the row's unique key: the id is unique in the job and stable across epochs,
+        # the same as the trainer's (workers/trainer/diagnostics/findings.py finding_id).
+        "id": f"{f.code}:{f.layer or '-'}",
         "code": f.code,
         "severity": f.severity,
         "message": f.message,
@@ -222,6 +225,7 @@ def finding_resource(f: Finding) -> dict[str, Any]:
         "layer": f.layer or None,  # stored as "" for model-wide findings
         "epoch": f.epoch,
         "suggested_change": f.suggested_change,
+        "suggested_change_basis": f.suggested_change_basis,
         "updated_at": iso(f.updated_at),
     }
 

@@ -229,3 +229,31 @@ def test_datasets_upload_npz_and_list(run_cli: RunCli, ty: Trainyard, tmp_path: 
     np.savez(bad, x_train=x)  # no y_train
     refused = run_cli("datasets", "upload", str(bad))
     assert refused.exit_code == 3 and "(422)" in refused.stderr
+
+
+def test_a_job_stopped_by_diagnosis_prints_its_finding_once_and_exits_1(
+    run_cli: RunCli, ty: Trainyard, tmp_path: Path, worker: Any
+) -> None:
+    spec = {
+        "name": "frozen",
+        "dataset": {"id": "builtin:digits", "validation_split": 0.2, "normalize": "standardize"},
+        "model": {"input_shape": [64], "layers": [{"type": "dense", "units": 16, "activation": "relu"},
+                                                   {"type": "dense", "units": 10, "activation": "softmax"}]},
+        "loss": "sparse_categorical_crossentropy",
+        # Far too small a rate: lr_too_small after epoch 1, confirmed after epoch 2 (on_error stop, issue 17).
+        "optimizer": {"type": "sgd", "learning_rate": 1e-10},
+        "training": {"epochs": 20, "batch_size": 32, "seed": 0},
+    }
+    result = run_cli("submit", str(write_spec(tmp_path, spec)), "--wait", "--poll", "0.2")
+    assert result.exit_code == 1, result.output
+    job = ty.get(result.stdout.split()[1])
+    assert (job["status"], job["stop_reason"], job["error"]["code"]) == ("failed", "diagnosis", "lr_too_small")
+    lines = [line for line in result.stdout.splitlines() if line.startswith("finding ")]
+    assert len([line for line in lines if " lr_too_small:" in line]) == 1, result.stdout  # once, as it arrived
+    [line] = [line for line in lines if " lr_too_small:" in line]
+    assert line.startswith("finding ERROR lr_too_small: ") and "optimizer.learning_rate=" in line
+    assert "(update_ratio)" in line
+    table = summary(result.stdout)
+    assert table["stop reason"] == "diagnosis" and table["error"].startswith("lr_too_small: ")
+    # `watch` on the ended job exits 1 too.
+    assert run_cli("watch", job["id"]).exit_code == 1

@@ -127,7 +127,7 @@ def test_issue_example_normalises_to_the_documented_shape():
         "training": {"epochs": 20, "batch_size": 32, "shuffle": True, "seed": 0,
                      "mixed_precision": False, "jit_compile": False},
         "limits": {"max_runtime_seconds": None},
-        "diagnostics": {"enabled": True, "preflight": True},
+        "diagnostics": {"enabled": True, "preflight": True, "on_error": "stop"},
         "resources": {"gpus": None},
     }
     assert json.loads(json.dumps(spec)) == spec  # plain JSON: no tuples, no custom objects
@@ -146,7 +146,7 @@ def test_minimal_spec_gets_every_default():
     assert spec["training"] == {"epochs": 10, "batch_size": 32, "shuffle": True, "seed": None,
                                 "mixed_precision": False, "jit_compile": False}
     assert spec["limits"] == {"max_runtime_seconds": None}
-    assert spec["diagnostics"] == {"enabled": True, "preflight": True}
+    assert spec["diagnostics"] == {"enabled": True, "preflight": True, "on_error": "stop"}
     assert spec["model"]["layers"][0] == {"type": "dense", "units": 3, "activation": "softmax",
                                           **DENSE_DEFAULTS}
 

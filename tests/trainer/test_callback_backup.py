@@ -15,6 +15,9 @@ from .specs import make_spec
 # The contract refuses a learning rate of 0; SGD's updates at 1e-10 vanish in float32, so the weights and
 # the loss stay exactly as they are: a run that never improves.
 FROZEN = {"type": "sgd", "learning_rate": 1e-10}
+# Such a run is a device here, not a diagnosis: its lr_too_small finding would stop it after two epochs
+# (diagnostics.on_error defaults to stop, issue 17), so the frozen runs only flag it.
+FLAG_ONLY = {"on_error": "continue"}
 
 
 class _StopAtEpoch(InMemoryReporter):
@@ -89,7 +92,7 @@ def test_interrupted_then_resumed_equals_one_uninterrupted_run(tmp_path, classif
 
 def test_resume_keeps_best_threshold_and_early_stopping_patience(tmp_path, classification_data):
     spec = make_spec(classification_data, training={"epochs": 30, "batch_size": 16, "shuffle": False},
-                     optimizer=FROZEN,
+                     optimizer=FROZEN, diagnostics=FLAG_ONLY,
                      callbacks={"early_stopping": {"monitor": "loss", "patience": 3}})
     # A frozen run never improves the loss: epoch 1 is best, patience runs out at epoch 4.
     first = _StopAtEpoch(2)
@@ -110,7 +113,7 @@ def test_resume_keeps_best_threshold_and_early_stopping_patience(tmp_path, class
 
 def test_backup_taken_when_early_stopping_ended_the_run_resumes_to_its_end(tmp_path, classification_data):
     spec = make_spec(classification_data, training={"epochs": 30, "batch_size": 16, "shuffle": False},
-                     optimizer=FROZEN,
+                     optimizer=FROZEN, diagnostics=FLAG_ONLY,
                      callbacks={"early_stopping": {"monitor": "loss", "patience": 1}})
     first = InMemoryReporter()
     train(spec, classification_data, first, tmp_path / "first")
@@ -124,7 +127,7 @@ def test_backup_taken_when_early_stopping_ended_the_run_resumes_to_its_end(tmp_p
 
 def test_reduced_learning_rate_and_plateau_counters_survive_a_resume(tmp_path, classification_data):
     spec = make_spec(classification_data, training={"epochs": 5, "batch_size": 16, "shuffle": False},
-                     optimizer=FROZEN,
+                     optimizer=FROZEN, diagnostics=FLAG_ONLY,
                      callbacks={"reduce_lr_on_plateau": {"monitor": "loss", "factor": 0.5, "patience": 1,
                                                          "min_delta": 0.0}})
     first = _StopAtEpoch(3)
@@ -172,7 +175,7 @@ def test_findings_of_a_resumed_run_judge_the_whole_run(tmp_path, classification_
     """A plateau that spans the resume (6 flat epochs before it, 6 after) is found only with the earlier
     attempt's diagnostics history; without it the resumed run sees 6 flat epochs, too few to say."""
     spec = make_spec(classification_data, training={"epochs": 12, "batch_size": 16, "shuffle": False},
-                     optimizer=FROZEN)
+                     optimizer=FROZEN, diagnostics=FLAG_ONLY)
     first = _StopAtEpoch(6)
     train(spec, classification_data, first, tmp_path / "first")
     val_loss = {epoch: logs.get("val_loss") for epoch, logs in first.epochs}
@@ -192,3 +195,37 @@ def test_findings_of_a_resumed_run_judge_the_whole_run(tmp_path, classification_
             plateau = reporter.findings_by_key[("plateau", None)]
     assert "plateau" in codes["with"] and "plateau" not in codes["without"]
     assert plateau["evidence"]["best_epoch"] == 1 and plateau["epoch"] == 12
+
+
+def test_a_resumed_run_confirms_an_error_finding_with_the_earlier_attempts_history(tmp_path, classification_data):
+    """lr_too_small found on epoch 6 (the first attempt's last) and again on epoch 7 is confirmed: with
+    on_error stop the resumed run stops after its first epoch, as one unbroken run would have after epoch 2."""
+    spec = make_spec(classification_data, training={"epochs": 12, "batch_size": 16, "shuffle": False},
+                     optimizer=FROZEN, diagnostics=FLAG_ONLY)
+    first = _StopAtEpoch(6)
+    train(spec, classification_data, first, tmp_path / "first")
+    val_loss = {epoch: logs.get("val_loss") for epoch, logs in first.epochs}
+    resume = _resume_from(first, tmp_path, "b")
+    resume.diagnostics_history = [{"epoch": epoch, **record, "val_loss": val_loss[epoch]}
+                                  for epoch, record in first.diagnostics_records]
+    stopping = make_spec(classification_data, training={"epochs": 12, "batch_size": 16, "shuffle": False},
+                         optimizer=FROZEN)
+    reporter = InMemoryReporter()
+    result = train(stopping, classification_data, reporter, tmp_path / "second", resume=resume)
+    assert result.stop_reason == "diagnosis" and result.error_code == "lr_too_small"
+    assert [e for e, _ in reporter.epochs] == [7]
+
+
+def test_a_backup_taken_as_a_diagnosis_stopped_the_run_resumes_to_that_stop(tmp_path, classification_data):
+    spec = make_spec(classification_data, training={"epochs": 12, "batch_size": 16, "shuffle": False},
+                     optimizer=FROZEN)
+    first = InMemoryReporter()
+    train(spec, classification_data, first, tmp_path / "first")
+    assert first.result.stop_reason == "diagnosis" and first.backups[-1][2]["stop_training"] is True
+    resume = _resume_from(first, tmp_path, "b")
+    resume.diagnostics_history = [{"epoch": epoch, **record, "val_loss": None}
+                                  for epoch, record in first.diagnostics_records]
+    second = InMemoryReporter()
+    result = train(spec, classification_data, second, tmp_path / "second", resume=resume)
+    # Not "completed": the worker that died before reporting the end does not turn the stop into a success.
+    assert (result.stop_reason, result.error_code) == ("diagnosis", "lr_too_small") and second.epochs == []

@@ -109,10 +109,15 @@ def test_adam_at_1e_10_is_lr_too_small(tmp_path, mnist_like):
     spec = make_spec(mnist_like, model=MLP_784, optimizer={"type": "adam", "learning_rate": 1e-10},
                      training={"epochs": 2, "batch_size": 32})
     reporter = InMemoryReporter()
-    train(spec, mnist_like, reporter, tmp_path)
+    result = train(spec, mnist_like, reporter, tmp_path)
     found = reporter.findings_by_key[("lr_too_small", None)]
-    assert found["suggested_change"] == {"optimizer": {"learning_rate": 0.001}}
+    # The rate from the evidence (Adam moves each element about lr per step; the dense_1 kernel, the
+    # fastest-moving, should move 1e-3 of its norm per step), not the optimizer's default.
+    rate = found["suggested_change"]["optimizer"]["learning_rate"]
+    assert found["suggested_change_basis"] == "update_ratio" and 1e-6 < rate < 1e-2
     assert found["epoch"] == 1 or found["epoch"] == 2
+    # diagnostics.on_error defaults to stop: found on epochs 1 and 2, it is confirmed and ends the run.
+    assert result.stop_reason == "diagnosis" and result.error_code == "lr_too_small"
 
 
 def test_unscaled_inputs_only_without_normalisation(tmp_path, mnist_like):
@@ -154,7 +159,9 @@ def test_nan_during_training_yields_diverged_with_epoch_and_rate(tmp_path):
     assert result.stop_reason == "nan_loss"
     found = reporter.findings_by_key[("diverged", None)]
     assert found["epoch"] == 1 and found["evidence"]["learning_rate"] == pytest.approx(1.0)
-    assert found["suggested_change"]["optimizer"]["learning_rate"] == pytest.approx(0.1)
+    # A tenth of the rate that diverged, capped at SGD's default rate (0.01): the cap is what applies here.
+    assert found["suggested_change"]["optimizer"]["learning_rate"] == pytest.approx(0.01)
+    assert found["suggested_change_basis"] == "divergence"
     assert {"unscaled_inputs", "unscaled_targets"} <= reporter.finding_codes
 
 

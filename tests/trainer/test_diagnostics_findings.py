@@ -73,16 +73,29 @@ def test_weights_not_changing_at_a_tiny_learning_rate_is_lr_too_small():
         epochs.append(rec)
     [f] = check_weights_not_changing(epochs, ctx(optimizer={"type": "adam", "learning_rate": 1e-10}))
     assert f["code"] == "lr_too_small" and f["severity"] == "error"
-    assert f["suggested_change"] == {"optimizer": {"learning_rate": 0.001}}
+    # From the evidence, not the optimizer's default: Adam moves each element about lr per step, so the
+    # dense_1 kernel (7840 elements, norm 2) moves lr * sqrt(7840) / 2 of its norm per step; the rate that
+    # makes that 1e-3 is 1e-3 * 2 / sqrt(7840).
+    assert f["suggested_change"] == {"optimizer": {"learning_rate": pytest.approx(2.3e-5)}}
+    assert f["suggested_change_basis"] == "update_ratio" and f["id"] == "lr_too_small:-"
+    assert f["evidence"]["rate"]["source"] == "adaptive_step_estimate"
     assert f["evidence"]["learning_rate"] == 1e-10 and f["epoch"] == 3
     json.dumps(f)
 
 
 def test_weights_not_changing_at_a_normal_rate():
-    epochs = [healthy(e, lr=0.01, update=1e-9) for e in (1, 2)]
+    # Tiny gradients (1e-3 on weights of norm 2): an SGD step at 0.01 moves 5e-6 of the norm, so the rate
+    # for 1e-3 per step is 0.01 * 1e-3 / 5e-6 = 2.0.
+    epochs = [healthy(e, lr=0.01, update=1e-9, grad=1e-3) for e in (1, 2)]
     [f] = check_weights_not_changing(epochs, ctx(optimizer={"type": "sgd"}))
     assert f["code"] == "weights_not_changing"
-    assert f["suggested_change"]["optimizer"]["learning_rate"] == pytest.approx(0.1)
+    assert f["suggested_change"]["optimizer"]["learning_rate"] == pytest.approx(2.0)
+    assert f["suggested_change_basis"] == "update_ratio"
+    # Gradients that should move the weights at this rate but do not: a larger rate is not what the
+    # evidence says, so no rate is suggested (the gradient findings say more).
+    epochs = [healthy(e, lr=0.01, update=1e-9) for e in (1, 2)]
+    [f] = check_weights_not_changing(epochs, ctx(optimizer={"type": "sgd"}))
+    assert f["suggested_change"] is None and f["suggested_change_basis"] is None
 
 
 def test_weights_not_changing_quiet_when_any_epoch_moved_or_no_gradients_at_all():
@@ -96,7 +109,11 @@ def test_diverged_on_nan_names_epoch_and_rate():
     [f] = check_diverged([healthy(1), healthy(2)], ctx(), nan={"epoch": 3, "learning_rate": 5.0})
     assert f["code"] == "diverged" and f["severity"] == "error" and f["epoch"] == 3
     assert "epoch 3" in f["message"] and "5" in f["message"]
-    assert f["suggested_change"]["optimizer"] == {"learning_rate": 0.5, "clipnorm": 1.0, "clipvalue": None}
+    # A tenth of the rate that diverged, but never above the optimizer's default (adam: 0.001).
+    assert f["suggested_change"]["optimizer"] == {"learning_rate": 0.001, "clipnorm": 1.0, "clipvalue": None}
+    assert f["suggested_change_basis"] == "divergence"
+    [f] = check_diverged([], ctx(), nan={"epoch": 3, "learning_rate": 5e-4})
+    assert f["suggested_change"]["optimizer"]["learning_rate"] == pytest.approx(5e-5)
 
 
 def test_diverged_when_loss_grows_by_orders_of_magnitude():

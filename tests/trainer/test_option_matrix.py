@@ -234,7 +234,7 @@ CALLBACK_ROWS = {
 }
 # Options of the whole job, one fit each (in this order, from the first fit of a float body).
 JOB_OPTIONS = [
-    {"training": {"mixed_precision": True}},
+    {"training": {"mixed_precision": True}, "diagnostics": {"on_error": "continue"}},
     {"training": {"jit_compile": True}, "diagnostics": {"enabled": False}},
     {"training": {"shuffle": False, "seed": None}, "diagnostics": {"preflight": False}},
     {"limits": {"max_runtime_seconds": 3600}, "resources": {"gpus": 0}},

@@ -39,7 +39,9 @@ def test_nan_loss_fails_fast_with_diverged(tmp_path):
     found = reporter.findings_by_key[("diverged", None)]
     assert found["severity"] == "error" and "preflight" in found["message"]
     assert found["evidence"]["learning_rate"] == pytest.approx(10.0)
-    assert found["suggested_change"]["optimizer"]["learning_rate"] == pytest.approx(1.0)
+    # Not a tenth of an absurd rate: capped at SGD's default rate, with clipping.
+    assert found["suggested_change"]["optimizer"]["learning_rate"] == pytest.approx(0.01)
+    assert found["suggested_change_basis"] == "divergence"
     assert reporter.result is result
 
 

@@ -165,6 +165,8 @@ def _result(reason: str, best_epoch: int | None = 1, error: str | None = None) -
     ("no_gradients", None, "failed", "no_gradients"),
     ("error", None, "failed", "training_error"),
     ("a reason nobody listed", None, "failed", "training_error"),
+    # A diagnosis without the finding's code (an older trainer) still fails with a listed code.
+    ("diagnosis", 1, "failed", "training_error"),
 ])
 def test_every_stop_reason_maps_to_one_end(reason: str, best_epoch: int | None, status: str,
                                            code: str | None) -> None:
@@ -174,9 +176,17 @@ def test_every_stop_reason_maps_to_one_end(reason: str, best_epoch: int | None, 
         assert end["error_message"].strip()
 
 
+@pytest.mark.parametrize("code", ["lr_too_small", "diverged", "loss_activation_mismatch"])
+def test_a_diagnosis_fails_with_the_code_of_the_finding_that_stopped_it(code: str) -> None:
+    result = SimpleNamespace(stop_reason="diagnosis", best_epoch=2, error=f"the {code} finding", error_code=code)
+    end = lifecycle.end_of_run(result, last_epoch=2)
+    assert end == {"status": "failed", "error_code": code, "error_message": f"the {code} finding"}
+
+
 def test_stop_reasons_keep_their_api_values() -> None:
     assert {r.value for r in StopReason} == {"completed", "early_stopping", "max_runtime", "sweep_early_stopped",
-                                             "cancelled", "interrupted", "nan_loss", "no_gradients", "error"}
+                                             "cancelled", "interrupted", "nan_loss", "no_gradients", "diagnosis",
+                                             "error"}
     # A job never ends "interrupted" (it is re-queued): every other reason is in the API's contract.
     spec = yaml.safe_load((ROOT / "openapi.yaml").read_text())
     documented = spec["components"]["schemas"]["Job"]["properties"]["stop_reason"]["oneOf"][1]["enum"]

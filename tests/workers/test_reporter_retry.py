@@ -103,3 +103,26 @@ def test_retries_are_validated() -> None:
     for retries in (0, -1, 1.5):
         with pytest.raises(ValueError, match="retries"):
             DbReporter(None, None, "job", retries=retries)  # type: ignore[arg-type]
+
+
+def test_the_job_log_states_a_finding_once_and_again_when_its_advice_changes(
+        app: Any, job_id: str, down: BrieflyDown, caplog: pytest.LogCaptureFixture) -> None:
+    """A finding re-sent every epoch with fresh numbers in its message is logged once (issue 17); a new
+    suggested change or severity is news and is logged again. Its row always has the latest."""
+    reporter = _reporter(app, job_id, down, retries=3)
+
+    def lr_too_small(epoch: int, rate: float) -> dict[str, Any]:
+        return {"id": "lr_too_small:-", "code": "lr_too_small", "severity": "error",
+                "message": f"after {epoch} epoch(s) the weights have not changed", "evidence": {"epochs": epoch},
+                "layer": None, "epoch": epoch, "suggested_change": {"optimizer": {"learning_rate": rate}},
+                "suggested_change_basis": "update_ratio"}
+
+    with caplog.at_level("INFO", logger="workers.reporting"):
+        for epoch in (1, 2, 3):
+            reporter.findings([lr_too_small(epoch, 0.005)])
+        reporter.findings([lr_too_small(4, 0.01)])
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("finding lr_too_small")]
+    assert len(logged) == 2 and "after 1 epoch" in logged[0] and "after 4 epoch" in logged[1]
+    with app.extensions["trainyard"].db.session() as s:
+        [row] = s.execute(select(Finding).where(Finding.job_id == job_id)).scalars()
+        assert (row.epoch, row.suggested_change_basis) == (4, "update_ratio")

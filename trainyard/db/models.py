@@ -188,6 +188,8 @@ class Finding(Base):
     layer: Mapped[str] = mapped_column(String(200), default="")
     epoch: Mapped[int | None] = mapped_column(Integer)
     suggested_change: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # What the suggested change comes from ("update_ratio", "divergence", ...; workers/trainer/diagnostics).
+    suggested_change_basis: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

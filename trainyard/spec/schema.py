@@ -252,9 +252,14 @@ class ResourcesSchema(SpecSchema):
     gpus = Int(allow_none=True, load_default=None, validate=validate.Range(0, 64))
 
 
+DIAGNOSIS_ACTIONS = ("stop", "continue")
+
+
 class DiagnosticsSchema(SpecSchema):
     enabled = Bool(load_default=True)
     preflight = Bool(load_default=True)
+    # What a confirmed error finding does: end the job (failed, stop_reason "diagnosis") or only flag it.
+    on_error = Choice(DIAGNOSIS_ACTIONS, load_default="stop")
 
 
 def _check_metrics(values: list[str]) -> None:

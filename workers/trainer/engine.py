@@ -86,7 +86,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
         run.started()
         stopped = run.preflight()
         if stopped is not None:
-            return run.result(stopped)
+            return run.result(stopped, **run.diagnosis(stopped))
         run.fit()
         run.evaluate()
     except Exception as exc:
@@ -94,7 +94,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
         run.result(StopReason.ERROR, error=describe_error(exc))
         raise
     run.phase_done("evaluate")
-    return run.result(run.stop_reason, run.test_metrics)
+    return run.result(run.stop_reason, run.test_metrics, **run.diagnosis(run.stop_reason))
 
 
 class _Run:
@@ -117,6 +117,8 @@ class _Run:
         self.normalization = None
         self.stop_reason = StopReason.COMPLETED
         self.test_metrics: dict | None = None
+        # The error finding that stopped the run (stop reason diagnosis).
+        self.stopped_by: dict | None = None
 
     def phase_done(self, name: str) -> None:
         now = time.perf_counter()
@@ -208,6 +210,8 @@ class _Run:
             self.callback_list.append(self.diagnostics.callback)
             if resume is not None:
                 self.diagnostics.callback.continue_from(resume.diagnostics_history, resume.epoch)
+                if resume.state.get("stop_training"):
+                    self.diagnostics.callback.stop_confirmed_in_history()
         self.initial_epoch = _resume_callbacks(
             resume, self.epochs, reporter=self.epoch_reporter, checkpoint=self.checkpoint,
             reduce_lr_on_plateau=reduce_lr, early_stopping=self.early_stopping)
@@ -244,19 +248,44 @@ class _Run:
         self.diagnostics.report(self.reporter, self.diagnostics.setup_findings)
 
     def preflight(self) -> str | None:
-        """A few steps on one batch that fail NaN or gradient-free jobs fast; the stop reason if it failed."""
+        """A few steps on one batch that fail NaN or gradient-free jobs fast; the stop reason if it failed.
+
+        Then, with ``diagnostics.on_error: "stop"``, an error finding known before training (the data and
+        spec checks) stops the run with stop reason ``diagnosis``: it would hold in every epoch.
+        """
         diagnostics = self.diagnostics
         # A resumed run already passed preflight; it restores every variable it touches (preflight.py).
-        if not diagnostics.preflight or self.resume is not None:
+        if self.resume is not None:
             return None
-        checked = preflight(self.model, self.spec, self.prepared.x_train, self.prepared.y_train,
-                            context=diagnostics.context, measure=diagnostics.measure)
-        self.phase_done("preflight")
-        logger.info("preflight on one batch: %s", "passed" if checked.ok else f"failed ({checked.stop_reason})")
-        if checked.ok:
-            return None
-        diagnostics.report(self.reporter, checked.findings)
-        return checked.stop_reason
+        if diagnostics.preflight:
+            checked = preflight(self.model, self.spec, self.prepared.x_train, self.prepared.y_train,
+                                context=diagnostics.context, measure=diagnostics.measure)
+            self.phase_done("preflight")
+            logger.info("preflight on one batch: %s",
+                        "passed" if checked.ok else f"failed ({checked.stop_reason})")
+            if not checked.ok:
+                # NaN and gradient-free runs keep their own stop reasons (nan_loss, no_gradients).
+                diagnostics.report(self.reporter, checked.findings)
+                return checked.stop_reason
+        self.stopped_by = diagnostics.confirmed_before_training([])
+        if self.stopped_by is not None:
+            logger.info("stopping before training: error finding %s (diagnostics.on_error stop)",
+                        self.stopped_by["id"])
+            return StopReason.DIAGNOSIS
+        return None
+
+    def diagnosis(self, stop_reason: str) -> dict:
+        """The result's error code and message when a confirmed error finding stopped the run."""
+        if stop_reason != StopReason.DIAGNOSIS:
+            return {}
+        callback = self.diagnostics.callback
+        finding = self.stopped_by or (callback.stopped_by if callback is not None else None)
+        if finding is None:
+            return {}
+        where = "before training" if finding.get("epoch") is None else f"at epoch {finding['epoch']}"
+        return {"error_code": finding["code"],
+                "error": f"Stopped {where} by the {finding['code']} finding ({finding['id']}): "
+                         f"{finding['message']} Set diagnostics.on_error: continue to train anyway."}
 
     def fit(self) -> None:
         """Fit from the initial epoch, then name why it stopped."""
@@ -297,7 +326,8 @@ class _Run:
         if checkpoint.best_path is not None and _ends_well(stop_reason):
             _export_best(checkpoint.best_path, checkpoint.best_epoch, self.workdir, self.reporter)
 
-    def result(self, stop_reason: str, test_metrics: dict | None = None, error: str | None = None) -> TrainResult:
+    def result(self, stop_reason: str, test_metrics: dict | None = None, error: str | None = None,
+               error_code: str | None = None) -> TrainResult:
         """The run's result, reported as ``finished`` and returned."""
         checkpoint, epoch_reporter = self.checkpoint, self.epoch_reporter
         final = TrainResult(
@@ -311,6 +341,7 @@ class _Run:
             normalization=self.normalization,
             timings=dict(self.timings),
             error=error,
+            error_code=error_code,
         )
         call_reporter(self.reporter.finished, final, what=f"finished({stop_reason})")
         return final

@@ -57,8 +57,10 @@ class TrainResult:
     # fit, evaluate (test split or checkpoint check); phases not reached are absent.
     timings: dict[str, float] = field(default_factory=dict)
     # With stop_reason "error": what went wrong, for the user (`describe_error`): the exception's type and
-    # its first line, never a traceback.
+    # its first line, never a traceback. With stop_reason "diagnosis": the finding's message.
     error: str | None = None
+    # With stop_reason "diagnosis": the code of the finding that stopped the run (a job error code).
+    error_code: str | None = None
 
 
 def describe_error(exc: BaseException, limit: int = 300) -> str:

@@ -13,7 +13,7 @@ from trainyard.stop_reasons import StopReason
 
 from ..callbacks.reporting import current_learning_rate
 from ..callbacks.state import RunState, call_reporter
-from .findings import RunContext, analyze_epochs, merge
+from .findings import RunContext, analyze_epochs, merge, reconcile
 from .probe import ProbeMeasure, TrackedVariable
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,12 @@ class TrainingDiagnostics(keras.callbacks.Callback):
     diagnostics trains exactly like one without (see ``ProbeMeasure``).
 
     ``setup_findings`` (data scale, loss/activation) are reported with every epoch's so the reporter
-    always receives the whole current list.
+    always receives the whole current list, made one coherent recommendation (``findings.reconcile``).
+
+    With ``diagnostics.on_error: "stop"`` (the default) an error finding confirmed on two consecutive
+    epochs (the same id in both epochs' findings) stops the run after the second: stop reason
+    ``diagnosis``, and ``stopped_by`` is that finding. The epoch is complete, so it is reported and
+    checkpointed first (this callback runs after the checkpoint).
     """
 
     def __init__(self, reporter, state: RunState, measure: ProbeMeasure, probe: tuple, context: RunContext,
@@ -53,13 +58,32 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         self._epoch = 0
         self._last_sent: str | None = None
         self.history: list[dict] = []
-        self.findings: list[dict] = list(self._setup)
+        self._raised: list[dict] = list(self._setup)  # every finding so far, as its rule raised it
+        self.findings: list[dict] = reconcile(self._raised, context)
+        # Ids of the error findings of the last complete epoch: one still there an epoch later is confirmed.
+        self._previous_errors: set[str] = set()
+        self.stopped_by: dict | None = None
         self.seconds = 0.0
 
     def continue_from(self, history: list[dict], epoch: int) -> None:
         """A resumed run: take the earlier attempts' records of epochs 1..``epoch`` as this run's history."""
         self.history = sorted((dict(r) for r in history if 1 <= int(r["epoch"]) <= epoch),
                               key=lambda r: r["epoch"])
+        if self.history:
+            self._previous_errors = _error_ids(analyze_epochs(self.history, self._context))
+
+    def stop_confirmed_in_history(self) -> bool:
+        """A resumed run whose backup was taken as this callback stopped the run (its last two epochs
+        share an error finding): request that stop again, as fit will run no epoch to find it."""
+        if len(self.history) < 2 or not self._context.stops_on_error:
+            return False
+        confirmed = self._previous_errors & _error_ids(analyze_epochs(self.history[:-1], self._context))
+        if not confirmed:
+            return False
+        self._report(analyze_epochs(self.history, self._context))
+        self.stopped_by = next(f for f in self.findings if f["id"] in confirmed)
+        self._state.request_stop(StopReason.DIAGNOSIS, partial=False)
+        return True
 
     @property
     def tracked(self) -> list[TrackedVariable]:
@@ -92,7 +116,17 @@ class TrainingDiagnostics(keras.callbacks.Callback):
                   "variables": variables}
         self.history.append({"epoch": epoch + 1, **record, "val_loss": _finite(logs.get("val_loss"))})
         call_reporter(self._reporter.diagnostics, epoch + 1, record, what=f"diagnostics({epoch + 1})")
-        self._report(analyze_epochs(self.history, self._context))
+        epoch_findings = analyze_epochs(self.history, self._context)
+        self._report(epoch_findings)
+        errors = _error_ids(epoch_findings)
+        confirmed = errors & self._previous_errors
+        self._previous_errors = errors
+        if confirmed and self._context.stops_on_error and self._state.stop_reason is None:
+            self.stopped_by = next(f for f in self.findings if f["id"] in confirmed)
+            logger.info("stopping: error finding %s confirmed on epochs %d and %d (diagnostics.on_error stop)",
+                        self.stopped_by["id"], epoch, epoch + 1)
+            self._state.request_stop(StopReason.DIAGNOSIS, partial=False)
+            self.model.stop_training = True
         self.seconds += time.perf_counter() - began
 
     def on_train_end(self, logs=None):
@@ -101,13 +135,18 @@ class TrainingDiagnostics(keras.callbacks.Callback):
             self._report(analyze_epochs(self.history, self._context, nan=nan))
 
     def _report(self, epoch_findings: list[dict]) -> None:
-        # Findings already raised stay (the reporter upserts by code and layer); re-send only on change.
-        self.findings = merge(self.findings, epoch_findings)
+        # Findings already raised stay (the reporter upserts by id: code and layer); re-send only on change.
+        self._raised = merge(self._raised, epoch_findings)
+        self.findings = reconcile(self._raised, self._context)
         payload = json.dumps(self.findings, sort_keys=True, default=str)
         if payload == self._last_sent:
             return
         if call_reporter(self._reporter.findings, list(self.findings), what="findings"):
             self._last_sent = payload
+
+
+def _error_ids(findings: list[dict]) -> set[str]:
+    return {f["id"] for f in findings if f["severity"] == "error"}
 
 
 def _finite(value) -> float | None:

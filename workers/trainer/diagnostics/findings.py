@@ -3,11 +3,15 @@
 Pure Python and NumPy, no Keras: every rule is a function of plain dicts, so it can be tested with
 hand-made numbers. A finding is a dict::
 
-    {"code", "severity": "info" | "warning" | "error", "message", "evidence": {...},
-     "layer": str | None, "epoch": int | None, "suggested_change": dict | None}
+    {"id", "code", "severity": "info" | "warning" | "error", "message", "evidence": {...},
+     "layer": str | None, "epoch": int | None, "suggested_change": dict | None,
+     "suggested_change_basis": str | None}
 
-``suggested_change`` is a partial job spec to merge into the submitted one (``model.layers`` is a whole
-list, as the spec replaces it whole). An epoch record, as the measuring callback builds it::
+``id`` is ``"<code>:<layer or ->"``: one finding per job, code and layer (what the reporter upserts on),
+so it is unique in a job and the same in every epoch. ``suggested_change`` is a partial job spec to merge
+into the submitted one (``model.layers`` is a whole list, as the spec replaces it whole);
+``suggested_change_basis`` names the evidence it comes from (``BASES``). ``reconcile`` makes the job's
+findings one coherent recommendation. An epoch record, as the measuring callback builds it::
 
     {"epoch": 1, "learning_rate": 0.01, "loss": 0.7, "val_loss": 0.8 | None,
      "variables": [{"layer", "name", "grad_norm", "weight_norm", "update_norm", "update_ratio",
@@ -54,15 +58,44 @@ OVERFITTING_RISE = 0.10
 
 _SATURATING = ("sigmoid", "tanh", "hard_sigmoid", "softsign")
 
+# Error-severity findings that can stop a job (diagnostics.on_error "stop"): their codes are job error
+# codes too (trainyard/job_errors.py; tests/trainer/test_diagnostics_act.py holds them in it).
+# zero_gradients is an error only in preflight, which ends the job with no_gradients.
+STOPPING_CODES = ("lr_too_small", "diverged", "loss_activation_mismatch")
+# What a suggested change is based on.
+BASES = ("update_ratio", "divergence", "gradient_norm", "data_scale", "loss_activation", "gradient_flow",
+         "progress", "validation_loss", "optimizer_default")
+# A suggested learning rate aims at this update-to-weight ratio per step for the fastest-moving kernel
+# (the usual rule of thumb: about 1e-3 in a healthy run).
+TARGET_UPDATE_RATIO = 1e-3
+# An epoch's measured update ratio below this is float32 rounding, not movement: the rate is then
+# estimated from the gradient instead.
+MEASURABLE_UPDATE_RATIO = 1e-6
+# optimizer.learning_rate's allowed range (trainyard/spec/bounds.py LEARNING_RATE).
+LEARNING_RATE_RANGE = (1e-10, 10.0)
+_ADAPTIVE = ("adam", "adamw", "adamax", "nadam", "rmsprop", "adagrad", "adadelta", "adafactor", "lion",
+             "ftrl", "lamb")
+# Fields whose suggestion would lower the learning rate (see ``reconcile``).
+_RATE_FIELDS = ("optimizer", "schedule", "callbacks")
+
+
+def finding_id(code: str, layer: str | None) -> str:
+    return f"{code}:{layer or '-'}"
+
 
 def finding(code: str, severity: str, message: str, evidence: dict[str, Any], *, layer: str | None = None,
-            epoch: int | None = None, suggested_change: dict | None = None) -> dict[str, Any]:
+            epoch: int | None = None, suggested_change: dict | None = None,
+            basis: str | None = None) -> dict[str, Any]:
     if code not in CODES:
         raise ValueError(f"unknown finding code {code!r}")
     if severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
-    return {"code": code, "severity": severity, "message": message, "evidence": _jsonable(evidence),
-            "layer": layer, "epoch": epoch, "suggested_change": suggested_change}
+    if suggested_change is not None and basis not in BASES:
+        raise ValueError(f"a suggested change needs a basis from {BASES}, got {basis!r}")
+    return {"id": finding_id(code, layer), "code": code, "severity": severity, "message": message,
+            "evidence": _jsonable(evidence), "layer": layer, "epoch": epoch,
+            "suggested_change": suggested_change,
+            "suggested_change_basis": basis if suggested_change is not None else None}
 
 
 def _jsonable(value: Any) -> Any:
@@ -90,6 +123,12 @@ class RunContext:
     # Keras layer names in model order -> index into spec["model"]["layers"] (layers are built as
     # "<type>_<position>", see workers.trainer.layers.build_model).
     variables: list[dict] = field(default_factory=list)  # [{"layer", "name", "shape"}]
+    # Optimizer steps in an epoch: an epoch's update ratio over this is the per-step ratio.
+    steps_per_epoch: int | None = None
+
+    @property
+    def stops_on_error(self) -> bool:
+        return ((self.spec.get("diagnostics") or {}).get("on_error") or "stop") == "stop"
 
     @property
     def optimizer(self) -> dict:
@@ -137,6 +176,61 @@ def _largest_move(record: dict) -> float:
     return max(ratios, default=0.0)
 
 
+def suggested_learning_rate(record: dict, ctx: RunContext) -> tuple[float, dict] | None:
+    """The rate that would bring the fastest-moving kernel's update-to-weight ratio per step to about
+    ``TARGET_UPDATE_RATIO``, and its evidence; None without a kernel to measure.
+
+    The ratio scales about linearly with the rate (exactly so while the rate is too small to change the
+    gradient within an epoch), so ``new = lr * target / ratio``. The per-step ratio is the epoch's
+    measured update ratio over its steps; when the epoch's update was lost to float32 rounding (the
+    ratio is below ``MEASURABLE_UPDATE_RATIO``) it is estimated from one step of the optimizer: SGD moves
+    ``lr * |g| / (1 - momentum)``, adaptive optimizers about ``lr`` per element (``lr * sqrt(size)``).
+    Clipped to the spec's allowed range.
+    """
+    lr = record.get("learning_rate")
+    if not lr or lr <= 0:
+        return None
+    shapes = {(v["layer"], v["name"]): v.get("shape") for v in ctx.variables}
+    steps = max(int(ctx.steps_per_epoch or 1), 1)
+    kind = ctx.optimizer.get("type", "")
+    momentum = float(ctx.optimizer.get("momentum") or 0.0) if kind == "sgd" else 0.0
+    best: tuple[float, dict] | None = None
+    for v in record.get("variables") or []:
+        shape = shapes.get((v["layer"], v["name"]))
+        weight = v.get("weight_norm")
+        if not shape or len(shape) < 2 or not weight or not math.isfinite(weight):
+            continue  # biases start at zero: their ratio says nothing about the rate
+        measured = v.get("update_ratio")
+        if measured is not None and math.isfinite(measured) and measured >= MEASURABLE_UPDATE_RATIO:
+            ratio, source = measured / steps, "measured_update"
+        elif kind in _ADAPTIVE:
+            ratio, source = lr * math.sqrt(_size(shape)) / weight, "adaptive_step_estimate"
+        elif v.get("grad_norm") and math.isfinite(v["grad_norm"]):
+            ratio, source = lr * v["grad_norm"] / (weight * max(1.0 - momentum, 1e-3)), "gradient_step_estimate"
+        else:
+            continue
+        if ratio > 0 and (best is None or ratio > best[1]["update_ratio_per_step"]):
+            best = (ratio, {"variable": f"{v['layer']}/{v['name']}", "update_ratio_per_step": ratio,
+                            "source": source, "steps_per_epoch": steps})
+    if best is None:
+        return None
+    ratio, evidence = best
+    low, high = LEARNING_RATE_RANGE
+    rate = float(f"{min(max(lr * TARGET_UPDATE_RATIO / ratio, low), high):.2g}")
+    return rate, {**evidence, "learning_rate": lr, "target_update_ratio": TARGET_UPDATE_RATIO,
+                  "suggested_learning_rate": rate}
+
+
+def _rate_change(record: dict, ctx: RunContext) -> tuple[dict, str, dict]:
+    """A learning-rate change from the update ratios, or the optimizer's default rate without a kernel."""
+    suggested = suggested_learning_rate(record, ctx)
+    if suggested is None:
+        rate = ctx.default_learning_rate()
+        return {"optimizer": {"learning_rate": rate}}, "optimizer_default", {"suggested_learning_rate": rate}
+    rate, evidence = suggested
+    return {"optimizer": {"learning_rate": rate}}, "update_ratio", evidence
+
+
 def check_weights_not_changing(epochs: list[dict], ctx: RunContext) -> list[dict]:
     """Every variable's update far below what training needs (relative to the weight and per
     element), in every epoch so far."""
@@ -153,40 +247,52 @@ def check_weights_not_changing(epochs: list[dict], ctx: RunContext) -> list[dict
                 "largest_update_norm": max((v.get("update_norm") or 0.0) for v in last["variables"]),
                 "threshold_ratio": NOT_CHANGING_RATIO, "threshold_rms": NOT_CHANGING_RMS,
                 "epochs": [r["epoch"] for r in epochs]}
-    default = ctx.default_learning_rate()
+    change, basis, rate_evidence = _rate_change(last, ctx)
+    rate = change["optimizer"]["learning_rate"]
+    evidence["rate"] = rate_evidence
     if lr is not None and lr < SMALL_LEARNING_RATE:
         return [finding(
             "lr_too_small", "error",
             f"The learning rate {_g(lr)} is too small to train: after {len(epochs)} epoch(s) the weights "
             f"have practically not changed (largest update {_g(evidence['largest_update_norm'])}). Set "
-            f"optimizer.learning_rate to about {default:g}.",
-            evidence, epoch=last["epoch"], suggested_change={"optimizer": {"learning_rate": default}})]
-    change = {"optimizer": {"learning_rate": min(lr * 10, default * 10)}} if lr else None
+            f"optimizer.learning_rate to about {rate:g}"
+            + (" (the rate that moves the weights by about 1e-3 of their size per step)."
+               if basis == "update_ratio" else " (the optimizer's default)."),
+            evidence, epoch=last["epoch"], suggested_change=change, basis=basis)]
+    if lr is None or (basis == "update_ratio" and rate <= lr):
+        change = None  # the ratios do not call for a larger rate: the gradient findings say why
+    advice = (f"the steps are too small. Raise optimizer.learning_rate to about {rate:g}, or look at the "
+              "gradient findings." if change else
+              "yet steps of this rate should move them, so a larger rate is not the answer: look at the "
+              "gradient findings and the data.")
     return [finding(
         "weights_not_changing", "warning",
         f"The weights have practically not changed in {len(epochs)} epoch(s) (largest update "
-        f"{_g(evidence['largest_update_norm'])}, learning rate {_g(lr)}): the steps are too small. Raise "
-        "optimizer.learning_rate, or look at the gradient findings.",
-        evidence, epoch=last["epoch"], suggested_change=change)]
+        f"{_g(evidence['largest_update_norm'])}, learning rate {_g(lr)}): " + advice,
+        evidence, epoch=last["epoch"], suggested_change=change, basis=basis if change else None)]
 
 
 def _divergence_change(ctx: RunContext, lr: float | None) -> dict:
+    """A tenth of the rate that diverged, never above the optimizer's default rate (a rate of 1e6 that
+    diverged says nothing in favour of 1e5), and gradient clipping."""
     base = lr if lr else ctx.optimizer.get("learning_rate") or ctx.default_learning_rate()
-    return {"optimizer": {"learning_rate": base / 10, "clipnorm": 1.0, "clipvalue": None}}
+    rate = float(f"{max(min(base / 10, ctx.default_learning_rate()), LEARNING_RATE_RANGE[0]):.2g}")
+    return {"optimizer": {"learning_rate": rate, "clipnorm": 1.0, "clipvalue": None}}
 
 
 def check_diverged(epochs: list[dict], ctx: RunContext, nan: dict | None = None) -> list[dict]:
     """The loss became NaN/inf (``nan``: {"epoch", "learning_rate"}) or grew by orders of magnitude."""
     if nan is not None:
         lr = nan.get("learning_rate")
+        change = _divergence_change(ctx, lr)
         where = "in the preflight steps" if nan.get("preflight") else f"in epoch {nan.get('epoch')}"
         return [finding(
             "diverged", "error",
             f"The loss became NaN or infinite {where} at learning rate {_g(lr)}; training diverged. "
-            f"Lower optimizer.learning_rate (try {_g((lr or ctx.default_learning_rate()) / 10)}) or clip "
+            f"Lower optimizer.learning_rate (try {_g(change['optimizer']['learning_rate'])}) and clip "
             "gradients with optimizer.clipnorm, and scale the data (dataset.normalize: standardize).",
             {**nan, "losses": [r.get("loss") for r in epochs]},
-            epoch=nan.get("epoch"), suggested_change=_divergence_change(ctx, lr))]
+            epoch=nan.get("epoch"), suggested_change=change, basis="divergence")]
     finite = [(r["epoch"], r["loss"], r.get("learning_rate")) for r in epochs
               if r.get("loss") is not None and math.isfinite(r["loss"])]
     if len(finite) < 2:
@@ -201,7 +307,7 @@ def check_diverged(epochs: list[dict], ctx: RunContext, nan: dict | None = None)
         f"rate {_g(lr)}: training diverged. Lower optimizer.learning_rate or set optimizer.clipnorm.",
         {"best_epoch": best_epoch, "best_loss": best, "loss": last, "learning_rate": lr,
          "factor": last / best},
-        epoch=epoch, suggested_change=_divergence_change(ctx, lr))]
+        epoch=epoch, suggested_change=_divergence_change(ctx, lr), basis="divergence")]
 
 
 def check_exploding_gradients(epochs: list[dict], ctx: RunContext) -> list[dict]:
@@ -226,7 +332,7 @@ def check_exploding_gradients(epochs: list[dict], ctx: RunContext) -> list[dict]
         "rate, or scale inputs and targets.",
         {"threshold": EXPLODING_GRAD_NORM,
          "grad_norms": {f"{v['layer']}/{v['name']}": v["grad_norm"] for v in big}},
-        layer=worst["layer"], epoch=last["epoch"], suggested_change=change)]
+        layer=worst["layer"], epoch=last["epoch"], suggested_change=change, basis="gradient_norm")]
 
 
 def _size(shape: list[int] | None) -> int:
@@ -271,7 +377,7 @@ def check_vanishing_gradients(epochs: list[dict], ctx: RunContext) -> list[dict]
         {"rms_grad_by_layer": dict(zip(names, rms)), "ratio_first_to_last": rms[0] / rms[-1],
          "threshold": VANISHING_RATIO},
         layer=names[0], epoch=epochs[-1]["epoch"],
-        suggested_change=ctx.with_layers(changes) if changes else None)]
+        suggested_change=ctx.with_layers(changes) if changes else None, basis="gradient_flow")]
 
 
 def zero_gradient_findings(record: dict, ctx: RunContext, *, severity: str = "warning") -> list[dict]:
@@ -313,7 +419,7 @@ def zero_gradient_findings(record: dict, ctx: RunContext, *, severity: str = "wa
             {"variables": {v["name"]: {"grad_norm": v.get("grad_norm"),
                                        "zero_grad_fraction": v.get("zero_grad_fraction")} for v in dead},
              "zero_initializers": zero_init},
-            layer=layer, epoch=record.get("epoch"), suggested_change=change))
+            layer=layer, epoch=record.get("epoch"), suggested_change=change, basis="gradient_flow"))
     return out
 
 
@@ -349,7 +455,7 @@ def check_plateau(epochs: list[dict], ctx: RunContext) -> list[dict]:
         {"monitor": key, "best_epoch": best_epoch, "best": best, "epochs_without_improvement": since},
         epoch=values[-1][0],
         suggested_change={"callbacks": {"reduce_lr_on_plateau": {"monitor": key, "factor": 0.5,
-                                                                 "patience": 5}}})]
+                                                                 "patience": 5}}}, basis="progress")]
 
 
 def check_overfitting(epochs: list[dict], ctx: RunContext) -> list[dict]:
@@ -376,7 +482,7 @@ def check_overfitting(epochs: list[dict], ctx: RunContext) -> list[dict]:
         "dropout or regularisation, or get more data. The best checkpoint is kept either way.",
         {"best_epoch": best["epoch"], "best_val_loss": best["val_loss"], "val_loss": last["val_loss"],
          "loss_at_best": best["loss"], "loss": last["loss"]},
-        epoch=last["epoch"], suggested_change=change)]
+        epoch=last["epoch"], suggested_change=change, basis="validation_loss")]
 
 
 EPOCH_RULES = (check_weights_not_changing, check_diverged, check_exploding_gradients,
@@ -411,7 +517,7 @@ def check_unscaled(stats: dict | None, ctx: RunContext) -> list[dict]:
             f"spreads up to {_g(inputs['max_std'])}); networks train best on inputs near zero mean and unit "
             "variance. Set dataset.normalize: standardize.",
             {**inputs, "limit": UNSCALED_LIMIT},
-            suggested_change={"dataset": {"normalize": "standardize"}}))
+            suggested_change={"dataset": {"normalize": "standardize"}}, basis="data_scale"))
     targets = stats.get("targets")
     if (targets and canonical_loss(ctx.spec.get("loss")) in REGRESSION_LOSSES
             and (dataset.get("normalize_targets") or "none") == "none" and _unscaled(targets)):
@@ -422,7 +528,7 @@ def check_unscaled(stats: dict | None, ctx: RunContext) -> list[dict]:
             "dataset.normalize_targets: standardize (predictions are scaled back with the statistics "
             "returned in model.normalization).",
             {**targets, "limit": UNSCALED_LIMIT},
-            suggested_change={"dataset": {"normalize_targets": "standardize"}}))
+            suggested_change={"dataset": {"normalize_targets": "standardize"}}, basis="data_scale"))
     return out
 
 
@@ -455,7 +561,7 @@ def check_loss_activation(ctx: RunContext, output_units: int | None, targets: di
                         {"loss": loss, "final_activation": activation, "output_units": output_units,
                          "targets": targets},
                         layer=f"{ctx.layers[index]['type']}_{index + 1}" if index is not None else None,
-                        suggested_change=change)]
+                        suggested_change=change, basis="loss_activation")]
 
     if activation == "softmax" and output_units == 1:
         return mismatch("error", f"{where} applies softmax to a single unit, which always outputs 1.0: "
@@ -490,9 +596,88 @@ def analyze_setup(ctx: RunContext, stats: dict | None, output_units: int | None)
 
 
 def merge(*groups: list[dict]) -> list[dict]:
-    """One finding per (code, layer): later groups replace earlier ones (they have newer evidence)."""
-    out: dict[tuple[str, str | None], dict] = {}
+    """One finding per id (code and layer): later groups replace earlier ones (they have newer evidence)."""
+    out: dict[str, dict] = {}
     for group in groups:
         for item in group:
-            out[(item["code"], item.get("layer"))] = item
+            out[item.get("id") or finding_id(item["code"], item.get("layer"))] = item
     return list(out.values())
+
+
+# --- one coherent recommendation ----------------------------------------------------------------------
+
+# Findings that say the steps are too small: while one holds, nothing may suggest a smaller rate.
+_RATE_TOO_SMALL = ("lr_too_small", "weights_not_changing")
+
+
+def _lowers_rate(field: str, value: Any, lr: float | None) -> bool:
+    if field == "optimizer.learning_rate":
+        return lr is None or (isinstance(value, (int, float)) and value < lr)
+    if field == "callbacks.reduce_lr_on_plateau":
+        return value is not None
+    return field == "schedule" or field.startswith("schedule.")
+
+
+def _fields(change: dict, prefix: str = "") -> dict[str, Any]:
+    """A suggested change as {dotted field: value}; ``model.layers`` and the callbacks' own settings are
+    one field each (a callback and a layer list are suggested whole)."""
+    out: dict[str, Any] = {}
+    for key, value in change.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and path not in ("model.layers",) and not path.startswith("callbacks."):
+            out.update(_fields(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def _unflatten(fields: dict[str, Any]) -> dict:
+    out: dict = {}
+    for path, value in fields.items():
+        *parents, leaf = path.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _rank(item: dict) -> tuple:
+    return (-SEVERITIES.index(item["severity"]), CODES.index(item["code"]), item.get("layer") or "")
+
+
+def reconcile(findings: list[dict], ctx: RunContext) -> list[dict]:
+    """The job's findings as one coherent recommendation (a new list; the items are copies):
+
+    - while ``lr_too_small`` or ``weights_not_changing`` holds, no finding suggests lowering the rate
+      (a smaller ``optimizer.learning_rate``, ``callbacks.reduce_lr_on_plateau``, a decaying schedule);
+      ``plateau`` then points at the rate finding instead;
+    - each field gets at most one suggested value in the job: the most severe finding (then ``CODES``
+      order, then layer) keeps it, later ones drop it (and their suggestion if nothing is left).
+    """
+    items = [dict(f) for f in findings]
+    rate_small = next((f for f in sorted(items, key=_rank) if f["code"] in _RATE_TOO_SMALL), None)
+    lr = ctx.optimizer.get("learning_rate")
+    taken: dict[str, Any] = {}
+    for item in sorted(items, key=_rank):
+        change = item.get("suggested_change")
+        if rate_small is not None and item is not rate_small and item["code"] == "plateau":
+            item["message"] = (item["message"].split(" at a constant learning rate")[0]
+                               + f". The rate is too small to train ({rate_small['code']}): raise it as that "
+                               "finding suggests rather than lowering it on a plateau.")
+        if not change:
+            continue
+        fields = _fields(change)
+        keep = {}
+        for path, value in fields.items():
+            if rate_small is not None and item is not rate_small and _lowers_rate(path, value, lr):
+                continue
+            if path in taken and taken[path] != value:
+                continue
+            keep[path] = value
+        for path, value in keep.items():
+            taken.setdefault(path, value)
+        if keep != fields:
+            item["suggested_change"] = _unflatten(keep) if keep else None
+            item["suggested_change_basis"] = item.get("suggested_change_basis") if keep else None
+    return sorted(items, key=_rank)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import keras
@@ -14,7 +15,7 @@ from ..callbacks.state import RunState, call_reporter
 from ..losses import build_loss
 from .callback import TrainingDiagnostics
 from .data_stats import scale_stats
-from .findings import RunContext, analyze_setup, merge
+from .findings import RunContext, analyze_setup, merge, reconcile
 from .probe import ProbeMeasure, probe_batch, trainable_variables
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,16 @@ class RunDiagnostics:
 
     def report(self, reporter, findings: list[dict]) -> None:
         if findings and reports_diagnostics(reporter):
-            call_reporter(reporter.findings, merge(self.setup_findings, findings), what="findings")
+            call_reporter(reporter.findings, reconcile(merge(self.setup_findings, findings), self.context),
+                          what="findings")
+
+    def confirmed_before_training(self, preflight_findings: list[dict]) -> dict | None:
+        """The error finding that stops the job before training (``diagnostics.on_error: "stop"``): an
+        error found before the first epoch (data and spec checks, preflight) is confirmed as it is."""
+        if not self.enabled or not self.context.stops_on_error:
+            return None
+        found = reconcile(merge(self.setup_findings, preflight_findings), self.context)
+        return next((f for f in found if f["severity"] == "error"), None)
 
 
 def prepare_diagnostics(spec: dict, model: keras.Model, raw_x: np.ndarray, raw_y: np.ndarray,
@@ -52,7 +62,9 @@ def prepare_diagnostics(spec: dict, model: keras.Model, raw_x: np.ndarray, raw_y
     un-normalised training data) and the measuring callback."""
     options = spec.get("diagnostics") or {}
     tracked = trainable_variables(model)
-    context = RunContext(spec, [t.describe() for t in tracked])
+    batch_size = int((spec.get("training") or {}).get("batch_size") or 1)
+    context = RunContext(spec, [t.describe() for t in tracked],
+                         steps_per_epoch=max(math.ceil(len(x_train) / batch_size), 1))
     enabled = bool(options.get("enabled", True)) and reports_diagnostics(reporter)
     if options.get("enabled", True) and not enabled:
         logger.warning("the reporter has no diagnostics()/findings(); diagnostics are off")
