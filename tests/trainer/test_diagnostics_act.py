@@ -19,8 +19,8 @@ from workers.trainer.diagnostics.findings import (
 )
 from workers.trainer.types import TrainResult
 
-from .specs import dataset_info, make_spec
-from .test_diagnostics_findings import MLP, VARIABLES, ctx, healthy, var
+from .specs import make_spec
+from .test_diagnostics_findings import VARIABLES, ctx, healthy, var
 
 MLP_784 = {"input_shape": [784], "layers": [{"type": "dense", "units": 10, "activation": "relu"},
                                             {"type": "dense", "units": 10, "activation": "softmax"}]}
