@@ -19,3 +19,12 @@ def regression_data():
     x = rng.normal(loc=50.0, scale=20.0, size=(64, 4)).astype(np.float32)
     y = (x @ np.array([3.0, -2.0, 1.0, 0.5]) + 100.0).astype(np.float32)
     return TrainData(x, y)
+
+
+@pytest.fixture
+def mnist_like():
+    """192 rows of 784 random features in [0, 1) and 10 random classes: digits-shaped data for diagnostics."""
+    rng = np.random.default_rng(3)
+    x = rng.random((192, 784), dtype=np.float32)
+    y = rng.integers(0, 10, size=192)
+    return TrainData(x, y)

@@ -26,14 +26,6 @@ MLP_784 = {"input_shape": [784], "layers": [{"type": "dense", "units": 10, "acti
                                             {"type": "dense", "units": 10, "activation": "softmax"}]}
 
 
-@pytest.fixture()
-def mnist_like():
-    rng = np.random.default_rng(3)
-    x = rng.random((192, 784), dtype=np.float32)
-    y = rng.integers(0, 10, size=192)
-    return TrainData(x, y)
-
-
 def _stuck(epoch, lr=1e-10):
     # SGD at a tiny rate: kernels do not move in float32, zero-initialised biases do (ratio 1).
     rec = healthy(epoch, lr=lr, update=0.0, loss=2.3)

@@ -17,14 +17,6 @@ MLP_784 = {"input_shape": [784], "layers": [{"type": "dense", "units": 10, "acti
 SGD = {"type": "sgd", "learning_rate": 0.01}
 
 
-@pytest.fixture()
-def mnist_like():
-    rng = np.random.default_rng(3)
-    x = rng.random((192, 784), dtype=np.float32)
-    y = rng.integers(0, 10, size=192)
-    return TrainData(x, y)
-
-
 def test_trainable_variables_are_named_by_layer():
     spec = make_spec(dataset_info(input_shape=(5, 4), n_classes=2), model={"layers": [
         {"type": "bidirectional", "layer": {"type": "lstm", "units": 3}},
