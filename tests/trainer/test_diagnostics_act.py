@@ -190,3 +190,12 @@ def test_an_unlisted_diagnosis_code_still_fails_with_a_listed_one():
                          best_checkpoint=None, test_metrics=None, normalization=None, error="why",
                          error_code="plateau")
     assert end_of_run(result, 2)["error_code"] == "training_error"
+
+
+def test_suggested_rates_are_clipped_to_the_range_the_spec_accepts() -> None:
+    # The trainer may not import the spec package (tests/service/test_layering.py), so findings keep their
+    # own copy of optimizer.learning_rate's range: this holds the two equal.
+    from trainyard.spec.bounds import LEARNING_RATE
+    from workers.trainer.diagnostics.findings import LEARNING_RATE_RANGE
+
+    assert LEARNING_RATE_RANGE == (LEARNING_RATE.min, LEARNING_RATE.max)
