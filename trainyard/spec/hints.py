@@ -2,7 +2,7 @@
 
 marshmallow's messages say what is wrong ("Unknown field.", "Must be one of: ..."); a person who wrote
 `"type": "Dense"`, a top-level `"epochs"` or `"optimizer": {"lr": ...}` also wants to know what to write
-instead. `flatten_with_hints` flattens marshmallow's nested messages exactly as `flatten_messages` does
+instead. `Hinter.flatten` flattens marshmallow's nested messages exactly as `flatten_messages` does
 (same field paths, same order) while walking the raw body and the schema beside them, and appends the
 closest allowed name to a message when there is one; a message with no close name is left as it is.
 
