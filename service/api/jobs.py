@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from service.api.common import (decode_cursor, encode_cursor, int_arg, json_body, load_owned, load_owned_row,
                                 tenant_id)
 from service.api.idempotency import find_replay, idempotency_key, request_sha256
-from service.api.representations import (JOB_ROW_WITH_FINDINGS, JOBS_WITH_FINDINGS, job_and_counts, job_resource,
-                                         job_row_counts, job_with_findings, queue_positions)
+from service.api.representations import (JOB_ROW_WITH_FINDINGS, JOBS_WITH_FINDINGS, job_and_counts, job_etas,
+                                         job_resource, job_row_counts, job_with_findings, queue_positions)
 from service.errors import Conflict, TooManyRequests, ValidationFailed
 from service.services import services
 from trainyard.datasets.lookup import dataset_lookup
@@ -98,9 +98,10 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
                            before_insert=lambda session: check_active_job_quota(session, tenant_id(), limit))
     if replayed:  # a concurrent request with the same key won the race (409 if its body was different)
         return _replayed(find_replay(svc.db, tenant_id(), key or "", body_sha256 or "") or job)
-    # A job just created has no findings yet: only its queue position is read back.
+    # A job just created has no findings yet: only its queue position (and estimate) is read back.
     with svc.db.read_session() as s:
-        body = job_resource(job, None, queue_positions(s, [job.id]).get(job.id))
+        positions = queue_positions(s, [job.id])
+        body = job_resource(job, None, positions.get(job.id), job_etas(s, [job], positions).get(job.id))
     return jsonify(body), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}
 
 
@@ -138,20 +139,27 @@ def list_jobs() -> Response:
         rows = [job_and_counts(row) for row in s.execute(stmt)]
         page = rows[:limit]
         positions = queue_positions(s, [job.id for job, _ in page if job.status == "queued"])
+        etas = job_etas(s, [job for job, _ in page], positions)
     last = page[-1][0] if page else None
     next_cursor = encode_cursor(last.created_at, last.id) if last is not None and len(rows) > limit else None
-    return jsonify({"jobs": [job_resource(job, counts, positions.get(job.id)) for job, counts in page],
+    return jsonify({"jobs": [job_resource(job, counts, positions.get(job.id), etas.get(job.id))
+                             for job, counts in page],
                     "next_cursor": next_cursor})
 
 
 @bp.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     job, findings = job_row_with_findings(job_id)
-    position = None
-    if job.status == "queued":
+    positions: dict[str, int] = {}
+    estimate = None
+    # A finished job (what most polls read) costs its one query; a queued or running one a read or two
+    # more for its queue position and estimate.
+    if job.status in ("queued", "running"):
         with services().db.read_session() as s:
-            position = queue_positions(s, [job.id]).get(job.id)
-    resp = jsonify(job_resource(job, findings, position))
+            if job.status == "queued":
+                positions = queue_positions(s, [job.id])
+            estimate = job_etas(s, [job], positions).get(job.id)
+    resp = jsonify(job_resource(job, findings, positions.get(job.id), estimate))
     # A strong validator of the exact representation: pollers send If-None-Match and get a bodiless 304
     # until something in the job changes.
     resp.set_etag(hashlib.sha256(resp.get_data()).hexdigest()[:32])

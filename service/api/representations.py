@@ -7,14 +7,16 @@ and its place in the queue, each in one query for a whole page of jobs.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from typing import Any
 
 from flask import url_for
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, func, literal, select, union_all
+from sqlalchemy.orm import Session, aliased
 
 from service.api.common import iso
-from trainyard.db.models import Checkpoint, Dataset, EpochDiagnostics, EpochMetrics, Finding, Job
+from trainyard import eta
+from trainyard.db.models import Checkpoint, Dataset, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
 from trainyard.db.live import JobLog
 from trainyard.db.sweeps import Sweep
 from trainyard.resources import gpus_of, queue_name
@@ -37,9 +39,10 @@ def job_links(job_id: str) -> dict[str, str]:
     }
 
 
-def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int | None = None) -> dict[str, Any]:
-    """A job (an ORM row, or a Core row read by column name like one), with its finding counts and, while
-    queued, its 1-based place in its queue."""
+def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int | None = None,
+                 estimate: eta.Eta | None = None) -> dict[str, Any]:
+    """A job (an ORM row, or a Core row read by column name like one), with its finding counts, while
+    queued its 1-based place in its queue, and while queued or running its estimated end (`job_etas`)."""
     best = None
     if job.best_epoch is not None:
         best = {"monitor": job.best_monitor, "value": job.best_value, "epoch": job.best_epoch}
@@ -75,6 +78,7 @@ def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int
         "sweep": {"id": job.sweep_id, "trial": job.trial_index} if job.sweep_id else None,
         "resources": {"gpus": gpus_of(job.resource_class), "class": job.resource_class},
         "queue": queue_resource(job, position),
+        "eta": eta_resource(estimate),
         "links": job_links(job.id),
     }
 
@@ -92,9 +96,10 @@ def job_timings(job: Any) -> dict[str, float] | None:
 
 
 def job_with_findings(session: Session, job: Job) -> dict[str, Any]:
-    """One job's resource, with its finding counts and, while queued, its queue position."""
-    position = queue_positions(session, [job.id]).get(job.id) if job.status == "queued" else None
-    return job_resource(job, finding_counts(session, [job.id]).get(job.id), position)
+    """One job's resource, with its finding counts and, while queued, its queue position; its estimate."""
+    positions = queue_positions(session, [job.id]) if job.status == "queued" else {}
+    return job_resource(job, finding_counts(session, [job.id]).get(job.id), positions.get(job.id),
+                        job_etas(session, [job], positions).get(job.id))
 
 
 def status_event(status: str, stop_reason: str | None, job: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +132,105 @@ def queue_positions(session: Session, job_ids: list[str]) -> dict[str, int]:
     ranked = select(Job.id.label("id"), order.label("position")).where(Job.status == "queued").subquery()
     rows = session.execute(select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(job_ids)))
     return {job_id: int(position) for job_id, position in rows}
+
+
+# ----------------------------------------------------------------------------------------------- eta
+
+
+def eta_resource(estimate: eta.Eta | None) -> dict[str, Any] | None:
+    if estimate is None:
+        return None
+    return {"seconds": estimate.seconds, "at": iso(estimate.at), "basis": estimate.basis.value,
+            "epochs_left": estimate.epochs_left, "full_length_seconds": estimate.full_length_seconds}
+
+
+def job_etas(session: Session, jobs: Iterable[Any], positions: dict[str, int],
+             now: datetime | None = None) -> dict[str, eta.Eta]:
+    """The estimated end of each running or queued job (trainyard/eta.py), by job id.
+
+    Costs at most two statements, whatever the number of jobs: one for the running jobs' latest epochs
+    (an index range of `RECENT_EPOCHS` rows per job), one for the run times of recent jobs of the queued
+    jobs' tenants and classes. A page with neither costs nothing.
+    """
+    now = now or utcnow()
+    running = [j for j in jobs if j.status == "running" and j.epoch > 0]
+    queued = [j for j in jobs if j.status == "queued" and j.id in positions]
+    out: dict[str, eta.Eta] = {}
+    epochs = latest_epochs(session, {j.id: j.epoch for j in running})
+    for job in running:
+        times, last_end = epochs.get(job.id, ([], None))
+        if last_end is None:
+            continue
+        early = eta.early_stopping_of(job.spec, job.resume_state, job.epoch)
+        estimate = eta.running_eta(now, last_end, times, job.epoch, job.epochs, early)
+        if estimate is not None:
+            out[job.id] = estimate
+    runs = recent_run_times(session, {(j.tenant_id, j.resource_class) for j in queued})
+    for job in queued:
+        times, workers = runs.get((job.tenant_id, job.resource_class), ([], 0))
+        estimate = eta.queued_eta(now, positions[job.id], times, workers, job.epochs - job.epoch)
+        if estimate is not None:
+            out[job.id] = estimate
+    return out
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt  # SQLite's are naive UTC
+
+
+def latest_epochs(session: Session, done: dict[str, int]) -> dict[str, tuple[list[float | None], datetime]]:
+    """For each job id, the seconds of its latest `RECENT_EPOCHS` epochs up to epoch `done[id]` (so they
+    agree with the job row already read) and when the latest of them was written; one statement, one
+    primary-key range per job."""
+    if not done:
+        return {}
+    seconds = EpochMetrics.values["seconds"].as_float()
+    parts = [select(EpochMetrics.job_id, seconds.label("seconds"), EpochMetrics.created_at)
+             .where(EpochMetrics.job_id == job_id, EpochMetrics.epoch <= epoch)
+             .order_by(EpochMetrics.epoch.desc()).limit(eta.RECENT_EPOCHS).subquery()
+             for job_id, epoch in done.items()]
+    stmt = select(parts[0]) if len(parts) == 1 else union_all(*(select(p) for p in parts))
+    out: dict[str, tuple[list[float | None], datetime]] = {}
+    for job_id, secs, created in session.execute(stmt):
+        times, last = out.get(job_id, ([], _utc(created)))
+        times.append(secs)
+        out[job_id] = (times, max(last, _utc(created)))
+    return out
+
+
+def recent_run_times(session: Session, groups: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[list[float], int]]:
+    """For each (tenant, resource class): the run times (started to finished) of the tenant's latest
+    `RECENT_JOBS` succeeded jobs of the class, and how many jobs of the class run now, of any tenant (a
+    queue with jobs waiting has every worker that serves it busy, so that counts them). One statement.
+
+    Only the tenant's own jobs, newest first on its (tenant, status, created) index, at most `SCANNED`
+    of them: cheap however long the history, and it says nothing about other tenants' jobs."""
+    if not groups:
+        return {}
+    parts = []
+    for tenant, cls in groups:
+        recent = (select(Job.resource_class, Job.created_at, Job.started_at, Job.finished_at)
+                  .where(Job.tenant_id == tenant, Job.status == "succeeded")
+                  .order_by(Job.created_at.desc()).limit(SCANNED_RUNS).subquery())
+        busy = aliased(Job)
+        running = (select(func.count()).select_from(busy)
+                   .where(busy.status == "running", busy.resource_class == cls).scalar_subquery())
+        parts.append(select(literal(tenant, Job.tenant_id.type).label("tenant"),
+                            literal(cls, Job.resource_class.type).label("cls"),
+                            recent.c.started_at, recent.c.finished_at, running.label("running"))
+                     .where(recent.c.resource_class == cls, recent.c.started_at.is_not(None))
+                     .order_by(recent.c.created_at.desc()).limit(eta.RECENT_JOBS).subquery())
+    stmt = select(parts[0]) if len(parts) == 1 else union_all(*(select(p) for p in parts))
+    out: dict[tuple[str, str], tuple[list[float], int]] = {}
+    for tenant, cls, started, finished, running in session.execute(stmt):
+        times, _ = out.get((tenant, cls), ([], 0))
+        times.append((_utc(finished) - _utc(started)).total_seconds())
+        out[(tenant, cls)] = (times, int(running))
+    return out
+
+
+# How many of a tenant's latest succeeded jobs `recent_run_times` looks through for those of one class.
+SCANNED_RUNS = 200
 
 
 # ------------------------------------------------------------------------------------ finding counts
