@@ -13,13 +13,14 @@ from service.api.common import (decode_cursor, encode_cursor, int_arg, json_body
                                 tenant_id)
 from service.api.idempotency import find_replay, idempotency_key, request_sha256
 from service.api.representations import (JOB_ROW_WITH_FINDINGS, JOBS_WITH_FINDINGS, job_and_counts, job_etas,
-                                         job_resource, job_row_counts, job_with_findings, queue_positions)
+                                         job_resource, job_row_counts, job_row_recent, job_with_findings,
+                                         queue_positions, running_etas)
 from service.errors import Conflict, TooManyRequests, ValidationFailed
 from service.services import services
 from trainyard.datasets.lookup import dataset_lookup
 from trainyard.db.exports import JobExport
 from trainyard.db.live import JobWebhook
-from trainyard.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, Job, Tenant
+from trainyard.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, Job, Tenant, utcnow
 from trainyard.spec import SpecError, validate_spec
 from trainyard import lifecycle
 from trainyard.submission import new_job, submit
@@ -138,12 +139,12 @@ def list_jobs() -> Response:
     with svc.db.read_session() as s:
         rows = [job_and_counts(row) for row in s.execute(stmt)]
         page = rows[:limit]
-        positions = queue_positions(s, [job.id for job, _ in page if job.status == "queued"])
-        etas = job_etas(s, [job for job, _ in page], positions)
+        positions = queue_positions(s, [job.id for job, _, _ in page if job.status == "queued"])
+        etas = job_etas(s, [job for job, _, _ in page], positions, {job.id: recent for job, _, recent in page})
     last = page[-1][0] if page else None
     next_cursor = encode_cursor(last.created_at, last.id) if last is not None and len(rows) > limit else None
     return jsonify({"jobs": [job_resource(job, counts, positions.get(job.id), etas.get(job.id))
-                             for job, counts in page],
+                             for job, counts, _ in page],
                     "next_cursor": next_cursor})
 
 
@@ -152,16 +153,15 @@ def get_job(job_id: str) -> Response:
     job, findings = job_row_with_findings(job_id)
     positions: dict[str, int] = {}
     estimate = None
-    # A finished job (what most polls read) costs its one query; a queued or running one a read or two
-    # more for its queue position and estimate.
-    if job.status in ("queued", "running"):
+    if job.status == "running":  # its latest epochs came with the row: no query more
+        estimate = running_etas([job], {job.id: job_row_recent(job)}, utcnow()).get(job.id)
+    elif job.status == "queued":  # two more: its queue position, and recent run times of its class
         with services().db.read_session() as s:
-            if job.status == "queued":
-                positions = queue_positions(s, [job.id])
+            positions = queue_positions(s, [job.id])
             estimate = job_etas(s, [job], positions).get(job.id)
     resp = jsonify(job_resource(job, findings, positions.get(job.id), estimate))
     # A strong validator of the exact representation: pollers send If-None-Match and get a bodiless 304
-    # until something in the job changes.
+    # until something in the job changes (while it is queued or running, its `eta.seconds` counts down).
     resp.set_etag(hashlib.sha256(resp.get_data()).hexdigest()[:32])
     return resp.make_conditional(request)
 

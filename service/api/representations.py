@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask import url_for
-from sqlalchemy import bindparam, func, literal, select, union_all
+from sqlalchemy import bindparam, case, func, literal, select, union_all
 from sqlalchemy.orm import Session, aliased
 
 from service.api.common import iso
@@ -144,28 +144,48 @@ def eta_resource(estimate: eta.Eta | None) -> dict[str, Any] | None:
             "epochs_left": estimate.epochs_left, "full_length_seconds": estimate.full_length_seconds}
 
 
+RecentEpochs = tuple[list[float | None], datetime | None]
+
+
 def job_etas(session: Session, jobs: Iterable[Any], positions: dict[str, int],
-             now: datetime | None = None) -> dict[str, eta.Eta]:
+             recent: dict[str, RecentEpochs] | None = None, now: datetime | None = None) -> dict[str, eta.Eta]:
     """The estimated end of each running or queued job (trainyard/eta.py), by job id.
 
-    Costs at most two statements, whatever the number of jobs: one for the running jobs' latest epochs
-    (an index range of `RECENT_EPOCHS` rows per job), one for the run times of recent jobs of the queued
-    jobs' tenants and classes. A page with neither costs nothing.
+    A running job's latest epochs come with its row when it was read with `RECENT_EPOCH_COLUMNS` (pass
+    them as `recent`: the status poll and the list cost no statement more); otherwise one statement reads
+    them for all the running jobs. Queued jobs cost one statement for the run times of recent jobs of
+    their tenants and classes. A page with neither costs nothing.
     """
     now = now or utcnow()
-    running = [j for j in jobs if j.status == "running" and j.epoch > 0]
-    queued = [j for j in jobs if j.status == "queued" and j.id in positions]
+    jobs = list(jobs)
+    recent = dict(recent or {})
+    missing = [j.id for j in jobs if j.status == "running" and j.epoch > 0 and j.id not in recent]
+    if missing:
+        stmt = select(Job.id, *RECENT_EPOCH_COLUMNS).where(Job.id.in_(missing))
+        recent.update((row[0], recent_epochs(row[1:])) for row in session.execute(stmt))
+    return {**running_etas(jobs, recent, now), **queued_etas(session, jobs, positions, now)}
+
+
+def running_etas(jobs: Iterable[Any], recent: dict[str, RecentEpochs], now: datetime) -> dict[str, eta.Eta]:
+    """The running jobs' estimates, from their latest epochs (`recent`, by job id) and their rows."""
     out: dict[str, eta.Eta] = {}
-    epochs = latest_epochs(session, {j.id: j.epoch for j in running})
-    for job in running:
-        times, last_end = epochs.get(job.id, ([], None))
-        if last_end is None:
+    for job in jobs:
+        times, last_end = recent.get(job.id, ([], None))
+        if job.status != "running" or last_end is None:
             continue
         early = eta.early_stopping_of(job.spec, job.resume_state, job.epoch)
         estimate = eta.running_eta(now, last_end, times, job.epoch, job.epochs, early)
         if estimate is not None:
             out[job.id] = estimate
+    return out
+
+
+def queued_etas(session: Session, jobs: Iterable[Any], positions: dict[str, int],
+                now: datetime) -> dict[str, eta.Eta]:
+    """The queued jobs' estimates, from their queue `positions` and their classes' recent run times."""
+    queued = [j for j in jobs if j.status == "queued" and j.id in positions]
     runs = recent_run_times(session, {(j.tenant_id, j.resource_class) for j in queued})
+    out: dict[str, eta.Eta] = {}
     for job in queued:
         times, workers = runs.get((job.tenant_id, job.resource_class), ([], 0))
         estimate = eta.queued_eta(now, positions[job.id], times, workers, job.epochs - job.epoch)
@@ -178,24 +198,28 @@ def _utc(dt: datetime) -> datetime:
     return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt  # SQLite's are naive UTC
 
 
-def latest_epochs(session: Session, done: dict[str, int]) -> dict[str, tuple[list[float | None], datetime]]:
-    """For each job id, the seconds of its latest `RECENT_EPOCHS` epochs up to epoch `done[id]` (so they
-    agree with the job row already read) and when the latest of them was written; one statement, one
-    primary-key range per job."""
-    if not done:
-        return {}
+def _recent_epoch_columns() -> list[Any]:
+    """Columns for a query of jobs: while a job runs, the seconds of its epochs `epoch`, `epoch - 1`, ...
+    (`RECENT_EPOCHS` of them; epochs are numbered without gaps) and when epoch `epoch` was written; null
+    otherwise. Each is a primary-key lookup, only for running jobs (a finished job's poll skips them)."""
+    running = Job.status == "running"
+
+    def of_epoch(column: Any, back: int) -> Any:
+        lookup = (select(column).where(EpochMetrics.job_id == Job.id, EpochMetrics.epoch == Job.epoch - back)
+                  .correlate(Job).scalar_subquery())
+        return case((running, lookup))
+
     seconds = EpochMetrics.values["seconds"].as_float()
-    parts = [select(EpochMetrics.job_id, seconds.label("seconds"), EpochMetrics.created_at)
-             .where(EpochMetrics.job_id == job_id, EpochMetrics.epoch <= epoch)
-             .order_by(EpochMetrics.epoch.desc()).limit(eta.RECENT_EPOCHS).subquery()
-             for job_id, epoch in done.items()]
-    stmt = select(parts[0]) if len(parts) == 1 else union_all(*(select(p) for p in parts))
-    out: dict[str, tuple[list[float | None], datetime]] = {}
-    for job_id, secs, created in session.execute(stmt):
-        times, last = out.get(job_id, ([], _utc(created)))
-        times.append(secs)
-        out[job_id] = (times, max(last, _utc(created)))
-    return out
+    return [of_epoch(seconds, back) for back in range(eta.RECENT_EPOCHS)] + [of_epoch(EpochMetrics.created_at, 0)]
+
+
+RECENT_EPOCH_COLUMNS = _recent_epoch_columns()
+
+
+def recent_epochs(values: Any) -> RecentEpochs:
+    """A row's `RECENT_EPOCH_COLUMNS` as (epoch seconds, when the latest epoch was written)."""
+    *times, last_end = values
+    return list(times), _utc(last_end) if last_end is not None else None
 
 
 def recent_run_times(session: Session, groups: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[list[float], int]]:
@@ -270,25 +294,31 @@ def _per_severity_counts() -> list[Any]:
             .scalar_subquery() for severity in SEVERITIES]
 
 
-# Jobs with their finding counts per severity, in one round trip: a status poll or a list page is one
-# query. Built once; only the parameters change.
-JOBS_WITH_FINDINGS = select(Job, *_per_severity_counts())
+# Jobs with their finding counts per severity and, while running, their latest epochs, in one round trip: a
+# status poll or a list page is one query. Built once; only the parameters change.
+JOBS_WITH_FINDINGS = select(Job, *_per_severity_counts(), *RECENT_EPOCH_COLUMNS)
 # The status poll's query in Core: plain rows (read by column name like a Job), no ORM identity map; it
 # takes `id` and `tenant_id` (common.load_owned_row).
-JOB_ROW_WITH_FINDINGS = select(*Job.__table__.c, *_per_severity_counts()).where(
+JOB_ROW_WITH_FINDINGS = select(*Job.__table__.c, *_per_severity_counts(), *RECENT_EPOCH_COLUMNS).where(
     Job.id == bindparam("id"), Job.tenant_id == bindparam("tenant_id"))
 _JOB_COLUMNS = len(Job.__table__.c)
+_COUNTS = slice(_JOB_COLUMNS, _JOB_COLUMNS + len(SEVERITIES))
 
 
-def job_and_counts(row: Any) -> tuple[Job, dict[str, Any]]:
-    """A row of JOBS_WITH_FINDINGS as (job, finding counts)."""
-    job, *per_severity = row
-    return job, counts_resource(per_severity)
+def job_and_counts(row: Any) -> tuple[Job, dict[str, Any], RecentEpochs]:
+    """A row of JOBS_WITH_FINDINGS as (job, finding counts, latest epochs)."""
+    job, *rest = row
+    return job, counts_resource(rest[:len(SEVERITIES)]), recent_epochs(rest[len(SEVERITIES):])
 
 
 def job_row_counts(row: Any) -> dict[str, Any]:
     """The finding counts of a row of JOB_ROW_WITH_FINDINGS (its columns after the job's)."""
-    return counts_resource(row[_JOB_COLUMNS:])
+    return counts_resource(row[_COUNTS])
+
+
+def job_row_recent(row: Any) -> RecentEpochs:
+    """The latest epochs of a row of JOB_ROW_WITH_FINDINGS (its last columns)."""
+    return recent_epochs(row[_COUNTS.stop:])
 
 
 # ------------------------------------------------------------------------------------------- metrics
