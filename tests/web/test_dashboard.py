@@ -258,6 +258,10 @@ def test_jobs_list_colours_and_a_failed_jobs_charts(page: Any, api_url: str, tok
         resp = requests.post(f"{api_url}/v1/jobs", json=spec, headers=auth, timeout=10)
         assert resp.status_code == 201, resp.text
         ids[case] = resp.json()["id"]
+    # Cancelled behind the others: almost surely while still queued, so with no epochs at all.
+    ids["cancelled"] = requests.post(f"{api_url}/v1/jobs", json={**standardized, "name": "dashboard-cancelled"},
+                                     headers=auth, timeout=10).json()["id"]
+    requests.post(f"{api_url}/v1/jobs/{ids['cancelled']}/cancel", headers=auth, timeout=10).raise_for_status()
 
     def job(case: str) -> dict[str, Any]:
         return requests.get(f"{api_url}/v1/jobs/{ids[case]}", headers=auth, timeout=10).json()
@@ -309,6 +313,18 @@ def test_jobs_list_colours_and_a_failed_jobs_charts(page: Any, api_url: str, tok
     assert any(math.isclose(v, 1e-10) for v, _ in _y_ticks(page, "#chart-lr"))
     assert "lr_too_small" in page.inner_text("#findings-list")
     _screenshot(page, "dashboard-failed-job.png", capsys)
+
+    # A job that ended before its first epoch says so, instead of waiting for data that will not come.
+    cancelled = requests.get(f"{api_url}/v1/jobs/{ids['cancelled']}/metrics", headers=auth, timeout=10).json()
+    page.goto(f"{api_url}/#/jobs/{ids['cancelled']}")
+    page.wait_for_selector("#job-view[data-status='cancelled'][data-live='ended']")
+    if cancelled["epochs"]:  # the worker reached it first
+        logged = [str(m["epoch"]) for m in cancelled["epochs"]]
+        assert page.locator("#chart-loss .series[data-name='loss'] circle").evaluate_all(
+            "cs => cs.map(c => c.dataset.epoch)") == logged
+    else:
+        empties = page.locator("#charts text.empty").evaluate_all("ts => ts.map(t => t.textContent)")
+        assert len(empties) == 3 and set(empties) == {"no epochs logged"}  # loss, rate, update ratios
 
 
 def test_dashboard_errors_are_readable(page: Any, api_url: str, token: str) -> None:

@@ -223,7 +223,8 @@ function renderCharts(state) {
     { ...options, log: true });
   if (!ratios.length) {
     ratioCard.appendChild(text("p", state.job.spec.diagnostics && state.job.spec.diagnostics.enabled === false
-      ? "Diagnostics are off for this job." : "No diagnostics yet.", "muted"));
+      ? "Diagnostics are off for this job."
+      : FINAL.has(state.job.status) ? "No diagnostics were recorded." : "No diagnostics yet.", "muted"));
   }
   cards.push(ratioCard);
   $("charts").replaceChildren(...cards);
