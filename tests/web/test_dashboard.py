@@ -242,8 +242,9 @@ def _check_best_marker(page: Any, job: dict[str, Any]) -> None:
 def test_jobs_list_colours_and_a_failed_jobs_charts(page: Any, api_url: str, token: str, worker: Any,
                                                     capsys: Any) -> None:
     """SGD at 1e-10 on digits (issue 17): with the default on_error it fails on a confirmed lr_too_small,
-    with "continue" it succeeds carrying that error finding; the list marks both in red, and the failed
-    job's page charts the epochs it logged."""
+    with "continue" it succeeds carrying that error finding; the list marks both in red and a clean job
+    not, the failed job's page charts the epochs it logged, and a job cancelled while queued says it has
+    none."""
     auth = {"Authorization": f"Bearer {token}"}
     standardized = {**{k: v for k, v in _spec().items() if k != "schedule"},
                     "dataset": {"id": "builtin:digits", "validation_split": 0.2, "normalize": "standardize"}}
@@ -275,8 +276,8 @@ def test_jobs_list_colours_and_a_failed_jobs_charts(page: Any, api_url: str, tok
 
     page.goto(api_url + "/")
     _sign_in(page, token)
-    for case in ids:
-        page.wait_for_selector(f"tr[data-job='{ids[case]}']")
+    for job_id in ids.values():
+        page.wait_for_selector(f"tr[data-job='{job_id}']")
 
     def row(case: str) -> Any:
         return page.locator(f"tr[data-job='{ids[case]}']")
@@ -372,3 +373,30 @@ def test_event_stream_parser_in_the_browser(page: Any, api_url: str) -> None:
     }""")
     assert events == [["status", "1", {"status": "running"}], ["epoch", "2", {"epoch": 1, "loss": 0.5}],
                       ["end", None, {"status": "succeeded"}]]
+
+
+def test_a_new_epoch_keeps_the_readers_scale_and_hovered_epoch(page: Any, api_url: str) -> None:
+    """A running job's charts are drawn again on every epoch: the scale picked and the epoch pointed at
+    stay. charts.js alone, on a blank page, so the new epoch arrives exactly while the pointer rests."""
+    page.goto(api_url + "/")
+    page.evaluate("""async () => {
+        const { chartCard } = await import("/ui/charts.js");
+        const host = document.createElement("div");
+        host.id = "host";
+        host.style.width = "480px";
+        document.body.prepend(host);
+        window.draw = (epochs) => host.replaceChildren(chartCard("chart-x", "x",
+            [{ name: "loss", points: Array.from({ length: epochs }, (_, i) => [i + 1, 10 / (i + 1)]) }]));
+        window.draw(3);
+    }""")
+    page.click("#chart-x button[data-scale='log']")
+    _hover_epoch(page, "#chart-x", 2)
+    page.evaluate("window.draw(4)")
+    assert page.get_attribute("#chart-x svg", "data-scale") == "log"
+    assert page.get_attribute("#chart-x", "data-epoch") == "2"
+    assert page.get_attribute("#chart-x .legend .value", "data-value") == "5"
+    assert page.locator("#chart-x line.cursor").get_attribute("visibility") == "visible"
+    assert page.locator("#chart-x .series circle").count() == 4
+    page.mouse.move(1, 1)
+    page.wait_for_selector("#chart-x[data-epoch='']")
+    assert page.inner_text("#chart-x .readout-epoch") == "epoch 4"

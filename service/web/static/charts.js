@@ -8,11 +8,14 @@ const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2
   "#7c3aed", "#b45309", "#0f766e", "#6b7280"];
 const W = 480, H = 260, M = { left: 62, right: 14, top: 16, bottom: 34 };
 
-// The scale the reader picked per chart id: charts are drawn again on every new epoch, the choice stays.
+// Per chart id, the scale the reader picked and the epoch under the pointer: charts are drawn again on
+// every new epoch of a running job, and neither should jump back meanwhile.
 const chosenScale = new Map();
+const hoveredEpoch = new Map();
 
 export function forgetScaleChoices() {
   chosenScale.clear();
+  hoveredEpoch.clear();
 }
 
 function el(name, attrs = {}, parent = null) {
@@ -99,8 +102,10 @@ function domain(values, log) {
 
 // series: [{name, points: [[epoch, value|null], ...]}]
 // options: {log, yLabel, empty (the text when nothing can be drawn), best ({monitor, epoch} or null),
-//           onHover (called with the epoch under the pointer, or null when it leaves)}
-export function lineChart(series, { log = false, yLabel = "", empty = "no data yet", best = null, onHover = null } = {}) {
+//           onHover (called with the epoch under the pointer, or null when it leaves), hover (the epoch to
+//           show the cursor at from the start)}
+export function lineChart(series, { log = false, yLabel = "", empty = "no data yet", best = null, onHover = null,
+  hover = null } = {}) {
   const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "data-scale": log ? "log" : "linear" });
   const usable = (v) => v !== null && Number.isFinite(v) && (!log || v > 0);
   const xs = [...new Set(series.flatMap((s) => s.points.map((p) => p[0])))].sort((a, b) => a - b);
@@ -201,6 +206,7 @@ export function lineChart(series, { log = false, yLabel = "", empty = "no data y
     point(xs.reduce((a, b) => (Math.abs(b - x) < Math.abs(a - x) ? b : a)));
   });
   overlay.addEventListener("pointerleave", () => point(null));
+  if (hover !== null && xs.includes(hover)) point(hover);
   return svg;
 }
 
@@ -249,6 +255,7 @@ export function chartCard(id, title, series, options = {}) {
     return value;
   });
   const readOut = (epoch) => {
+    if (epoch === null) hoveredEpoch.delete(id); else hoveredEpoch.set(id, epoch);
     const at = epoch ?? last;
     card.dataset.epoch = epoch === null ? "" : String(epoch);
     epochLabel.textContent = at === null ? "" : `epoch ${at}`;
@@ -263,10 +270,11 @@ export function chartCard(id, title, series, options = {}) {
   function draw() {
     const scale = chosenScale.get(id) ?? (options.log ? "log" : "linear");
     for (const b of buttons) b.setAttribute("aria-pressed", String(b.dataset.scale === scale));
-    const next = lineChart(series, { ...options, log: scale === "log", onHover: readOut });
+    const hover = hoveredEpoch.get(id) ?? null;
+    readOut(null);
+    const next = lineChart(series, { ...options, log: scale === "log", onHover: readOut, hover });
     if (chart) chart.replaceWith(next); else caption.after(next);
     chart = next;
-    readOut(null);
   }
   draw();
   card.appendChild(legend);
