@@ -314,6 +314,7 @@ function showJob(jobId) {
   $("job-facts").replaceChildren();
   $("charts").replaceChildren();
   forgetScaleChoices();
+  $("job-spec").open = false;
   $("job-spec-json").textContent = "";
   $("findings-list").replaceChildren();
   $("findings-empty").hidden = true;
