@@ -34,6 +34,10 @@ HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "tra
 FINAL = ("succeeded", "failed", "cancelled")
 
 
+def octets_loads(value: bytes, **parameters: str) -> str:
+    return value.decode("latin-1")
+
+
 def load_document() -> dict[str, Any]:
     with open(SPEC_PATH, encoding="utf-8") as fh:
         return yaml.safe_load(fh)
@@ -43,10 +47,14 @@ def load_document() -> dict[str, Any]:
 def openapi() -> OpenAPI:
     # openapi-core deserialises only a fixed list of media types; teach it the two this API adds. The YAML
     # document is checked as what it parses to, as schemathesis does (tests/service/test_fuzz_api.py).
+    # The upload's file part is `type: string, format: binary` (what client generators turn into a file);
+    # openapi-core reads such a part as bytes, which its OAS 3.1 validator does not count as a string, so
+    # it is read as a string of octets instead (latin-1 maps each byte to one character).
     config = Config(extra_media_type_deserializers={
         "application/problem+json": json_loads,
         "application/yaml": yaml.safe_load,
         "text/html": plain_loads,
+        "application/octet-stream": octets_loads,
     })
     return OpenAPI.from_file_path(str(SPEC_PATH), config=config)
 
@@ -308,7 +316,7 @@ def test_job_spec_schema_accepts_what_the_server_accepts(raw: dict[str, Any]) ->
     assert not list(validator.iter_errors(raw)), list(validator.iter_errors(raw))[0].message
     errors = list(validator.iter_errors(normalised))
     assert not errors, errors[0].message
-    normalised_schema = load_document()["components"]["schemas"]["NormalizedJobSpec"]["allOf"][1]["required"]
+    normalised_schema = load_document()["components"]["schemas"]["NormalizedJobSpec"]["required"]
     assert sorted(normalised) == sorted(normalised_schema)
 
 
