@@ -6,6 +6,7 @@ a shape that drifts from the document fails here.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 import io
 import json
 import re
@@ -170,6 +171,71 @@ def test_operation_ids_are_unique_and_errors_are_problems() -> None:
                     response = responses[response["$ref"].rsplit("/", 1)[1]]
                 if int(code) >= 400 and path != "/readyz":
                     assert list(response["content"]) == ["application/problem+json"], (path, method, code)
+
+
+def schemas_in(node: Any, path: str = "#", is_schema: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every schema object in the document, with its path: `components.schemas`, any `schema`, and the
+    subschemas inside them. Examples and defaults are data and are not entered."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from schemas_in(item, f"{path}/{i}", is_schema)
+        return
+    if not isinstance(node, dict):
+        return
+    if is_schema:
+        yield path, node
+    for key, value in node.items():
+        here = f"{path}/{key}"
+        if key in ("example", "examples", "default", "const", "enum"):
+            continue
+        if is_schema and key in ("properties", "patternProperties", "$defs"):
+            for name, sub in value.items():
+                yield from schemas_in(sub, f"{here}/{name}", True)
+        elif (is_schema and key in ("items", "additionalProperties", "not", "propertyNames", "oneOf", "anyOf",
+                                    "allOf", "prefixItems")) or key == "schema":
+            yield from schemas_in(value, here, True)
+        elif path == "#/components" and key == "schemas":
+            for name, sub in value.items():
+                yield from schemas_in(sub, f"{here}/{name}", True)
+        elif not is_schema:
+            yield from schemas_in(value, here, False)
+
+
+def test_document_uses_only_shapes_client_generators_keep() -> None:
+    """The plain OpenAPI 3.1 that client generators (openapi-python-client, openapi-generator, ...) turn into
+    working models; each rule is a shape a generator dropped or mangled (tests/client/test_generated_client.py
+    generates a client and uses it)."""
+    doc = load_document()
+    schemas = doc["components"]["schemas"]
+    problems = []
+    for path, schema in schemas_in(doc):
+        types = schema.get("type")
+        types = set(types) if isinstance(types, list) else {types} - {None}
+        if "allOf" in schema or "unevaluatedProperties" in schema:
+            problems.append(f"{path}: allOf/unevaluatedProperties; write the whole object out")
+        if "const" in schema and not types:
+            problems.append(f"{path}: a const needs its type beside it")
+        if "enum" in schema and None in schema["enum"]:
+            problems.append(f"{path}: a null in an enum; use oneOf [the enum, type: 'null']")
+        if "array" in types and "items" not in schema:
+            problems.append(f"{path}: an array needs items ({{}} for any JSON value)")
+        if "properties" in schema and "object" not in types:
+            problems.append(f"{path}: properties need type: object")
+        ref = schema.get("$ref")
+        if ref is not None and not re.fullmatch(r"#/components/schemas/\w+", ref):
+            problems.append(f"{path}: $ref {ref} is not a whole schema of components.schemas")
+        if "discriminator" in schema:
+            prop, mapping = schema["discriminator"]["propertyName"], schema["discriminator"]["mapping"]
+            if {m["$ref"] for m in schema["oneOf"]} != set(mapping.values()):
+                problems.append(f"{path}: the discriminator maps other schemas than oneOf lists")
+            for value, target in mapping.items():
+                selector = schemas[target.rsplit("/", 1)[1]]["properties"][prop]
+                if value not in [selector.get("const"), *selector.get("enum", [])]:
+                    problems.append(f"{path}: {target}'s {prop} does not take {value!r}")
+    assert not problems, "\n".join(problems)
+    # The stored spec is the submitted one with every default filled in: the same properties, more required.
+    assert schemas["NormalizedJobSpec"]["properties"] == schemas["JobSpec"]["properties"]
+    assert set(schemas["JobSpec"]["required"]) < set(schemas["NormalizedJobSpec"]["required"])
 
 
 # --------------------------------------------------------------------------------------------------
