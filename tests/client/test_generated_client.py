@@ -67,12 +67,20 @@ def gen(api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simp
 
 
 @pytest.fixture(scope="session")
-def api_client(gen: SimpleNamespace, api_url: str, make_token: Any) -> Any:
-    """A tenant of its own, so listing its jobs is exact; undocumented statuses raise."""
+def client_for(gen: SimpleNamespace, api_url: str, make_token: Any) -> Any:
+    """A generated client for a tenant of its own (so listing its jobs is exact); undocumented statuses raise."""
     import httpx  # the generated client's HTTP library (openapi-python-client installs it)
 
-    return gen.Client(base_url=api_url, token=make_token("generated-client"), timeout=httpx.Timeout(30),
-                      raise_on_unexpected_status=True)
+    def make(tenant: str) -> Any:
+        return gen.Client(base_url=api_url, token=make_token(tenant), timeout=httpx.Timeout(30),
+                          raise_on_unexpected_status=True)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def api_client(client_for: Any) -> Any:
+    return client_for("generated-client")
 
 
 def optimizers(m: Any) -> dict[str, Any]:
@@ -220,17 +228,18 @@ def tiny_npz() -> bytes:
     return buf.getvalue()
 
 
-def test_upload_a_data_set_and_sweep_over_it(gen: SimpleNamespace, api_client: Any, worker: Any) -> None:
+def test_upload_a_data_set_and_sweep_over_it(gen: SimpleNamespace, client_for: Any, worker: Any) -> None:
     m = gen.models
+    own = client_for("generated-client-sweeps")  # a tenant of its own: its trials stay out of the job list above
     body = m.UploadDatasetBody(file=gen.types.File(payload=io.BytesIO(tiny_npz()), file_name="tiny.npz",
                                                    mime_type="application/octet-stream"))
-    dataset = gen.api.upload_dataset.sync(client=api_client, body=body)
+    dataset = gen.api.upload_dataset.sync(client=own, body=body)
     assert isinstance(dataset, m.UploadedDataset), dataset
     assert dataset.builtin is False and dataset.format_ == m.UploadedDatasetFormat.NPZ
     assert (dataset.splits.train, dataset.splits.val, dataset.splits.test) == (48, None, 12)
     assert dataset.input_shape == [3]
 
-    listed = gen.api.list_datasets.sync(client=api_client)
+    listed = gen.api.list_datasets.sync(client=own)
     assert isinstance(listed, m.DatasetList), listed
     kinds = {d.id: type(d) for d in listed.datasets}
     assert kinds[dataset.id] is m.UploadedDataset and kinds["builtin:digits"] is m.BuiltinDataset
@@ -251,14 +260,14 @@ def test_upload_a_data_set_and_sweep_over_it(gen: SimpleNamespace, api_client: A
     search["training.batch_size"] = m.SearchRange(type_=m.SearchRangeType.INT_UNIFORM, low=8, high=16)
     request = m.SweepRequest(base=base, search=search, max_trials=2, parallelism=2, seed=3,
                              objective=m.SweepObjective(metric="val_loss", mode=m.SweepObjectiveMode.MIN))
-    sweep = gen.api.submit_sweep.sync(client=api_client, body=request)
+    sweep = gen.api.submit_sweep.sync(client=own, body=request)
     assert isinstance(sweep, m.Sweep), sweep
     assert sweep.progress.submitted == 2 and sweep.early_stopping is None
     assert isinstance(sweep.search["training.batch_size"], m.SearchRange)
     assert isinstance(sweep.search["optimizer"], m.SearchValues)
 
     def ended() -> Any:
-        current = gen.api.get_sweep.sync(sweep_id=sweep.id, client=api_client)
+        current = gen.api.get_sweep.sync(sweep_id=sweep.id, client=own)
         assert isinstance(current, m.Sweep), current
         return current if current.status != m.SweepStatus.RUNNING else None
 
@@ -271,6 +280,6 @@ def test_upload_a_data_set_and_sweep_over_it(gen: SimpleNamespace, api_client: A
         assert trial.params["optimizer"]["type"] in ("sgd", "nadam")
         assert 8 <= trial.params["training.batch_size"] <= 16
 
-    sweeps = gen.api.list_sweeps.sync(client=api_client)
+    sweeps = gen.api.list_sweeps.sync(client=own)
     assert isinstance(sweeps, m.SweepList), sweeps
     assert [s.id for s in sweeps.sweeps] == [sweep.id] and isinstance(sweeps.sweeps[0], m.SweepSummary)

@@ -6,10 +6,10 @@ a shape that drifts from the document fails here.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 import io
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 import yaml
 from openapi_core import Config, OpenAPI
-from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+from openapi_core.contrib.werkzeug import (
+    WerkzeugOpenAPIRequest,
+    WerkzeugOpenAPIResponse,
+)
 from openapi_core.deserializing.media_types.util import json_loads, plain_loads
 from openapi_core.exceptions import OpenAPIError
 from openapi_core.templating.paths.exceptions import PathError
