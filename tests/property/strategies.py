@@ -271,6 +271,8 @@ def cases(draw: st.DrawFn, max_samples: int = 24) -> Case:
         if draw(st.integers(1, one_in)) == one_in:
             raw[key] = draw(obj(schema_class, context))
     raw.setdefault("training", {})["epochs"] = 1
+    if task != "classification" and draw(st.integers(0, 4)) < 4:
+        raw["training"].pop("class_weight", None)  # class weights need class labels: mostly leave them out
     if draw(st.booleans()):
         raw["optimizer"] = draw(tagged(OPTIMIZER_SCHEMAS, context))
     if draw(st.booleans()):
