@@ -2,9 +2,11 @@
 with its evidence, and stays quiet on clean data; and through ``train``: the findings a run reports, an
 error finding that stops it before preflight, and ``training.class_weight`` as Keras' class_weight."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from workers.trainer import InMemoryReporter, TrainData, train
 from workers.trainer.data import balanced_class_weight, class_labels, split_data
@@ -17,7 +19,7 @@ from workers.trainer.diagnostics.data_checks import (
     measure_features,
     shared_rows,
 )
-from workers.trainer.diagnostics.findings import RunContext
+from workers.trainer.diagnostics.findings import BASES, CODES, RunContext
 
 from .specs import dataset_info, make_spec
 
@@ -134,8 +136,19 @@ def test_clean_data_has_no_finding():
     data = TrainData(x[:90], y[:90], x[90:], y[90:], clean(10), np.arange(10) % 3)
     assert analyze_data(measure_features(data), data.y_train, context(), 3) == []
     # Values at float32's largest finite magnitude are representable.
-    x[0, 0], x[1, 1] = FLOAT32_MAX, -FLOAT32_MAX
-    assert measure_features(TrainData(x, y))["non_finite"] == {"train": []}
+    wide = x.astype(np.float64)
+    wide[0, 0], wide[1, 1] = FLOAT32_MAX, -FLOAT32_MAX
+    assert measure_features(TrainData(wide, y))["non_finite"] == {"train": []}
+    # float32 cannot exceed its own range, and uploads refuse NaN and infinity: not scanned.
+    assert measure_features(TrainData(x, y))["non_finite"] == {}
+
+
+def test_constant_columns_are_proposed_by_a_sample_and_confirmed_on_every_row():
+    x = np.zeros((10_000, 3), np.float32)
+    x[:, 0] = RNG.normal(size=10_000)
+    x[1, 1] = 1.0  # row 1 is not in the evenly spaced sample: only the confirmation over every row sees it
+    report = measure_features(TrainData(x, np.zeros(10_000)))
+    assert report["constant"] == [2]
 
 
 # --- class imbalance ---------------------------------------------------------------------------------------
@@ -268,3 +281,14 @@ def test_a_non_finite_feature_stops_before_preflight_or_only_flags(tmp_path):
     result = train(continued, data, reporter, tmp_path / "continue")
     assert result.stop_reason == "nan_loss"
     assert "non_finite_feature" in reporter.finding_codes
+
+
+def test_openapi_and_readme_list_every_finding_code_and_basis():
+    # The trainer may not import the service's document; this test holds the three lists together.
+    root = Path(__file__).resolve().parents[2]
+    finding = yaml.safe_load((root / "openapi.yaml").read_text())["components"]["schemas"]["Finding"]
+    assert set(finding["properties"]["code"]["enum"]) == set(CODES)
+    basis = next(s for s in finding["properties"]["suggested_change_basis"]["oneOf"] if s.get("enum"))
+    assert set(basis["enum"]) == set(BASES)
+    readme = (root / "README.md").read_text()
+    assert all(f"`{code}`" in readme for code in CODES), [c for c in CODES if f"`{c}`" not in readme]

@@ -15,20 +15,22 @@ Where they look:
   produce.
 
 What they leave to others: uploads refuse NaN and infinity in every array (``trainyard/datasets``: at
-upload and again when the worker loads the file), so of ``non_finite_feature`` only values finite in
-float64 but beyond float32's range (they become infinite in training) reach a job through the service;
-the same pass catches NaN and infinity for callers of ``train`` that bring their own arrays. Class labels
-outside the output layer (a sparse label >= its units, negative labels, binary labels other than 0 and 1)
-are refused at submission against the data set's summary (``trainyard.spec.checks.check_loss``), so only
-regression targets are checked here.
+upload and again when the worker loads the file), and a float32 or narrower value cannot exceed float32's
+range, so ``non_finite_feature`` scans only floats wider than float32: values finite in float64 but beyond
+float32's range (they become infinite in training) are the one way a non-finite feature reaches a job
+through the service, and the same pass catches NaN and infinity there. (NaN in float32 arrays a caller of
+``train`` brings itself still ends the run with ``nan_loss``, in preflight or at the batch that meets it.)
+Class labels outside the output layer (a sparse label >= its units, negative labels, binary labels other
+than 0 and 1) are refused at submission against the data set's summary
+(``trainyard.spec.checks.check_loss``), so only regression targets are checked here.
 
-Cost: no sampling; every row counts (a sample cannot prove a feature constant or a row unshared). Each
-check is one or two vectorised passes: per-feature minimum and maximum of every split (constant and
-non-finite), a 32-bit position-weighted key per row (an integer dot product of the row's bytes, in blocks
-of ``KEY_BLOCK_BYTES``) whose matches are confirmed by a BLAKE2b digest of the candidate rows only, and a
-``bincount`` of the labels. Extra memory is a few bytes per row and per feature. On the diagnostics
-benchmark's data (60,000 x 784 float32, a 0.2 validation split) they take tens of milliseconds
-(bench/README.md has the figure).
+Cost: every row counts (a sample alone cannot prove a feature constant or a row unshared), in a few
+vectorised passes at most, each in blocks of ``KEY_BLOCK_BYTES``: constant columns are proposed by an
+evenly spaced sample of ``CONSTANT_SAMPLE_ROWS`` rows and confirmed over every row for the candidates
+only; wide floats get one pass of per-feature largest magnitudes; shared rows a 32-bit position-weighted
+key per row (an integer dot product of the row's bytes) whose matches are confirmed by a BLAKE2b digest of
+the candidate rows only; labels one ``bincount``. Extra memory is a few bytes per row and per feature.
+bench/diagnostics.py times them (bench/README.md has the figure).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ KEY_BLOCK_BYTES = 8 << 20
 LEAKAGE_WARNING_FRACTION = 0.01
 # Largest class count over smallest (present) class count from which the imbalance is severe.
 IMBALANCE_RATIO = 10.0
+# Rows of the evenly spaced sample that proposes constant columns (every row then confirms them).
+CONSTANT_SAMPLE_ROWS = 2_048
 # Feature indices and class counts listed in evidence, at most.
 LISTED = 50
 # What the final activation can output, for the regression-target check (closed: a target at a bound is
@@ -100,7 +104,8 @@ def shared_rows(train: np.ndarray, other: np.ndarray, train_keys: np.ndarray | N
     dtype, the one both train in)."""
     t, o = _rows(train), _rows(other)
     if o.dtype != t.dtype:
-        o = o.astype(t.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # as the cast in training would
+            o = o.astype(t.dtype)
     if len(t) == 0 or len(o) == 0 or t.shape[1] != o.shape[1]:
         return 0
     train_keys = _row_keys(t) if train_keys is None else train_keys
@@ -113,16 +118,41 @@ def shared_rows(train: np.ndarray, other: np.ndarray, train_keys: np.ndarray | N
     return sum(_digest(o[i]) in seen for i in candidates)
 
 
-def _column_ranges(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def constant_columns(rows: np.ndarray) -> np.ndarray:
+    """Indices of the columns holding one value in every row. Candidates come from an evenly spaced
+    sample of ``CONSTANT_SAMPLE_ROWS`` rows (a column constant in all rows is constant in any sample), and
+    only they are then compared over every row, so the answer is exact and a data set with no constant
+    column costs the sample alone."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.int64)
+    sample = rows[::max(1, -(-len(rows) // CONSTANT_SAMPLE_ROWS))]
     with np.errstate(invalid="ignore"):
-        return rows.min(axis=0), rows.max(axis=0)
+        candidates = np.flatnonzero(sample.min(axis=0) == sample.max(axis=0))
+    if candidates.size == 0:
+        return candidates
+    first = rows[0, candidates]
+    constant = np.ones(candidates.size, dtype=bool)
+    step = max(1, KEY_BLOCK_BYTES // max(rows.dtype.itemsize * candidates.size, 1))
+    for start in range(0, len(rows), step):
+        constant &= (rows[start:start + step, candidates] == first).all(axis=0)
+    return candidates[constant]
 
 
-def _unrepresentable(low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    # NaN propagates through min and max, so a feature holding one has a NaN bound: not <= is True.
-    low, high = low.astype(np.float64), high.astype(np.float64)
+def unrepresentable_columns(rows: np.ndarray) -> np.ndarray:
+    """Indices of the columns holding NaN, infinity or a magnitude beyond float32's largest, found in
+    one blocked pass (NaN propagates through ``np.maximum``, so such a column's maximum is NaN)."""
+    largest = np.zeros(rows.shape[1], dtype=np.float64)
+    step = max(1, KEY_BLOCK_BYTES // max(rows.dtype.itemsize * rows.shape[1], 1))
     with np.errstate(invalid="ignore"):
-        return ~((np.abs(low) <= FLOAT32_MAX) & (np.abs(high) <= FLOAT32_MAX))
+        for start in range(0, len(rows), step):
+            np.maximum(largest, np.abs(rows[start:start + step]).max(axis=0), out=largest)
+        return np.flatnonzero(~(largest <= FLOAT32_MAX))
+
+
+def _may_overflow(rows: np.ndarray) -> bool:
+    # Floats wider than float32: the only ones that can hold values beyond float32's range, and through
+    # the service the only way a non-finite feature reaches training (uploads refuse NaN and infinity).
+    return rows.dtype.kind == "f" and rows.dtype.itemsize > 4 and len(rows) > 0 and rows.shape[1] > 0
 
 
 def measure_features(splits: TrainData, *, integer_inputs: bool = False) -> dict[str, Any]:
@@ -134,7 +164,8 @@ def measure_features(splits: TrainData, *, integer_inputs: bool = False) -> dict
 
     Feature indices count over a sample's flattened values. ``constant`` is None for token ids (an
     embedding's inputs) and for samples of rank >= 2 (images, sequences), where a constant position
-    (a border, padding) is ordinary.
+    (a border, padding) is ordinary. ``non_finite`` has an entry for each split of floats wider than
+    float32 (narrower ones cannot exceed its range, and uploads refuse NaN and infinity).
     """
     x_train = np.asarray(splits.x_train)
     train = _rows(x_train)
@@ -146,16 +177,11 @@ def measure_features(splits: TrainData, *, integer_inputs: bool = False) -> dict
         "features": int(train.shape[1]), "per_sample_rank": x_train.ndim - 1,
         "constant": None, "non_finite": {}, "shared": {},
     }
-    if len(train) and train.shape[1]:
-        low, high = _column_ranges(train)
-        if not integer_inputs and x_train.ndim == 2:
-            report["constant"] = np.flatnonzero(low == high).tolist()
-        if train.dtype.kind == "f":
-            report["non_finite"]["train"] = np.flatnonzero(_unrepresentable(low, high)).tolist()
-    for name, a in others.items():
-        rows = _rows(a)
-        if rows.dtype.kind == "f" and len(rows) and rows.shape[1]:
-            report["non_finite"][name] = np.flatnonzero(_unrepresentable(*_column_ranges(rows))).tolist()
+    if not integer_inputs and x_train.ndim == 2:
+        report["constant"] = constant_columns(train).tolist()
+    for name, rows in (("train", train), *((name, _rows(a)) for name, a in others.items())):
+        if _may_overflow(rows):
+            report["non_finite"][name] = unrepresentable_columns(rows).tolist()
     train_keys = _row_keys(train) if others and len(train) else None
     for name, a in others.items():
         report["shared"][name] = shared_rows(train, a, train_keys) if train_keys is not None else 0
