@@ -43,6 +43,9 @@ REQUEST_KEYS = ("patch", "apply_findings", "from")
 MAX_APPLY_FINDINGS = 100
 MAX_FINDING_ID_CHARS = 300
 MAX_EPOCH = 10_000_000
+# A job spec nests five levels at most (model.layers[i].kernel_regularizer.l2): a deeper patch is refused
+# before anything walks it recursively.
+MAX_PATCH_DEPTH = 16
 
 
 class ForkConflict(Exception):
@@ -72,7 +75,9 @@ def parse_request(raw: object) -> ForkRequest:
               for key in list(raw)[:10] if key not in REQUEST_KEYS]
     request = ForkRequest()
     patch = raw.get("patch", {})
-    if isinstance(patch, dict):
+    if isinstance(patch, dict) and _depth(patch) > MAX_PATCH_DEPTH:
+        errors.append(error("patch", f"Nested more than {MAX_PATCH_DEPTH} levels deep; no job spec is."))
+    elif isinstance(patch, dict):
         request.patch = patch
     else:
         errors.append(error("patch", "Must be an object: a JSON merge patch of the job spec."))
@@ -101,6 +106,18 @@ def parse_request(raw: object) -> ForkRequest:
     if errors:
         raise SpecError(errors)
     return request
+
+
+def _depth(value: Any) -> int:
+    """How deeply objects and arrays nest in `value`, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_PATCH_DEPTH:
+                stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 # --- the patch ---------------------------------------------------------------------------------------------
