@@ -36,12 +36,13 @@ def _invalid(exc: SpecError) -> ValidationFailed:
 @bp.post("/v1/jobs/<job_id>/fork")
 def fork_job(job_id: str) -> tuple[Response, int, dict[str, str]]:
     svc = services()
-    raw = json_body(svc.settings.max_json_bytes)
-    key = idempotency_key()
-    # The key is bound to the parent as well as the body: the same body forking another job is another request.
-    body_sha256 = request_sha256({"fork_of": job_id, "body": raw}) if key else None
     with svc.db.session() as s:
+        # The job first: another tenant's id answers 404 whatever the body is, like every route with an id.
         parent = load_owned(s, Job, job_id)
+        raw = json_body(svc.settings.max_json_bytes)
+        key = idempotency_key()
+        # Bound to the parent as well as the body: the same body forking another job is another request.
+        body_sha256 = request_sha256({"fork_of": job_id, "body": raw}) if key else None
         if key and (earlier := find_replay(svc.db, tenant_id(), key, body_sha256 or "")) is not None:
             return replayed_response(earlier)
         try:
