@@ -132,6 +132,8 @@ class Job(Base):
     sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"))
     trial_index: Mapped[int | None] = mapped_column(Integer)
     trial_params: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # What trained the job's last attempt: versions, device, determinism, worker (workers/environment.py).
+    environment: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     # A fork (trainyard/forks.py): the job it was made from, where its weights came from ("scratch",
     # "best", "last" or "epoch", that epoch in `initial_weights_epoch`), the merge patch applied to the
     # parent's spec and the ids of the parent's findings it applied. No foreign key: the lineage stays
@@ -144,6 +146,7 @@ class Job(Base):
     # later backups or its deletion cannot take them away) and the parent's epoch they were saved at.
     initial_weights_key: Mapped[str | None] = mapped_column(String(200))
     initial_weights_epoch: Mapped[int | None] = mapped_column(Integer)
+
 
     __table_args__ = (
         # A failed job says why (trainyard/job_errors.py). Migration 0007_failed_jobs_have_an_error.py adds
