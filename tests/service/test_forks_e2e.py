@@ -11,6 +11,7 @@ from openapi_core.deserializing.media_types.util import json_loads, plain_loads
 
 from tests.conftest import wait_until
 from tests.service.test_openapi import FINAL, SPEC_PATH, Api
+from trainyard.store import initial_weights_key
 
 DIGITS_SGD_1E_10 = {
     "name": "digits-tiny-lr",
@@ -86,7 +87,7 @@ def test_a_fork_applying_the_finding_converges_and_resolves_it(api: Api, parent:
                                                                             "resolved": True}
 
 
-def test_a_fork_from_the_best_checkpoint_starts_from_its_weights(api: Api, parent: dict[str, Any],
+def test_a_fork_from_the_best_checkpoint_starts_from_its_weights(api: Api, app: Any, parent: dict[str, Any],
                                                                  child: dict[str, Any]) -> None:
     body = {"apply_findings": ["lr_too_small:-"], "patch": {"training": {"epochs": 2}}, "from": "best"}
     created = api("POST", f"/v1/jobs/{parent['id']}/fork", 201, json_body=body).get_json()
@@ -98,7 +99,11 @@ def test_a_fork_from_the_best_checkpoint_starts_from_its_weights(api: Api, paren
     # A later fork that resolved it too: the finding names the later one, still resolved.
     assert _finding(api, parent["id"], "lr_too_small:-")["resolved_by"]["resolved"] is True
     # Its copy of the weights is its own: deleting the fork deletes it, the parent keeps its checkpoint.
+    store = app.extensions["trainyard"].store
+    copy = initial_weights_key(created["id"], parent["best"]["epoch"], ".keras")
+    assert store.stat(copy) is not None
     api("DELETE", f"/v1/jobs/{created['id']}", 204)
+    assert store.stat(copy) is None
     assert api("GET", parent["links"]["best_checkpoint"], 200).data
 
 
