@@ -7,7 +7,7 @@ import logging
 import os
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,20 @@ class Trainyard:
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Validate and queue a job; returns the job with its normalised spec."""
         return self._json("POST", "/v1/jobs", ok=(201,), json=spec)
+
+    def fork(self, job_id: str, *, patch: dict[str, Any] | None = None, apply_findings: Sequence[str] | None = None,
+             from_: str | int | dict[str, int] | None = None) -> dict[str, Any]:
+        """A new job from `job_id`'s spec with the findings' suggested changes and `patch` (a JSON merge patch)
+        applied; `from_` is "scratch" (the server's default), "best", "last" or an epoch (an int). Returns
+        the child, queued, with `parent`."""
+        body: dict[str, Any] = {}
+        if patch:
+            body["patch"] = patch
+        if apply_findings:
+            body["apply_findings"] = list(apply_findings)
+        if from_ is not None:
+            body["from"] = {"epoch": from_} if isinstance(from_, int) else from_
+        return self._json("POST", f"/v1/jobs/{job_id}/fork", ok=(201,), json=body)
 
     def get(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/jobs/{job_id}")

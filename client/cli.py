@@ -134,6 +134,89 @@ def submit(ctx: click.Context, spec: Any, wait_: bool, poll: float, as_json: boo
     _follow(ctx, job, poll, as_json)
 
 
+ALL_FINDINGS = "*"
+
+
+def parse_settings(settings: tuple[str, ...]) -> dict[str, Any]:
+    """`--set path=value ...` as one JSON merge patch: `optimizer.learning_rate=0.01` is
+    `{"optimizer": {"learning_rate": 0.01}}`. A value is read as JSON (numbers, true, null, lists,
+    objects), anything else as a string; `null` removes the field, which takes its default."""
+    patch: dict[str, Any] = {}
+    for item in settings:
+        path, sep, text = item.partition("=")
+        parts = path.strip().split(".")
+        if not sep or not all(parts):
+            raise click.BadParameter(f"{item!r} is not PATH=VALUE (e.g. optimizer.learning_rate=0.01)",
+                                     param_hint="--set")
+        if any("[" in part for part in parts):
+            raise click.BadParameter(f"{path!r}: a merge patch replaces a list whole; set the whole list, "
+                                     "e.g. model.layers='[...]'", param_hint="--set")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        node = patch
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise click.BadParameter(f"{path!r} sets a field inside a value set by another --set",
+                                         param_hint="--set")
+        if isinstance(node.get(parts[-1]), dict):
+            raise click.BadParameter(f"{path!r} replaces fields set by another --set", param_hint="--set")
+        node[parts[-1]] = value
+    return patch
+
+
+def parse_from(value: str) -> str | int:
+    if value in ("scratch", "best", "last"):
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise click.BadParameter("must be scratch, best, last or an epoch number", param_hint="--from")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--apply-findings", "apply_findings", is_flag=False, flag_value=ALL_FINDINGS, default=None,
+              metavar="[IDS]", help="Apply the job's findings' suggested changes: every finding that has one, "
+                                    "or the comma-separated finding ids given (after JOB_ID).")
+@click.option("--set", "settings", multiple=True, metavar="PATH=VALUE",
+              help="Set a field of the child's spec, e.g. optimizer.learning_rate=0.01 (VALUE is JSON, or "
+                   "else a string); repeatable, and wins over a finding's suggestion.")
+@click.option("--from", "from_", default="scratch", show_default=True, metavar="scratch|best|last|EPOCH",
+              help="Start from scratch, or from the job's best checkpoint, last backup or an epoch's checkpoint "
+                   "(weights only: the optimizer starts fresh).")
+@click.option("--wait", "wait_", is_flag=True, help="Follow the child until it ends (exit 1 if it does not succeed).")
+@click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between polls with --wait.")
+@json_option
+@click.pass_context
+def fork(ctx: click.Context, job_id: str, apply_findings: str | None, settings: tuple[str, ...], from_: str,
+         wait_: bool, poll: float, as_json: bool) -> None:
+    """Make a new job from JOB_ID's spec with its findings' fixes and/or --set changes."""
+    patch = parse_settings(settings)
+    source = parse_from(from_)
+    ty = _client(ctx)
+    ids: list[str] = []
+    if apply_findings == ALL_FINDINGS:
+        ids = [f["id"] for f in ty.diagnostics(job_id)["findings"] if f.get("suggested_change")]
+        if not ids:
+            raise click.UsageError(f"{job_id} has no finding with a suggested change; use --set to change "
+                                   "the spec yourself")
+    elif apply_findings:
+        ids = [i.strip() for i in apply_findings.split(",") if i.strip()]
+    child = ty.fork(job_id, patch=patch, apply_findings=ids, from_=source)
+    if as_json and not wait_:
+        _print_json(child)
+        return
+    if not as_json:
+        changes = render.patch_text(child["parent"]["patch"]) or "no changes"
+        applied = ", ".join(child["parent"]["applied_findings"]) or "none"
+        click.echo(f"forked {job_id} -> {child['id']} ({child['status']}); from {from_}; "
+                   f"findings applied: {applied}; changes: {changes}")
+    if wait_:
+        _follow(ctx, child, poll, as_json)
+
+
 @main.command()
 @click.argument("job_id")
 @click.option("--poll", type=float, default=0.5, show_default=True,

@@ -120,10 +120,15 @@ def finding_line(finding: dict[str, Any]) -> str:
     line = f"finding {str(finding.get('severity', '')).upper()} {finding.get('code')}{where}: {text}"
     change = finding.get("suggested_change")
     if change:
-        fields = ", ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in _flat(change).items())
+        fields = patch_text(change)
         basis = finding.get("suggested_change_basis")
         line += f" [suggested: {fields}{f' ({basis})' if basis else ''}]"
     return line
+
+
+def patch_text(change: dict[str, Any]) -> str:
+    """A spec change as `optimizer.learning_rate=0.0052, training.epochs=5`."""
+    return ", ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in _flat(change).items())
 
 
 def _flat(change: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -165,6 +170,14 @@ def job_summary(job: dict[str, Any]) -> str:
         by = findings.get("by_severity") or {}
         pairs.append(("findings", ", ".join(f"{n} {sev}" for sev, n in by.items() if n)
                       + f" (trainyard diagnostics {job['id']})"))
+    parent = job.get("parent")
+    if parent:
+        source = parent.get("from")
+        source = f"epoch {source['epoch']}" if isinstance(source, dict) else source
+        pairs.append(("forked from", f"{parent['id']} (from {source}; "
+                                     f"{patch_text(parent.get('patch') or {}) or 'no changes'})"))
+    if job.get("children"):
+        pairs.append(("forks", ", ".join(job["children"])))
     for key in ("created_at", "started_at", "finished_at"):
         pairs.append((key.replace("_at", ""), job.get(key) or "-"))
     return key_values(pairs)
@@ -189,7 +202,11 @@ def findings_text(findings: Sequence[dict[str, Any]]) -> str:
         change = f.get("suggested_change")
         if change:
             text = change if isinstance(change, str) else json.dumps(change)
-            lines.append(f"         suggested change: {text}")
+            lines.append(f"         suggested change: {text}  (trainyard fork JOB --apply-findings {f.get('id')})")
+        resolved = f.get("resolved_by")
+        if resolved:
+            lines.append(f"         {'resolved' if resolved.get('resolved') else 'not resolved'} by fork "
+                         f"{resolved.get('job_id')}")
     return "\n".join(lines)
 
 

@@ -7,8 +7,9 @@ Redis (shared by every API process) and in the process's memory in the embedded 
 storage is down, requests are let through rather than failed: rate limiting must never take the API down.
 
 Every request counts against `TRAINYARD_RATE_LIMIT`. The expensive operations count against a stricter
-limit of their own as well: a submit (`POST /v1/jobs`, `POST /v1/sweeps`) validates a spec, or a sweep's
-every trial, and an upload (`POST /v1/datasets`) is read whole and checked; a read is one indexed query.
+limit of their own as well: a submit (`POST /v1/jobs`, `POST /v1/sweeps`, `POST /v1/jobs/{id}/fork`)
+validates a spec, or a sweep's every trial, and an upload (`POST /v1/datasets`) is read whole and checked;
+a read is one indexed query.
 """
 from __future__ import annotations
 
@@ -28,10 +29,11 @@ logger = logging.getLogger(__name__)
 
 # Liveness and readiness probes, and the API document, are never throttled.
 EXEMPT_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "health.openapi", "static"})
-# Endpoint -> (the limit it counts against, the setting that names it). Submits of jobs and sweeps share one.
+# Endpoint -> (the limit it counts against, the setting that names it). Submits of jobs, sweeps and forks share one.
 EXPENSIVE_ENDPOINTS: dict[str, tuple[str, str]] = {
     "jobs.submit_job": ("submit", "TRAINYARD_RATE_LIMIT_SUBMIT"),
     "sweeps.submit_sweep": ("submit", "TRAINYARD_RATE_LIMIT_SUBMIT"),
+    "forks.fork_job": ("submit", "TRAINYARD_RATE_LIMIT_SUBMIT"),
     "datasets.upload_dataset": ("upload", "TRAINYARD_RATE_LIMIT_UPLOADS"),
 }
 

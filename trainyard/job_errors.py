@@ -49,7 +49,8 @@ MEANINGS: dict[JobError, str] = {
                                      "or damaged in the store with no copy left to store again.",
     JobError.WORKER_LOST: "Workers died while training the job `max_attempts` times (killed, out of memory, "
                           "machine gone); it is not retried again.",
-    JobError.WORKER_ERROR: "The worker failed outside training itself (reading the resume backup, an "
+    JobError.WORKER_ERROR: "The worker failed outside training itself (reading the resume backup or a fork's "
+                           "starting weights, an "
                            "unexpected error); the message names the exception.",
     JobError.LR_TOO_SMALL: "Diagnosis (stop_reason diagnosis): the learning rate is too small to train, confirmed "
                            "on two consecutive epochs; the finding suggests a rate from the measured update ratios.",

@@ -17,6 +17,9 @@ migration 0008). Stop reasons are `trainyard.stop_reasons.StopReason`.
 
 tests/service/test_lifecycle_owner.py fails when any other module of trainyard/, service/ or workers/ writes
 a job's status.
+
+Whenever a fork (trainyard/forks.py) reaches a final status, in the same transaction, each of its parent's
+findings that it applied gets `resolved_by` (`settle_applied_findings`).
 """
 from __future__ import annotations
 
@@ -26,11 +29,12 @@ from datetime import datetime, timedelta
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session, object_session
 
 from trainyard.db import Database, aware, db_time
-from trainyard.db.models import FINAL_STATUSES, Checkpoint, EpochDiagnostics, EpochMetrics, Job, Tenant, utcnow
+from trainyard.db.models import (FINAL_STATUSES, Checkpoint, EpochDiagnostics, EpochMetrics, Finding, Job, Tenant,
+                                 utcnow)
 from trainyard.job_errors import DIAGNOSIS_CODES, MAX_MESSAGE_CHARS, JobError
 from trainyard.stop_reasons import StopReason
 
@@ -119,6 +123,38 @@ def _checked_end(end: dict[str, Any]) -> dict[str, Any]:
     return {"status": status}
 
 
+# --- a fork's end: the parent's findings it applied -----------------------------------------------------------
+
+
+def settle_applied_findings(session: Session, job_id: str) -> None:
+    """The job ended: if it is a fork that applied findings of its parent, mark each `resolved_by` it.
+
+    A finding is resolved when the fork succeeded and has no finding of the same code (on any layer): the
+    fix worked and did not just move the problem. A fork that failed or was cancelled resolves nothing. A
+    later fork that did not resolve a finding never replaces one that did."""
+    row = session.execute(select(Job.status, Job.parent_id, Job.parent_findings).where(Job.id == job_id)).first()
+    if row is None or row.parent_id is None or not row.parent_findings or row.status not in FINAL_STATUSES:
+        return
+    codes: set[str] = set()
+    if row.status == SUCCEEDED:
+        codes = set(session.execute(select(Finding.code).where(Finding.job_id == job_id)).scalars())
+    for finding_id in row.parent_findings:
+        code, _, layer = str(finding_id).partition(":")
+        resolved = row.status == SUCCEEDED and code not in codes
+        stmt = update(Finding).where(Finding.job_id == row.parent_id, Finding.code == code,
+                                     Finding.layer == ("" if layer == "-" else layer))
+        if not resolved:
+            stmt = stmt.where(or_(Finding.resolved.is_(None), Finding.resolved.is_(False)))
+        session.execute(stmt.values(resolved_by_job_id=job_id, resolved=resolved))
+
+
+def _settle(job: Job) -> None:
+    session = object_session(job)
+    if session is not None and job.parent_id is not None:
+        session.flush()
+        settle_applied_findings(session, job.id)
+
+
 # --- fencing ---------------------------------------------------------------------------------------------------
 
 
@@ -154,6 +190,7 @@ def request_cancel(job: Job) -> None:
         job.status = CANCELLED
         job.stop_reason = StopReason.CANCELLED.value
         job.finished_at = utcnow()
+        _settle(job)
 
 
 # --- running ----------------------------------------------------------------------------------------------------
@@ -170,6 +207,8 @@ class Claim:
     best_epoch: int | None
     best_value: float | None
     best_checkpoint_key: str | None
+    # A fork's starting weights (trainyard/forks.py), used when there is no backup to resume from.
+    initial_weights_key: str | None = None
 
 
 def _fail_worker_lost(job: Job) -> None:
@@ -179,11 +218,13 @@ def _fail_worker_lost(job: Job) -> None:
     job.stop_reason = StopReason.ERROR.value
     job.finished_at = utcnow()
     job.lease_expires_at = None
+    _settle(job)
 
 
 def _cancel_now(job: Job, now: datetime) -> None:
     job.status, job.stop_reason, job.finished_at = CANCELLED, StopReason.CANCELLED.value, now
     job.lease_expires_at = None
+    _settle(job)
 
 
 def _tenant_at_running_limit(db: Database, s: Session, job: Job, max_running: int, now: datetime) -> bool:
@@ -253,7 +294,8 @@ def claim(db: Database, job_id: str, worker_id: str, lease_for: float,
         ).scalar_one_or_none()
         return Claim(job_id=job_id, attempt=job.attempts, spec=job.spec, backup_key=job.backup_key,
                      backup_epoch=job.backup_epoch, resume_state=job.resume_state, best_epoch=job.best_epoch,
-                     best_value=job.best_value, best_checkpoint_key=best_key)
+                     best_value=job.best_value, best_checkpoint_key=best_key,
+                     initial_weights_key=job.initial_weights_key)
 
 
 # --- an attempt's end (each fenced on the attempt still holding the job) ---------------------------------------
@@ -275,6 +317,7 @@ def end_run(session: Session, job_id: str, worker_id: str | None, attempt: int |
         return None
     for key, value in values.items():
         setattr(job, key, value)
+    _settle(job)
     return job
 
 
@@ -288,6 +331,8 @@ def fail_attempt(db: Database, job_id: str, worker_id: str, attempt: int, code: 
         result = s.execute(update(Job).where(fenced(job_id, worker_id, attempt))
                            .values(**values, stop_reason=func.coalesce(Job.stop_reason, StopReason.ERROR.value),
                                    finished_at=utcnow()))
+        if result.rowcount == 1:
+            settle_applied_findings(s, job_id)
         return result.rowcount == 1
 
 
@@ -300,6 +345,8 @@ def end_cancelled(db: Database, job_id: str, worker_id: str, attempt: int) -> bo
             .values(status=CANCELLED, stop_reason=StopReason.CANCELLED.value, finished_at=utcnow(),
                     lease_expires_at=None)
         )
+        if result.rowcount == 1:
+            settle_applied_findings(s, job_id)
         return result.rowcount == 1
 
 

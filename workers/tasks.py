@@ -21,7 +21,7 @@ from trainyard.lifecycle import Claim, training_error
 from trainyard.logconfig import job_id_var
 from trainyard.queue import TRAIN_TASK
 from trainyard.stop_reasons import StopReason
-from trainyard.store import ArtifactMissing
+from trainyard.store import ArtifactMissing, download_to
 from trainyard.submission import enqueue
 from trainyard.sweeps import controller as sweeps
 from workers import environment
@@ -99,6 +99,22 @@ def load_data(job_id: str, dataset_id: str, tmpdir: str) -> TrainData:
     return TrainData(**arrays)
 
 
+def prepare_initial_weights(claimed: Claim, workdir: str) -> str | None:
+    """A fork's starting weights (its own copy of the parent's artifact), downloaded into `workdir`."""
+    key = claimed.initial_weights_key
+    if key is None:
+        return None
+    path = Path(workdir) / "initial" / key.rsplit("/", 1)[-1]  # keeps .keras or .weights.h5: Keras reads either
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        download_to(runtime.store, key, path)
+    except ArtifactMissing as exc:
+        raise JobFailed(JobError.WORKER_ERROR,
+                        f"The weights this fork starts from ({key}) are missing or damaged in the artifact "
+                        "store; fork the parent again.") from exc
+    return str(path)
+
+
 @app.task(name=TRAIN_TASK, acks_late=True, ignore_result=True)
 def train_job(job_id: str) -> None:
     # Every record logged while this job trains carries its id (JSON logs) and lands in its job logs.
@@ -127,6 +143,7 @@ def _train(job_id: str) -> None:
             began = time.perf_counter()
             data = load_data(job_id, spec["dataset"]["id"], workdir)
             resume = prepare_resume(runtime.db, runtime.store, claimed, workdir)
+            initial_weights = prepare_initial_weights(claimed, workdir) if resume is None else None
             data_seconds = round(time.perf_counter() - began, 4)
             runtime.interrupter.check()
             if resume is not None:
@@ -143,7 +160,7 @@ def _train(job_id: str) -> None:
                                       epoch_hook=sweeps.trial_stopper(runtime.db, job_id),
                                       timings={"data": data_seconds})
             training = True
-            result = train(spec, data, reporter, workdir, resume=resume)
+            result = train(spec, data, reporter, workdir, resume=resume, initial_weights=initial_weights)
         if result.stop_reason == StopReason.INTERRUPTED and not runtime.lease_lost.is_set():
             _requeue(claimed)
     except JobStopped as exc:

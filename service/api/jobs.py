@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from service.api.common import (decode_cursor, encode_cursor, int_arg, json_body, load_owned, load_owned_row,
                                 tenant_id)
 from service.api.idempotency import find_replay, idempotency_key, request_sha256
-from service.api.representations import (JOB_ROW_WITH_FINDINGS, JOBS_WITH_FINDINGS, job_and_counts, job_etas,
-                                         job_resource, job_row_counts, job_row_recent, job_with_findings,
+from service.api.representations import (JOB_ROW_WITH_FINDINGS, JOBS_WITH_FINDINGS, children_of, job_and_counts,
+                                         job_etas, job_resource, job_row_counts, job_row_recent, job_with_findings,
                                          queue_positions, running_etas)
 from service.errors import Conflict, TooManyRequests, ValidationFailed
 from service.services import services
@@ -54,12 +54,12 @@ def check_active_job_quota(session: Session, tenant: str, limit: int) -> None:
         )
 
 
-def job_row_with_findings(job_id: str) -> tuple[Any, dict[str, Any]]:
-    """One job of this tenant as a row (its columns by name, as on a Job) and its finding counts, in one
-    round trip, without the ORM: the status poll's path."""
+def job_row_with_findings(job_id: str) -> tuple[Any, dict[str, Any], bool]:
+    """One job of this tenant as a row (its columns by name, as on a Job), its finding counts and whether it
+    has forks, in one round trip, without the ORM: the status poll's path."""
     with services().db.read_connection() as conn:
         row = load_owned_row(conn, Job, job_id, JOB_ROW_WITH_FINDINGS)
-    return row, job_row_counts(row)
+    return row, *job_row_counts(row)
 
 
 @bp.post("/v1/jobs")
@@ -69,7 +69,7 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
     key = idempotency_key()
     body_sha256 = request_sha256(raw) if key else None
     if key and (earlier := find_replay(svc.db, tenant_id(), key, body_sha256)) is not None:
-        return _replayed(earlier)
+        return replayed_response(earlier)
     # The webhook is checked on its own (it resolves the host) and kept out of the trainer's spec but
     # its URL and events; the secret goes to its own table and is never shown again.
     raw_webhook = raw.pop("webhook", None) if isinstance(raw, dict) else None
@@ -98,7 +98,7 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
                            with_rows=hooks,
                            before_insert=lambda session: check_active_job_quota(session, tenant_id(), limit))
     if replayed:  # a concurrent request with the same key won the race (409 if its body was different)
-        return _replayed(find_replay(svc.db, tenant_id(), key or "", body_sha256 or "") or job)
+        return replayed_response(find_replay(svc.db, tenant_id(), key or "", body_sha256 or "") or job)
     # A job just created has no findings yet: only its queue position (and estimate) is read back.
     with svc.db.read_session() as s:
         positions = queue_positions(s, [job.id])
@@ -106,7 +106,7 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
     return jsonify(body), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}
 
 
-def _replayed(job: Job) -> tuple[Response, int, dict[str, str]]:
+def replayed_response(job: Job) -> tuple[Response, int, dict[str, str]]:
     # The same answer as the first request gave (which enqueued the job), marked as a replay.
     with services().db.session() as s:
         body = job_with_findings(s, s.get(Job, job.id) or job)
@@ -139,27 +139,32 @@ def list_jobs() -> Response:
     with svc.db.read_session() as s:
         rows = [job_and_counts(row) for row in s.execute(stmt)]
         page = rows[:limit]
-        positions = queue_positions(s, [job.id for job, _, _ in page if job.status == "queued"])
-        etas = job_etas(s, [job for job, _, _ in page], positions, {job.id: recent for job, _, recent in page})
+        positions = queue_positions(s, [job.id for job, _, _, _ in page if job.status == "queued"])
+        etas = job_etas(s, [job for job, _, _, _ in page], positions,
+                        {job.id: recent for job, _, _, recent in page})
+        children = children_of(s, [job.id for job, _, forked, _ in page if forked])
     last = page[-1][0] if page else None
     next_cursor = encode_cursor(last.created_at, last.id) if last is not None and len(rows) > limit else None
-    return jsonify({"jobs": [job_resource(job, counts, positions.get(job.id), etas.get(job.id))
-                             for job, counts, _ in page],
+    return jsonify({"jobs": [job_resource(job, counts, positions.get(job.id), etas.get(job.id), children.get(job.id))
+                             for job, counts, _, _ in page],
                     "next_cursor": next_cursor})
 
 
 @bp.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
-    job, findings = job_row_with_findings(job_id)
+    job, findings, forked = job_row_with_findings(job_id)
     positions: dict[str, int] = {}
-    estimate = None
+    estimate, children = None, None
     if job.status == "running":  # its latest epochs came with the row: no query more
         estimate = running_etas([job], {job.id: job_row_recent(job)}, utcnow()).get(job.id)
-    elif job.status == "queued":  # two more: its queue position, and recent run times of its class
+    if job.status == "queued" or forked:
         with services().db.read_session() as s:
-            positions = queue_positions(s, [job.id])
-            estimate = job_etas(s, [job], positions).get(job.id)
-    resp = jsonify(job_resource(job, findings, positions.get(job.id), estimate))
+            if job.status == "queued":  # its queue position, and recent run times of its class
+                positions = queue_positions(s, [job.id])
+                estimate = job_etas(s, [job], positions).get(job.id)
+            if forked:
+                children = children_of(s, [job.id]).get(job.id)
+    resp = jsonify(job_resource(job, findings, positions.get(job.id), estimate, children))
     # A strong validator of the exact representation: pollers send If-None-Match and get a bodiless 304
     # until something in the job changes (while it is queued or running, its `eta.seconds` counts down).
     resp.set_etag(hashlib.sha256(resp.get_data()).hexdigest()[:32])
@@ -187,6 +192,8 @@ def delete_job(job_id: str) -> tuple[str, int]:
         keys += s.execute(select(JobExport.artifact_key).where(JobExport.job_id == job_id)).scalars()
         if job.backup_key:  # the last resume backup outlives the run; it goes with the job
             keys.append(job.backup_key)
+        if job.initial_weights_key:  # a fork's own copy of the weights it started from
+            keys.append(job.initial_weights_key)
     for key in keys:
         svc.store.delete(key)
     with svc.db.session() as s:

@@ -19,6 +19,7 @@ from trainyard import eta
 from trainyard.db.models import Checkpoint, Dataset, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
 from trainyard.db.live import JobLog
 from trainyard.db.sweeps import Sweep
+from trainyard.forks import from_value
 from trainyard.resources import gpus_of, queue_name
 from trainyard.spec import DatasetInfo
 
@@ -40,9 +41,10 @@ def job_links(job_id: str) -> dict[str, str]:
 
 
 def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int | None = None,
-                 estimate: eta.Eta | None = None) -> dict[str, Any]:
+                 estimate: eta.Eta | None = None, children: list[str] | None = None) -> dict[str, Any]:
     """A job (an ORM row, or a Core row read by column name like one), with its finding counts, while
-    queued its 1-based place in its queue, and while queued or running its estimated end (`job_etas`)."""
+    queued its 1-based place in its queue, while queued or running its estimated end (`job_etas`), and the
+    ids of its forks (oldest first)."""
     best = None
     if job.best_epoch is not None:
         best = {"monitor": job.best_monitor, "value": job.best_value, "epoch": job.best_epoch}
@@ -81,8 +83,32 @@ def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int
         "resources": {"gpus": gpus_of(job.resource_class), "class": job.resource_class},
         "queue": queue_resource(job, position),
         "eta": eta_resource(estimate),
+        "parent": parent_resource(job),
+        "children": children or [],
         "links": job_links(job.id),
     }
+
+
+def parent_resource(job: Any) -> dict[str, Any] | None:
+    """A fork's parent: its id, where the fork's weights came from (and the parent's epoch they were saved
+    at), the merge patch applied to the parent's spec and the parent's findings it applied."""
+    if job.parent_id is None:
+        return None
+    return {"id": job.parent_id, "from": from_value(job.parent_from, job.initial_weights_epoch),
+            "epoch": job.initial_weights_epoch, "patch": job.parent_patch or {},
+            "applied_findings": job.parent_findings or []}
+
+
+def children_of(session: Session, job_ids: list[str]) -> dict[str, list[str]]:
+    """The forks of each of these jobs, oldest first, in one query (on the parent_id index)."""
+    out: dict[str, list[str]] = {}
+    if not job_ids:
+        return out
+    rows = session.execute(select(Job.parent_id, Job.id).where(Job.parent_id.in_(job_ids))
+                           .order_by(Job.created_at, Job.id))
+    for parent_id, child_id in rows:
+        out.setdefault(parent_id, []).append(child_id)
+    return out
 
 
 def job_timings(job: Any) -> dict[str, float] | None:
@@ -98,10 +124,11 @@ def job_timings(job: Any) -> dict[str, float] | None:
 
 
 def job_with_findings(session: Session, job: Job) -> dict[str, Any]:
-    """One job's resource, with its finding counts and, while queued, its queue position; its estimate."""
+    """One job's resource, with its finding counts, while queued its queue position, its estimate, and its
+    forks."""
     positions = queue_positions(session, [job.id]) if job.status == "queued" else {}
     return job_resource(job, finding_counts(session, [job.id]).get(job.id), positions.get(job.id),
-                        job_etas(session, [job], positions).get(job.id))
+                        job_etas(session, [job], positions).get(job.id), children_of(session, [job.id]).get(job.id))
 
 
 def status_event(status: str, stop_reason: str | None, job: dict[str, Any]) -> dict[str, Any]:
@@ -298,31 +325,43 @@ def _per_severity_counts() -> list[Any]:
             .scalar_subquery() for severity in SEVERITIES]
 
 
-# Jobs with their finding counts per severity and, while running, their latest epochs, in one round trip: a
-# status poll or a list page is one query. Built once; only the parameters change.
-JOBS_WITH_FINDINGS = select(Job, *_per_severity_counts(), *RECENT_EPOCH_COLUMNS)
+_CHILD = Job.__table__.alias("child")
+
+
+def _has_children() -> Any:
+    # Whether any job is a fork of this one: only then is a second query made for their ids.
+    return select(_CHILD.c.id).where(_CHILD.c.parent_id == Job.id).correlate(Job).exists()
+
+
+# Jobs with their finding counts per severity, whether they have forks and, while running, their latest
+# epochs, in one round trip: a status poll or a list page is one query (and one more only for jobs that
+# were forked). Built once; only the parameters change.
+JOBS_WITH_FINDINGS = select(Job, *_per_severity_counts(), _has_children(), *RECENT_EPOCH_COLUMNS)
 # The status poll's query in Core: plain rows (read by column name like a Job), no ORM identity map; it
 # takes `id` and `tenant_id` (common.load_owned_row).
-JOB_ROW_WITH_FINDINGS = select(*Job.__table__.c, *_per_severity_counts(), *RECENT_EPOCH_COLUMNS).where(
+JOB_ROW_WITH_FINDINGS = select(*Job.__table__.c, *_per_severity_counts(), _has_children(),
+                               *RECENT_EPOCH_COLUMNS).where(
     Job.id == bindparam("id"), Job.tenant_id == bindparam("tenant_id"))
 _JOB_COLUMNS = len(Job.__table__.c)
 _COUNTS = slice(_JOB_COLUMNS, _JOB_COLUMNS + len(SEVERITIES))
 
 
-def job_and_counts(row: Any) -> tuple[Job, dict[str, Any], RecentEpochs]:
-    """A row of JOBS_WITH_FINDINGS as (job, finding counts, latest epochs)."""
+def job_and_counts(row: Any) -> tuple[Job, dict[str, Any], bool, RecentEpochs]:
+    """A row of JOBS_WITH_FINDINGS as (job, finding counts, whether it has forks, latest epochs)."""
     job, *rest = row
-    return job, counts_resource(rest[:len(SEVERITIES)]), recent_epochs(rest[len(SEVERITIES):])
+    n = len(SEVERITIES)
+    return job, counts_resource(rest[:n]), bool(rest[n]), recent_epochs(rest[n + 1:])
 
 
-def job_row_counts(row: Any) -> dict[str, Any]:
-    """The finding counts of a row of JOB_ROW_WITH_FINDINGS (its columns after the job's)."""
-    return counts_resource(row[_COUNTS])
+def job_row_counts(row: Any) -> tuple[dict[str, Any], bool]:
+    """The finding counts of a row of JOB_ROW_WITH_FINDINGS (its columns after the job's), and whether the
+    job has forks."""
+    return counts_resource(row[_COUNTS]), bool(row[_COUNTS.stop])
 
 
 def job_row_recent(row: Any) -> RecentEpochs:
     """The latest epochs of a row of JOB_ROW_WITH_FINDINGS (its last columns)."""
-    return recent_epochs(row[_COUNTS.stop:])
+    return recent_epochs(row[_COUNTS.stop + 1:])
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -364,6 +403,9 @@ def finding_resource(f: Finding) -> dict[str, Any]:
         "epoch": f.epoch,
         "suggested_change": f.suggested_change,
         "suggested_change_basis": f.suggested_change_basis,
+        # Set when a fork that applied this finding ended (trainyard/lifecycle.py settle_applied_findings).
+        "resolved_by": ({"job_id": f.resolved_by_job_id, "resolved": bool(f.resolved)}
+                        if f.resolved_by_job_id is not None else None),
         "updated_at": iso(f.updated_at),
     }
 

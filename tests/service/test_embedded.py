@@ -40,17 +40,27 @@ def test_embedded_default_trains_and_downloads(tmp_path: Path) -> None:
         assert resp.status_code == 201, resp.text
         job_id = resp.json()["id"]
 
-        def final() -> dict | None:
-            body = requests.get(f"{url}/v1/jobs/{job_id}", headers=auth, timeout=5).json()
+        def final(which: str) -> dict | None:
+            body = requests.get(f"{url}/v1/jobs/{which}", headers=auth, timeout=5).json()
             return body if body["status"] in ("succeeded", "failed", "cancelled") else None
 
-        job = wait_until(final, 120, 0.2, "the embedded job to end")
+        job = wait_until(lambda: final(job_id), 120, 0.2, "the embedded job to end")
         assert job["status"] == "succeeded", (job, log.read_text()[-3000:])
         metrics = requests.get(f"{url}/v1/jobs/{job_id}/metrics", headers=auth, timeout=5).json()["epochs"]
         assert [m["epoch"] for m in metrics] == [1, 2, 3]
         best = requests.get(f"{url}/v1/jobs/{job_id}/checkpoints/best", headers=auth, timeout=10)
         assert best.status_code == 200 and best.content[:2] == b"PK"  # a .keras file is a zip archive
         assert (var / "trainyard.sqlite3").exists() and (var / "broker.sqlite3").exists()
+        # A fork from the best checkpoint: its own copy of the weights, in SQLite's artifact store too.
+        resp = requests.post(f"{url}/v1/jobs/{job_id}/fork", headers=auth, timeout=10,
+                             json={"patch": {"training": {"epochs": 2}}, "from": "best"})
+        assert resp.status_code == 201, resp.text
+        fork_id = resp.json()["id"]
+        assert resp.json()["parent"]["epoch"] == job["best"]["epoch"]
+        forked = wait_until(lambda: final(fork_id), 120, 0.2, "the fork to end")
+        assert forked["status"] == "succeeded" and forked["progress"]["epoch"] == 2, forked
+        parent = requests.get(f"{url}/v1/jobs/{job_id}", headers=auth, timeout=5).json()
+        assert parent["children"] == [fork_id]
     finally:
         _stop(proc)
     # A second run reuses the environment, the data and the token.
@@ -60,7 +70,7 @@ def test_embedded_default_trains_and_downloads(tmp_path: Path) -> None:
                    or proc.poll() is not None, 120, 0.2, "the second banner")
         assert (var / "dev-token").read_text().strip() == token
         listed = requests.get(f"{url}/v1/jobs", headers=auth, timeout=5).json()["jobs"]
-        assert [j["id"] for j in listed] == [job_id]
+        assert [j["id"] for j in listed] == [fork_id, job_id]
     finally:
         _stop(proc)
     # Everything it started is gone: nothing listens on the port any more (REUSEADDR ignores TIME_WAIT).

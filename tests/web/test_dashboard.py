@@ -201,6 +201,45 @@ def test_dashboard_shows_the_time_left_of_a_running_job(page: Any, api_url: str,
     assert page.inner_text("#job-eta") == ""
 
 
+def test_apply_suggested_change_forks_the_job_and_shows_the_fork(page: Any, api_url: str, token: str,
+                                                                 worker: Any, capsys: Any) -> None:
+    """SGD at 1e-10 stops by diagnosis (lr_too_small); its finding's button forks it with the suggested rate,
+    the page follows the fork to its end, and the finding then says the fork resolved it."""
+    auth = {"Authorization": f"Bearer {token}"}
+    spec = {**_spec(), "name": "dashboard-tiny-rate", "optimizer": {"type": "sgd", "learning_rate": 1e-10},
+            "schedule": {"type": "constant"}, "dataset": {"id": "builtin:digits", "validation_split": 0.2,
+                                                          "normalize": "standardize"},
+            "training": {"epochs": 10, "batch_size": 32, "seed": 0}}
+    parent = requests.post(f"{api_url}/v1/jobs", json=spec, headers=auth, timeout=10).json()
+
+    page.goto(f"{api_url}/#/jobs/{parent['id']}")
+    _sign_in(page, token)
+    page.wait_for_selector("#job-view[data-status='failed'][data-live='ended']", timeout=120_000)
+    button = page.locator("#findings-list li.finding[data-code='lr_too_small'] button.apply-finding")
+    assert button.inner_text() == "Apply suggested change"
+    # Only findings with a suggested change offer it.
+    diagnostics = requests.get(f"{api_url}/v1/jobs/{parent['id']}/diagnostics", headers=auth, timeout=10).json()
+    assert page.locator("button.apply-finding").count() == len(
+        [f for f in diagnostics["findings"] if f["suggested_change"]])
+    button.click()
+
+    # The page's policy allows no script from strings (wait_for_function): the hash is read from here instead.
+    hash_ = wait_until(lambda: (h := page.evaluate("location.hash")) != f"#/jobs/{parent['id']}" and h, 30, 0.2,
+                       "the page to show the fork")
+    child_id = hash_.removeprefix("#/jobs/")
+    child = requests.get(f"{api_url}/v1/jobs/{child_id}", headers=auth, timeout=10).json()
+    assert child["parent"]["id"] == parent["id"] and child["parent"]["applied_findings"] == ["lr_too_small:-"]
+    page.wait_for_selector("#job-view[data-status='succeeded'][data-live='ended']", timeout=120_000)
+    assert parent["id"] in page.inner_text("#job-facts")  # Forked from
+
+    page.goto(f"{api_url}/#/jobs/{parent['id']}")
+    note = page.locator("#findings-list li.finding[data-code='lr_too_small'] .resolved-by")
+    note.wait_for()
+    assert note.inner_text() == f"Resolved by fork {child_id}"
+    assert child_id in page.inner_text("#job-facts")  # Forks
+    _screenshot(page, "dashboard-forked.png", capsys)
+
+
 def _y_ticks(page: Any, chart: str) -> list[tuple[float, float]]:
     """(value, y) of each labelled tick on a chart's y axis, lowest value first."""
     return sorted((float(label), float(y)) for label, y in page.locator(f"{chart} svg text.ytick").evaluate_all(

@@ -134,6 +134,18 @@ class Job(Base):
     trial_params: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     # What trained the job's last attempt: versions, device, determinism, worker (workers/environment.py).
     environment: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # A fork (trainyard/forks.py): the job it was made from, where its weights came from ("scratch",
+    # "best", "last" or "epoch", that epoch in `initial_weights_epoch`), the merge patch applied to the
+    # parent's spec and the ids of the parent's findings it applied. No foreign key: the lineage stays
+    # readable after the parent is deleted.
+    parent_id: Mapped[str | None] = mapped_column(String(40))
+    parent_from: Mapped[str | None] = mapped_column(String(16))
+    parent_patch: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    parent_findings: Mapped[list[Any] | None] = mapped_column(JsonType)
+    # The fork's starting weights: the parent's artifact copied under the child's own keys (so the parent's
+    # later backups or its deletion cannot take them away) and the parent's epoch they were saved at.
+    initial_weights_key: Mapped[str | None] = mapped_column(String(200))
+    initial_weights_epoch: Mapped[int | None] = mapped_column(Integer)
 
 
     __table_args__ = (
@@ -149,6 +161,7 @@ class Job(Base):
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
         Index("ix_jobs_status_class", "status", "resource_class"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
+        Index("ix_jobs_parent", "parent_id", "created_at"),
     )
 
 
@@ -192,6 +205,10 @@ class Finding(Base):
     suggested_change: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     # What the suggested change comes from ("update_ratio", "divergence", ...; workers/trainer/diagnostics).
     suggested_change_basis: Mapped[str | None] = mapped_column(String(32))
+    # Set when a fork that applied this finding ends (trainyard/lifecycle.py `settle_applied_findings`):
+    # the fork and whether it resolved the finding (it succeeded and has no finding of this code).
+    resolved_by_job_id: Mapped[str | None] = mapped_column(String(40))
+    resolved: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

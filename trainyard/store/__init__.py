@@ -29,7 +29,7 @@ from trainyard.store.base import (
 )
 from trainyard.store.database import DatabaseStore
 from trainyard.store.folder import FsspecStore
-from trainyard.store.keys import backup_key, checkpoint_key, dataset_key, export_key
+from trainyard.store.keys import backup_key, checkpoint_key, dataset_key, export_key, initial_weights_key
 from trainyard.store.routing import RoutingStore, make_store, store_from_settings
 from trainyard.store.s3 import S3Store
 
@@ -52,6 +52,7 @@ __all__ = [
     "download_to",
     "export_key",
     "holds",
+    "initial_weights_key",
     "make_store",
     "put_file",
     "store_from_settings",

@@ -37,5 +37,13 @@ def export_key(job_id: str, fmt: str, epoch: int, attempt: int | None = None) ->
     return f"jobs/{_server_id(job_id)}/exports/epoch-{int(epoch):04d}{_attempt_part(attempt)}.{fmt}.tar.gz"
 
 
+def initial_weights_key(job_id: str, epoch: int, suffix: str) -> str:
+    # A fork's starting weights, copied from its parent: `suffix` is ".keras" (a checkpoint) or ".weights.h5"
+    # (a resume backup), which is how Keras' load_weights tells the two apart.
+    if suffix not in (".keras", ".weights.h5"):
+        raise ValueError(f"not a weights file suffix: {suffix!r}")
+    return f"jobs/{_server_id(job_id)}/initial/epoch-{int(epoch):04d}{suffix}"
+
+
 def dataset_key(dataset_id: str) -> str:
     return f"datasets/{_server_id(dataset_id)}"

@@ -68,7 +68,8 @@ def _evaluate_checkpoint(path: Path, x, y, batch_size: int) -> dict[str, float]:
 
 
 def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
-          resume: ResumeState | None = None, *, devices: list[str] | None = None) -> TrainResult:
+          resume: ResumeState | None = None, *, devices: list[str] | None = None,
+          initial_weights: str | Path | None = None) -> TrainResult:
     """Train the model ``spec`` describes on ``data``, reporting progress to ``reporter``.
 
     Checkpoints go to ``workdir/checkpoints``. Any exception is reported as ``finished`` with
@@ -76,10 +77,12 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
     has ``backup_saved``, every completed epoch is backed up to ``workdir/backup``; ``resume`` continues
     such a backup at its next epoch. A job with ``resources.gpus`` > 1 (or explicit ``devices``) trains
     under MirroredStrategy (distribute.py); ``training.batch_size`` is then the global batch, split
-    across the replicas. Each reporter method is called once per event: retrying a write is the
+    across the replicas. ``initial_weights`` (a ``.keras`` checkpoint or a ``.weights.h5`` backup of a
+    model with the same layers: a fork's parent) sets the model's weights before it is compiled, so the
+    optimizer, its step count and the callbacks start fresh; ``resume`` wins over it. Each reporter method is called once per event: retrying a write is the
     reporter's business (workers/reporting.py); one that still fails is logged and training goes on.
     """
-    run = _Run(spec, data, reporter, Path(workdir), resume, devices)
+    run = _Run(spec, data, reporter, Path(workdir), resume, devices, initial_weights)
     try:
         run.build()
         run.compile()
@@ -102,12 +105,14 @@ class _Run:
     """One call of ``train``, one method per step; what a step makes is kept for the steps after it."""
 
     def __init__(self, spec: dict, data: TrainData, reporter: Reporter, workdir: Path,
-                 resume: ResumeState | None, devices: list[str] | None) -> None:
+                 resume: ResumeState | None, devices: list[str] | None,
+                 initial_weights: str | Path | None = None) -> None:
         self.started_at = time.monotonic()
         self.timings: dict[str, float] = {}
         self._phase_began = time.perf_counter()
         self.spec, self.data, self.reporter, self.workdir = spec, data, reporter, workdir
         self.resume, self.devices = resume, devices
+        self.initial_weights = initial_weights if resume is None else None
         self.training = spec["training"]
         self.callbacks_spec = spec.get("callbacks") or {}
         self.state = RunState()
@@ -162,6 +167,11 @@ class _Run:
                 if self.seed is not None:
                     process_settings.seed_everything(self.seed)
                 self.model = build_model(spec, float32_output=mixed)
+                if self.initial_weights is not None:
+                    # Before compile: the model has no optimizer yet, so only the layers' weights load
+                    # (a backup's optimizer variables are left in the file).
+                    self.model.load_weights(str(self.initial_weights))
+                    logger.info("started from the weights in %s", Path(self.initial_weights).name)
         self.mixed = mixed
 
     def _checks_data(self) -> bool:

@@ -21,10 +21,13 @@ export function token() {
   return sessionStorage.getItem(TOKEN_KEY);
 }
 
-export async function api(path, { method = "GET", headers = {}, raw = false } = {}) {
+export async function api(path, { method = "GET", headers = {}, raw = false, json } = {}) {
+  const body = json === undefined ? undefined : JSON.stringify(json);
+  const contentType = json === undefined ? {} : { "Content-Type": "application/json" };
   const resp = await fetch(path, {
     method,
-    headers: { Authorization: `Bearer ${token()}`, ...headers },
+    headers: { Authorization: `Bearer ${token()}`, ...contentType, ...headers },
+    body,
     cache: "no-store",
   });
   if (resp.status === 304 || (raw && resp.ok)) return resp;
@@ -267,7 +270,34 @@ function renderCharts(state) {
   $("charts").replaceChildren(...cards);
 }
 
-function renderFindings(findings) {
+// "Apply suggested change": fork the job with this finding's change (POST /v1/jobs/{id}/fork), then show the fork.
+function applyButton(jobId, finding) {
+  const button = text("button", "Apply suggested change", "apply-finding");
+  button.type = "button";
+  button.dataset.finding = finding.id;
+  button.title = "Fork this job with the suggested change applied, trained from scratch";
+  button.onclick = async () => {
+    button.disabled = true;
+    try {
+      const child = await api(`/v1/jobs/${jobId}/fork`, { method: "POST", json: { apply_findings: [finding.id] } });
+      location.hash = `#/jobs/${child.id}`;
+    } catch (err) {
+      button.disabled = false;
+      showError(err);
+    }
+  };
+  return button;
+}
+
+function resolvedNote(resolvedBy) {
+  const p = text("p", resolvedBy.resolved ? "Resolved by fork " : "Not resolved by fork ", "muted resolved-by");
+  const link = text("a", resolvedBy.job_id);
+  link.href = `#/jobs/${resolvedBy.job_id}`;
+  p.appendChild(link);
+  return p;
+}
+
+function renderFindings(findings, jobId) {
   $("findings-empty").hidden = findings.length > 0;
   $("findings-list").replaceChildren(...findings.map((f) => {
     const li = document.createElement("li");
@@ -287,6 +317,8 @@ function renderFindings(findings) {
       details.appendChild(box);
     }
     li.appendChild(details);
+    if (f.suggested_change) li.appendChild(applyButton(jobId, f));
+    if (f.resolved_by) li.appendChild(resolvedNote(f.resolved_by));
     return li;
   }));
 }
@@ -313,6 +345,8 @@ function renderJob(job) {
     ...fact("Stop reason", job.stop_reason),
     ...fact("Error", job.error ? `${job.error.code}: ${job.error.message || ""}` : ""),
     ...fact("Test metrics", tests),
+    ...fact("Forked from", job.parent ? `${job.parent.id} (${job.parent.applied_findings.join(", ") || "patch"})` : ""),
+    ...fact("Forks", (job.children || []).join(", ")),
     ...fact("Created", when(job.created_at)),
     ...fact("Finished", when(job.finished_at)),
   );
@@ -377,7 +411,7 @@ function showJob(jobId) {
     onUpdate(state) {
       renderJob(state.job);
       renderCharts(state);
-      renderFindings(state.findings);
+      renderFindings(state.findings, jobId);
       view.dataset.epochs = String(state.metrics.length);
       view.dataset.status = state.job.status;
     },
