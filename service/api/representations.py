@@ -70,6 +70,9 @@ def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int
         }
         if info
         else None,
+        # optimizer.learning_rate "auto": the rate the range test chose and the job trains at (null until
+        # the worker has chosen it, and for a job that gave a number).
+        "optimizer": {"learning_rate_chosen": info.get("learning_rate_chosen")},
         "findings": findings or no_findings(),
         "timings": job_timings(job),
         "sweep": {"id": job.sweep_id, "trial": job.trial_index} if job.sweep_id else None,
