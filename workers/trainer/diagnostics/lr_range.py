@@ -94,15 +94,16 @@ def rate_at(step: int, steps: int) -> float:
 def valley(losses: list[float]) -> tuple[int, int]:
     """(first, last) index of the longest valley: the longest decreasing subsequence of ``losses``."""
     n = len(losses)
-    longest = [1] * n  # longest decreasing subsequence ending at i
+    longest = [1] * n  # the longest decreasing subsequence ending at i, and where it begins
+    begins = list(range(n))
     end = 0
     for i in range(1, n):
         for j in range(i):
             if losses[i] < losses[j] and longest[i] < longest[j] + 1:
-                longest[i] = longest[j] + 1
+                longest[i], begins[i] = longest[j] + 1, begins[j]
         if longest[i] > longest[end]:
             end = i
-    return end - longest[end] + 1, end
+    return begins[end], end
 
 
 def suggest(rates: list[float], losses: list[float]) -> float | None:
