@@ -45,8 +45,11 @@ def test_the_range_matches_the_spec_bounds():
     assert lr_range.LEARNING_RATE_RANGE == (LEARNING_RATE.min, LEARNING_RATE.max)
 
 
-def test_valley_is_the_longest_decreasing_run():
-    assert lr_range.valley([3, 2.9, 5, 2.5, 2.0, 1.0, 0.5, 4, 9]) == (0, 6)
+def test_valley_counts_the_longest_decreasing_subsequence_back_from_its_end():
+    assert lr_range.valley([3, 2.9, 5, 2.5, 2.0, 1.0, 0.5, 4, 9]) == (0, 6)  # 6 points, ending at step 6
+    # Noisy dips in the flat start join the subsequence, but the valley is its length back from the end.
+    flat = [2.0, 1.99, 2.01, 1.98, 2.02, 1.97, 2.03, 1.96] + [1.9, 1.5, 1.0, 0.5] + [3.0]
+    assert lr_range.valley(flat) == (2, 11)  # 9 points: 2.0, 1.99, 1.98, 1.97, 1.96, then the fall
     assert lr_range.valley([1, 2, 3]) == (0, 0)
 
 
@@ -55,8 +58,8 @@ def test_the_suggestion_sits_half_way_down_the_valley():
     # Flat, then falling from step 10 to 35, then blowing up.
     losses = [2.3] * 10 + [2.3 - 0.08 * k for k in range(1, 26)] + [0.3 * 1.5 ** k for k in range(1, 16)]
     suggested = lr_range.suggest(rates, losses)
-    first, last = lr_range.valley(losses)
-    assert rates[first] < suggested < rates[last]
+    start, end = lr_range.valley(losses)
+    assert rates[start] < suggested < rates[end]
     assert suggested < rates[int(np.argmin(losses))]  # below the rate at the lowest loss
 
 
