@@ -193,3 +193,41 @@ def test_auto_trains_digits_well(tmp_path, optimizer):
     reporter = InMemoryReporter()
     result = train(spec, data, reporter, tmp_path)
     assert result.test_metrics["accuracy"] >= 0.95, (reporter.info["learning_rate_chosen"], result.test_metrics)
+
+
+# --- the range test's rate as the evidence of findings ------------------------------------------------------
+
+
+def test_rate_findings_take_the_range_tests_rate_when_it_points_their_way():
+    from workers.trainer.diagnostics.findings import analyze_epochs, check_diverged
+
+    from .test_diagnostics_act import _stuck
+    from .test_diagnostics_findings import ctx
+
+    context = ctx(optimizer={"type": "sgd", "learning_rate": 1e-10})
+    context.range_test_rate = 0.0215
+    found = analyze_epochs([_stuck(1)], context)[0]
+    assert found["code"] == "lr_too_small" and found["suggested_change_basis"] == "lr_range_test"
+    assert found["suggested_change"] == {"optimizer": {"learning_rate": 0.0215}}
+    assert "range test" in found["message"]
+    # Diverged at 1.0: the range test's lower rate, with clipping; at a rate below it, a tenth as before.
+    diverged = check_diverged([], context, nan={"epoch": 2, "learning_rate": 1.0})[0]
+    assert diverged["suggested_change_basis"] == "lr_range_test"
+    assert diverged["suggested_change"]["optimizer"] == {"learning_rate": 0.0215, "clipnorm": 1.0, "clipvalue": None}
+    below = check_diverged([], context, nan={"epoch": 2, "learning_rate": 0.01})[0]
+    assert below["suggested_change_basis"] == "divergence"
+    assert below["suggested_change"]["optimizer"]["learning_rate"] == pytest.approx(0.001)
+
+
+def test_a_job_too_slow_to_train_is_told_the_range_tests_rate(tmp_path, mnist_like):
+    from .test_diagnostics_act import MLP_784
+
+    spec = make_spec(mnist_like, model=MLP_784, optimizer={"type": "sgd", "learning_rate": 1e-10},
+                     training={"epochs": 4, "batch_size": 32}, diagnostics={"lr_range_test": True})
+    reporter = InMemoryReporter()
+    result = train(spec, mnist_like, reporter, tmp_path)
+    assert result.stop_reason == "diagnosis" and result.error_code == "lr_too_small"
+    found = reporter.findings_by_key[("lr_too_small", None)]
+    assert found["suggested_change_basis"] == "lr_range_test"
+    suggested = reporter.info["lr_range_test"]["suggested_learning_rate"]
+    assert found["suggested_change"] == {"optimizer": {"learning_rate": suggested}} and suggested > 1e-10

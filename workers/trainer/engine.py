@@ -266,6 +266,9 @@ class _Run:
             distribute.without_probes(spec) if self.strategy is not None else spec, self.model,
             self.data.x_train, self.data.y_train, prepared.x_train, prepared.y_train, reporter, state,
             integer_inputs=self.integer_inputs)
+        if self.range_test_record is not None:
+            # Findings that suggest a rate take the range test's when it points their way (findings.py).
+            self.diagnostics.context.range_test_rate = self.range_test_record.get("suggested_learning_rate")
         if self.diagnostics.callback is not None:
             self.callback_list.append(self.diagnostics.callback)
             if resume is not None:
