@@ -99,6 +99,25 @@ def test_the_sweep_restores_every_variable_and_ends_at_divergence():
     assert set(record["curve"][0]) == {"learning_rate", "loss"}
 
 
+def test_each_steps_loss_is_its_own_batch_loss_whatever_the_batch_sizes():
+    """The sweep reads each step's loss out of the epoch's running mean; with batches of 16, 16 and 8
+    (40 rows, cycled) and rates too small to move the weights yet, each is the untrained model's loss on
+    that step's batch."""
+    keras.utils.set_random_seed(3)
+    data = _data(n=40)
+    spec = make_spec(data)
+    model = _compiled(spec)
+    result = lr_range.range_test(model, data.x_train, data.y_train, 16, steps=20)
+    order = np.random.default_rng(0).permutation(40)  # the sweep's fixed order of the rows
+    x, y = data.x_train[order], data.y_train[order]
+    loss = build_loss(spec["loss"])
+    starts = [0, 16, 32, 0, 16, 32]
+    ends = [16, 32, 40, 16, 32, 40]
+    expected = [float(loss(y[a:b], model(x[a:b]))) for a, b in zip(starts, ends)]
+    np.testing.assert_allclose(result.raw_losses[:6], expected, rtol=1e-4)
+    assert lr_range._batch_sizes(40, 16, 7) == [16, 16, 8, 16, 16, 8, 16]
+
+
 def test_a_stop_request_ends_the_sweep():
     data = _data()
     model = _compiled(make_spec(data))
