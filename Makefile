@@ -4,23 +4,29 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# `make run` installs what the service needs; `make test` adds the test extras (pytest, Playwright, moto, ...).
+TEST_STAMP := $(VENV)/.test-extras-stamp
 
 .PHONY: run test services browser migrate clean-var bench-engine bench-diagnostics bench-service bench-latency \
-	bench-status bench-scale bench-transfer
+	bench-status bench-scale bench-transfer bench-first-job
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Trainyard needs Python 3.11; set PYTHON=/path/to/python3.11")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(TEST_STAMP)
 
 ## Start API + worker on embedded defaults (or whatever TRAINYARD_* says); prints the URL and a token.
 run: $(STAMP)
 	$(PY) -m trainyard.devserver
 
 ## The whole suite against real Postgres and Redis (started, or installed, when missing).
-test: $(STAMP) services browser
+test: $(TEST_STAMP) services browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 services:
@@ -56,3 +62,7 @@ bench-scale: $(STAMP) services
 
 bench-transfer: $(STAMP) services
 	$(PY) bench/transfer.py
+
+## A fresh clone of HEAD to a trained job with `make run` (REV=<commit> for another revision).
+bench-first-job: $(STAMP)
+	$(PY) bench/first_job.py --rev $(or $(REV),HEAD)

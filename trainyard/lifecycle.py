@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -197,13 +198,15 @@ def _tenant_at_running_limit(db: Database, s: Session, job: Job, max_running: in
 
 
 def claim(db: Database, job_id: str, worker_id: str, lease_for: float,
-          max_running_per_tenant: int | None = None) -> Claim | None:
+          max_running_per_tenant: int | None = None,
+          environment: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Claim | None:
     """Take the job's lease and move it to running; None when this delivery must not train.
 
     A job already final, or running under another worker's live lease, is left alone; a cancelled one ends
     cancelled, one whose attempts are used up fails (worker_lost). With `max_running_per_tenant`, a job
     whose tenant already trains that many jobs is deferred: it stays queued with its outbox marker cleared,
-    so the reaper sends it again a heartbeat later, behind the other tenants' messages.
+    so the reaper sends it again a heartbeat later, behind the other tenants' messages. `environment`
+    makes the attempt's reproducibility record from the job's spec (workers/environment.py).
     """
     now = utcnow()
     with db.session() as s:
@@ -237,6 +240,8 @@ def claim(db: Database, job_id: str, worker_id: str, lease_for: float,
         job.worker_id = worker_id
         job.heartbeat_at = now
         job.lease_expires_at = now + timedelta(seconds=lease_for)
+        if environment is not None:
+            job.environment = environment(job.spec)
         if job.backup_key is not None and job.backup_epoch is not None:
             # The new attempt re-runs every epoch after the backup: rows of the lost attempt past it go,
             # so the metrics and diagnostics stay one row per epoch of the run that counts.

@@ -63,6 +63,13 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return raw
 
 
+def _git_commit(env: Mapping[str, str]) -> str | None:
+    value = (env.get("TRAINYARD_GIT_COMMIT") or "").strip()
+    if value and not (len(value) <= 64 and all(c in "0123456789abcdefABCDEF" for c in value)):
+        raise SettingsError(f"TRAINYARD_GIT_COMMIT must be a hexadecimal commit id, got {value!r}")
+    return value.lower() or None
+
+
 def _optional_int(env: Mapping[str, str], name: str, maximum: int) -> int | None:
     if not env.get(name):
         return None
@@ -148,6 +155,8 @@ class Settings:
     worker_classes: tuple[str, ...] = ("cpu",)
     # How long an API process trusts a token it has checked; a revoked token is refused within this.
     token_cache_seconds: float = 5.0
+    # The git commit a deployment was built from, for jobs' reproducibility record (an image has no .git).
+    git_commit: str | None = None
 
     @property
     def is_embedded(self) -> bool:
@@ -225,6 +234,7 @@ class Settings:
             worker_gpus=worker_gpus,
             worker_classes=_classes(env, "TRAINYARD_WORKER_CLASSES", (resources.resource_class(worker_gpus),)),
             token_cache_seconds=_float(env, "TRAINYARD_TOKEN_CACHE_SECONDS", 5.0, minimum=0.0),
+            git_commit=_git_commit(env),
         )
         for cls in settings.worker_classes:
             if (resources.gpus_of(cls) or 0) > worker_gpus:

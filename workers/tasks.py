@@ -24,6 +24,7 @@ from trainyard.stop_reasons import StopReason
 from trainyard.store import ArtifactMissing
 from trainyard.submission import enqueue
 from trainyard.sweeps import controller as sweeps
+from workers import environment
 from workers.celery_app import app, runtime
 from workers.interrupt import JobStopped, phase_of
 from workers.resumable import LeasedReporter, prepare_resume
@@ -42,7 +43,9 @@ class JobFailed(Exception):
 def _claim(job_id: str) -> Claim | None:
     """Take the job's lease (trainyard/lifecycle.py), or None when this delivery must not train it."""
     claimed = lifecycle.claim(runtime.db, job_id, runtime.worker_id, runtime.lease_seconds,
-                           max_running_per_tenant=runtime.settings.max_running_jobs_per_tenant)
+                              max_running_per_tenant=runtime.settings.max_running_jobs_per_tenant,
+                              environment=lambda spec: environment.for_job(spec, runtime.worker_id,
+                                                                                   runtime.settings.git_commit))
     if claimed is not None:
         runtime.hold(job_id, claimed.attempt)
     return claimed

@@ -75,6 +75,8 @@ def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int
         "optimizer": {"learning_rate_chosen": info.get("learning_rate_chosen")},
         "findings": findings or no_findings(),
         "timings": job_timings(job),
+        # The reproducibility record of the attempt that ran last; null until a worker claims the job.
+        "environment": job.environment,
         "sweep": {"id": job.sweep_id, "trial": job.trial_index} if job.sweep_id else None,
         "resources": {"gpus": gpus_of(job.resource_class), "class": job.resource_class},
         "queue": queue_resource(job, position),

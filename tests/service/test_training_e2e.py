@@ -198,3 +198,37 @@ def test_cancelled_queued_job_never_starts(api_url: str, auth: dict[str, str], w
     assert final["status"] == "cancelled" and final["attempts"] == 0 and final["started_at"] is None
     metrics = requests.get(f"{api_url}/v1/jobs/{queued}/metrics", headers=auth, timeout=5).json()
     assert metrics["epochs"] == []
+
+
+def test_the_job_records_what_trained_it(digits_job: dict[str, Any], worker: Any) -> None:
+    """The reproducibility record: versions, Trainyard's commit, the device, determinism and the worker."""
+    import platform
+    import subprocess
+    from importlib import metadata
+
+    from tests.conftest import ROOT
+
+    env = digits_job["environment"]
+    tf_dist = next(d for d in ("tensorflow-cpu", "tensorflow") if _installed(d))
+    assert env["python"] == platform.python_version()
+    assert env["keras"] == metadata.version("keras")
+    assert env["tensorflow"] == metadata.version(tf_dist)
+    assert env["numpy"] == np.__version__
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert env["trainyard"] == {"version": metadata.version("trainyard"), "commit": head or None}
+    assert env["device"]["kind"] == "cpu" and env["device"]["name"] and env["device"]["count"] >= 1
+    assert env["determinism"] == {"seed": 0, "op_determinism": True, "onednn": env["determinism"]["onednn"]}
+    # The worker that claimed it: the id its heartbeat row and log lines carry ("<celery node>:<pid>").
+    assert env["worker"]["hostname"] == platform.node()
+    assert env["worker"]["id"] in worker.output()
+
+
+def _installed(distribution: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.version(distribution)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+

@@ -1,6 +1,6 @@
 // The Trainyard dashboard: a token form, the tenant's jobs, and one job's live curves, diagnostics and
 // downloads. Every API call sends the token as a bearer token; nothing else is stored.
-import { chartCard } from "./charts.js";
+import { chartCard, forgetScaleChoices } from "./charts.js";
 import { follow } from "./live.js";
 
 const TOKEN_KEY = "trainyard.token";
@@ -128,12 +128,10 @@ async function loadJobs() {
     const link = text("a", job.name || job.id);
     link.href = `#/jobs/${job.id}`;
     name.append(link, text("div", job.id, "muted small"));
-    const findings = job.findings.count
-      ? Object.entries(job.findings.by_severity).filter(([, n]) => n).map(([s, n]) => `${n} ${s}`).join(", ")
-      : "";
+    tr.dataset.attention = attention(job);
     tr.append(name, statusCell(job), text("td", when(job.created_at)),
       text("td", `${job.progress.epoch} / ${job.progress.epochs}`, "epochs"), text("td", bestText(job), "best"),
-      text("td", findings));
+      findingsCell(job));
     return tr;
   });
   $("jobs-body").replaceChildren(...rows);
@@ -142,6 +140,23 @@ async function loadJobs() {
   $("next-page").disabled = !body.next_cursor;
   $("prev-page").disabled = pages.index === 0;
   return body.jobs;
+}
+
+// How much a row asks for attention: "error" for a failed job or any error finding (also on a job that
+// succeeded: it trained, but not as it should have), "warning" for warning findings, else "".
+function attention(job) {
+  const bySeverity = job.findings.by_severity || {};
+  if (job.status === "failed" || bySeverity.error) return "error";
+  return bySeverity.warning ? "warning" : "";
+}
+
+function findingsCell(job) {
+  const td = document.createElement("td");
+  td.className = "findings-count";
+  for (const [severity, n] of Object.entries(job.findings.by_severity || {})) {
+    if (n) td.appendChild(text("span", `${n} ${severity}`, `badge ${severity}`));
+  }
+  return td;
 }
 
 function statusCell(job) {
@@ -186,14 +201,15 @@ function curve(rows, key) {
 function renderCharts(state) {
   const rows = state.metrics;
   const cards = [];
+  // A job that ended, failed and cancelled ones too, is drawn from whatever epochs it logged.
+  const options = { best: state.job.best, empty: FINAL.has(state.job.status) ? "no epochs logged" : "no data yet" };
   const pair = (key) => [curve(rows, key), curve(rows, `val_${key}`)].filter((s) => s.points.length);
-  cards.push(chartCard("chart-loss", "Loss", pair("loss").length ? pair("loss") : [curve(rows, "loss")]));
+  cards.push(chartCard("chart-loss", "Loss", pair("loss").length ? pair("loss") : [curve(rows, "loss")], options));
   for (const name of metricNames(rows)) {
-    cards.push(chartCard(`chart-metric-${name}`, name, pair(name)));
+    cards.push(chartCard(`chart-metric-${name}`, name, pair(name), options));
   }
-  const lr = rows.map((r) => r.learning_rate).filter((v) => v > 0);
-  const logLr = lr.length > 1 && Math.max(...lr) / Math.min(...lr) > 10;
-  cards.push(chartCard("chart-lr", "Learning rate", [curve(rows, "learning_rate")], { log: logLr }));
+  // Rates are set and searched in powers of ten: a log axis shows a schedule's decay and a tiny rate alike.
+  cards.push(chartCard("chart-lr", "Learning rate", [curve(rows, "learning_rate")], { ...options, log: true }));
   const byVariable = new Map();
   for (const epoch of state.diagnostics) {
     for (const v of epoch.variables) {
@@ -203,11 +219,12 @@ function renderCharts(state) {
     }
   }
   const ratios = [...byVariable].map(([name, points]) => ({ name, points }));
-  const ratioCard = chartCard("chart-update-ratio", "Update / weight ratio per variable (log scale)", ratios,
-    { log: true });
+  const ratioCard = chartCard("chart-update-ratio", "Update / weight ratio per variable", ratios,
+    { ...options, log: true });
   if (!ratios.length) {
     ratioCard.appendChild(text("p", state.job.spec.diagnostics && state.job.spec.diagnostics.enabled === false
-      ? "Diagnostics are off for this job." : "No diagnostics yet.", "muted"));
+      ? "Diagnostics are off for this job."
+      : FINAL.has(state.job.status) ? "No diagnostics were recorded." : "No diagnostics yet.", "muted"));
   }
   cards.push(ratioCard);
   $("charts").replaceChildren(...cards);
@@ -263,6 +280,9 @@ function renderJob(job) {
   $("download-keras").disabled = !job.best;
   $("download-savedmodel").disabled = job.status !== "succeeded";
   $("cancel-job").hidden = FINAL.has(job.status);
+  // The spec as the API normalised it (defaults filled in): what the job actually ran.
+  const spec = JSON.stringify(job.spec, null, 2);
+  if ($("job-spec-json").textContent !== spec) $("job-spec-json").textContent = spec;
 }
 
 async function save(path, filename, button) {
@@ -293,6 +313,9 @@ function showJob(jobId) {
   $("job-status").textContent = "";
   $("job-facts").replaceChildren();
   $("charts").replaceChildren();
+  forgetScaleChoices();
+  $("job-spec").open = false;
+  $("job-spec-json").textContent = "";
   $("findings-list").replaceChildren();
   $("findings-empty").hidden = true;
   $("download-keras").onclick = (e) => save(`/v1/jobs/${jobId}/checkpoints/best`, `${jobId}-best.keras`, e.target);

@@ -1,10 +1,22 @@
-// Small SVG line charts: epochs on x, linear or log y, one <g class="series"> per line with a circle per
-// point (each with a <title> for hovering). No library: the page must work with no network but this API.
+// Small SVG line charts for per-epoch series: epochs on x, a linear or log y axis the reader switches per
+// chart, a read-out of every series at the epoch under the pointer, and a marker at the job's best epoch.
+// One <g class="series"> per line with a circle per point. No library: the page must work with no network
+// but this API, a chart holds at most a few thousand points, and SVG elements can be checked by a test.
 
 const SVG = "http://www.w3.org/2000/svg";
 const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f",
   "#7c3aed", "#b45309", "#0f766e", "#6b7280"];
-const W = 480, H = 260, M = { left: 62, right: 14, top: 12, bottom: 34 };
+const W = 480, H = 260, M = { left: 62, right: 14, top: 16, bottom: 34 };
+
+// Per chart id, the scale the reader picked and the epoch under the pointer: charts are drawn again on
+// every new epoch of a running job, and neither should jump back meanwhile.
+const chosenScale = new Map();
+const hoveredEpoch = new Map();
+
+export function forgetScaleChoices() {
+  chosenScale.clear();
+  hoveredEpoch.clear();
+}
 
 function el(name, attrs = {}, parent = null) {
   const node = document.createElementNS(SVG, name);
@@ -31,11 +43,43 @@ function linearTicks(lo, hi, count = 5) {
   return ticks;
 }
 
-function format(v) {
+// Log ticks for a domain of log10 values: every decade (every few over a wide range), with 2x and 5x
+// marks over a few decades and every integer multiple within about one, so a short range still has
+// labels; a range too narrow even for that gets linear ticks (still placed on the log axis).
+function logTicks(lo, hi) {
+  const span = hi - lo;
+  const marks = span <= 1.2 ? [1, 2, 3, 4, 5, 6, 7, 8, 9] : span <= 3.5 ? [1, 2, 5] : [1];
+  const every = Math.max(1, Math.ceil(span / 6));
+  const ticks = [];
+  for (let d = Math.floor(lo); d <= Math.ceil(hi); d++) {
+    if (marks.length === 1 && d % every !== 0) continue;
+    for (const m of marks) {
+      const t = m * Math.pow(10, d);
+      if (Math.log10(t) >= lo && Math.log10(t) <= hi) ticks.push(t);
+    }
+  }
+  return ticks.length >= 2 ? ticks : linearTicks(Math.pow(10, lo), Math.pow(10, hi), 4);
+}
+
+export function format(v) {
   if (v === 0) return "0";
   const a = Math.abs(v);
   if (a >= 1e4 || a < 1e-3) return v.toExponential(1);
   return +v.toPrecision(3) + "";
+}
+
+// The read-out's number: enough digits to tell two epochs apart.
+export function formatValue(v) {
+  if (v === null || v === undefined) return "–";
+  if (!Number.isFinite(v)) return String(v);
+  const a = Math.abs(v);
+  return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(3) : (+v.toPrecision(4)).toString();
+}
+
+function logLabel(t) {
+  const d = Math.floor(Math.log10(t) + 1e-9);
+  const m = +(t / Math.pow(10, d)).toPrecision(3);
+  return Math.abs(d) >= 3 ? `${m}e${d}` : format(t);
 }
 
 function domain(values, log) {
@@ -43,7 +87,8 @@ function domain(values, log) {
   if (log) {
     lo = Math.log10(lo); hi = Math.log10(hi);
     if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
-    return [lo, hi];
+    const pad = (hi - lo) * 0.04;
+    return [lo - pad, hi + pad];
   }
   if (hi - lo < 1e-12) {
     const pad = Math.abs(hi) * 0.1 || 1;
@@ -55,17 +100,22 @@ function domain(values, log) {
   return [lo, hi];
 }
 
-// series: [{name, points: [[epoch, value|null], ...]}]; options: {log, yLabel}
-export function lineChart(series, { log = false, yLabel = "" } = {}) {
-  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img" });
+// series: [{name, points: [[epoch, value|null], ...]}]
+// options: {log, yLabel, empty (the text when nothing can be drawn), best ({monitor, epoch} or null),
+//           onHover (called with the epoch under the pointer, or null when it leaves), hover (the epoch to
+//           show the cursor at from the start)}
+export function lineChart(series, { log = false, yLabel = "", empty = "no data yet", best = null, onHover = null,
+  hover = null } = {}) {
+  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "data-scale": log ? "log" : "linear" });
   const usable = (v) => v !== null && Number.isFinite(v) && (!log || v > 0);
-  const xs = series.flatMap((s) => s.points.map((p) => p[0]));
+  const xs = [...new Set(series.flatMap((s) => s.points.map((p) => p[0])))].sort((a, b) => a - b);
   const ys = series.flatMap((s) => s.points.map((p) => p[1]).filter(usable));
   if (!xs.length || !ys.length) {
-    el("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty" }, svg).textContent = "no data yet";
+    const message = xs.length && log ? "no positive values to draw on a log scale" : empty;
+    el("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty" }, svg).textContent = message;
     return svg;
   }
-  const x0 = Math.min(...xs), x1 = Math.max(Math.max(...xs), x0 + 1);
+  const x0 = xs[0], x1 = Math.max(xs[xs.length - 1], x0 + 1);
   const [y0, y1] = domain(ys, log);
   const px = (x) => M.left + ((x - x0) / (x1 - x0)) * (W - M.left - M.right);
   const py = (y) => H - M.bottom - (((log ? Math.log10(y) : y) - y0) / (y1 - y0)) * (H - M.top - M.bottom);
@@ -80,28 +130,35 @@ export function lineChart(series, { log = false, yLabel = "" } = {}) {
   }
   el("text", { x: (M.left + W - M.right) / 2, y: H - 4, "text-anchor": "middle", class: "label" }, axes)
     .textContent = "epoch";
-  let yTicks;
-  if (log) {
-    const decades = [];
-    for (let d = Math.ceil(y0); d <= Math.floor(y1); d++) decades.push(Math.pow(10, d));
-    // Few decades: 2x and 5x marks too, so points between two powers of ten can be read.
-    const marks = decades.length > 3 ? [1] : [1, 2, 5];
-    yTicks = [];
-    for (let d = Math.floor(y0); d <= Math.ceil(y1); d++) {
-      for (const m of marks) yTicks.push(m * Math.pow(10, d));
-    }
-  } else {
-    yTicks = linearTicks(y0, y1);
-  }
-  for (const t of yTicks) {
+  // A grid line at every tick; labels where they do not crowd each other, powers of ten first.
+  const ticks = (log ? logTicks(y0, y1) : linearTicks(y0, y1))
+    .filter((t) => py(t) >= M.top - 1 && py(t) <= H - M.bottom + 1);
+  const isDecade = (t) => log && Math.abs(Math.log10(t) - Math.round(Math.log10(t))) < 1e-9;
+  for (const t of ticks) el("line", { x1: M.left, y1: py(t), x2: W - M.right, y2: py(t), class: "grid" }, axes);
+  const labelled = [];
+  for (const t of [...ticks.filter(isDecade), ...ticks.filter((t) => !isDecade(t))]) {
     const y = py(t);
-    if (y < M.top - 1 || y > H - M.bottom + 1) continue;
-    el("line", { x1: M.left, y1: y, x2: W - M.right, y2: y, class: "grid" }, axes);
-    el("text", { x: M.left - 6, y: y + 4, "text-anchor": "end" }, axes).textContent = format(t);
+    if (labelled.some((other) => Math.abs(other - y) < 16)) continue;
+    labelled.push(y);
+    el("text", { x: M.left - 6, y: y + 4, "text-anchor": "end", class: "ytick" }, axes)
+      .textContent = log ? logLabel(t) : format(t);
   }
   if (yLabel) {
     el("text", { x: 12, y: (M.top + H - M.bottom) / 2, "text-anchor": "middle", class: "label",
       transform: `rotate(-90 12 ${(M.top + H - M.bottom) / 2})` }, axes).textContent = yLabel;
+  }
+
+  // The best epoch: a dashed line on every chart, and a ring around the monitored value where it is drawn.
+  if (best && best.epoch >= x0 && best.epoch <= x1) {
+    const g = el("g", { class: "best-marker", "data-epoch": best.epoch }, svg);
+    el("line", { x1: px(best.epoch), y1: M.top, x2: px(best.epoch), y2: H - M.bottom }, g);
+    el("text", { x: px(best.epoch), y: M.top - 4, "text-anchor": "middle" }, g).textContent = "best";
+    const i = series.findIndex((s) => s.name === best.monitor);
+    const y = i < 0 ? undefined : new Map(series[i].points).get(best.epoch);
+    if (y !== undefined && usable(y)) {
+      el("circle", { cx: px(best.epoch).toFixed(1), cy: py(y).toFixed(1), r: 6, class: "best-point",
+        stroke: color(i), "data-series": best.monitor }, g);
+    }
   }
 
   series.forEach((s, i) => {
@@ -116,34 +173,110 @@ export function lineChart(series, { log = false, yLabel = "" } = {}) {
     let shown = 0;
     for (const [x, y] of s.points) {
       if (!usable(y)) continue;
-      const c = el("circle", { cx: px(x).toFixed(1), cy: py(y).toFixed(1), r: 2.6, "data-epoch": x }, g);
-      el("title", {}, c).textContent = `${s.name}, epoch ${x}: ${format(y)}`;
+      el("circle", { cx: px(x).toFixed(1), cy: py(y).toFixed(1), r: 2.6, "data-epoch": x }, g);
       shown++;
     }
     g.setAttribute("data-points", shown);
   });
+
+  // The cursor: a vertical line at the epoch nearest the pointer, that epoch's points enlarged.
+  const cursor = el("line", { class: "cursor", y1: M.top, y2: H - M.bottom, visibility: "hidden" }, svg);
+  const overlay = el("rect", { class: "overlay", x: M.left, y: M.top, width: W - M.left - M.right,
+    height: H - M.top - M.bottom, fill: "transparent" }, svg);
+  let shownEpoch = null;
+  const point = (epoch) => {
+    if (epoch === shownEpoch) return;
+    shownEpoch = epoch;
+    for (const c of svg.querySelectorAll("circle.active")) c.classList.remove("active");
+    if (epoch === null) {
+      cursor.setAttribute("visibility", "hidden");
+    } else {
+      cursor.setAttribute("x1", px(epoch));
+      cursor.setAttribute("x2", px(epoch));
+      cursor.setAttribute("visibility", "visible");
+      for (const c of svg.querySelectorAll(`.series circle[data-epoch="${epoch}"]`)) {
+        c.classList.add("active");
+      }
+    }
+    if (onHover) onHover(epoch);
+  };
+  overlay.addEventListener("pointermove", (event) => {
+    const box = svg.getBoundingClientRect();
+    const x = x0 + (((event.clientX - box.left) * W) / box.width - M.left) / (W - M.left - M.right) * (x1 - x0);
+    point(xs.reduce((a, b) => (Math.abs(b - x) < Math.abs(a - x) ? b : a)));
+  });
+  overlay.addEventListener("pointerleave", () => point(null));
+  if (hover !== null && xs.includes(hover)) point(hover);
   return svg;
 }
 
-// A chart in a card with a title and a legend (HTML, so long variable names wrap).
+// A chart in a card: a title, the epoch read out and a linear/log switch above it, and a legend (HTML,
+// so long variable names wrap) that reads out every series' value at the hovered epoch, or at the last
+// epoch while the pointer is elsewhere. options: as lineChart's, `log` being the default scale.
 export function chartCard(id, title, series, options = {}) {
   const card = document.createElement("figure");
   card.className = "card chart-card";
   card.id = id;
   const caption = document.createElement("figcaption");
-  caption.textContent = title;
+  const heading = document.createElement("span");
+  heading.className = "title";
+  heading.textContent = title;
+  const epochLabel = document.createElement("span");
+  epochLabel.className = "readout-epoch muted";
+  const switcher = document.createElement("span");
+  switcher.className = "scale-switch";
+  const buttons = ["linear", "log"].map((scale) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.dataset.scale = scale;
+    b.textContent = scale;
+    b.addEventListener("click", () => { chosenScale.set(id, scale); draw(); });
+    return b;
+  });
+  switcher.append(...buttons);
+  caption.append(heading, epochLabel, switcher);
   card.appendChild(caption);
-  card.appendChild(lineChart(series, options));
+
+  const values = series.map((s) => new Map(s.points));
+  const epochs = [...new Set(series.flatMap((s) => s.points.map((p) => p[0])))].sort((a, b) => a - b);
+  const last = epochs.length ? epochs[epochs.length - 1] : null;
   const legend = document.createElement("ul");
   legend.className = "legend";
-  series.forEach((s, i) => {
+  const readouts = series.map((s, i) => {
     const item = document.createElement("li");
+    item.dataset.name = s.name;
     const swatch = document.createElement("span");
     swatch.className = "swatch";
     swatch.style.background = color(i);
-    item.append(swatch, document.createTextNode(s.name));
+    const value = document.createElement("span");
+    value.className = "value";
+    item.append(swatch, document.createTextNode(s.name), value);
     legend.appendChild(item);
+    return value;
   });
+  const readOut = (epoch) => {
+    if (epoch === null) hoveredEpoch.delete(id); else hoveredEpoch.set(id, epoch);
+    const at = epoch ?? last;
+    card.dataset.epoch = epoch === null ? "" : String(epoch);
+    epochLabel.textContent = at === null ? "" : `epoch ${at}`;
+    readouts.forEach((node, i) => {
+      const v = at === null ? undefined : values[i].get(at);
+      node.textContent = v === undefined ? "" : formatValue(v);
+      if (v === undefined) delete node.dataset.value; else node.dataset.value = String(v);
+    });
+  };
+
+  let chart = null;
+  function draw() {
+    const scale = chosenScale.get(id) ?? (options.log ? "log" : "linear");
+    for (const b of buttons) b.setAttribute("aria-pressed", String(b.dataset.scale === scale));
+    const hover = hoveredEpoch.get(id) ?? null;
+    readOut(null);
+    const next = lineChart(series, { ...options, log: scale === "log", onHover: readOut, hover });
+    if (chart) chart.replaceWith(next); else caption.after(next);
+    chart = next;
+  }
+  draw();
   card.appendChild(legend);
   return card;
 }

@@ -112,7 +112,8 @@ export function follow(jobId, { api, token, onUpdate, onMode, onError }) {
           onUpdate(state);
           syncSoon(); // the epoch's diagnostics rows
         } else if (message.event === "finding") {
-          const key = (f) => `${f.code}/${f.layer || ""}`;
+          // One entry per finding: its id is stable while its evidence changes from epoch to epoch.
+          const key = (f) => f.id ?? `${f.code}/${f.layer || ""}`;
           state.findings = sortFindings([...state.findings.filter((f) => key(f) !== key(data)), data]);
           onUpdate(state);
         } else if (message.event === "end") {

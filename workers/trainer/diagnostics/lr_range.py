@@ -185,10 +185,13 @@ def _batch_sizes(rows: int, batch_size: int, steps: int) -> list[int]:
 
 
 def range_test(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int, *, steps: int = MAX_STEPS,
-               should_stop: Callable[[], object] | None = None) -> RangeTestResult:
+               should_stop: Callable[[], object] | None = None,
+               class_weight: dict[int, float] | None = None) -> RangeTestResult:
     """Sweep the rate over ``steps`` steps of the compiled ``model`` (whose optimizer must have a constant,
     settable rate) on the batches of (x, y), cycled; restore every variable; return the curve and the
     suggestion. ``should_stop`` is asked after each step: a truthy answer ends the sweep there.
+    ``class_weight`` is the run's own (``training.class_weight``): the loss it sweeps is the one training
+    minimises, and fit's trace depends on it.
     """
     began = time.perf_counter()
     steps = max(1, min(int(steps), MAX_STEPS))
@@ -201,7 +204,7 @@ def range_test(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int
     with restored_afterwards(model):
         # The same data pipeline as the real run (element spec included): fit reuses the trace.
         model.fit(make_dataset(x, y, batch_size).repeat(), epochs=1, steps_per_epoch=steps, verbose=0,
-                  callbacks=[sweep], shuffle=False)
+                  callbacks=[sweep], shuffle=False, class_weight=class_weight)
     result = RangeTestResult(rates=sweep.rates[: len(sweep.smoothed)], losses=sweep.smoothed,
                              raw_losses=sweep.raw, steps_planned=steps, ended=sweep.ended)
     # Points after the divergence threshold only show the blow-up; the suggestion reads the curve up to it.
