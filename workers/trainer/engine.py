@@ -220,9 +220,11 @@ class _Run:
         if self.resume is None:
             self.phase_done("setup")
             steps = lr_range.planned_steps(self.epochs * self.steps_per_epoch)
-            result = lr_range.range_test(self.model, self.prepared.x_train, self.prepared.y_train,
-                                         self.batch_size, steps=steps, should_stop=self.reporter.should_stop,
-                                         class_weight=self.class_weight)
+            # In the strategy's scope: building the optimizer creates (mirrored) variables.
+            with distribute.scope(self.strategy):
+                result = lr_range.range_test(self.model, self.prepared.x_train, self.prepared.y_train,
+                                             self.batch_size, steps=steps, should_stop=self.reporter.should_stop,
+                                             class_weight=self.class_weight)
             self.range_test_record = result.record()
             if self.auto_rate:
                 self.learning_rate_chosen = result.suggested or self._default_rate()
