@@ -9,8 +9,13 @@ so the diagnostics' own work is also timed directly (``intrinsic_cost``) and rep
 off run's fit. The data checks (workers/trainer/diagnostics/data_checks.py) are one of its parts; since the
 workload has no validation split, they are also timed on the same data with a 0.2 validation split
 (``data_check_cost``: the leakage check hashes 48,000 training rows against 12,000 validation rows) and
-reported as a ratio to one epoch of the off run's fit. Run: ``.venv/bin/python bench/diagnostics.py
-[--repeats N]``.
+reported as a ratio to one epoch of the off run's fit.
+
+The learning-rate range test (``diagnostics.lr_range_test``, implied by ``optimizer.learning_rate: "auto"``)
+is a third side: diagnostics on plus the range test, alternating with the other two. Its cost is given as
+the whole call's ratio to the diagnostics-on run, and, timed directly like the diagnostics' own work, as
+the sweep's seconds on a traced model over the off run's fit (``range_test_cost``).
+Run: ``.venv/bin/python bench/diagnostics.py [--repeats N]``.
 """
 
 from __future__ import annotations
@@ -106,16 +111,38 @@ def data_check_cost(x, y, validation_split: float = 0.2) -> float:
     return seconds
 
 
-def run(x, y, enabled: bool) -> tuple[float, float, int]:
-    """(fit seconds, whole seconds, diagnostics records) for one run."""
-    spec = {**SPEC, "diagnostics": {"enabled": enabled, "preflight": enabled}}
+def range_test_cost(x, y) -> tuple[float, int]:
+    """(seconds, steps) of the learning-rate range test on a model whose train function is traced, as the
+    engine runs it: the run's steps (here past the cap, so 100) on the training batches, then restored."""
+    from workers.trainer.data import make_dataset, prepare_data
+    from workers.trainer.diagnostics import lr_range
+    from workers.trainer.layers import build_model
+    from workers.trainer.losses import build_loss
+    from workers.trainer.optimizers import build_optimizer
+
+    prepared = prepare_data(SPEC, TrainData(x, y))
+    model = build_model(SPEC)
+    model.compile(optimizer=build_optimizer(SPEC["optimizer"], None, 1), loss=build_loss(SPEC["loss"]),
+                  metrics=["accuracy"])
+    model.fit(make_dataset(prepared.x_train[:1280], prepared.y_train[:1280], 128), epochs=1, verbose=0,
+              shuffle=False)
+    steps = lr_range.planned_steps(SPEC["training"]["epochs"] * (len(prepared.x_train) // 128 + 1))
+    began = time.perf_counter()
+    result = lr_range.range_test(model, prepared.x_train, prepared.y_train, 128, steps=steps)
+    return time.perf_counter() - began, len(result.rates)
+
+
+def run(x, y, enabled: bool, range_test: bool = False) -> tuple[float, float, int, float]:
+    """(fit seconds, whole seconds, diagnostics records, range test seconds) for one run."""
+    spec = {**SPEC, "diagnostics": {"enabled": enabled, "preflight": enabled, "lr_range_test": range_test}}
     reporter = _FitTimer()
     with tempfile.TemporaryDirectory(prefix="bench-diagnostics-") as tmp:
         began = time.perf_counter()
         result = train(spec, TrainData(x, y), reporter, tmp)
         whole = time.perf_counter() - began
     assert result.stop_reason == "completed", result
-    return reporter.fit_ended - reporter.fit_began, whole, len(reporter.diagnostics_records)
+    return (reporter.fit_ended - reporter.fit_began, whole, len(reporter.diagnostics_records),
+            result.timings.get("lr_range_test", 0.0))
 
 
 def main() -> None:
@@ -126,24 +153,29 @@ def main() -> None:
     args = parser.parse_args()
     x, y = make_data()
     if args.side:
-        fit_s, whole_s, _ = run(x, y, args.side == "on")
+        fit_s, whole_s, _, _ = run(x, y, args.side == "on")
         print(json.dumps({"benchmark": "diagnostics", "side": args.side, "fit_seconds": round(fit_s, 4),
                           "whole_seconds": round(whole_s, 4)}))
         return
     print("warm-up ...", flush=True)
     run(x, y, True)
     run(x, y, False)
-    rows = []
+    run(x, y, True, range_test=True)
+    rows, sweeps = [], []
     for repeat in range(1, args.repeats + 1):
-        # Alternate which side goes first so drift does not favour one.
-        if repeat % 2:
-            on, off = run(x, y, True), run(x, y, False)
-        else:
-            off, on = run(x, y, False), run(x, y, True)
-        assert on[2] == SPEC["training"]["epochs"] and off[2] == 0
+        # Rotate which side goes first so drift does not favour one.
+        sides = {"on": lambda: run(x, y, True), "off": lambda: run(x, y, False),
+                 "range": lambda: run(x, y, True, range_test=True)}
+        order = list(sides)[repeat % 3:] + list(sides)[: repeat % 3]
+        done = {name: sides[name]() for name in order}
+        on, off, swept = done["on"], done["off"], done["range"]
+        assert on[2] == SPEC["training"]["epochs"] and off[2] == 0 and swept[3] > 0
         rows.append((on[0], off[0], on[1], off[1]))
+        sweeps.append((swept[1], on[1], swept[3]))
         print(f"repeat {repeat}: fit on {on[0]:7.3f} s  off {off[0]:7.3f} s  ratio {on[0] / off[0]:5.3f} | "
-              f"whole on {on[1]:7.3f} s  off {off[1]:7.3f} s  ratio {on[1] / off[1]:5.3f}", flush=True)
+              f"whole on {on[1]:7.3f} s  off {off[1]:7.3f} s  ratio {on[1] / off[1]:5.3f} | "
+              f"whole with the range test {swept[1]:7.3f} s (its phase {swept[3]:.3f} s) "
+              f"ratio to on {swept[1] / on[1]:5.3f}", flush=True)
     measured = [intrinsic_cost(x, y) for _ in range(5)]
     parts = {k: statistics.median(m[k] for m in measured) for k in measured[0]}
     cost = parts["total"]
@@ -155,6 +187,11 @@ def main() -> None:
     print(f"{'fit':9}{med[0]:10.3f}{med[1]:10.3f}{fit_ratio:8.3f}")
     print(f"{'whole':9}{med[2]:10.3f}{med[3]:10.3f}{whole_ratio:8.3f}")
     intrinsic_ratio = 1 + cost / med[1]
+    swept = [range_test_cost(x, y) for _ in range(5)]
+    sweep_cost = statistics.median(s for s, _ in swept)
+    sweep_steps = swept[0][1]
+    sweep_whole_ratio = statistics.median(r[0] / r[1] for r in sweeps)
+    sweep_phase = statistics.median(r[2] for r in sweeps)
     print(f"diagnostics' own time per run {cost:.3f} s (median of {[round(c, 3) for c in costs]}): "
           f"{cost / med[1]:.2%} of the off run's fit -> ratio {intrinsic_ratio:.3f}")
     print("  of which " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in parts.items() if k != "total"))
@@ -162,6 +199,10 @@ def main() -> None:
     epoch = med[1] / SPEC["training"]["epochs"]
     print(f"data checks with a 0.2 validation split: {checks * 1000:.1f} ms = {checks / epoch:.2%} of one epoch "
           f"of the off run ({epoch:.3f} s), {checks / med[1]:.2%} of its fit")
+    print(f"learning-rate range test: {sweep_steps} steps in {sweep_cost:.3f} s on a traced model (median of "
+          f"{[round(s, 3) for s, _ in swept]}): {sweep_cost / med[1]:.2%} of the off run's fit -> ratio "
+          f"{1 + sweep_cost / med[1]:.3f}; its phase in a run (tracing included) {sweep_phase:.3f} s; whole call "
+          f"with it / without it (diagnostics on) {sweep_whole_ratio:.3f}")
     print(json.dumps({"benchmark": "diagnostics", "intrinsic_seconds": round(cost, 4),
                       "data_checks_split_seconds": round(checks, 4),
                       "data_checks_epoch_ratio": round(checks / epoch, 4),
@@ -169,6 +210,10 @@ def main() -> None:
                       "intrinsic_ratio": round(intrinsic_ratio, 4), "on_seconds": round(med[0], 4), "off_seconds": round(med[1], 4),
                       "ratio": round(fit_ratio, 4), "whole_ratio": round(whole_ratio, 4),
                       "target": TARGET_RATIO, "within_target": fit_ratio <= TARGET_RATIO,
+                      "range_test": {"steps": sweep_steps, "intrinsic_seconds": round(sweep_cost, 4),
+                                     "intrinsic_ratio": round(1 + sweep_cost / med[1], 4),
+                                     "phase_seconds": round(sweep_phase, 4),
+                                     "whole_ratio": round(sweep_whole_ratio, 4)},
                       "repeats": len(rows)}))
 
 

@@ -372,7 +372,8 @@ def metrics(ctx: click.Context, job_id: str, as_csv: bool, as_json: bool) -> Non
 @json_option
 @click.pass_context
 def diagnostics(ctx: click.Context, job_id: str, as_json: bool) -> None:
-    """Training diagnostics of JOB_ID: findings first, then the last epoch's per-variable dynamics."""
+    """Training diagnostics of JOB_ID: findings first, then the last epoch's per-variable dynamics, then the
+    learning-rate range test when the job ran one."""
     diag = _client(ctx).diagnostics(job_id)
     if as_json:
         _print_json(diag)
@@ -386,6 +387,9 @@ def diagnostics(ctx: click.Context, job_id: str, as_json: bool) -> None:
         click.echo()
         click.echo(f"variables at epoch {last['epoch']} (of {len(epochs)} recorded)")
         click.echo(render.variables_table(last))
+    if diag.get("lr_range_test"):
+        click.echo()
+        click.echo(render.range_test_text(diag["lr_range_test"]))
 
 
 @main.command()

@@ -161,6 +161,9 @@ def job_summary(job: dict[str, Any]) -> str:
     ]
     for name, value in (job.get("test_metrics") or {}).items():
         pairs.append((f"test {name}", fmt(value)))
+    chosen = (job.get("optimizer") or {}).get("learning_rate_chosen")
+    if chosen is not None:
+        pairs.append(("learning rate", f"{fmt(chosen, 'lr')} (auto: chosen by the range test)"))
     pairs.append(("stop reason", job.get("stop_reason") or "-"))
     if job.get("error"):
         err = job["error"]
@@ -208,6 +211,21 @@ def findings_text(findings: Sequence[dict[str, Any]]) -> str:
             lines.append(f"         {'resolved' if resolved.get('resolved') else 'not resolved'} by fork "
                          f"{resolved.get('job_id')}")
     return "\n".join(lines)
+
+
+def range_test_text(sweep: dict[str, Any], rows: int = 12) -> str:
+    """The learning-rate range test: its suggestion, then about `rows` points of the curve, evenly spaced."""
+    chosen = sweep.get("learning_rate_chosen")
+    head = (f"learning-rate range test ({sweep.get('rule')}): suggests "
+            f"{fmt(sweep.get('suggested_learning_rate'), 'lr')}"
+            + (" (optimizer.learning_rate auto trains at it)" if chosen is not None else "")
+            + f"; lowest loss at {fmt(sweep.get('min_loss_learning_rate'), 'lr')}; {sweep.get('steps')} of "
+            f"{sweep.get('steps_planned')} steps ({sweep.get('ended')}), {fmt(sweep.get('seconds'), 'seconds')} s")
+    curve = sweep.get("curve") or []
+    step = max(1, -(-len(curve) // rows))
+    points = curve[::step] + ([curve[-1]] if curve and (len(curve) - 1) % step else [])
+    return head + "\n" + table([[fmt(p.get("learning_rate"), "lr"), fmt(p.get("loss"))] for p in points],
+                                ["LEARNING_RATE", "SMOOTHED_LOSS"])
 
 
 VARIABLE_COLUMNS = ("grad_norm", "weight_norm", "update_norm", "update_ratio", "zero_grad_fraction")

@@ -133,3 +133,8 @@ def monitor_mode(monitor: str) -> str:
     """Resolve `mode: "auto"` for a monitored log key: "max" for accuracy-like metrics, else "min"."""
     base = monitor[4:] if monitor.startswith("val_") else monitor
     return "max" if base in _MAXIMISED_METRICS else "min"
+
+#: What `optimizer.learning_rate` may hold instead of a number: the learning-rate range test run before
+#: training picks the rate (workers/trainer/diagnostics/lr_range.py), and the job shows it as
+#: `optimizer.learning_rate_chosen`.
+LEARNING_RATE_AUTO = "auto"

@@ -17,7 +17,10 @@ def get_diagnostics(job_id: str) -> Response:
     after = int_arg("after", 0, minimum=0, maximum=10_000_000)
     with services().db.session() as s:
         job = load_owned(s, Job, job_id)
-        variables = (job.model_info or {}).get("variables") or []
+        info = job.model_info or {}
+        variables = info.get("variables") or []
+        # diagnostics.lr_range_test or optimizer.learning_rate "auto": the sweep's curve and suggested rate.
+        range_test = info.get("lr_range_test")
         rows = s.execute(
             select(EpochDiagnostics)
             .where(EpochDiagnostics.job_id == job_id, EpochDiagnostics.epoch > after)
@@ -25,4 +28,4 @@ def get_diagnostics(job_id: str) -> Response:
         ).scalars()
         epochs = [diagnostics_epoch(r) for r in rows]
         findings = findings_ranked(s.execute(select(Finding).where(Finding.job_id == job_id)).scalars())
-    return jsonify({"variables": variables, "epochs": epochs, "findings": findings})
+    return jsonify({"variables": variables, "epochs": epochs, "findings": findings, "lr_range_test": range_test})

@@ -75,6 +75,9 @@ def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int
         }
         if info
         else None,
+        # optimizer.learning_rate "auto": the rate the range test chose and the job trains at (null until
+        # the worker has chosen it, and for a job that gave a number).
+        "optimizer": {"learning_rate_chosen": info.get("learning_rate_chosen")},
         "findings": findings or no_findings(),
         "timings": job_timings(job),
         # The reproducibility record of the attempt that ran last; null until a worker claims the job.

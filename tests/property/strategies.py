@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from marshmallow import Schema, ValidationError, fields, validate
 
 from trainyard.spec import DatasetInfo, SpecError, infer_shapes
-from trainyard.spec.fields import Bool, Choice, Float, Int, IntOrList, List, Object, Str, Tagged
+from trainyard.spec.fields import Bool, Choice, Float, FloatOrWord, Int, IntOrList, List, Object, Str, Tagged
 from trainyard.spec.layers import LAYER_SCHEMAS, layer_field
 from trainyard.names import LOSS_ALIASES, LOSSES, METRICS
 from trainyard.spec.schema import (
@@ -115,6 +115,8 @@ def field_value(name: str, field: fields.Field, context: dict[str, Any]) -> st.S
         low = bound.min if bound is not None and bound.min is not None else 0
         high = bound.max if bound is not None and bound.max is not None else context["int_max"].get(name, 10**6)
         return extreme_ints(low, high, small=8 if name in STRUCTURAL else None, outside=context["outside"])
+    if isinstance(field, FloatOrWord):  # optimizer.learning_rate: a number, or "auto" (the range test)
+        return st.one_of(st.sampled_from(field.words), extreme_floats(_range(field), outside=context["outside"]))
     if isinstance(field, Float):
         return extreme_floats(_range(field), outside=context["outside"])
     raise TypeError(f"no strategy for {name}: {type(field).__name__}")

@@ -349,8 +349,10 @@ ACCEPTED_SPECS: list[dict[str, Any]] = [
             ({"type": "adam", "epsilon": 1e-6}, {"type": "polynomial_decay", "decay_steps": 4,
                                                  "end_learning_rate": 0.0, "power": 2.0, "cycle": True}),
             ({"type": "sgd"}, {"type": "constant"}),
+            ({"type": "adam", "learning_rate": "auto"}, {"type": "cosine_decay", "decay_steps": 5}),
         ]
     ],
+    {**tiny_spec(), "diagnostics": {"lr_range_test": True, "on_error": "continue"}},
 ]
 
 # Specs the schema layer of trainyard.spec rejects, which the document must reject too.
@@ -361,6 +363,8 @@ REJECTED_SPECS: list[dict[str, Any]] = [
     tiny_spec(metrics=["accuracy", "accuracy"]),
     tiny_spec(optimizer={"type": "adam", "momentum": 0.9}),
     tiny_spec(optimizer={"type": "lbfgs"}),
+    tiny_spec(optimizer={"type": "adam", "learning_rate": "automatic"}),
+    tiny_spec(diagnostics={"lr_range_test": "yes"}),
     tiny_spec(schedule={"type": "cosine_decay"}),
     tiny_spec(training={"epochs": "10"}),
     tiny_spec(training={"epochs": 10_001}),

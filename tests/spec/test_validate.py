@@ -127,7 +127,8 @@ def test_issue_example_normalises_to_the_documented_shape():
         "training": {"epochs": 20, "batch_size": 32, "shuffle": True, "seed": 0,
                      "mixed_precision": False, "jit_compile": False, "class_weight": None},
         "limits": {"max_runtime_seconds": None},
-        "diagnostics": {"enabled": True, "preflight": True, "on_error": "stop"},
+        "diagnostics": {"enabled": True, "preflight": True, "on_error": "stop",
+                        "lr_range_test": False},
         "resources": {"gpus": None},
     }
     assert json.loads(json.dumps(spec)) == spec  # plain JSON: no tuples, no custom objects
@@ -146,7 +147,7 @@ def test_minimal_spec_gets_every_default():
     assert spec["training"] == {"epochs": 10, "batch_size": 32, "shuffle": True, "seed": None,
                                 "mixed_precision": False, "jit_compile": False, "class_weight": None}
     assert spec["limits"] == {"max_runtime_seconds": None}
-    assert spec["diagnostics"] == {"enabled": True, "preflight": True, "on_error": "stop"}
+    assert spec["diagnostics"] == {"enabled": True, "preflight": True, "on_error": "stop", "lr_range_test": False}
     assert spec["model"]["layers"][0] == {"type": "dense", "units": 3, "activation": "softmax",
                                           **DENSE_DEFAULTS}
 
@@ -656,3 +657,42 @@ def test_resources_pick_a_class_the_operator_configured():
     error_at(minimal(resources={"gpus": 4}), "resources.gpus", contains="gpus: 0 (cpu), 2 (gpu-2)", limits=gpu_box)
     error_at(minimal(resources={"gpus": -1}), "resources.gpus")
     error_at(minimal(resources={"gpus": 1, "tpus": 2}), "resources.tpus")
+
+
+# --- learning_rate "auto" and the range test --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam", "adagrad"])
+def test_auto_learning_rate_is_kept_in_the_normalised_spec(kind):
+    spec = valid(minimal(optimizer={"type": kind, "learning_rate": "auto"}))
+    assert spec["optimizer"]["learning_rate"] == "auto"
+    assert spec["diagnostics"]["lr_range_test"] is False  # "auto" runs the test whatever this says
+
+
+def test_auto_learning_rate_with_a_schedule_that_starts_from_it():
+    spec = valid(minimal(optimizer={"learning_rate": "auto", "type": "adam"},
+                         schedule={"type": "exponential_decay", "decay_steps": 2, "decay_rate": 0.5},
+                         diagnostics={"lr_range_test": True}))
+    assert spec["schedule"]["type"] == "exponential_decay" and spec["diagnostics"]["lr_range_test"] is True
+
+
+def test_auto_learning_rate_is_refused_with_piecewise_constant():
+    message = error_at(minimal(optimizer={"type": "adam", "learning_rate": "auto"},
+                               schedule={"type": "piecewise_constant", "boundaries": [2], "values": [0.1, 0.01]}),
+                       "optimizer.learning_rate", contains="piecewise_constant")
+    assert "schedule.values" in message
+
+
+@pytest.mark.parametrize("value", ["Auto", "fast", "", None, True, [0.1]])
+def test_learning_rate_is_a_number_or_auto(value):
+    message = error_at(minimal(optimizer={"type": "adam", "learning_rate": value}), "optimizer.learning_rate")
+    assert "auto" in message or value is None
+
+
+def test_auto_leaves_the_number_bounds_alone():
+    error_at(minimal(optimizer={"type": "adam", "learning_rate": 11.0}), "optimizer.learning_rate")
+    error_at(minimal(optimizer={"type": "adam", "learning_rate": 0.0}), "optimizer.learning_rate")
+
+
+def test_lr_range_test_takes_a_boolean():
+    error_at(minimal(diagnostics={"lr_range_test": "yes"}), "diagnostics.lr_range_test")

@@ -52,6 +52,16 @@ SCRIPT = textwrap.dedent('''
                 "diagnostics": len(reporter.diagnostics_records),
                 "prediction_shape": list(model.predict(np.zeros((2, 4)), verbose=0).shape),
             }
+    # optimizer.learning_rate "auto": the range test runs under the strategy too (its optimizer variables
+    # are mirrored), and the run trains at the rate it chose.
+    auto = make_spec(data, resources={"gpus": 2}, spec_limits=SpecLimits(resource_classes=("cpu", "gpu-2")),
+                     **{**options, "optimizer": {"type": "adam", "learning_rate": "auto"}})
+    reporter = InMemoryReporter()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(auto, data, reporter, tmp, devices=["/cpu:0", "/cpu:1"])
+    out["auto"] = {"stop_reason": result.stop_reason, "chosen": reporter.info["learning_rate_chosen"],
+                   "rates": [logs["learning_rate"] for _, logs in reporter.epochs],
+                   "curve": len(reporter.info["lr_range_test"]["curve"])}
     print("RESULT " + json.dumps(out))
 ''')
 
@@ -78,3 +88,6 @@ def test_mirrored_strategy_on_two_logical_devices_trains_like_one_device() -> No
     # The probe takes gradients outside fit, which mirrored variables refuse: off, and said so in the log.
     assert mirrored["diagnostics"] == 0 and single["diagnostics"] == 4
     assert "diagnostics and preflight are off" in proc.stderr
+    auto = out["auto"]
+    assert auto["stop_reason"] == "completed" and auto["curve"] > 0
+    assert all(abs(rate - auto["chosen"]) <= 1e-6 * auto["chosen"] for rate in auto["rates"]), auto

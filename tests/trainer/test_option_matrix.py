@@ -30,6 +30,7 @@ from marshmallow import fields as mfields
 from marshmallow import validate
 
 from trainyard.spec import LOSSES, METRICS, SpecError
+from trainyard.spec.fields import FloatOrWord
 from trainyard.spec.layers import LAYER_SCHEMAS, LAYER_TYPES, RECURRENT_SCHEMAS
 from trainyard.names import ACTIVATION_ALIASES, ACTIVATIONS, LOSS_ALIASES
 from trainyard.spec.schema import (
@@ -54,6 +55,10 @@ OPTIMIZER_VALUES = {"learning_rate": 0.02, "momentum": 0.5, "nesterov": True, "b
                     "epsilon": 1e-6, "amsgrad": True, "weight_decay": 0.01, "rho": 0.8, "centered": True,
                     "initial_accumulator_value": 0.2}
 CLIPS = {"clipnorm": 1.0, "clipvalue": 0.5}
+# learning_rate "auto" (the range test picks the rate), one variant of each type (None: unclipped): their
+# fits have a decaying schedule, which then starts from the chosen rate, or the constant one (nadam's).
+AUTO_RATE = {("sgd", "clipnorm"), ("adam", "clipnorm"), ("adamw", "clipnorm"), ("nadam", "clipvalue"),
+             ("rmsprop", "clipnorm"), ("adagrad", None)}
 
 
 def optimizer_variants() -> list[dict]:
@@ -62,7 +67,10 @@ def optimizer_variants() -> list[dict]:
     for kind, schema in OPTIMIZER_SCHEMAS.items():
         settable = [f for f in schema._declared_fields if f not in ("type", *CLIPS)]
         variants.append({"type": kind, **{f: OPTIMIZER_VALUES[f] for f in settable if f in OPTIMIZER_VALUES}})
-        variants += [{"type": kind, "learning_rate": 0.01, clip: value} for clip, value in CLIPS.items()]
+        if (kind, None) in AUTO_RATE:
+            variants[-1]["learning_rate"] = "auto"
+        variants += [{"type": kind, "learning_rate": "auto" if (kind, clip) in AUTO_RATE else 0.01, clip: value}
+                     for clip, value in CLIPS.items()]
     return variants
 
 
@@ -234,8 +242,8 @@ CALLBACK_ROWS = {
 }
 # Options of the whole job, one fit each (in this order, from the first fit of a float body).
 JOB_OPTIONS = [
-    {"training": {"mixed_precision": True}, "diagnostics": {"on_error": "continue"}},
-    {"training": {"jit_compile": True}, "diagnostics": {"enabled": False}},
+    {"training": {"mixed_precision": True}, "diagnostics": {"on_error": "continue", "lr_range_test": True}},
+    {"training": {"jit_compile": True}, "diagnostics": {"enabled": False, "lr_range_test": True}},
     {"training": {"shuffle": False, "seed": None}, "diagnostics": {"preflight": False}},
     {"limits": {"max_runtime_seconds": 3600}, "resources": {"gpus": 0}},
 ]
@@ -343,6 +351,11 @@ def test_fit_ends_well_with_a_finite_loss_and_a_loadable_checkpoint(index, tmp_p
     result = train(spec, data, reporter, tmp_path)
     assert result.stop_reason in ("completed", "early_stopping"), result
     assert reporter.epochs and all(math.isfinite(logs["loss"]) for _, logs in reporter.epochs), reporter.epochs
+    if spec["optimizer"]["learning_rate"] == "auto" or spec["diagnostics"]["lr_range_test"]:
+        sweep = reporter.info["lr_range_test"]
+        assert sweep["curve"] and result.timings["lr_range_test"] > 0, sweep
+    if spec["optimizer"]["learning_rate"] == "auto":
+        assert reporter.info["learning_rate_chosen"] == sweep["suggested_learning_rate"], sweep
     model = keras.models.load_model(result.best_checkpoint)
     predicted = model.predict(data.x_train[:4], verbose=0)
     assert predicted.shape[0] == 4 and np.isfinite(predicted).all()
@@ -427,6 +440,8 @@ def coverage() -> dict[str, set]:
                     seen["regularizer"].add((where, name, _regularizer_kind(section[name])))
                 elif isinstance(declared, mfields.String):
                     seen["choice"].add((_family(where), name, value))
+                elif isinstance(declared, FloatOrWord) and value in declared.words:
+                    seen["word"].add((_family(where), name, value))
     return seen
 
 
@@ -459,6 +474,8 @@ def required() -> dict[str, set]:
                 need["regularizer"] |= {(where, name, kind) for kind in ("l1", "l2", "l1+l2")}
             elif isinstance(declared, mfields.String):
                 need["choice"] |= {(_family(where), name, c) for c in _choices(schema, name)}
+            elif isinstance(declared, FloatOrWord):
+                need["word"] |= {(_family(where), name, w) for w in declared.words}
     return need
 
 

@@ -15,6 +15,7 @@ from trainyard.spec.layers import LayerShape, infer_shapes
 from trainyard.resources import ANY, gpus_of, resource_class
 from trainyard.spec.limits import SpecLimits
 from trainyard.names import (
+    LEARNING_RATE_AUTO,
     CLASSIFICATION_LOSSES,
     CLASSIFICATION_METRICS,
     monitor_mode,
@@ -310,6 +311,12 @@ def check_schedule(spec: dict, info: DatasetInfo | None) -> Errors:
             "callbacks.reduce_lr_on_plateau",
             f"reduce_lr_on_plateau only works with the constant schedule; schedule is "
             f"{schedule['type']}.",
+        ))
+    if spec["optimizer"]["learning_rate"] == LEARNING_RATE_AUTO and schedule["type"] == "piecewise_constant":
+        errors.append(error(
+            "optimizer.learning_rate",
+            '"auto" picks the rate a schedule starts from, and piecewise_constant takes its rates from '
+            "schedule.values alone; give a number, or use another schedule.",
         ))
     if schedule["type"] == "cosine_decay" and schedule["warmup_steps"] > 0:
         epochs = spec["training"]["epochs"]

@@ -86,6 +86,27 @@ class Float(fields.Float):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class FloatOrWord(Float):
+    """A number as `Float` takes it, or one of a few words that stand for a value the engine works out
+    (`optimizer.learning_rate: "auto"`); the number's validators do not apply to a word."""
+
+    def __init__(self, words: tuple[str, ...], **kwargs: Any) -> None:
+        self.words = tuple(words)
+        super().__init__(**kwargs)
+        quoted = " or ".join(f'"{w}"' for w in self.words)
+        self.error_messages = {**self.error_messages, "invalid": f"Must be a number or {quoted}."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float | str:
+        if isinstance(value, str) and value in self.words:
+            return value
+        return super()._deserialize(value, attr, data, **kwargs)
+
+    def _validate(self, value: Any) -> None:
+        if isinstance(value, str) and value in self.words:
+            return
+        super()._validate(value)
+
+
 class Bool(fields.Boolean):
     default_error_messages = {"invalid": "Must be true or false."}
 

@@ -13,9 +13,11 @@ from marshmallow import ValidationError, pre_load, validate, validates_schema
 
 from trainyard.spec import bounds
 from trainyard.spec.catalog import BUILTIN_ID_RE, UPLOADED_ID_RE
-from trainyard.spec.fields import Bool, Choice, Float, Int, List, Object, SpecSchema, Str, Tagged, type_field
+from trainyard.spec.fields import (
+    Bool, Choice, Float, FloatOrWord, Int, List, Object, SpecSchema, Str, Tagged, type_field,
+)
 from trainyard.spec.layers import ModelSchema
-from trainyard.names import LOSS_ALIASES, LOSSES, METRICS
+from trainyard.names import LEARNING_RATE_AUTO, LOSS_ALIASES, LOSSES, METRICS
 
 SEED_MAX = 2**31 - 1
 NORMALIZATIONS = ["none", "standardize", "minmax"]
@@ -51,8 +53,13 @@ class DatasetSchema(SpecSchema):
 # --- optimizers ----------------------------------------------------------------------------------
 
 
+def _learning_rate(default: float) -> FloatOrWord:
+    # "auto": the learning-rate range test picks the rate before training (diagnostics.lr_range_test).
+    return FloatOrWord((LEARNING_RATE_AUTO,), load_default=default, validate=bounds.LEARNING_RATE)
+
+
 class _OptimizerBase(SpecSchema):
-    learning_rate = Float(load_default=0.001, validate=bounds.LEARNING_RATE)
+    learning_rate = _learning_rate(0.001)
     clipnorm = Float(allow_none=True, load_default=None, validate=bounds.CLIP)
     clipvalue = Float(allow_none=True, load_default=None, validate=bounds.CLIP)
 
@@ -64,7 +71,7 @@ class _OptimizerBase(SpecSchema):
 
 class SgdSchema(_OptimizerBase):
     type = type_field("sgd")
-    learning_rate = Float(load_default=0.01, validate=bounds.LEARNING_RATE)
+    learning_rate = _learning_rate(0.01)
     momentum = Float(load_default=0.0, validate=bounds.MOMENTUM)
     nesterov = Bool(load_default=False)
 
@@ -266,6 +273,9 @@ class DiagnosticsSchema(SpecSchema):
     preflight = Bool(load_default=True)
     # What a confirmed error finding does: end the job (failed, stop_reason "diagnosis") or only flag it.
     on_error = Choice(DIAGNOSIS_ACTIONS, load_default="stop")
+    # Before training, sweep the learning rate on a copy of the state and store the curve and a suggested
+    # rate in the job's diagnostics (optimizer.learning_rate "auto" runs it and trains at that rate).
+    lr_range_test = Bool(load_default=False)
 
 
 def _check_metrics(values: list[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import tempfile
@@ -11,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from trainyard.names import LEARNING_RATE_AUTO
 from trainyard.stop_reasons import StopReason
 
 from . import distribute, process_settings
@@ -30,7 +32,9 @@ from .export import export_savedmodel
 from .layers import build_model, summarize, takes_integer_inputs
 from .losses import build_loss, build_metrics
 from .optimizers import build_optimizer
+from .diagnostics import lr_range
 from .diagnostics.data_checks import measure_features
+from .diagnostics.findings import DEFAULT_LEARNING_RATES
 from .diagnostics.setup import prepare_diagnostics, reports_diagnostics
 from .preflight import preflight
 from .types import InMemoryReporter, Reporter, ResumeState, TrainData, TrainResult, describe_error
@@ -86,6 +90,7 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
     try:
         run.build()
         run.compile()
+        run.lr_range_test()
         run.callbacks()
         run.started()
         stopped = run.preflight()
@@ -125,10 +130,19 @@ class _Run:
         self.test_metrics: dict | None = None
         # The error finding that stopped the run (stop reason diagnosis).
         self.stopped_by: dict | None = None
+        # The learning-rate range test: wanted with diagnostics.lr_range_test or optimizer.learning_rate
+        # "auto"; its record (diagnostics/lr_range.py) and, with "auto", the rate the run trains at. A
+        # resumed run takes both from its backup instead of sweeping again.
+        self.auto_rate = (spec.get("optimizer") or {}).get("learning_rate") == LEARNING_RATE_AUTO
+        self.wants_range_test = self.auto_rate or bool((spec.get("diagnostics") or {}).get("lr_range_test"))
+        carried = resume.state if resume is not None else {}
+        self.range_test_record: dict | None = carried.get("lr_range_test")
+        self.learning_rate_chosen: float | None = carried.get("learning_rate_chosen")
 
     def phase_done(self, name: str) -> None:
+        # A phase may come back after another (setup goes on after the range test): its seconds add up.
         now = time.perf_counter()
-        self.timings[name] = round(now - self._phase_began, 4)
+        self.timings[name] = round(self.timings.get(name, 0.0) + now - self._phase_began, 4)
         self._phase_began = now
 
     def build(self) -> None:
@@ -180,17 +194,66 @@ class _Run:
         return (bool(options.get("enabled", True)) and self.strategy is None
                 and reports_diagnostics(self.reporter))
 
-    def compile(self) -> None:
-        """Optimizer (with its schedule), loss and metrics, in the strategy's scope like the model."""
+    def compile(self, rate: float | None = None) -> None:
+        """Optimizer (with its schedule), loss and metrics, in the strategy's scope like the model.
+
+        ``rate`` replaces the spec's learning rate. Before a range test the optimizer gets a constant rate
+        (the spec's, or with "auto" a placeholder the sweep overwrites at once) and no schedule: a variable
+        the test can set step by step.
+        """
         spec = self.spec
+        optimizer = dict(spec["optimizer"])
+        if rate is not None:
+            optimizer["learning_rate"] = rate
+        elif self.auto_rate:
+            # A resumed run trains at the rate its first attempt chose (from the backup).
+            optimizer["learning_rate"] = self.learning_rate_chosen or self._default_rate()
+        constant = self.wants_range_test and self.resume is None and self.range_test_record is None
         with distribute.scope(self.strategy):
             self.jit_compile = process_settings.resolve_jit_compile(bool(self.training.get("jit_compile")))
             self.model.compile(
-                optimizer=build_optimizer(spec["optimizer"], self.schedule, self.steps_per_epoch),
+                optimizer=build_optimizer(optimizer, None if constant else self.schedule, self.steps_per_epoch),
                 loss=build_loss(spec["loss"]),
                 metrics=build_metrics(spec.get("metrics"), spec["loss"]),
                 jit_compile=self.jit_compile,
             )
+
+    def _default_rate(self) -> float:
+        return DEFAULT_LEARNING_RATES.get(self.spec["optimizer"].get("type", ""), 0.001)
+
+    def lr_range_test(self) -> None:
+        """The learning-rate range test, on a copy of the state; with "auto", the run then trains at the
+        rate it suggests (the schedule, if any, starts from it). Its seconds are the phase
+        ``lr_range_test`` of the timings."""
+        if not self.wants_range_test:
+            return
+        if self.resume is None:
+            self.phase_done("setup")
+            steps = lr_range.planned_steps(self.epochs * self.steps_per_epoch)
+            # In the strategy's scope: building the optimizer creates (mirrored) variables.
+            with distribute.scope(self.strategy):
+                result = lr_range.range_test(self.model, self.prepared.x_train, self.prepared.y_train,
+                                             self.batch_size, steps=steps, should_stop=self.reporter.should_stop,
+                                             class_weight=self.class_weight)
+            self.range_test_record = result.record()
+            if self.auto_rate:
+                self.learning_rate_chosen = result.suggested or self._default_rate()
+                self.range_test_record["learning_rate_chosen"] = self.learning_rate_chosen
+            rate = self.learning_rate_chosen if self.auto_rate else None
+            if self.schedule.get("type", "constant") != "constant":
+                self.compile(rate)  # the real optimizer, with its schedule, from the chosen rate
+            else:
+                self.model.optimizer.learning_rate = (
+                    rate if rate is not None else float(self.spec["optimizer"]["learning_rate"]))
+            self.phase_done("lr_range_test")
+        elif self.auto_rate and self.learning_rate_chosen is None:
+            logger.warning("the backup holds no chosen learning rate; the resumed run trains at %g",
+                           self._default_rate())
+        if self.auto_rate:
+            # From here on the run is the spec with the chosen rate: diagnostics judge that rate.
+            self.spec = copy.deepcopy(self.spec)
+            self.spec["optimizer"]["learning_rate"] = self.learning_rate_chosen or self._default_rate()
+            logger.info("learning rate chosen by the range test: %g", self.spec["optimizer"]["learning_rate"])
 
     def callbacks(self) -> None:
         """The callbacks in the order they must run, diagnostics, and the state a resumed run continues."""
@@ -233,6 +296,9 @@ class _Run:
             distribute.without_probes(spec) if self.strategy is not None else spec, self.model,
             self.data.x_train, self.data.y_train, prepared.x_train, prepared.y_train, reporter, state,
             integer_inputs=self.integer_inputs, data_report=self.data_report)
+        if self.range_test_record is not None:
+            # Findings that suggest a rate take the range test's when it points their way (findings.py).
+            self.diagnostics.context.range_test_rate = self.range_test_record.get("suggested_learning_rate")
         if self.diagnostics.callback is not None:
             self.callback_list.append(self.diagnostics.callback)
             if resume is not None:
@@ -248,9 +314,19 @@ class _Run:
                 self.workdir / "backup", reporter, state,
                 {"reporter": self.epoch_reporter, "checkpoint": self.checkpoint,
                  "reduce_lr_on_plateau": reduce_lr, "early_stopping": self.early_stopping},
-                elapsed_before=elapsed_before, resume=resume))
+                elapsed_before=elapsed_before, resume=resume, carry=self._carried()))
         elif resume is not None:
             raise ValueError("resuming needs a reporter with backup_saved()")
+
+    def _carried(self) -> dict:
+        """What a resumed run takes from the backup instead of sweeping again: the range test's record and
+        the rate "auto" chose."""
+        carry = {}
+        if self.range_test_record is not None:
+            carry["lr_range_test"] = self.range_test_record
+        if self.learning_rate_chosen is not None:
+            carry["learning_rate_chosen"] = self.learning_rate_chosen
+        return carry
 
     def started(self) -> None:
         """Setup is done: report the model's facts and the setup findings."""
@@ -270,6 +346,7 @@ class _Run:
             "replicas": self.replicas,
         }
         info["variables"] = self.diagnostics.variables
+        info.update(self._carried())
         self.phase_done("setup")
         call_reporter(self.reporter.started, info, what="started")
         self.diagnostics.report(self.reporter, self.diagnostics.setup_findings)

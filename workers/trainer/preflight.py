@@ -8,11 +8,8 @@ the very train function the real run uses: the real run's first epoch then skips
 have paid anyway, and preflight costs a few steps, not a second compilation. Gradients are measured only
 when the steps moved no trainable variable (or the optimizer decays weights, which moves them without
 gradients).
-Everything they touch is put back afterwards: every model variable (weights, batch-norm statistics,
-the dropout layers' seed-generator states), every optimizer variable (built here exactly as fit would
-build it: iteration counter, slots, loss scale) and Keras' global seed generator if one exists. They
-draw from no global random stream, so the real run starts from exactly the weights, optimizer state and
-random stream it would have had without preflight.
+Everything they touch is put back afterwards (snapshot.py), so the real run starts from exactly the
+weights, optimizer state and random stream it would have had without preflight.
 """
 
 from __future__ import annotations
@@ -32,6 +29,7 @@ from .data import make_dataset
 from .diagnostics.findings import RunContext, check_diverged, zero_gradient_findings
 from .diagnostics.probe import ProbeMeasure, trainable_variables
 from .losses import build_loss
+from .snapshot import restored_afterwards
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +46,6 @@ class PreflightResult:
     @property
     def ok(self) -> bool:
         return self.stop_reason is None
-
-
-def _global_seed_state() -> keras.Variable | None:
-    # Only look: creating the global seed generator would itself draw from Python's random module.
-    from keras.src.backend.common import global_state
-
-    generator = global_state.get_global_attribute("global_seed_generator")
-    return getattr(generator, "state", None)
 
 
 class _StepLosses(keras.callbacks.Callback):
@@ -89,13 +79,6 @@ def preflight(model: keras.Model, spec: dict, x: np.ndarray, y: np.ndarray, *, c
     if measure is None:
         measure = ProbeMeasure(model, build_loss(spec["loss"]), trainable_variables(model))
     optimizer = model.optimizer
-    if not optimizer.built:  # as fit would: same variables, same initial values
-        optimizer.build(model.trainable_variables)
-    lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-    seed_state = _global_seed_state()
-    saved = [v.numpy() for v in model.variables]
-    saved_optimizer = [v.numpy() for v in optimizer.variables]
-    saved_seed = seed_state.numpy() if seed_state is not None else None
     result = PreflightResult(stop_reason=None)
 
     def check_gradients() -> None:
@@ -111,7 +94,9 @@ def preflight(model: keras.Model, spec: dict, x: np.ndarray, y: np.ndarray, *, c
 
     measure_first = bool(getattr(optimizer, "weight_decay", None))
     moved = True
-    try:
+    with restored_afterwards(model) as snapshot:
+        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        saved = snapshot.model_values
         if measure_first:
             check_gradients()
         if result.stop_reason is None:
@@ -125,14 +110,6 @@ def preflight(model: keras.Model, spec: dict, x: np.ndarray, y: np.ndarray, *, c
             trainable = {id(v) for v in model.trainable_variables}
             moved = any(not np.array_equal(v.numpy(), value)
                         for v, value in zip(model.variables, saved) if id(v) in trainable)
-    finally:
-        for v, value in zip(model.variables, saved):
-            v.assign(value)
-        for v, value in zip(optimizer.variables, saved_optimizer):
-            v.assign(value)
-        if seed_state is not None:
-            seed_state.assign(saved_seed)
-        model.reset_metrics()
     if result.stop_reason is None and not moved and not measure_first:
         check_gradients()  # on the restored weights; measuring writes no variable
     if result.stop_reason == StopReason.NAN_LOSS:

@@ -53,8 +53,8 @@ class TrainResult:
     best_checkpoint: str | None
     test_metrics: dict[str, float] | None
     normalization: dict[str, Any] | None
-    # Wall seconds per phase of this call: setup (data preparation, model build and compile), preflight,
-    # fit, evaluate (test split or checkpoint check); phases not reached are absent.
+    # Wall seconds per phase of this call: setup (data preparation, model build and compile), lr_range_test
+    # (when asked for), preflight, fit, evaluate (test split or checkpoint check); phases not reached are absent.
     timings: dict[str, float] = field(default_factory=dict)
     # With stop_reason "error": what went wrong, for the user (`describe_error`): the exception's type and
     # its first line, never a traceback. With stop_reason "diagnosis": the finding's message.

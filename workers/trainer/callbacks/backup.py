@@ -63,6 +63,7 @@ class EpochBackup(keras.callbacks.Callback):
         *,
         elapsed_before: float = 0.0,
         resume: ResumeState | None = None,
+        carry: dict | None = None,
     ) -> None:
         super().__init__()
         if not callable(getattr(reporter, "backup_saved", None)):
@@ -81,6 +82,8 @@ class EpochBackup(keras.callbacks.Callback):
         self._stateful = dict(stateful)
         self._elapsed_before = float(elapsed_before)
         self._resume = resume
+        # Facts of the run fixed before training (the range test's record): saved with every backup.
+        self._carry = dict(carry or {})
         self._began = time.monotonic()
 
     def on_train_begin(self, logs=None):
@@ -112,6 +115,7 @@ class EpochBackup(keras.callbacks.Callback):
             "stop_training": bool(self.model.stop_training),
             "callbacks": {name: cb.get_state() for name, cb in self._stateful.items()},
             "seed_generators": [v.numpy().tolist() for v in seed_generator_states(self.model)],
+            **self._carry,
         }
         call_reporter(self._reporter.backup_saved, epoch + 1, str(self.path), state,
                       what=f"backup_saved({epoch + 1})")

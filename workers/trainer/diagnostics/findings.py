@@ -65,7 +65,7 @@ _SATURATING = ("sigmoid", "tanh", "hard_sigmoid", "softsign")
 STOPPING_CODES = ("lr_too_small", "diverged", "loss_activation_mismatch", "non_finite_feature")
 # What a suggested change is based on.
 BASES = ("update_ratio", "divergence", "gradient_norm", "data_scale", "loss_activation", "gradient_flow",
-         "progress", "validation_loss", "optimizer_default", "class_counts", "target_range")
+         "progress", "validation_loss", "optimizer_default", "class_counts", "target_range", "lr_range_test")
 # A suggested learning rate aims at this update-to-weight ratio per step for the fastest-moving kernel
 # (the usual rule of thumb: about 1e-3 in a healthy run).
 TARGET_UPDATE_RATIO = 1e-3
@@ -126,6 +126,9 @@ class RunContext:
     variables: list[dict] = field(default_factory=list)  # [{"layer", "name", "shape"}]
     # Optimizer steps in an epoch: an epoch's update ratio over this is the per-step ratio.
     steps_per_epoch: int | None = None
+    # The rate the learning-rate range test suggested, when the job ran one (diagnostics/lr_range.py): the
+    # most direct evidence for a rate, so a finding that suggests one takes it when it points the right way.
+    range_test_rate: float | None = None
 
     @property
     def stops_on_error(self) -> bool:
@@ -223,7 +226,12 @@ def suggested_learning_rate(record: dict, ctx: RunContext) -> tuple[float, dict]
 
 
 def _rate_change(record: dict, ctx: RunContext) -> tuple[dict, str, dict]:
-    """A learning-rate change from the update ratios, or the optimizer's default rate without a kernel."""
+    """A larger learning rate: the range test's, when the job ran one and it is larger than the rate that
+    trains too slowly; else from the update ratios, or the optimizer's default rate without a kernel."""
+    lr = record.get("learning_rate")
+    if ctx.range_test_rate is not None and (not lr or ctx.range_test_rate > lr):
+        rate = ctx.range_test_rate
+        return {"optimizer": {"learning_rate": rate}}, "lr_range_test", {"suggested_learning_rate": rate}
     suggested = suggested_learning_rate(record, ctx)
     if suggested is None:
         rate = ctx.default_learning_rate()
@@ -257,10 +265,11 @@ def check_weights_not_changing(epochs: list[dict], ctx: RunContext) -> list[dict
             f"The learning rate {_g(lr)} is too small to train: after {len(epochs)} epoch(s) the weights "
             f"have practically not changed (largest update {_g(evidence['largest_update_norm'])}). Set "
             f"optimizer.learning_rate to about {rate:g}"
-            + (" (the rate that moves the weights by about 1e-3 of their size per step)."
-               if basis == "update_ratio" else " (the optimizer's default)."),
+            + {"update_ratio": " (the rate that moves the weights by about 1e-3 of their size per step).",
+               "lr_range_test": " (the rate the learning-rate range test suggests)."}.get(
+                basis, " (the optimizer's default)."),
             evidence, epoch=last["epoch"], suggested_change=change, basis=basis)]
-    if lr is None or (basis == "update_ratio" and rate <= lr):
+    if lr is None or (basis in ("update_ratio", "lr_range_test") and rate <= lr):
         change = None  # the ratios do not call for a larger rate: the gradient findings say why
     advice = (f"the steps are too small. Raise optimizer.learning_rate to about {rate:g}, or look at the "
               "gradient findings." if change else
@@ -273,19 +282,23 @@ def check_weights_not_changing(epochs: list[dict], ctx: RunContext) -> list[dict
         evidence, epoch=last["epoch"], suggested_change=change, basis=basis if change else None)]
 
 
-def _divergence_change(ctx: RunContext, lr: float | None) -> dict:
-    """A tenth of the rate that diverged, never above the optimizer's default rate (a rate of 1e6 that
-    diverged says nothing in favour of 1e5), and gradient clipping."""
+def _divergence_change(ctx: RunContext, lr: float | None) -> tuple[dict, str]:
+    """The range test's rate when the job ran one and it is below the rate that diverged; else a tenth of
+    the rate that diverged, never above the optimizer's default rate (a rate of 1e6 that diverged says
+    nothing in favour of 1e5). With gradient clipping either way; and the basis."""
+    if ctx.range_test_rate is not None and (not lr or ctx.range_test_rate < lr):
+        return ({"optimizer": {"learning_rate": ctx.range_test_rate, "clipnorm": 1.0, "clipvalue": None}},
+                "lr_range_test")
     base = lr if lr else ctx.optimizer.get("learning_rate") or ctx.default_learning_rate()
     rate = float(f"{max(min(base / 10, ctx.default_learning_rate()), LEARNING_RATE_RANGE[0]):.2g}")
-    return {"optimizer": {"learning_rate": rate, "clipnorm": 1.0, "clipvalue": None}}
+    return {"optimizer": {"learning_rate": rate, "clipnorm": 1.0, "clipvalue": None}}, "divergence"
 
 
 def check_diverged(epochs: list[dict], ctx: RunContext, nan: dict | None = None) -> list[dict]:
     """The loss became NaN/inf (``nan``: {"epoch", "learning_rate"}) or grew by orders of magnitude."""
     if nan is not None:
         lr = nan.get("learning_rate")
-        change = _divergence_change(ctx, lr)
+        change, basis = _divergence_change(ctx, lr)
         where = "in the preflight steps" if nan.get("preflight") else f"in epoch {nan.get('epoch')}"
         return [finding(
             "diverged", "error",
@@ -293,7 +306,7 @@ def check_diverged(epochs: list[dict], ctx: RunContext, nan: dict | None = None)
             f"Lower optimizer.learning_rate (try {_g(change['optimizer']['learning_rate'])}) and clip "
             "gradients with optimizer.clipnorm, and scale the data (dataset.normalize: standardize).",
             {**nan, "losses": [r.get("loss") for r in epochs]},
-            epoch=nan.get("epoch"), suggested_change=change, basis="divergence")]
+            epoch=nan.get("epoch"), suggested_change=change, basis=basis)]
     finite = [(r["epoch"], r["loss"], r.get("learning_rate")) for r in epochs
               if r.get("loss") is not None and math.isfinite(r["loss"])]
     if len(finite) < 2:
@@ -302,13 +315,14 @@ def check_diverged(epochs: list[dict], ctx: RunContext, nan: dict | None = None)
     epoch, last, lr = finite[-1]
     if best <= 0 or epoch == best_epoch or last < DIVERGENCE_FACTOR * best:
         return []
+    change, basis = _divergence_change(ctx, lr)
     return [finding(
         "diverged", "error",
         f"The loss grew from {_g(best)} (epoch {best_epoch}) to {_g(last)} (epoch {epoch}) at learning "
         f"rate {_g(lr)}: training diverged. Lower optimizer.learning_rate or set optimizer.clipnorm.",
         {"best_epoch": best_epoch, "best_loss": best, "loss": last, "learning_rate": lr,
          "factor": last / best},
-        epoch=epoch, suggested_change=_divergence_change(ctx, lr), basis="divergence")]
+        epoch=epoch, suggested_change=change, basis=basis)]
 
 
 def check_exploding_gradients(epochs: list[dict], ctx: RunContext) -> list[dict]:
