@@ -185,14 +185,17 @@ class Trainyard:
         return self._json("GET", f"/v1/jobs/{job_id}/diagnostics")
 
     def wait(self, job_id: str, on_epoch: Callable[[dict[str, Any]], Any] | None = None, *, poll: float = 0.5,
-             timeout: float | None = None, raise_on_failure: bool = False) -> dict[str, Any]:
-        """Poll until the job ends and return it, calling `on_epoch(row)` once per new epoch, in order.
+             timeout: float | None = None, raise_on_failure: bool = False,
+             on_finding: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+        """Poll until the job ends and return it, calling `on_epoch(row)` once per new epoch, in order, and
+        `on_finding(finding)` once per finding (by its `id`), after the epochs of the poll that found it.
 
         Raises `TimeoutError` after `timeout` seconds, and `JobFailed` when `raise_on_failure` is set and
         the job ended `failed` or `cancelled`.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         seen = 0
+        findings_seen: set[str] = set()
         while True:
             # Read the job before its metrics: once it is final, every row it wrote is already visible.
             job = self.get(job_id)
@@ -200,6 +203,12 @@ class Trainyard:
                 for row in self.metrics(job_id, after=seen):
                     seen = row["epoch"]
                     on_epoch(row)
+            # The job counts its findings (one per id): the diagnostics are read only when there are new ones.
+            if on_finding is not None and (job.get("findings") or {}).get("count", 0) > len(findings_seen):
+                for finding in self.diagnostics(job_id)["findings"]:
+                    if finding["id"] not in findings_seen:
+                        findings_seen.add(finding["id"])
+                        on_finding(finding)
             if job["status"] in FINAL_STATUSES:
                 if raise_on_failure and job["status"] != "succeeded":
                     raise JobFailed(job)

@@ -274,7 +274,8 @@ def _follow(ctx: click.Context, job: dict[str, Any], poll: float, as_json: bool)
     try:
         final = _follow_events(ty, job["id"], None if as_json else on_epoch, None if as_json else on_finding)
         if final is None:  # a server without the events endpoint: poll instead
-            final = ty.wait(job["id"], on_epoch=None if as_json else on_epoch, poll=poll)
+            final = ty.wait(job["id"], on_epoch=None if as_json else on_epoch, poll=poll,
+                            on_finding=None if as_json else on_finding)
     except KeyboardInterrupt:
         click.echo(f"\nstopped watching; {job['id']} goes on (trainyard watch {job['id']})", err=True)
         ctx.exit(130)

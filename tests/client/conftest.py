@@ -3,12 +3,15 @@
 that the read-only tests share."""
 from __future__ import annotations
 
+import http.server
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner, Result
 
 from client import Trainyard
@@ -65,3 +68,35 @@ def submitted_with_wait(run_cli: RunCli, worker: Any, tmp_path_factory: pytest.T
 @pytest.fixture(scope="session")
 def done_job(ty: Trainyard, submitted_with_wait: tuple[Result, str]) -> dict[str, Any]:
     return ty.get(submitted_with_wait[1])
+
+
+@pytest.fixture()
+def server_without_events(api_url: str) -> Iterator[str]:
+    """A real HTTP proxy to the API that answers 404 (as the API does for unknown paths) for /events,
+    like a server from before the endpoint existed."""
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if self.path.split("?")[0].endswith("/events"):
+                body = b'{"type":"https://trainyard.dev/problems/not_found","title":"Not found","status":404}'
+                self.send_response(404)
+                self.send_header("Content-Type", "application/problem+json")
+            else:
+                upstream = requests.get(api_url + self.path, headers={"Authorization": self.headers["Authorization"]},
+                                        timeout=30)
+                body = upstream.content
+                self.send_response(upstream.status_code)
+                self.send_header("Content-Type", upstream.headers["Content-Type"])
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

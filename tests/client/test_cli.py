@@ -264,7 +264,7 @@ def test_datasets_upload_npz_and_list(run_cli: RunCli, ty: Trainyard, tmp_path: 
 
 
 def test_a_job_stopped_by_diagnosis_prints_its_finding_once_and_exits_1(
-    run_cli: RunCli, ty: Trainyard, tmp_path: Path, worker: Any
+    run_cli: RunCli, ty: Trainyard, tmp_path: Path, worker: Any, server_without_events: str
 ) -> None:
     spec = {
         "name": "frozen",
@@ -287,5 +287,10 @@ def test_a_job_stopped_by_diagnosis_prints_its_finding_once_and_exits_1(
     assert "(update_ratio)" in line
     table = summary(result.stdout)
     assert table["stop reason"] == "diagnosis" and table["error"].startswith("lr_too_small: ")
-    # `watch` on the ended job exits 1 too.
+    # `watch` on the ended job exits 1 too, and prints the finding once as well when it has to poll (a server
+    # without the event stream).
     assert run_cli("watch", job["id"]).exit_code == 1
+    polled = run_cli("watch", job["id"], "--poll", "0.1", env={"TRAINYARD_URL": server_without_events})
+    assert polled.exit_code == 1, polled.output
+    assert len([line for line in polled.stdout.splitlines()
+                if line.startswith("finding ERROR lr_too_small: ")]) == 1, polled.stdout
