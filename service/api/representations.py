@@ -50,6 +50,8 @@ def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int
     return {
         "id": job.id,
         "name": job.name,
+        # The labels as they are now (PATCH changes them; `spec.labels` keeps what was submitted).
+        "labels": job.labels or {},
         "status": job.status,
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
