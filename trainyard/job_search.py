@@ -63,7 +63,9 @@ def _filtered(base: Select[Any], search: JobSearch, labels: tuple[LabelFilter, .
     if search.name:
         stmt = stmt.where(Job.name.ilike(f"%{_escape_like(search.name)}%", escape="\\"))
     for label in labels:
-        cond = [JobLabel.job_id == Job.id, JobLabel.key == label.key]
+        # The tenant too: the planner may then read the label's rows of this tenant from its index rather
+        # than probe each job by primary key, whichever is cheaper.
+        cond = [JobLabel.job_id == Job.id, JobLabel.tenant_id == search.tenant_id, JobLabel.key == label.key]
         if label.value is not None:
             cond.append(JobLabel.value == label.value)
         stmt = stmt.where(exists().where(*cond))
@@ -108,7 +110,9 @@ def by_best_value(base: Select[Any], search: JobSearch, after: Position | None, 
         stmt = stmt.where(Job.best_value.is_(None))
         if after is not None:
             stmt = stmt.where(Job.id < after[1] if descending else Job.id > after[1])
-        order = (Job.id.desc(),) if descending else (Job.id,)
+        # By the (null) value too: Postgres does not take `IS NULL` as fixing the column, and would read the
+        # whole primary key in id order rather than this tenant's null range of ix_jobs_tenant_best.
+        order = (Job.best_value.desc(), Job.id.desc()) if descending else (Job.best_value, Job.id)
     return stmt.order_by(*order).limit(limit)
 
 
