@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 import tempfile
 from datetime import datetime, timezone
@@ -238,10 +239,9 @@ def decode_job_cursor(cursor: str, sort: str, newest_first: str) -> tuple[Any, s
         if sort == newest_first:
             return _created_position(payload, "job")
         _, value, row_id = payload
-        # Infinity can be a best value (a loss that was infinite from the first epoch); NaN never is.
-        if not is_server_id(row_id, "job") or not (value is None or (isinstance(value, (int, float))
-                                                                      and not isinstance(value, bool)
-                                                                      and value == value)):
+        # Workers store finite best values only (null otherwise), so a cursor holds nothing else.
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not is_server_id(row_id, "job") or not (value is None or number):
             raise ValueError
         return (None if value is None else float(value)), row_id
     except _CURSOR_ERRORS:
