@@ -108,10 +108,10 @@ def test_submitted_labels_show_on_the_job_and_in_its_spec(api: Api) -> None:
 
 def test_bad_labels_are_422_naming_each_one(api: Api) -> None:
     headers, _ = api.token("bad-labels")
-    bad = {"Team": "x", "-edge": "x", "a" * 64: "x", "ok": 5, "nl": "a\nb", "long": "v" * 257, "fine": "yes"}
+    bad = {"Team": "x", "-edge": "x", "1st": "x", "a" * 64: "x", "ok": 5, "nl": "a\nb", "long": "v" * 257, "fine": "yes"}
     fields = problem_fields(api.client.post("/v1/jobs", json=tiny_spec(labels=bad), headers=headers))
-    assert set(fields) == {"labels.Team", "labels.-edge", f"labels.{'a' * 64}", "labels.ok", "labels.nl",
-                           "labels.long"}
+    assert set(fields) == {"labels.Team", "labels.-edge", "labels.1st", f"labels.{'a' * 64}", "labels.ok",
+                           "labels.nl", "labels.long"}
     assert "lower-case" in fields["labels.Team"] and "string" in fields["labels.ok"]
     assert "256" in fields["labels.long"] and "control" in fields["labels.nl"]
     too_many = {f"k{i}": "v" for i in range(MAX_LABELS + 1)}

@@ -415,7 +415,7 @@ def test_submit_and_read_jobs(api: Api, other_auth: dict[str, str]) -> None:
     assert [j["id"] for j in listed["jobs"]] == [job["id"]]
     api("GET", "/v1/jobs", 200, query={"sort": "best_value", "label": "team"})
     api("GET", "/v1/jobs", 422, query={"sort": "loss"}, request_valid=False)
-    api("GET", "/v1/jobs", 422, query={"label": "Team:x"})
+    api("GET", "/v1/jobs", 422, query={"label": "Team:x"}, request_valid=False)
     api("GET", f"/v1/jobs/{job['id']}/metrics", 200, query={"after": 0})
     api("GET", f"/v1/jobs/{job['id']}/metrics", 422, query={"after": -1}, request_valid=False)
     api("GET", f"/v1/jobs/{job['id']}/checkpoints", 200)

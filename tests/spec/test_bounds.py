@@ -50,7 +50,7 @@ def test_every_map_the_schema_declares_is_capped() -> None:
 
 
 def test_labels_at_their_caps_are_accepted_and_one_past_is_refused() -> None:
-    full = {f"{i:02d}" + "k" * (MAX_KEY_CHARS - 2): "v" * MAX_VALUE_CHARS for i in range(MAX_LABELS)}
+    full = {f"k{i:02d}" + "k" * (MAX_KEY_CHARS - 3): "v" * MAX_VALUE_CHARS for i in range(MAX_LABELS)}
     assert validate_spec(iris(labels=full))["labels"] == full
     assert [e["field"] for e in refused(iris(labels={**full, "one-more": "v"}))] == ["labels"]
     assert [e["field"] for e in refused(iris(labels={"k" * (MAX_KEY_CHARS + 1): "v"}))] == \

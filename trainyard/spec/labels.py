@@ -1,8 +1,8 @@
 """Labels: a job's flat map of short strings to group and find it by (`GET /v1/jobs?label=team:vision`).
 
 Set in the spec at submission and changed later with `PATCH /v1/jobs/{id}`. Keys follow Kubernetes' label
-names, lower-case only (`team`, `data.version`, `ab-test_2`), so `key:value` in a query splits at the first
-colon and a key never reads as a path. Values are any text without control characters. Both are capped,
+names, lower-case and starting with a letter (`team`, `data.version`, `ab-test_2`), so `key:value` in a query
+splits at the first colon, and a key never reads as a path or a number. Values are any text without control characters. Both are capped,
 as is the number of labels: every map in a spec has a cap (README, Security model).
 """
 from __future__ import annotations
@@ -18,10 +18,10 @@ from trainyard.spec.fields import MUST_BE_OBJECT
 MAX_LABELS = 32
 MAX_KEY_CHARS = 63
 MAX_VALUE_CHARS = 256
-KEY_PATTERN = r"[a-z0-9]([a-z0-9_.-]*[a-z0-9])?"
+KEY_PATTERN = r"[a-z]([a-z0-9_.-]*[a-z0-9])?"
 KEY_RE = re.compile(KEY_PATTERN, re.ASCII)
-KEY_RULE = (f"Must be 1 to {MAX_KEY_CHARS} lower-case letters, digits and . _ -, starting and ending with a "
-            "letter or digit.")
+KEY_RULE = (f"Must be 1 to {MAX_KEY_CHARS} lower-case letters, digits and . _ -, starting with a letter and "
+            "ending with a letter or digit.")
 #: A refused key longer than this is shortened in the error's field path.
 _PATH_KEY_CHARS = 80
 
