@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from service.api.common import (decode_job_cursor, encode_cursor, encode_sorted_cursor, int_arg, json_body,
@@ -200,11 +200,18 @@ def get_job(job_id: str) -> Response:
     return _with_etag(job_resource(job, findings, position)).make_conditional(request)
 
 
+_OWNED_JOB = select(Job.id).where(Job.id == bindparam("id"), Job.tenant_id == bindparam("tenant_id"))
+
+
 @bp.patch("/v1/jobs/<job_id>")
 def patch_job(job_id: str) -> Response:
     """Change a job's name and labels, whatever its status (a JSON merge patch: a label set to null goes).
     With If-Match, only if the job is still as the client last read it (412 otherwise)."""
     svc = services()
+    # Another tenant's job, or an id never issued, answers 404 whatever the body (as every route does);
+    # the body is read before the row is locked, so a slow client never holds the lock.
+    with svc.db.read_connection() as conn:
+        load_owned_row(conn, Job, job_id, _OWNED_JOB)
     raw = json_body(svc.settings.max_json_bytes)
     try:
         changes = validate_job_patch(raw)
