@@ -269,3 +269,21 @@ def test_list_query_errors_name_the_parameter(api: Api) -> None:
     # The cursors work with the sort that issued them.
     assert api.client.get(f"/v1/jobs?sort=-best_value&cursor={by_value}", headers=headers).status_code == 200
     assert api.client.get(f"/v1/jobs?cursor={newest}", headers=headers).status_code == 200
+
+
+def test_a_sweeps_trials_carry_its_base_labels_and_are_found_by_them(client: Any, make_token: Any) -> None:
+    from tests.service.test_sweeps_api import example_body
+
+    headers = {"Authorization": f"Bearer {make_token(f'sweep-labels-{random.getrandbits(32)}')}"}
+    body = example_body()
+    # Long trials: should a session worker start one, it is still running when this test cancels it.
+    body["base"] = {**body["base"], "labels": {"study": "lr-units"},
+                    "training": {"epochs": 5000, "batch_size": 16, "seed": 0}}
+    sweep = client.post("/v1/sweeps", json=body, headers=headers).get_json()
+    try:
+        trial_ids = {t["job_id"] for t in sweep["trials"]}
+        assert len(trial_ids) == 2
+        found = client.get("/v1/jobs?label=study:lr-units", headers=headers).get_json()["jobs"]
+        assert {j["id"] for j in found} == trial_ids and all(j["labels"] == {"study": "lr-units"} for j in found)
+    finally:
+        client.post(f"/v1/sweeps/{sweep['id']}/cancel", headers=headers)
