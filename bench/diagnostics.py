@@ -6,7 +6,11 @@ engine benchmark times it (end of ``started`` to the last epoch row), which incl
 per-epoch probe measurements and the findings; and the whole ``train()`` call. Ratios are taken pair by
 pair, then the median. Single pairs swing by +-10 % on a shared machine, more than the effect measured,
 so the diagnostics' own work is also timed directly (``intrinsic_cost``) and reported as a ratio to the
-off run's fit. Run: ``.venv/bin/python bench/diagnostics.py [--repeats N]``.
+off run's fit. The data checks (workers/trainer/diagnostics/data_checks.py) are one of its parts; since the
+workload has no validation split, they are also timed on the same data with a 0.2 validation split
+(``data_check_cost``: the leakage check hashes 48,000 training rows against 12,000 validation rows) and
+reported as a ratio to one epoch of the off run's fit. Run: ``.venv/bin/python bench/diagnostics.py
+[--repeats N]``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ def intrinsic_cost(x, y) -> dict[str, float]:
     The model's train function is traced before the clock starts: in a real run preflight traces the very
     function fit then reuses (workers/trainer/preflight.py), so tracing is fit's cost either way.
     """
-    from workers.trainer.data import make_dataset, prepare_data
+    from workers.trainer.data import make_dataset, prepare_data, split_data
+    from workers.trainer.diagnostics.data_checks import analyze_data, measure_features
     from workers.trainer.diagnostics.data_stats import scale_stats
     from workers.trainer.diagnostics.findings import RunContext, analyze_epochs
     from workers.trainer.diagnostics.probe import ProbeMeasure, probe_batch, trainable_variables
@@ -52,7 +57,7 @@ def intrinsic_cost(x, y) -> dict[str, float]:
               shuffle=False)
     tracked = trainable_variables(model)
     context = RunContext(SPEC, [t.describe() for t in tracked])
-    parts = {"stats": 0.0, "preflight": 0.0, "probes": 0.0, "findings": 0.0}
+    parts = {"stats": 0.0, "data_checks": 0.0, "preflight": 0.0, "probes": 0.0, "findings": 0.0}
     clock = time.perf_counter()
 
     def lap(part: str) -> None:
@@ -63,6 +68,8 @@ def intrinsic_cost(x, y) -> dict[str, float]:
 
     scale_stats(x, y, classification=True)
     lap("stats")
+    analyze_data(measure_features(split_data(SPEC, TrainData(x, y))), prepared.y_train, context, 10)
+    lap("data_checks")
     measure = ProbeMeasure(model, build_loss(SPEC["loss"]), tracked)
     preflight(model, SPEC, prepared.x_train, prepared.y_train, context=context, measure=measure)
     lap("preflight")
@@ -78,6 +85,25 @@ def intrinsic_cost(x, y) -> dict[str, float]:
         lap("findings")
     parts["total"] = sum(parts.values())
     return parts
+
+
+def data_check_cost(x, y, validation_split: float = 0.2) -> float:
+    """Seconds of the data checks on the workload's data split for validation, as a job with
+    ``validation_split`` would run them: the split's features measured (constant and non-finite features,
+    rows shared with validation), then the findings with the label checks."""
+    from workers.trainer.data import split_data
+    from workers.trainer.diagnostics.data_checks import analyze_data, measure_features
+    from workers.trainer.diagnostics.findings import RunContext
+
+    spec = {**SPEC, "dataset": {**SPEC["dataset"], "validation_split": validation_split}}
+    splits = split_data(spec, TrainData(x, y))
+    context = RunContext(spec, [])
+    began = time.perf_counter()
+    report = measure_features(splits)
+    analyze_data(report, splits.y_train, context, 10)
+    seconds = time.perf_counter() - began
+    assert report["rows"]["val"] == int(len(x) * validation_split) and report["shared"]["val"] == 0, report
+    return seconds
 
 
 def run(x, y, enabled: bool) -> tuple[float, float, int]:
@@ -132,7 +158,13 @@ def main() -> None:
     print(f"diagnostics' own time per run {cost:.3f} s (median of {[round(c, 3) for c in costs]}): "
           f"{cost / med[1]:.2%} of the off run's fit -> ratio {intrinsic_ratio:.3f}")
     print("  of which " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in parts.items() if k != "total"))
+    checks = statistics.median(data_check_cost(x, y) for _ in range(5))
+    epoch = med[1] / SPEC["training"]["epochs"]
+    print(f"data checks with a 0.2 validation split: {checks * 1000:.1f} ms = {checks / epoch:.2%} of one epoch "
+          f"of the off run ({epoch:.3f} s), {checks / med[1]:.2%} of its fit")
     print(json.dumps({"benchmark": "diagnostics", "intrinsic_seconds": round(cost, 4),
+                      "data_checks_split_seconds": round(checks, 4),
+                      "data_checks_epoch_ratio": round(checks / epoch, 4),
                       "intrinsic_parts_ms": {k: round(v * 1000, 1) for k, v in parts.items() if k != "total"},
                       "intrinsic_ratio": round(intrinsic_ratio, 4), "on_seconds": round(med[0], 4), "off_seconds": round(med[1], 4),
                       "ratio": round(fit_ratio, 4), "whole_ratio": round(whole_ratio, 4),

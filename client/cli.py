@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -146,13 +147,36 @@ def watch(ctx: click.Context, job_id: str, poll: float, as_json: bool) -> None:
     _follow(ctx, _client(ctx).get(job_id), poll, as_json)
 
 
+class _Eta:
+    """The job's `eta` for the live line: read again at most every `REFRESH` seconds while the job is
+    not final (at once while it is still queued: its first epoch means it runs), counted down in between
+    with this machine's clock (so a server's clock that differs does not matter)."""
+
+    REFRESH = 2.0
+
+    def __init__(self, ty: Trainyard, job: dict[str, Any]) -> None:
+        self.ty, self.job, self.read_at = ty, job, time.monotonic()
+
+    def seconds_left(self) -> float | None:
+        now = time.monotonic()
+        status = self.job["status"]
+        if status not in FINAL_STATUSES and (status != "running" or now - self.read_at >= self.REFRESH):
+            try:
+                self.job, self.read_at = self.ty.get(self.job["id"]), now
+            except TrainyardError:  # the line goes on without a fresh estimate; the stream says what broke
+                pass
+        eta = self.job.get("eta") if self.job["status"] not in FINAL_STATUSES else None
+        return None if not eta else max(eta["seconds"] - (now - self.read_at), 0.0)
+
+
 def _follow(ctx: click.Context, job: dict[str, Any], poll: float, as_json: bool) -> None:
     ty = _client(ctx)
     epochs = job["progress"]["epochs"]
     tty = _is_tty() and not as_json
+    metric, eta = render.first_metric(job), _Eta(ty, job)
 
     def on_epoch(row: dict[str, Any]) -> None:
-        line = render.epoch_line(row, epochs)
+        line = render.epoch_line(row, epochs, metric, eta.seconds_left())
         if tty:
             width = 24
             filled = int(width * min(row["epoch"], epochs) / epochs) if epochs else 0
@@ -360,7 +384,7 @@ def download(ctx: click.Context, job_id: str, out: Path | None, fmt: str) -> Non
             if bar is None or bar.length != total or done < bar.pos:
                 if bar is not None:
                     bar.render_finish()
-                bar = click.progressbar(length=total, label=name, show_pos=True)
+                bar = click.progressbar(length=total, label=path.name, show_pos=True)
                 bar.render_progress()
             bar.update(done - bar.pos)
 

@@ -73,15 +73,43 @@ def metrics_table(rows: Sequence[dict[str, Any]]) -> str:
     return table([[fmt(r.get(c), c) for c in columns] for r in rows], columns)
 
 
-def epoch_line(row: dict[str, Any], epochs: int | None) -> str:
-    """`epoch 3/20  loss 0.4123  val_loss 0.3810  lr 1.00e-03`."""
+def epoch_line(row: dict[str, Any], epochs: int | None, metric: str | None = None,
+               eta_seconds: float | None = None) -> str:
+    """`epoch 3/20  loss 0.4123  val_loss 0.3810  accuracy 0.9100  val_accuracy 0.8900  lr 1.00e-03  eta 1m12s`:
+    `metric` (the job's first, `first_metric`) and its validation copy when the row has them, and the time
+    left when it is known."""
     parts = [f"epoch {row['epoch']}/{epochs}" if epochs else f"epoch {row['epoch']}"]
     parts.append(f"loss {fmt(row.get('loss'))}")
     if "val_loss" in row:
         parts.append(f"val_loss {fmt(row.get('val_loss'))}")
+    if metric:
+        parts += [f"{key} {fmt(row.get(key))}" for key in (metric, f"val_{metric}") if key in row]
     if "learning_rate" in row:
         parts.append(f"lr {fmt(row.get('learning_rate'), 'lr')}")
+    if eta_seconds is not None:
+        parts.append(f"eta {duration(eta_seconds)}")
     return "  ".join(parts)
+
+
+def first_metric(job: dict[str, Any]) -> str | None:
+    """The first of the spec's `metrics`: it is logged under its own name (and `val_` + it)."""
+    metrics = (job.get("spec") or {}).get("metrics") or []
+    return metrics[0] if metrics else None
+
+
+def duration(seconds: float) -> str:
+    """`45s`, `1m12s`, `2h03m`, `3d04h`: two units at most, rounded to the second."""
+    s = max(round(seconds), 0)
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
 
 
 def finding_line(finding: dict[str, Any]) -> str:

@@ -29,10 +29,12 @@ class JobError(StrEnum):
     LR_TOO_SMALL = "lr_too_small"
     DIVERGED = "diverged"
     LOSS_ACTIVATION_MISMATCH = "loss_activation_mismatch"
+    NON_FINITE_FEATURE = "non_finite_feature"
 
 
 #: The codes a job stopped by a diagnosis (stop_reason "diagnosis") can fail with.
-DIAGNOSIS_CODES = frozenset({JobError.LR_TOO_SMALL, JobError.DIVERGED, JobError.LOSS_ACTIVATION_MISMATCH})
+DIAGNOSIS_CODES = frozenset({JobError.LR_TOO_SMALL, JobError.DIVERGED, JobError.LOSS_ACTIVATION_MISMATCH,
+                             JobError.NON_FINITE_FEATURE})
 
 
 MEANINGS: dict[JobError, str] = {
@@ -55,4 +57,6 @@ MEANINGS: dict[JobError, str] = {
                        "consecutive epochs (a NaN loss fails with nan_loss instead).",
     JobError.LOSS_ACTIVATION_MISMATCH: "Diagnosis (stop_reason diagnosis), before training: the loss and the "
                                        "final activation cannot learn together (softmax on one unit).",
+    JobError.NON_FINITE_FEATURE: "Diagnosis (stop_reason diagnosis), before training: a feature holds NaN, "
+                                 "infinity or values beyond float32's range, so the loss would be NaN.",
 }

@@ -12,14 +12,15 @@ from sqlalchemy.orm import Session
 from service.api.common import (decode_job_cursor, encode_cursor, encode_sorted_cursor, int_arg, json_body,
                                 load_owned, load_owned_row, tenant_id)
 from service.api.idempotency import find_replay, idempotency_key, request_sha256
-from service.api.representations import (JOB_ROW_WITH_FINDINGS, JOBS_WITH_FINDINGS, job_and_counts, job_resource,
-                                         job_row_counts, job_with_findings, queue_positions)
+from service.api.representations import (JOB_ROW_WITH_FINDINGS, JOBS_WITH_FINDINGS, job_and_counts, job_etas,
+                                         job_resource, job_row_counts, job_row_recent, job_with_findings,
+                                         queue_positions, running_etas)
 from service.errors import Conflict, PreconditionFailed, TooManyRequests, ValidationFailed
 from service.services import services
 from trainyard.datasets.lookup import dataset_lookup
 from trainyard.db.exports import JobExport
 from trainyard.db.live import JobWebhook
-from trainyard.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, Job, Tenant
+from trainyard.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, Job, Tenant, utcnow
 from trainyard.spec import SpecError, validate_job_patch, validate_spec
 from trainyard.spec.labels import MAX_LABELS, key_error, merge, value_error
 from trainyard.spec.schema import MAX_NAME_CHARS
@@ -102,9 +103,10 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
                            before_insert=lambda session: check_active_job_quota(session, tenant_id(), limit))
     if replayed:  # a concurrent request with the same key won the race (409 if its body was different)
         return _replayed(find_replay(svc.db, tenant_id(), key or "", body_sha256 or "") or job)
-    # A job just created has no findings yet: only its queue position is read back.
+    # A job just created has no findings yet: only its queue position (and estimate) is read back.
     with svc.db.read_session() as s:
-        body = job_resource(job, None, queue_positions(s, [job.id]).get(job.id))
+        positions = queue_positions(s, [job.id])
+        body = job_resource(job, None, positions.get(job.id), job_etas(s, [job], positions).get(job.id))
     return jsonify(body), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}
 
 
@@ -172,13 +174,15 @@ def list_jobs() -> Response:
             if len(rows) > limit:
                 break
         page = rows[:limit]
-        positions = queue_positions(s, [job.id for job, _ in page if job.status == "queued"])
+        positions = queue_positions(s, [job.id for job, _, _ in page if job.status == "queued"])
+        etas = job_etas(s, [job for job, _, _ in page], positions, {job.id: recent for job, _, recent in page})
     next_cursor = None
     if page and len(rows) > limit:
         last = page[-1][0]
         next_cursor = (encode_cursor(last.created_at, last.id) if search.sort == NEWEST_FIRST
                        else encode_sorted_cursor(search.sort, *position_of(last, search.sort)))
-    return jsonify({"jobs": [job_resource(job, counts, positions.get(job.id)) for job, counts in page],
+    return jsonify({"jobs": [job_resource(job, counts, positions.get(job.id), etas.get(job.id))
+                             for job, counts, _ in page],
                     "next_cursor": next_cursor})
 
 
@@ -193,11 +197,16 @@ def _with_etag(body: dict[str, Any]) -> Response:
 @bp.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     job, findings = job_row_with_findings(job_id)
-    position = None
-    if job.status == "queued":
+    positions: dict[str, int] = {}
+    estimate = None
+    if job.status == "running":  # its latest epochs came with the row: no query more
+        estimate = running_etas([job], {job.id: job_row_recent(job)}, utcnow()).get(job.id)
+    elif job.status == "queued":  # two more: its queue position, and recent run times of its class
         with services().db.read_session() as s:
-            position = queue_positions(s, [job.id]).get(job.id)
-    return _with_etag(job_resource(job, findings, position)).make_conditional(request)
+            positions = queue_positions(s, [job.id])
+            estimate = job_etas(s, [job], positions).get(job.id)
+    # While it is queued or running, its `eta.seconds` counts down: its ETag changes with it.
+    return _with_etag(job_resource(job, findings, positions.get(job.id), estimate)).make_conditional(request)
 
 
 _OWNED_JOB = select(Job.id).where(Job.id == bindparam("id"), Job.tenant_id == bindparam("tenant_id"))

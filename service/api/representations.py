@@ -7,14 +7,16 @@ and its place in the queue, each in one query for a whole page of jobs.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from typing import Any
 
 from flask import url_for
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from service.api.common import iso
-from trainyard.db.models import Checkpoint, Dataset, EpochDiagnostics, EpochMetrics, Finding, Job
+from trainyard import eta
+from trainyard.db.models import Checkpoint, Dataset, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
 from trainyard.db.live import JobLog
 from trainyard.db.sweeps import Sweep
 from trainyard.resources import gpus_of, queue_name
@@ -37,9 +39,10 @@ def job_links(job_id: str) -> dict[str, str]:
     }
 
 
-def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int | None = None) -> dict[str, Any]:
-    """A job (an ORM row, or a Core row read by column name like one), with its finding counts and, while
-    queued, its 1-based place in its queue."""
+def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int | None = None,
+                 estimate: eta.Eta | None = None) -> dict[str, Any]:
+    """A job (an ORM row, or a Core row read by column name like one), with its finding counts, while
+    queued its 1-based place in its queue, and while queued or running its estimated end (`job_etas`)."""
     best = None
     if job.best_epoch is not None:
         best = {"monitor": job.best_monitor, "value": job.best_value, "epoch": job.best_epoch}
@@ -78,6 +81,7 @@ def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int
         "sweep": {"id": job.sweep_id, "trial": job.trial_index} if job.sweep_id else None,
         "resources": {"gpus": gpus_of(job.resource_class), "class": job.resource_class},
         "queue": queue_resource(job, position),
+        "eta": eta_resource(estimate),
         "links": job_links(job.id),
     }
 
@@ -103,9 +107,10 @@ def job_timings(job: Any) -> dict[str, float] | None:
 
 
 def job_with_findings(session: Session, job: Job) -> dict[str, Any]:
-    """One job's resource, with its finding counts and, while queued, its queue position."""
-    position = queue_positions(session, [job.id]).get(job.id) if job.status == "queued" else None
-    return job_resource(job, finding_counts(session, [job.id]).get(job.id), position)
+    """One job's resource, with its finding counts and, while queued, its queue position; its estimate."""
+    positions = queue_positions(session, [job.id]) if job.status == "queued" else {}
+    return job_resource(job, finding_counts(session, [job.id]).get(job.id), positions.get(job.id),
+                        job_etas(session, [job], positions).get(job.id))
 
 
 def status_event(status: str, stop_reason: str | None, job: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +143,131 @@ def queue_positions(session: Session, job_ids: list[str]) -> dict[str, int]:
     ranked = select(Job.id.label("id"), order.label("position")).where(Job.status == "queued").subquery()
     rows = session.execute(select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(job_ids)))
     return {job_id: int(position) for job_id, position in rows}
+
+
+# ----------------------------------------------------------------------------------------------- eta
+
+
+def eta_resource(estimate: eta.Eta | None) -> dict[str, Any] | None:
+    if estimate is None:
+        return None
+    return {"seconds": estimate.seconds, "at": iso(estimate.at), "basis": estimate.basis.value,
+            "epochs_left": estimate.epochs_left, "full_length_seconds": estimate.full_length_seconds}
+
+
+RecentEpochs = tuple[list[float | None], datetime | None]
+
+
+def job_etas(session: Session, jobs: Iterable[Any], positions: dict[str, int],
+             recent: dict[str, RecentEpochs] | None = None, now: datetime | None = None) -> dict[str, eta.Eta]:
+    """The estimated end of each running or queued job (trainyard/eta.py), by job id.
+
+    A running job's latest epochs come with its row when it was read with `RECENT_EPOCH_COLUMNS` (pass
+    them as `recent`: the status poll and the list cost no statement more); otherwise one statement reads
+    them for all the running jobs. Queued jobs cost one statement for the run times of recent jobs of
+    their tenants and classes. A page with neither costs nothing.
+    """
+    now = now or utcnow()
+    jobs = list(jobs)
+    recent = dict(recent or {})
+    missing = [j.id for j in jobs if j.status == "running" and j.epoch > 0 and j.id not in recent]
+    if missing:
+        stmt = select(Job.id, *RECENT_EPOCH_COLUMNS).where(Job.id.in_(missing))
+        recent.update((row[0], recent_epochs(row[1:])) for row in session.execute(stmt))
+    return {**running_etas(jobs, recent, now), **queued_etas(session, jobs, positions, now)}
+
+
+def running_etas(jobs: Iterable[Any], recent: dict[str, RecentEpochs], now: datetime) -> dict[str, eta.Eta]:
+    """The running jobs' estimates, from their latest epochs (`recent`, by job id) and their rows."""
+    out: dict[str, eta.Eta] = {}
+    for job in jobs:
+        times, last_end = recent.get(job.id, ([], None))
+        if job.status != "running" or last_end is None:
+            continue
+        early = eta.early_stopping_of(job.spec, job.resume_state, job.epoch)
+        estimate = eta.running_eta(now, last_end, times, job.epoch, job.epochs, early)
+        if estimate is not None:
+            out[job.id] = estimate
+    return out
+
+
+def queued_etas(session: Session, jobs: Iterable[Any], positions: dict[str, int],
+                now: datetime) -> dict[str, eta.Eta]:
+    """The queued jobs' estimates, from their queue `positions` and their classes' recent run times."""
+    queued = [j for j in jobs if j.status == "queued" and j.id in positions]
+    runs = recent_run_times(session, {(j.tenant_id, j.resource_class) for j in queued})
+    out: dict[str, eta.Eta] = {}
+    for job in queued:
+        times, workers = runs.get((job.tenant_id, job.resource_class), ([], 0))
+        estimate = eta.queued_eta(now, positions[job.id], times, workers, job.epochs - job.epoch)
+        if estimate is not None:
+            out[job.id] = estimate
+    return out
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt  # SQLite's are naive UTC
+
+
+def _recent_epoch_columns() -> list[Any]:
+    """Columns for a query of jobs: while a job runs, the seconds of its epochs `epoch`, `epoch - 1`, ...
+    (`RECENT_EPOCHS` of them; epochs are numbered without gaps) and when epoch `epoch` was written; null
+    otherwise. Each is a primary-key lookup, only for running jobs (a finished job's poll skips them)."""
+    running = Job.status == "running"
+
+    def of_epoch(column: Any, back: int) -> Any:
+        lookup = (select(column).where(EpochMetrics.job_id == Job.id, EpochMetrics.epoch == Job.epoch - back)
+                  .correlate(Job).scalar_subquery())
+        return case((running, lookup))
+
+    seconds = EpochMetrics.values["seconds"].as_float()
+    return [of_epoch(seconds, back) for back in range(eta.RECENT_EPOCHS)] + [of_epoch(EpochMetrics.created_at, 0)]
+
+
+RECENT_EPOCH_COLUMNS = _recent_epoch_columns()
+
+
+def recent_epochs(values: Any) -> RecentEpochs:
+    """A row's `RECENT_EPOCH_COLUMNS` as (epoch seconds, when the latest epoch was written)."""
+    *times, last_end = values
+    return list(times), _utc(last_end) if last_end is not None else None
+
+
+def recent_run_times(session: Session, groups: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[list[float], int]]:
+    """For each (tenant, resource class): the run times (started to finished) of the tenant's latest
+    `RECENT_JOBS` succeeded jobs of the class, and how many jobs of the class run now, of any tenant (a
+    queue with jobs waiting has every worker that serves it busy, so that counts them). One statement per
+    group (a page of jobs rarely spans more than one class).
+
+    Only the tenant's own jobs, newest first on its (tenant, status, created) index, at most
+    `SCANNED_RUNS` of them: cheap however long the history, and it says nothing about other tenants' jobs."""
+    out: dict[tuple[str, str], tuple[list[float], int]] = {}
+    for tenant, cls in groups:
+        rows = session.execute(_RECENT_RUNS, {"tenant_id": tenant, "resource_class": cls}).all()
+        out[(tenant, cls)] = ([(_utc(finished) - _utc(started)).total_seconds() for started, finished, _ in rows],
+                              int(rows[0][2]) if rows else 0)
+    return out
+
+
+# How many of a tenant's latest succeeded jobs `recent_run_times` looks through for those of one class.
+SCANNED_RUNS = 200
+
+
+def _recent_runs() -> Any:
+    # Core, built once: building it with ORM aliases on every request cost more than running it.
+    jobs, busy = Job.__table__, Job.__table__.alias("busy")
+    recent = (select(jobs.c.resource_class, jobs.c.created_at, jobs.c.started_at, jobs.c.finished_at)
+              .where(jobs.c.tenant_id == bindparam("tenant_id"), jobs.c.status == "succeeded")
+              .order_by(jobs.c.created_at.desc()).limit(SCANNED_RUNS).subquery())
+    running = (select(func.count()).select_from(busy)
+               .where(busy.c.status == "running", busy.c.resource_class == bindparam("resource_class"))
+               .scalar_subquery())
+    return (select(recent.c.started_at, recent.c.finished_at, running)
+            .where(recent.c.resource_class == bindparam("resource_class"), recent.c.started_at.is_not(None))
+            .order_by(recent.c.created_at.desc()).limit(eta.RECENT_JOBS))
+
+
+_RECENT_RUNS = _recent_runs()
 
 
 # ------------------------------------------------------------------------------------ finding counts
@@ -177,25 +307,31 @@ def _per_severity_counts() -> list[Any]:
             .scalar_subquery() for severity in SEVERITIES]
 
 
-# Jobs with their finding counts per severity, in one round trip: a status poll or a list page is one
-# query. Built once; only the parameters change.
-JOBS_WITH_FINDINGS = select(Job, *_per_severity_counts())
+# Jobs with their finding counts per severity and, while running, their latest epochs, in one round trip: a
+# status poll or a list page is one query. Built once; only the parameters change.
+JOBS_WITH_FINDINGS = select(Job, *_per_severity_counts(), *RECENT_EPOCH_COLUMNS)
 # The status poll's query in Core: plain rows (read by column name like a Job), no ORM identity map; it
 # takes `id` and `tenant_id` (common.load_owned_row).
-JOB_ROW_WITH_FINDINGS = select(*Job.__table__.c, *_per_severity_counts()).where(
+JOB_ROW_WITH_FINDINGS = select(*Job.__table__.c, *_per_severity_counts(), *RECENT_EPOCH_COLUMNS).where(
     Job.id == bindparam("id"), Job.tenant_id == bindparam("tenant_id"))
 _JOB_COLUMNS = len(Job.__table__.c)
+_COUNTS = slice(_JOB_COLUMNS, _JOB_COLUMNS + len(SEVERITIES))
 
 
-def job_and_counts(row: Any) -> tuple[Job, dict[str, Any]]:
-    """A row of JOBS_WITH_FINDINGS as (job, finding counts)."""
-    job, *per_severity = row
-    return job, counts_resource(per_severity)
+def job_and_counts(row: Any) -> tuple[Job, dict[str, Any], RecentEpochs]:
+    """A row of JOBS_WITH_FINDINGS as (job, finding counts, latest epochs)."""
+    job, *rest = row
+    return job, counts_resource(rest[:len(SEVERITIES)]), recent_epochs(rest[len(SEVERITIES):])
 
 
 def job_row_counts(row: Any) -> dict[str, Any]:
     """The finding counts of a row of JOB_ROW_WITH_FINDINGS (its columns after the job's)."""
-    return counts_resource(row[_JOB_COLUMNS:])
+    return counts_resource(row[_COUNTS])
+
+
+def job_row_recent(row: Any) -> RecentEpochs:
+    """The latest epochs of a row of JOB_ROW_WITH_FINDINGS (its last columns)."""
+    return recent_epochs(row[_COUNTS.stop:])
 
 
 # ------------------------------------------------------------------------------------------- metrics

@@ -16,7 +16,10 @@ from client import Trainyard
 from tests.client.conftest import RunCli, iris_spec, write_spec
 from tests.conftest import free_port, wait_until
 
-EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+)  loss (\d+\.\d{4})  val_loss (\d+\.\d{4})  lr (\d\.\d\de[-+]\d\d)$")
+# The live line: loss, the job's first metric (accuracy) with their validation copies, the learning rate
+# and, while the job runs, the time it has left.
+EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+)  loss (\d+\.\d{4})  val_loss (\d+\.\d{4})  accuracy (\d\.\d{4})  "
+                        r"val_accuracy (\d\.\d{4})  lr (\d\.\d\de[-+]\d\d)(?:  eta ((?:\d+[dhms])+))?$")
 
 
 def summary(text: str) -> dict[str, str]:
@@ -34,7 +37,7 @@ def test_submit_wait_prints_every_epoch_then_a_summary_and_exits_0(
     lines = [m for m in (EPOCH_LINE.match(line) for line in result.stdout.splitlines()) if m]
     assert [int(m.group(1)) for m in lines] == [1, 2, 3, 4]
     assert {m.group(2) for m in lines} == {"4"}
-    assert [m.group(5) for m in lines] == ["1.00e-02"] * 4
+    assert [m.group(7) for m in lines] == ["1.00e-02"] * 4
     table = summary(result.stdout)
     assert table["job"] == job_id and table["status"] == "succeeded"
     best = done_job["best"]
@@ -49,10 +52,39 @@ def test_watch_a_finished_job_prints_one_line_per_epoch_matching_the_metrics(
     result = run_cli("watch", done_job["id"])
     assert result.exit_code == 0, result.output
     rows = ty.metrics(done_job["id"])
+    # It has ended: no time left on any line.
     expected = [f"epoch {r['epoch']}/4  loss {r['loss']:.4f}  val_loss {r['val_loss']:.4f}  "
+                f"accuracy {r['accuracy']:.4f}  val_accuracy {r['val_accuracy']:.4f}  "
                 f"lr {r['learning_rate']:.2e}" for r in rows]
     assert [line for line in result.stdout.splitlines() if line.startswith("epoch ")] == expected
     assert summary(result.stdout)["status"] == "succeeded"
+
+
+def _seconds(duration: str) -> int:
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([dhms])", duration))
+
+
+def test_the_live_line_shows_the_time_left_while_the_job_runs(
+    run_cli: RunCli, ty: Trainyard, tmp_path: Path, worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from client import cli
+
+    monkeypatch.setattr(cli._Eta, "REFRESH", 0.0)  # read the job at every epoch: each line's own estimate
+    patience = 30
+    # min_delta 1e9: nothing improves after epoch 1, so early stopping ends the 5000-epoch run after epoch 31.
+    spec = iris_spec(name="cli-eta", training={"epochs": 5000, "batch_size": 8, "seed": 4},
+                     callbacks={"early_stopping": {"monitor": "loss", "patience": patience, "min_delta": 1e9}})
+    result = run_cli("submit", str(write_spec(tmp_path, spec)), "--wait", "--poll", "0.2")
+    assert result.exit_code == 0, result.output
+    job_id = result.stdout.split()[1]
+    lines = [m for m in (EPOCH_LINE.match(line) for line in result.stdout.splitlines()) if m]
+    assert [int(m.group(1)) for m in lines] == list(range(1, patience + 2))
+    later = [(int(m.group(1)), _seconds(m.group(8))) for m in lines if m.group(8) and int(m.group(1)) >= 2]
+    assert later, result.stdout
+    # From epoch 2 on, early stopping bounds the estimate: the epochs patience leaves, never the 5000 asked for.
+    slowest = max(r["seconds"] for r in ty.metrics(job_id))
+    assert all(eta <= (patience + 1) * slowest + 2 for _, eta in later), (later, slowest)
 
 
 def test_a_job_whose_loss_goes_nan_fails_on_the_server_and_exits_1(

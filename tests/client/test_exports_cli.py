@@ -50,3 +50,18 @@ def test_tensorboard_writes_event_files_tensorboard_reads(run_cli: Any, ty: Trai
         (m["epoch"], round(m["val_loss"], 5)) for m in metrics]
 
     assert run_cli("tensorboard", "job_" + "0" * 32, "--out", str(tmp_path)).exit_code == 3
+
+
+def test_the_download_progress_bar_is_labelled_with_the_file_it_writes(
+        run_cli: Any, done_job: dict[str, Any], tmp_path: Path, monkeypatch: Any) -> None:
+    from client import cli
+
+    monkeypatch.setattr(cli, "_is_tty", lambda: True)  # the bar is drawn for a terminal only
+    out = tmp_path / "best.keras"
+    result = run_cli("download", done_job["id"], "--out", str(out))
+    assert result.exit_code == 0, result.output
+    # Not a real terminal here: click prints the bar's label on a line of its own.
+    lines = result.stdout.splitlines()
+    assert "best.keras" in lines, lines
+    assert f"{done_job['id']}.keras" not in result.stdout
+    assert lines[-1].startswith(f"saved {out} (")

@@ -24,6 +24,8 @@ USES = {
     "tensorboard": "import tensorboard", "playwright": "import playwright",
     # tests/s3server.py runs `python -m moto.server`.
     "moto": "run tests/s3server.py", "hypothesis": "import hypothesis",
+    # tests/client/test_generated_client.py runs `python -m openapi_python_client generate`.
+    "openapi-python-client": "run tests/client/test_generated_client.py",
 }
 
 

@@ -126,7 +126,7 @@ def test_issue_example_normalises_to_the_documented_shape():
             "reduce_lr_on_plateau": None,
         },
         "training": {"epochs": 20, "batch_size": 32, "shuffle": True, "seed": 0,
-                     "mixed_precision": False, "jit_compile": False},
+                     "mixed_precision": False, "jit_compile": False, "class_weight": None},
         "limits": {"max_runtime_seconds": None},
         "diagnostics": {"enabled": True, "preflight": True, "on_error": "stop"},
         "resources": {"gpus": None},
@@ -145,7 +145,7 @@ def test_minimal_spec_gets_every_default():
     assert spec["callbacks"] == {"early_stopping": None, "checkpoint": {"monitor": "val_loss", "mode": "min"},
                                  "reduce_lr_on_plateau": None}
     assert spec["training"] == {"epochs": 10, "batch_size": 32, "shuffle": True, "seed": None,
-                                "mixed_precision": False, "jit_compile": False}
+                                "mixed_precision": False, "jit_compile": False, "class_weight": None}
     assert spec["limits"] == {"max_runtime_seconds": None}
     assert spec["diagnostics"] == {"enabled": True, "preflight": True, "on_error": "stop"}
     assert spec["model"]["layers"][0] == {"type": "dense", "units": 3, "activation": "softmax",
@@ -542,6 +542,25 @@ def test_normalize_targets_only_for_regression():
     spec = minimal()
     spec["dataset"]["normalize_targets"] = "standardize"
     error_at(spec, "dataset.normalize_targets", contains="regression")
+
+
+def test_class_weight_only_for_one_class_per_row():
+    assert valid(minimal(training={"class_weight": "balanced"}))["training"]["class_weight"] == "balanced"
+    assert valid(minimal())["training"]["class_weight"] is None
+    onehot = minimal(UPLOADED_ONEHOT, loss="categorical_crossentropy", training={"class_weight": "balanced"})
+    assert valid(onehot)["training"]["class_weight"] == "balanced"
+    binary = minimal("builtin:breast_cancer", [{"type": "dense", "units": 1, "activation": "sigmoid"}],
+                     loss="binary_crossentropy", training={"class_weight": "balanced"})
+    assert valid(binary)["training"]["class_weight"] == "balanced"
+    regression = minimal("builtin:diabetes", [{"type": "dense", "units": 1}], loss="mse",
+                         training={"class_weight": "balanced"})
+    error_at(regression, "training.class_weight", contains="mean_squared_error does not take class labels")
+    # A sigmoid per unit (multi-label): several labels a row, no one class to weigh.
+    multi = minimal(UPLOADED_ONEHOT, [{"type": "dense", "units": 3, "activation": "sigmoid"}],
+                    loss="binary_crossentropy", training={"class_weight": "balanced"})
+    error_at(multi, "training.class_weight", contains="one class per row")
+    error_at(minimal(training={"class_weight": "inverse"}), "training.class_weight", contains="balanced")
+    error_at(minimal(training={"class_weight": {"0": 1.0}}), "training.class_weight")
 
 
 def test_reduce_lr_only_with_constant_schedule():

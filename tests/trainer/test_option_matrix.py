@@ -296,6 +296,10 @@ def _place_callbacks_and_targets(rows: list[dict[str, Any]]) -> None:
     regression = next(r for r in rows if r["inputs"] != "tokens" and r["targets"] == "values"
                       and r["overrides"]["loss"] != "poisson")
     regression["overrides"]["dataset"]["normalize_targets"] = "standardize"
+    # Class weights on integer labels and on one-hot rows (Keras weighs those by their argmax).
+    for loss in ("sparse_categorical_crossentropy", "categorical_crossentropy"):
+        row = next(r for r in rows if r["overrides"]["loss"] == loss)
+        row["overrides"]["training"]["class_weight"] = "balanced"
 
 
 def data_for(row: dict[str, Any], seed: int) -> TrainData:

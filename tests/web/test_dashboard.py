@@ -170,6 +170,37 @@ def _screenshot(page: Any, name: str, capsys: Any) -> None:
         print(f"\ndashboard screenshot: {shot}")
 
 
+def test_dashboard_shows_the_time_left_of_a_running_job(page: Any, api_url: str, token: str, worker: Any) -> None:
+    import re
+
+    from playwright.sync_api import expect
+
+    from tests.conftest import tiny_spec, wait_until
+
+    auth = {"Authorization": f"Bearer {token}"}
+    spec = tiny_spec(name="dashboard-eta", training={"epochs": 5000, "batch_size": 8, "seed": 5})
+    job_id = requests.post(f"{api_url}/v1/jobs", json=spec, headers=auth, timeout=10).json()["id"]
+    try:
+        def estimated() -> bool:
+            job = requests.get(f"{api_url}/v1/jobs/{job_id}", headers=auth, timeout=10).json()
+            return job["status"] == "running" and job["eta"] is not None
+
+        wait_until(estimated, 120, 0.2, "the job's first epoch")
+        page.goto(api_url + "/")
+        _sign_in(page, token)
+        # The list: under the running job's status, its time left.
+        cell = page.wait_for_selector(f"tr[data-job='{job_id}'] .eta")
+        assert re.fullmatch(r"eta (\d+[dhms])+", cell.inner_text()), cell.inner_text()
+        # The job page: in its header, with where the estimate comes from.
+        page.click(f"tr[data-job='{job_id}'] a")
+        expect(page.locator("#job-eta")).to_have_text(re.compile(r"^ETA (\d+[dhms])+ \(.+; from its recent epochs\)$"))
+    finally:
+        requests.post(f"{api_url}/v1/jobs/{job_id}/cancel", headers=auth, timeout=10)
+    # Once it has ended there is no time left to show.
+    page.wait_for_selector("#job-view[data-status='cancelled']", timeout=60_000)
+    assert page.inner_text("#job-eta") == ""
+
+
 def _y_ticks(page: Any, chart: str) -> list[tuple[float, float]]:
     """(value, y) of each labelled tick on a chart's y axis, lowest value first."""
     return sorted((float(label), float(y)) for label, y in page.locator(f"{chart} svg text.ytick").evaluate_all(

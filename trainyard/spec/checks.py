@@ -224,6 +224,26 @@ def check_loss(spec: dict, info: DatasetInfo | None, shapes: list[LayerShape]) -
     return errs
 
 
+def check_class_weight(spec: dict, shapes: list[LayerShape] | None) -> Errors:
+    """`training.class_weight` weighs each row by its one class: class labels, one class per row."""
+    if not spec["training"]["class_weight"]:
+        return []
+    loss = spec["loss"]
+    if loss not in CLASSIFICATION_LOSSES:
+        return [error("training.class_weight",
+                      f"class_weight weighs rows by their class, but {loss} does not take class labels; "
+                      "leave it out (it needs sparse_categorical_crossentropy, categorical_crossentropy, "
+                      "binary_crossentropy, hinge or squared_hinge).")]
+    output = shapes[-1].output_shape if shapes else None
+    # Sparse labels are one class a row, one-hot rows too (Keras takes their argmax); a sigmoid per
+    # output unit is one label per unit.
+    if loss in ("binary_crossentropy", "hinge", "squared_hinge") and output is not None and tuple(output) != (1,):
+        return [error("training.class_weight",
+                      f"class_weight needs one class per row; with {loss} on {tuple(output)} outputs each row "
+                      "has several labels. Leave it out.")]
+    return []
+
+
 def check_metrics(spec: dict, info: DatasetInfo | None) -> Errors:
     errors: Errors = []
     loss = spec["loss"]
@@ -319,6 +339,7 @@ def run_checks(spec: dict, info: DatasetInfo | None, limits: SpecLimits) -> Erro
     errors += model_errors
     if shapes is not None:
         errors += check_loss(spec, info, shapes)
+    errors += check_class_weight(spec, shapes)
     errors += check_metrics(spec, info)
     errors += resolve_monitors(spec, has_validation_data(spec, info))
     errors += check_schedule(spec, info)

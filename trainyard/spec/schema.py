@@ -233,6 +233,9 @@ class CallbacksSchema(SpecSchema):
 # --- the rest ------------------------------------------------------------------------------------
 
 
+CLASS_WEIGHTS = ("balanced",)
+
+
 class TrainingSchema(SpecSchema):
     # Upper bounds come from SpecLimits (operator settings) and are checked in checks.py.
     epochs = Int(load_default=10, validate=validate.Range(min=1))
@@ -241,6 +244,9 @@ class TrainingSchema(SpecSchema):
     seed = Int(allow_none=True, load_default=None, validate=validate.Range(0, SEED_MAX))
     mixed_precision = Bool(load_default=False)
     jit_compile = Bool(load_default=False)
+    # "balanced": each class weighted by n_samples / (n_classes * its count) in the training split,
+    # through Keras' class_weight. Classification with one class per row only (checks.py).
+    class_weight = Choice(CLASS_WEIGHTS, allow_none=True, load_default=None)
 
 
 class LimitsSchema(SpecSchema):

@@ -98,11 +98,9 @@ def _targets(a: np.ndarray | None) -> np.ndarray | None:
     return a if np.issubdtype(a.dtype, np.integer) else a.astype(np.float32, copy=False)
 
 
-def prepare_data(spec: dict, data: TrainData, *, integer_inputs: bool = False) -> PreparedData:
-    """Split off validation if asked, then normalise every split with training-split statistics.
-
-    ``integer_inputs`` (an embedding first layer) keeps token ids as int32 and never normalises them.
-    """
+def split_data(spec: dict, data: TrainData) -> TrainData:
+    """The training, validation and test pairs as they will train, before normalisation: validation split
+    off the training rows when the spec asks for it and the data set has no validation part."""
     dataset = spec.get("dataset") or {}
     seed = (spec.get("training") or {}).get("seed")
     x_train, y_train = np.asarray(data.x_train), np.asarray(data.y_train)
@@ -113,7 +111,22 @@ def prepare_data(spec: dict, data: TrainData, *, integer_inputs: bool = False) -
     fraction = float(dataset.get("validation_split") or 0.0)
     if x_val is None and fraction > 0:
         x_train, y_train, x_val, y_val = split_validation(x_train, y_train, fraction, seed)
-    x_test, y_test = data.x_test, data.y_test
+    return TrainData(x_train, y_train, x_val, y_val, data.x_test, data.y_test)
+
+
+def prepare_data(spec: dict, data: TrainData, *, integer_inputs: bool = False) -> PreparedData:
+    """Split off validation if asked, then normalise every split with training-split statistics."""
+    return normalize_splits(spec, split_data(spec, data), integer_inputs=integer_inputs)
+
+
+def normalize_splits(spec: dict, splits: TrainData, *, integer_inputs: bool = False) -> PreparedData:
+    """Normalise every split of ``split_data``'s result with training-split statistics.
+
+    ``integer_inputs`` (an embedding first layer) keeps token ids as int32 and never normalises them.
+    """
+    dataset = spec.get("dataset") or {}
+    x_train, y_train = splits.x_train, splits.y_train
+    x_val, y_val, x_test, y_test = splits.x_val, splits.y_val, splits.x_test, splits.y_test
 
     method = dataset.get("normalize") or "none"
     if method not in INPUT_METHODS:
@@ -145,6 +158,29 @@ def prepare_data(spec: dict, data: TrainData, *, integer_inputs: bool = False) -
     if input_stats is not None or target_stats is not None:
         normalization = {"inputs": input_stats, "targets": target_stats}
     return PreparedData(x_train, y_train, x_val, y_val, x_test, y_test, normalization)
+
+
+def class_labels(y: np.ndarray) -> np.ndarray:
+    """Each row's class index as Keras' ``class_weight`` reads it: the argmax of a one-hot row, else the
+    label rounded to an integer."""
+    y = np.asarray(y)
+    if y.ndim > 1 and y.shape[-1] > 1:
+        return np.argmax(y.reshape(len(y), -1), axis=-1)
+    return np.rint(y.reshape(len(y))).astype(np.int64)
+
+
+def balanced_class_weight(y: np.ndarray) -> dict[int, float]:
+    """``training.class_weight: "balanced"``: scikit-learn's rule, n_samples / (n_classes * count) for
+    each class present in the training targets (a class that never occurs gets no weight; Keras then
+    weighs it 1). The weights average 1 over the training rows, so the loss keeps its scale."""
+    from sklearn.utils.class_weight import compute_class_weight  # slow import; only jobs that ask pay it
+
+    labels = class_labels(y)
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"class labels must be >= 0 for class_weight, got {int(labels.min())}")
+    classes = np.flatnonzero(np.bincount(labels))
+    weights = compute_class_weight("balanced", classes=classes, y=labels)
+    return {int(c): float(w) for c, w in zip(classes, weights)}
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int) -> tf.data.Dataset:

@@ -25,12 +25,13 @@ from .callbacks import (
     TerminateOnNaN,
     call_reporter,
 )
-from .data import make_dataset, make_train_dataset, prepare_data
+from .data import balanced_class_weight, make_dataset, make_train_dataset, normalize_splits, split_data
 from .export import export_savedmodel
 from .layers import build_model, summarize, takes_integer_inputs
 from .losses import build_loss, build_metrics
 from .optimizers import build_optimizer
-from .diagnostics.setup import prepare_diagnostics
+from .diagnostics.data_checks import measure_features
+from .diagnostics.setup import prepare_diagnostics, reports_diagnostics
 from .preflight import preflight
 from .types import InMemoryReporter, Reporter, ResumeState, TrainData, TrainResult, describe_error
 
@@ -129,7 +130,18 @@ class _Run:
         """Prepare the arrays and build the model (under the device strategy, seeded, in its precision)."""
         spec, training = self.spec, self.training
         self.integer_inputs = takes_integer_inputs(spec["model"])
-        self.prepared = prepare_data(spec, self.data, integer_inputs=self.integer_inputs)
+        self.strategy = distribute.strategy_for(spec, self.devices)
+        splits = split_data(spec, self.data)
+        # The data checks look at the splits before normalisation (diagnostics/data_checks.py); what they
+        # measure is small, so the raw splits need not outlive this method.
+        self.data_report = None
+        if self._checks_data():
+            self.data_report = measure_features(splits, integer_inputs=self.integer_inputs)
+        self.prepared = normalize_splits(spec, splits, integer_inputs=self.integer_inputs)
+        del splits
+        # training.class_weight "balanced": Keras' class_weight, from the training split's labels.
+        self.class_weight = (balanced_class_weight(self.prepared.y_train)
+                             if training.get("class_weight") == "balanced" else None)
         self.normalization = self.prepared.normalization
         self.batch_size = int(training["batch_size"])
         self.epochs = int(training["epochs"])
@@ -143,7 +155,6 @@ class _Run:
         if self.reduce_lr_spec and self.schedule.get("type", "constant") != "constant":
             raise ValueError("reduce_lr_on_plateau only works with the constant schedule")
 
-        self.strategy = distribute.strategy_for(spec, self.devices)
         self.replicas = self.strategy.num_replicas_in_sync if self.strategy is not None else 1
         # Under a strategy every variable (model, optimizer, metrics) is created in its scope: mirrored.
         with distribute.scope(self.strategy):
@@ -152,6 +163,12 @@ class _Run:
                     process_settings.seed_everything(self.seed)
                 self.model = build_model(spec, float32_output=mixed)
         self.mixed = mixed
+
+    def _checks_data(self) -> bool:
+        """Diagnostics on (and kept on: a strategy turns them off), with a reporter that takes findings."""
+        options = self.spec.get("diagnostics") or {}
+        return (bool(options.get("enabled", True)) and self.strategy is None
+                and reports_diagnostics(self.reporter))
 
     def compile(self) -> None:
         """Optimizer (with its schedule), loss and metrics, in the strategy's scope like the model."""
@@ -205,7 +222,7 @@ class _Run:
         self.diagnostics = prepare_diagnostics(
             distribute.without_probes(spec) if self.strategy is not None else spec, self.model,
             self.data.x_train, self.data.y_train, prepared.x_train, prepared.y_train, reporter, state,
-            integer_inputs=self.integer_inputs)
+            integer_inputs=self.integer_inputs, data_report=self.data_report)
         if self.diagnostics.callback is not None:
             self.callback_list.append(self.diagnostics.callback)
             if resume is not None:
@@ -248,18 +265,24 @@ class _Run:
         self.diagnostics.report(self.reporter, self.diagnostics.setup_findings)
 
     def preflight(self) -> str | None:
-        """A few steps on one batch that fail NaN or gradient-free jobs fast; the stop reason if it failed.
-
-        Then, with ``diagnostics.on_error: "stop"``, an error finding known before training (the data and
-        spec checks) stops the run with stop reason ``diagnosis``: it would hold in every epoch.
+        """With ``diagnostics.on_error: "stop"``, an error finding known before training (the data and
+        spec checks) stops the run with stop reason ``diagnosis``: it would hold in every epoch, so the
+        preflight steps are not worth taking. Otherwise a few steps on one batch fail NaN or gradient-free
+        jobs fast; the stop reason if the run stops here.
         """
         diagnostics = self.diagnostics
         # A resumed run already passed preflight; it restores every variable it touches (preflight.py).
         if self.resume is not None:
             return None
+        self.stopped_by = diagnostics.confirmed_before_training([])
+        if self.stopped_by is not None:
+            logger.info("stopping before training: error finding %s (diagnostics.on_error stop)",
+                        self.stopped_by["id"])
+            return StopReason.DIAGNOSIS
         if diagnostics.preflight:
             checked = preflight(self.model, self.spec, self.prepared.x_train, self.prepared.y_train,
-                                context=diagnostics.context, measure=diagnostics.measure)
+                                context=diagnostics.context, measure=diagnostics.measure,
+                                class_weight=self.class_weight)
             self.phase_done("preflight")
             logger.info("preflight on one batch: %s",
                         "passed" if checked.ok else f"failed ({checked.stop_reason})")
@@ -267,11 +290,6 @@ class _Run:
                 # NaN and gradient-free runs keep their own stop reasons (nan_loss, no_gradients).
                 diagnostics.report(self.reporter, checked.findings)
                 return checked.stop_reason
-        self.stopped_by = diagnostics.confirmed_before_training([])
-        if self.stopped_by is not None:
-            logger.info("stopping before training: error finding %s (diagnostics.on_error stop)",
-                        self.stopped_by["id"])
-            return StopReason.DIAGNOSIS
         return None
 
     def diagnosis(self, stop_reason: str) -> dict:
@@ -302,7 +320,8 @@ class _Run:
         # "fit" counts building the data sets above: they copy the arrays into tensors.
         # shuffle=False: the dataset shuffles itself; fit would only warn about the flag.
         self.model.fit(train_ds, validation_data=val_ds, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch,
-                       verbose=0, callbacks=self.callback_list, shuffle=False, initial_epoch=self.initial_epoch)
+                       verbose=0, callbacks=self.callback_list, shuffle=False, initial_epoch=self.initial_epoch,
+                       class_weight=self.class_weight)
         self.phase_done("fit")
 
         if self.state.stop_reason is not None:

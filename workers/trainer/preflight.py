@@ -74,12 +74,14 @@ class _StepLosses(keras.callbacks.Callback):
 
 
 def preflight(model: keras.Model, spec: dict, x: np.ndarray, y: np.ndarray, *, context: RunContext,
-              steps: int = PREFLIGHT_STEPS, measure: ProbeMeasure | None = None) -> PreflightResult:
+              steps: int = PREFLIGHT_STEPS, measure: ProbeMeasure | None = None,
+              class_weight: dict[int, float] | None = None) -> PreflightResult:
     """Train ``steps`` steps on the first batch of (x, y) with the compiled ``model``, then restore every
     variable of the model and its optimizer. Gradients are measured (with ``measure``, the run's
     diagnostics probe, if any) only when the steps moved no trainable variable: a step that changed a
     weight had a gradient, so the common case pays no measurement. An optimizer with weight decay moves
-    weights without gradients, so there the measurement comes first.
+    weights without gradients, so there the measurement comes first. ``class_weight`` is the run's own
+    (``training.class_weight``): it adds sample weights to the batches, so fit's trace depends on it.
     """
     began = time.perf_counter()
     batch = int(spec["training"]["batch_size"])
@@ -116,7 +118,7 @@ def preflight(model: keras.Model, spec: dict, x: np.ndarray, y: np.ndarray, *, c
             # The same data pipeline as the real run (element spec included): fit reuses the trace.
             recorder = _StepLosses()
             model.fit(make_dataset(xb, yb, batch).repeat(), epochs=steps, steps_per_epoch=1, verbose=0,
-                      callbacks=[recorder], shuffle=False)
+                      callbacks=[recorder], shuffle=False, class_weight=class_weight)
             result.losses = recorder.losses
             if result.losses and not math.isfinite(result.losses[-1]):
                 result.stop_reason = StopReason.NAN_LOSS

@@ -110,6 +110,41 @@ function num(v) {
   return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(3) : (+v.toPrecision(4)).toString();
 }
 
+// ------------------------------------------------------------------ time left
+
+const ETA_BASIS = {
+  recent_epochs: "from its recent epochs",
+  early_stopping: "early stopping ends it then unless it improves",
+  queue_position: "from its place in the queue",
+};
+
+function duration(seconds) {
+  let s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s}s`;
+  let m = Math.floor(s / 60);
+  s %= 60;
+  if (m < 60) return `${m}m${String(s).padStart(2, "0")}s`;
+  let h = Math.floor(m / 60);
+  m %= 60;
+  if (h < 24) return `${h}h${String(m).padStart(2, "0")}m`;
+  return `${Math.floor(h / 24)}d${String(h % 24).padStart(2, "0")}h`;
+}
+
+// The job's `eta` counted down from when it was read, by this browser's clock (the server's may differ).
+const etaRead = new WeakMap();
+function secondsLeft(job) {
+  if (!job.eta || FINAL.has(job.status)) return null;
+  if (!etaRead.has(job)) etaRead.set(job, Date.now());
+  return Math.max(0, job.eta.seconds - (Date.now() - etaRead.get(job)) / 1000);
+}
+
+function etaText(job) {
+  const left = secondsLeft(job);
+  if (left === null) return "";
+  const at = new Date(Date.now() + left * 1000).toLocaleTimeString();
+  return `ETA ${duration(left)} (${at}; ${ETA_BASIS[job.eta.basis] || job.eta.basis})`;
+}
+
 function bestText(job) {
   return job.best ? `${job.best.monitor} ${num(job.best.value)} (epoch ${job.best.epoch})` : "";
 }
@@ -162,6 +197,8 @@ function findingsCell(job) {
 function statusCell(job) {
   const td = document.createElement("td");
   td.appendChild(text("span", job.status, `status ${job.status}`));
+  const left = secondsLeft(job);
+  if (left !== null) td.appendChild(text("div", `eta ${duration(left)}`, "muted small eta"));
   return td;
 }
 
@@ -265,6 +302,8 @@ function renderJob(job) {
   const status = $("job-status");
   status.textContent = job.status;
   status.className = `status ${job.status}`;
+  shownJob = job;
+  $("job-eta").textContent = etaText(job);
   const tests = job.test_metrics
     ? Object.entries(job.test_metrics).map(([k, v]) => `${k} ${num(v)}`).join(", ") : "";
   $("job-facts").replaceChildren(
@@ -307,8 +346,14 @@ async function save(path, filename, button) {
   }
 }
 
+let shownJob = null;
+
 function showJob(jobId) {
   show("job-view");
+  shownJob = null;
+  $("job-eta").textContent = "";
+  // The time left counts down between the job's updates (a slow epoch may take minutes).
+  refreshTimer = setInterval(() => { if (shownJob) $("job-eta").textContent = etaText(shownJob); }, 1000);
   $("job-title").textContent = jobId;
   $("job-status").textContent = "";
   $("job-facts").replaceChildren();

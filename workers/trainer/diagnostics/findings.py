@@ -31,7 +31,8 @@ SEVERITIES = ("info", "warning", "error")
 CODES = (
     "lr_too_small", "weights_not_changing", "diverged", "exploding_gradients", "vanishing_gradients",
     "zero_gradients", "unscaled_inputs", "unscaled_targets", "loss_activation_mismatch", "plateau",
-    "overfitting",
+    "overfitting", "data_leakage", "constant_feature", "non_finite_feature", "class_imbalance",
+    "label_out_of_range",
 )
 
 # Largest per-epoch update-to-weight ratio (over all variables) below which the weights count as not
@@ -61,10 +62,10 @@ _SATURATING = ("sigmoid", "tanh", "hard_sigmoid", "softsign")
 # Error-severity findings that can stop a job (diagnostics.on_error "stop"): their codes are job error
 # codes too (trainyard/job_errors.py; tests/trainer/test_diagnostics_act.py holds them in it).
 # zero_gradients is an error only in preflight, which ends the job with no_gradients.
-STOPPING_CODES = ("lr_too_small", "diverged", "loss_activation_mismatch")
+STOPPING_CODES = ("lr_too_small", "diverged", "loss_activation_mismatch", "non_finite_feature")
 # What a suggested change is based on.
 BASES = ("update_ratio", "divergence", "gradient_norm", "data_scale", "loss_activation", "gradient_flow",
-         "progress", "validation_loss", "optimizer_default")
+         "progress", "validation_loss", "optimizer_default", "class_counts", "target_range")
 # A suggested learning rate aims at this update-to-weight ratio per step for the fastest-moving kernel
 # (the usual rule of thumb: about 1e-3 in a healthy run).
 TARGET_UPDATE_RATIO = 1e-3
@@ -571,11 +572,8 @@ def check_loss_activation(ctx: RunContext, output_units: int | None, targets: di
         return mismatch("warning", f"{where} applies {activation} but the loss is {loss}: outputs that "
                         "sum to one cannot match regression targets. For regression use a linear final "
                         "activation; for classes use a crossentropy loss.", "linear")
-    if activation in ("sigmoid", "hard_sigmoid") and kind in REGRESSION_LOSSES and targets and (
-            targets.get("min", 0.0) < 0.0 or targets.get("max", 1.0) > 1.0):
-        return mismatch("warning", f"{where} applies {activation}, whose outputs lie in (0, 1), but the "
-                        f"targets range from {_g(targets.get('min'))} to {_g(targets.get('max'))}. Use a "
-                        "linear final activation (or dataset.normalize_targets: minmax).", "linear")
+    # Regression targets beyond a bounded final activation's range (sigmoid, tanh, relu, ...) are
+    # label_out_of_range (data_checks.py), judged on the targets as trained (after normalize_targets).
     if loss in ("hinge", "squared_hinge") and activation in ("sigmoid", "softmax", "relu"):
         return mismatch("warning", f"{loss} wants margins in [-1, 1] but {where} applies {activation}, "
                         "which cannot go below 0. Use tanh (or linear) as the final activation.", "tanh")

@@ -14,6 +14,7 @@ from trainyard.names import CLASSIFICATION_LOSSES, canonical_loss
 from ..callbacks.state import RunState, call_reporter
 from ..losses import build_loss
 from .callback import TrainingDiagnostics
+from .data_checks import analyze_data
 from .data_stats import scale_stats
 from .findings import RunContext, analyze_setup, merge, reconcile
 from .probe import ProbeMeasure, probe_batch, trainable_variables
@@ -57,9 +58,11 @@ class RunDiagnostics:
 
 def prepare_diagnostics(spec: dict, model: keras.Model, raw_x: np.ndarray, raw_y: np.ndarray,
                         x_train: np.ndarray, y_train: np.ndarray, reporter, state: RunState, *,
-                        integer_inputs: bool) -> RunDiagnostics:
-    """The run's variable list always; with ``diagnostics.enabled`` the setup findings (from the raw,
-    un-normalised training data) and the measuring callback."""
+                        integer_inputs: bool, data_report: dict | None = None) -> RunDiagnostics:
+    """The run's variable list always; with ``diagnostics.enabled`` the setup findings (data scale from
+    the raw, un-normalised training data; the data checks from ``data_report``, what
+    ``data_checks.measure_features`` measured on the splits, and from the targets as trained) and the
+    measuring callback."""
     options = spec.get("diagnostics") or {}
     tracked = trainable_variables(model)
     batch_size = int((spec.get("training") or {}).get("batch_size") or 1)
@@ -75,7 +78,7 @@ def prepare_diagnostics(spec: dict, model: keras.Model, raw_x: np.ndarray, raw_y
                         classification=canonical_loss(spec.get("loss")) in CLASSIFICATION_LOSSES)
     output_shape = model.outputs[0].shape if model.outputs else None
     units = int(output_shape[-1]) if output_shape is not None and output_shape[-1] is not None else None
-    run.setup_findings = analyze_setup(context, stats, units)
+    run.setup_findings = analyze_setup(context, stats, units) + analyze_data(data_report, y_train, context, units)
     run.callback = TrainingDiagnostics(
         reporter, state, ProbeMeasure(model, build_loss(spec["loss"]), tracked),
         probe_batch(x_train, y_train), context, setup_findings=run.setup_findings)
