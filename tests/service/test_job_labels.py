@@ -146,6 +146,10 @@ def test_patch_merges_labels_renames_and_keeps_the_submitted_spec(api: Api) -> N
         rows = s.execute(select(JobLabel.key, JobLabel.value).where(JobLabel.job_id == job_id)).all()
         assert dict(rows) == {"team": "nlp", "owner": "ana"}  # the list filters on these
         assert s.get(Job, job_id).labels == {"team": "nlp", "owner": "ana"}
+    # Deleting the job deletes its label rows (the foreign key cascades, on SQLite as on Postgres).
+    assert api.client.delete(f"/v1/jobs/{job_id}", headers=headers).status_code == 204
+    with api.db.session() as s:
+        assert s.execute(select(JobLabel.key).where(JobLabel.job_id == job_id)).all() == []
 
 
 def test_patch_refuses_other_fields_bad_values_and_too_many_labels(api: Api) -> None:
