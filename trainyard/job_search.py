@@ -1,25 +1,27 @@
 """Finding a tenant's jobs: filters (status, labels, a name substring) and sort orders, paged by keyset.
 
-Every page is a bounded range scan of an index, whatever page it is (none counts or skips rows):
+Every filter and sort has an index that holds its rows in page order, so a page starts at its cursor rather
+than counting or skipping rows (page 200 costs what page 1 does); where a filter is selective, Postgres may
+instead read the few matching rows from another index and sort them (tests show the plans):
 - `-created_at` (the default): `ix_jobs_tenant_created` (or `ix_jobs_tenant_status_created`); with a label
   filter, the first label with a value (else the first) drives the scan on `job_labels`, whose index holds
-  (tenant, key, value, created_at, job_id) in the order pages are read; any further labels are probed by
-  their primary key (job_id, key).
+  (tenant, key, value, created_at, job_id) in the order pages are read; any further labels are checked by
+  their primary key (job_id, key), or their own index.
 - `-best_value` / `best_value`: `ix_jobs_tenant_best` (tenant, best_value, id) read backward or forward, then
   the jobs that have no best value yet (queued, or no epoch done), by id on the same index: nulls come last
   in either direction, as two range scans rather than one sort.
 - `name`: a case-insensitive substring; on Postgres the planner may answer it from the trigram index
   `ix_jobs_name_trgm`, on SQLite it filters the tenant's rows as the scan reads them.
 
-Ties are broken by id, so every job is listed once across pages. Tests show the plans
-(tests/service/test_job_search_plans.py).
+Ties are broken by id, so every job is listed once across pages. The plans:
+tests/service/test_job_search_plans.py.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, exists, select, tuple_
+from sqlalchemy import Select, exists, tuple_
 from sqlalchemy.orm import aliased
 
 from trainyard.db.models import Job, JobLabel
