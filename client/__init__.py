@@ -7,6 +7,8 @@
     ty.download_best(job["id"], "best.keras")
     for event in ty.events(job["id"]):   # live: status, epoch, finding, then end
         print(event.event, event.data)
+    ty.patch(job["id"], labels={"team": "vision", "draft": None})  # set one label, remove another
+    ty.list_jobs(labels={"team": "vision"}, name="mlp", sort="-best_value")
 
 Only `requests` is needed (and `click` for the command line).
 """
@@ -19,6 +21,7 @@ from client.errors import (
     JobFailed,
     NotFound,
     PayloadTooLarge,
+    PreconditionFailed,
     ServerError,
     TrainyardError,
     Unauthorized,
@@ -34,6 +37,7 @@ __all__ = [
     "JobFailed",
     "NotFound",
     "PayloadTooLarge",
+    "PreconditionFailed",
     "ServerError",
     "Trainyard",
     "TrainyardError",

@@ -7,7 +7,7 @@ import logging
 import os
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,19 @@ def parse_sse(lines: Iterable[str]) -> Iterator[Event]:
 def _seconds(header: str | None) -> float | None:
     """A `Retry-After` in seconds (the date form is not used by this API)."""
     return float(header) if header is not None and header.strip().isdigit() else None
+
+
+#: `Trainyard.patch(name=...)` left out: the name stays as it is (None clears it).
+UNCHANGED: Any = object()
+
+
+def label_filters(labels: Mapping[str, str | None] | Iterable[str]) -> list[str]:
+    """The list's `label` parameters: `key:value`, or `key` for "has this label"."""
+    if isinstance(labels, Mapping):
+        return [key if value is None else f"{key}:{value}" for key, value in labels.items()]
+    if isinstance(labels, str):
+        return [labels]
+    return list(labels)
 
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -149,22 +162,47 @@ class Trainyard:
     def get(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/jobs/{job_id}")
 
-    def list_jobs(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
-        """One page, newest first: `{"jobs": [...], "next_cursor": str | None}`."""
-        params = {k: v for k, v in {"status": status, "limit": limit, "cursor": cursor}.items() if v is not None}
+    def list_jobs(self, status: str | None = None, limit: int = 20, cursor: str | None = None, *,
+                  labels: Mapping[str, str | None] | Iterable[str] | None = None, name: str | None = None,
+                  sort: str | None = None) -> dict[str, Any]:
+        """One page: `{"jobs": [...], "next_cursor": str | None}`, newest first unless `sort` says
+        `-best_value` or `best_value` (jobs without a best value last either way).
+
+        `labels`: jobs with every one of these, `{"team": "vision", "baseline": None}` (None: has the key,
+        any value) or the API's own `["team:vision", "baseline"]`; `name`: a substring of the name, any case.
+        """
+        params: dict[str, Any] = {k: v for k, v in {"status": status, "limit": limit, "cursor": cursor,
+                                                    "name": name, "sort": sort}.items() if v is not None}
+        if labels:
+            params["label"] = label_filters(labels)
         return self._json("GET", "/v1/jobs", params=params)
 
     list = list_jobs
 
-    def iter_jobs(self, status: str | None = None, page_size: int = 100) -> Iterator[dict[str, Any]]:
-        """Every job, newest first, following `next_cursor` page by page."""
+    def iter_jobs(self, status: str | None = None, page_size: int = 100, *,
+                  labels: Mapping[str, str | None] | Iterable[str] | None = None, name: str | None = None,
+                  sort: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every job that matches (as `list_jobs`), following `next_cursor` page by page."""
         cursor = None
         while True:
-            page = self.list_jobs(status=status, limit=page_size, cursor=cursor)
+            page = self.list_jobs(status=status, limit=page_size, cursor=cursor, labels=labels, name=name, sort=sort)
             yield from page["jobs"]
             cursor = page["next_cursor"]
             if not cursor:
                 return
+
+    def patch(self, job_id: str, *, labels: Mapping[str, str | None] | None = None, name: Any = UNCHANGED,
+              if_match: str | None = None) -> dict[str, Any]:
+        """Change a job's labels (merged: a value of None removes that label, others are kept) and/or its
+        name (None clears it), whatever its status; returns the job. With `if_match` (an `ETag` of
+        `GET /v1/jobs/{id}`), only if the job has not changed since (else `PreconditionFailed`, 412)."""
+        body: dict[str, Any] = {}
+        if labels is not None:
+            body["labels"] = dict(labels)
+        if name is not UNCHANGED:
+            body["name"] = name
+        headers = {"If-Match": if_match} if if_match else {}
+        return self._json("PATCH", f"/v1/jobs/{job_id}", json=body, headers=headers)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """A queued job ends at once; a running one stops at the next batch (poll or `wait` for it)."""

@@ -24,6 +24,7 @@ EXIT_API_ERROR = 3
 EXIT_CONNECTION = 4
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+SORTS = ("-created_at", "-best_value", "best_value")
 
 
 class TrainyardGroup(click.Group):
@@ -331,18 +332,57 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
 
 @main.command("list")
 @click.option("--status", "status_", type=click.Choice(STATUSES), help="Only jobs in this status.")
+@click.option("--label", "labels", multiple=True, metavar="KEY[:VALUE]",
+              help="Only jobs with this label (any value with KEY alone); repeat for several, all must match.")
+@click.option("--name", help="Only jobs whose name holds this text (any case).")
+@click.option("--sort", type=click.Choice(SORTS), default="-created_at", show_default=True,
+              help="Newest first, or by best monitored value (jobs without one last).")
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True, help="Jobs to show.")
 @json_option
 @click.pass_context
-def list_(ctx: click.Context, status_: str | None, limit: int, as_json: bool) -> None:
-    """List your jobs, newest first."""
-    page = _client(ctx).list_jobs(status=status_, limit=limit)
+def list_(ctx: click.Context, status_: str | None, labels: tuple[str, ...], name: str | None, sort: str,
+          limit: int, as_json: bool) -> None:
+    """List your jobs, newest first (or as --sort says)."""
+    page = _client(ctx).list_jobs(status=status_, limit=limit, labels=labels, name=name, sort=sort)
     if as_json:
         _print_json(page)
     elif not page["jobs"]:
         click.echo("no jobs")
     else:
         click.echo(render.jobs_table(page["jobs"]))
+
+
+def _label_changes(changes: tuple[str, ...]) -> dict[str, str | None]:
+    """`key=value` sets a label, `key-` removes it (kubectl's notation)."""
+    out: dict[str, str | None] = {}
+    for change in changes:
+        key, eq, value = change.partition("=")
+        if eq:
+            out[key] = value
+        elif change.endswith("-") and len(change) > 1:
+            out[change[:-1]] = None
+        else:
+            raise click.BadParameter(f"{change!r}: write key=value to set a label, key- to remove it.",
+                                     param_hint="CHANGES")
+    return out
+
+
+@main.command()
+@click.argument("job_id")
+@click.argument("changes", nargs=-1, metavar="[KEY=VALUE | KEY-]...")
+@click.option("--name", help="Rename the job too (an empty string clears its name).")
+@json_option
+@click.pass_context
+def label(ctx: click.Context, job_id: str, changes: tuple[str, ...], name: str | None, as_json: bool) -> None:
+    """Set (KEY=VALUE) or remove (KEY-) a job's labels, and rename it with --name; other labels stay."""
+    if not changes and name is None:
+        raise click.UsageError("Give at least one KEY=VALUE or KEY- change, or --name.")
+    extra: dict[str, Any] = {} if name is None else {"name": name or None}
+    job = _client(ctx).patch(job_id, labels=_label_changes(changes) if changes else None, **extra)
+    if as_json:
+        _print_json(job)
+    else:
+        click.echo(render.job_summary(job))
 
 
 @main.command()

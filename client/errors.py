@@ -42,6 +42,10 @@ class Conflict(TrainyardError):
     """409: the resource is not in a state that allows this (e.g. cancelling a finished job)."""
 
 
+class PreconditionFailed(TrainyardError):
+    """412: the job changed since the ETag sent in If-Match; read it again."""
+
+
 class PayloadTooLarge(TrainyardError):
     """413: the body is larger than the server accepts."""
 
@@ -72,6 +76,7 @@ _BY_STATUS: dict[int, type[TrainyardError]] = {
     401: Unauthorized,
     404: NotFound,
     409: Conflict,
+    412: PreconditionFailed,
     413: PayloadTooLarge,
     422: ValidationError,
 }

@@ -154,6 +154,7 @@ def job_summary(job: dict[str, Any]) -> str:
     pairs: list[tuple[str, Any]] = [
         ("job", job["id"]),
         ("name", job.get("name") or "-"),
+        ("labels", labels_text(job.get("labels")) or "-"),
         ("status", job["status"] + (" (cancel requested)" if job.get("cancel_requested")
                                     and job["status"] not in ("cancelled", "failed", "succeeded") else "")),
         ("epochs", f"{progress.get('epoch', 0)}/{progress.get('epochs', '?')}"),
@@ -186,11 +187,19 @@ def job_summary(job: dict[str, Any]) -> str:
     return key_values(pairs)
 
 
+def labels_text(labels: dict[str, str] | None) -> str:
+    """`team=vision,stage=draft` (as `trainyard label` takes them)."""
+    return ",".join(f"{key}={value}" for key, value in (labels or {}).items())
+
+
 def jobs_table(jobs: Sequence[dict[str, Any]]) -> str:
+    """One row per job; a LABELS column when any of them has labels."""
+    with_labels = any(j.get("labels") for j in jobs)
     rows = [[j["id"], j.get("name") or "-", j["status"],
              f"{j['progress']['epoch']}/{j['progress']['epochs']}", best_text(j), j.get("created_at") or "-"]
+            + ([labels_text(j.get("labels")) or "-"] if with_labels else [])
             for j in jobs]
-    return table(rows, ["ID", "NAME", "STATUS", "EPOCH", "BEST", "CREATED"])
+    return table(rows, ["ID", "NAME", "STATUS", "EPOCH", "BEST", "CREATED"] + (["LABELS"] if with_labels else []))
 
 
 def findings_text(findings: Sequence[dict[str, Any]]) -> str:

@@ -76,6 +76,10 @@ class Gone(ApiError):
     status, code, title = 410, "artifact_missing", "Artifact missing"
 
 
+class PreconditionFailed(ApiError):
+    status, code, title = 412, "precondition_failed", "Precondition failed"
+
+
 class PayloadTooLarge(ApiError):
     status, code, title = 413, "payload_too_large", "Payload too large"
 

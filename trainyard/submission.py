@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from trainyard import lifecycle
 from trainyard.db import Database
 from trainyard.db.models import Job, new_id, utcnow
+from trainyard.labels import with_labels
 from trainyard.resources import resource_class
 
 logger = logging.getLogger(__name__)
@@ -26,10 +27,12 @@ Send = Callable[[str], None]
 
 
 def new_job(tenant_id: str, spec: dict[str, Any], **fields: Any) -> Job:
-    """The row of a queued job for a normalised spec; `fields` sets other columns (idempotency, sweep)."""
-    return lifecycle.queued_job(id=new_id("job"), tenant_id=tenant_id, name=spec.get("name"), spec=spec,
-                                epochs=spec["training"]["epochs"],
-                                resource_class=resource_class(spec["resources"]["gpus"]), **fields)
+    """The row of a queued job for a normalised spec, with its labels' rows; `fields` sets other columns
+    (idempotency, sweep)."""
+    job = lifecycle.queued_job(id=new_id("job"), tenant_id=tenant_id, name=spec.get("name"), spec=spec,
+                               epochs=spec["training"]["epochs"], created_at=utcnow(),
+                               resource_class=resource_class(spec["resources"]["gpus"]), **fields)
+    return with_labels(job, spec.get("labels") or {})
 
 
 def enqueue(db: Database, send: Send, job_id: str, *, raise_errors: bool = False) -> bool:

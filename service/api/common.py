@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 import tempfile
 from datetime import datetime, timezone
@@ -174,24 +175,74 @@ def encode_cursor(created_at: datetime, row_id: str) -> str:
 _CURSOR = re.compile(r"[A-Za-z0-9_-]{1,200}={0,2}", re.ASCII)
 
 
+def _payload(cursor: str) -> Any:
+    if not _CURSOR.fullmatch(cursor):
+        raise ValueError
+    return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+
+
+_CURSOR_ERRORS = (ValueError, TypeError, OverflowError, UnicodeDecodeError, RecursionError)
+
+
+def _not_a_cursor() -> ValidationFailed:
+    return ValidationFailed(
+        "The cursor is not one this server issued; use the 'next_cursor' of a previous page.",
+        errors=[{"field": "query.cursor", "message": "Not a valid cursor."}],
+    )
+
+
+def _created_position(payload: Any, kind: str) -> tuple[datetime, str]:
+    if not (isinstance(payload, list) and len(payload) == 2 and all(isinstance(v, str) for v in payload)):
+        raise ValueError
+    created, row_id = payload
+    if not is_server_id(row_id, kind) or len(created) > 40:
+        raise ValueError
+    dt = datetime.fromisoformat(created.replace("Z", "+00:00")).astimezone(timezone.utc)
+    if iso(dt) != created:  # only the exact form encode_cursor writes (fromisoformat takes more)
+        raise ValueError
+    return dt, row_id
+
+
 def decode_cursor(cursor: str, kind: str = "job") -> tuple[datetime, str]:
     """The `(created_at as aware UTC, id)` a cursor of `encode_cursor` holds; anything else, whatever it
     decodes to, is a 422 naming the cursor (never a 500: it is client input like any other)."""
     try:
-        if not _CURSOR.fullmatch(cursor):
+        return _created_position(_payload(cursor), kind)
+    except _CURSOR_ERRORS:
+        raise _not_a_cursor() from None
+
+
+def encode_sorted_cursor(sort: str, value: float | None, row_id: str) -> str:
+    """A cursor of a list sorted by a value (`sort`, e.g. `-best_value`): the sort, the last row's value
+    (null when it had none) and its id. Lists newest first keep `encode_cursor`'s form."""
+    payload = json.dumps([sort, value, row_id]).encode()
+    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
+
+
+def decode_job_cursor(cursor: str, sort: str, newest_first: str) -> tuple[Any, str]:
+    """The position a jobs-list cursor holds, for a list sorted by `sort`: `(created_at, id)` when `sort` is
+    `newest_first`, else `(value or None, id)`. A cursor of another sort is a 422 that says so."""
+    try:
+        payload = _payload(cursor)
+        if isinstance(payload, list) and len(payload) == 3 and isinstance(payload[0], str) and len(payload[0]) < 40:
+            issued_for = payload[0]
+        elif isinstance(payload, list) and len(payload) == 2:
+            issued_for = newest_first
+        else:
             raise ValueError
-        payload = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not (isinstance(payload, list) and len(payload) == 2 and all(isinstance(v, str) for v in payload)):
+        if issued_for != sort:
+            raise ValidationFailed(
+                f"The cursor pages the list sorted by {issued_for}, not by {sort}; start again without a cursor "
+                "to page another sort.",
+                errors=[{"field": "query.cursor", "message": f"A cursor of sort={issued_for}, not sort={sort}."}],
+            )
+        if sort == newest_first:
+            return _created_position(payload, "job")
+        _, value, row_id = payload
+        # Workers store finite best values only (null otherwise), so a cursor holds nothing else.
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not is_server_id(row_id, "job") or not (value is None or number):
             raise ValueError
-        created, row_id = payload
-        if not is_server_id(row_id, kind) or len(created) > 40:
-            raise ValueError
-        dt = datetime.fromisoformat(created.replace("Z", "+00:00")).astimezone(timezone.utc)
-        if iso(dt) != created:  # only the exact form encode_cursor writes (fromisoformat takes more)
-            raise ValueError
-        return dt, row_id
-    except (ValueError, TypeError, OverflowError, UnicodeDecodeError, RecursionError):
-        raise ValidationFailed(
-            "The cursor is not one this server issued; use the 'next_cursor' of a previous page.",
-            errors=[{"field": "query.cursor", "message": "Not a valid cursor."}],
-        ) from None
+        return (None if value is None else float(value)), row_id
+    except _CURSOR_ERRORS:
+        raise _not_a_cursor() from None

@@ -6,23 +6,27 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
-from service.api.common import (decode_cursor, encode_cursor, int_arg, json_body, load_owned, load_owned_row,
-                                tenant_id)
+from service.api.common import (decode_job_cursor, encode_cursor, encode_sorted_cursor, int_arg, json_body,
+                                load_owned, load_owned_row, tenant_id)
 from service.api.idempotency import find_replay, idempotency_key, request_sha256
 from service.api.representations import (JOB_ROW_WITH_FINDINGS, JOBS_WITH_FINDINGS, children_of, job_and_counts,
                                          job_etas, job_resource, job_row_counts, job_row_recent, job_with_findings,
                                          queue_positions, running_etas)
-from service.errors import Conflict, TooManyRequests, ValidationFailed
+from service.errors import Conflict, PreconditionFailed, TooManyRequests, ValidationFailed
 from service.services import services
 from trainyard.datasets.lookup import dataset_lookup
 from trainyard.db.exports import JobExport
 from trainyard.db.live import JobWebhook
 from trainyard.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, Job, Tenant, utcnow
-from trainyard.spec import SpecError, validate_spec
+from trainyard.spec import SpecError, validate_job_patch, validate_spec
+from trainyard.spec.labels import MAX_LABELS, key_error, merge, value_error
+from trainyard.spec.schema import MAX_NAME_CHARS
 from trainyard import lifecycle
+from trainyard.job_search import NEWEST_FIRST, SORTS, JobSearch, LabelFilter, page_queries, position_of
+from trainyard.labels import relabel
 from trainyard.submission import new_job, submit
 from trainyard.webhooks import validate_webhook
 
@@ -114,40 +118,82 @@ def replayed_response(job: Job) -> tuple[Response, int, dict[str, str]]:
                                              "Idempotent-Replayed": "true"}
 
 
+# A list request names at most this many labels (each one more index probe per row read).
+MAX_LABEL_FILTERS = 8
+
+
+def _query_error(field: str, message: str, detail: str) -> ValidationFailed:
+    return ValidationFailed(detail, errors=[{"field": f"query.{field}", "message": message}])
+
+
+def _label_filters() -> tuple[LabelFilter, ...]:
+    """`label=key:value` (the job has this value) and `label=key` (it has the key), each repeatable."""
+    raw = request.args.getlist("label")
+    if len(raw) > MAX_LABEL_FILTERS:
+        raise _query_error("label", f"At most {MAX_LABEL_FILTERS} label filters; got {len(raw)}.",
+                           f"A list request takes at most {MAX_LABEL_FILTERS} label filters.")
+    filters = []
+    for item in raw:
+        key, colon, value = item.partition(":")
+        problem = key_error(key) or (value_error(value) if colon else None)
+        if problem is not None:
+            raise _query_error("label", f"{item[:80]!r}: {problem}",
+                               "A label filter is 'key:value' or 'key', with a valid label key and value.")
+        filters.append(LabelFilter(key, value if colon else None))
+    return tuple(filters)
+
+
+def _search() -> JobSearch:
+    status = request.args.get("status")
+    if status is not None and status not in JOB_STATUSES:
+        raise _query_error("status", f"Must be one of: {', '.join(JOB_STATUSES)}.", f"Unknown status {status!r}.")
+    name = request.args.get("name")
+    if name is not None and not 1 <= len(name) <= MAX_NAME_CHARS:
+        raise _query_error("name", f"Must be 1 to {MAX_NAME_CHARS} characters.",
+                           f"The name filter must be 1 to {MAX_NAME_CHARS} characters.")
+    sort = request.args.get("sort", NEWEST_FIRST)
+    if sort not in SORTS:
+        raise _query_error("sort", f"Must be one of: {', '.join(SORTS)}.", f"Unknown sort {sort[:40]!r}.")
+    return JobSearch(tenant_id=tenant_id(), status=status, labels=_label_filters(), name=name, sort=sort)
+
+
 @bp.get("/v1/jobs")
 def list_jobs() -> Response:
     limit = int_arg("limit", 20, minimum=1, maximum=200)
-    status = request.args.get("status")
-    if status is not None and status not in JOB_STATUSES:
-        raise ValidationFailed(
-            f"Unknown status {status!r}.",
-            errors=[{"field": "query.status", "message": f"Must be one of: {', '.join(JOB_STATUSES)}."}],
-        )
-    cursor = request.args.get("cursor")
-    stmt = JOBS_WITH_FINDINGS.where(Job.tenant_id == tenant_id())
-    if status:
-        stmt = stmt.where(Job.status == status)
+    search = _search()
     svc = services()
-    if cursor:
-        created, job_id = decode_cursor(cursor)
-        if svc.settings.is_embedded:
-            created = created.replace(tzinfo=None)
-        # A row-value comparison, not `a < x OR (a = x AND id < y)`: Postgres turns it into a bound on the
-        # (tenant_id, [status,] created_at, id) index, so page 200 costs what page 1 does.
-        stmt = stmt.where(tuple_(Job.created_at, Job.id) < tuple_(created, job_id))
-    stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    after = None
+    if cursor := request.args.get("cursor"):
+        after = decode_job_cursor(cursor, search.sort, NEWEST_FIRST)
+        if search.sort == NEWEST_FIRST and svc.settings.is_embedded:
+            after = (after[0].replace(tzinfo=None), after[1])
     with svc.db.read_session() as s:
-        rows = [job_and_counts(row) for row in s.execute(stmt)]
+        rows = []
+        for stmt in page_queries(JOBS_WITH_FINDINGS, search, after, limit + 1):
+            rows += [job_and_counts(row) for row in s.execute(stmt.limit(limit + 1 - len(rows)))]
+            if len(rows) > limit:
+                break
         page = rows[:limit]
         positions = queue_positions(s, [job.id for job, _, _, _ in page if job.status == "queued"])
         etas = job_etas(s, [job for job, _, _, _ in page], positions,
                         {job.id: recent for job, _, _, recent in page})
         children = children_of(s, [job.id for job, _, forked, _ in page if forked])
-    last = page[-1][0] if page else None
-    next_cursor = encode_cursor(last.created_at, last.id) if last is not None and len(rows) > limit else None
+    next_cursor = None
+    if page and len(rows) > limit:
+        last = page[-1][0]
+        next_cursor = (encode_cursor(last.created_at, last.id) if search.sort == NEWEST_FIRST
+                       else encode_sorted_cursor(search.sort, *position_of(last, search.sort)))
     return jsonify({"jobs": [job_resource(job, counts, positions.get(job.id), etas.get(job.id), children.get(job.id))
                              for job, counts, _, _ in page],
                     "next_cursor": next_cursor})
+
+
+def _with_etag(body: dict[str, Any]) -> Response:
+    # A strong validator of the exact representation: pollers send If-None-Match and get a bodiless 304
+    # until something in the job changes; PATCH takes it in If-Match.
+    resp = jsonify(body)
+    resp.set_etag(hashlib.sha256(resp.get_data()).hexdigest()[:32])
+    return resp
 
 
 @bp.get("/v1/jobs/<job_id>")
@@ -164,11 +210,50 @@ def get_job(job_id: str) -> Response:
                 estimate = job_etas(s, [job], positions).get(job.id)
             if forked:
                 children = children_of(s, [job.id]).get(job.id)
-    resp = jsonify(job_resource(job, findings, positions.get(job.id), estimate, children))
-    # A strong validator of the exact representation: pollers send If-None-Match and get a bodiless 304
-    # until something in the job changes (while it is queued or running, its `eta.seconds` counts down).
-    resp.set_etag(hashlib.sha256(resp.get_data()).hexdigest()[:32])
-    return resp.make_conditional(request)
+    # While it is queued or running, its `eta.seconds` counts down: its ETag changes with it.
+    return _with_etag(job_resource(job, findings, positions.get(job.id), estimate, children)).make_conditional(request)
+
+
+_OWNED_JOB = select(Job.id).where(Job.id == bindparam("id"), Job.tenant_id == bindparam("tenant_id"))
+
+
+@bp.patch("/v1/jobs/<job_id>")
+def patch_job(job_id: str) -> Response:
+    """Change a job's name and labels, whatever its status (a JSON merge patch: a label set to null goes).
+    With If-Match, only if the job is still as the client last read it (412 otherwise)."""
+    svc = services()
+    # Another tenant's job, or an id never issued, answers 404 whatever the body (as every route does);
+    # the body is read before the row is locked, so a slow client never holds the lock.
+    with svc.db.read_connection() as conn:
+        load_owned_row(conn, Job, job_id, _OWNED_JOB)
+    raw = json_body(svc.settings.max_json_bytes)
+    try:
+        changes = validate_job_patch(raw)
+    except SpecError as exc:
+        raise ValidationFailed(
+            "The change is not valid: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in exc.errors[:3]),
+            errors=exc.errors) from None
+    with svc.db.session() as s:
+        job = load_owned(s, Job, job_id, lock=True)
+        if request.headers.get("If-Match") is not None:
+            current = _with_etag(job_with_findings(s, job)).get_etag()[0]
+            if not request.if_match.contains(current):
+                raise PreconditionFailed(
+                    f"Job {job_id} changed since the ETag sent in If-Match (it is now \"{current}\"); read it "
+                    "again and decide on the change from what it is now.")
+        if "labels" in changes:
+            labels = merge(job.labels or {}, changes["labels"])
+            if len(labels) > MAX_LABELS:
+                raise ValidationFailed(
+                    f"A job holds at most {MAX_LABELS} labels; this change would leave it with {len(labels)}.",
+                    errors=[{"field": "labels", "message": f"At most {MAX_LABELS} labels; this change would "
+                                                           f"leave {len(labels)}. Remove some with null values."}])
+            if labels != (job.labels or {}):
+                relabel(s, job, labels)
+        if "name" in changes:
+            job.name = changes["name"]
+        body = job_with_findings(s, job)
+    return _with_etag(body)
 
 
 @bp.post("/v1/jobs/<job_id>/cancel")

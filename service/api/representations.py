@@ -55,12 +55,13 @@ def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int
     return {
         "id": job.id,
         "name": job.name,
+        # The labels as they are now (PATCH changes them; `spec.labels` keeps what was submitted).
+        "labels": job.labels or {},
         "status": job.status,
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
-        # Jobs submitted before resource classes existed have no `resources`: they asked for none.
-        "spec": job.spec if "resources" in job.spec else {**job.spec, "resources": {"gpus": None}},
+        "spec": normalized_spec(job.spec),
         "progress": {"epoch": job.epoch, "epochs": job.epochs},
         "best": best,
         "stop_reason": job.stop_reason,
@@ -112,6 +113,14 @@ def children_of(session: Session, job_ids: list[str]) -> dict[str, list[str]]:
     for parent_id, child_id in rows:
         out.setdefault(parent_id, []).append(child_id)
     return out
+
+
+def normalized_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A stored spec with the fields added since it was stored, at what they meant then: jobs from before
+    resource classes asked for none, jobs from before labels had none."""
+    if "resources" in spec and "labels" in spec:
+        return spec
+    return {**spec, "resources": spec.get("resources", {"gpus": None}), "labels": spec.get("labels", {})}
 
 
 def job_timings(job: Any) -> dict[str, float] | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from marshmallow import Schema, fields, validate
 
 from trainyard.spec.fields import Float, Int, IntOrList, List, Object, Tagged
+from trainyard.spec.labels import Labels
 from trainyard.spec.schema import JobSpecSchema
 
 
@@ -77,3 +78,8 @@ def unbounded_numbers() -> list[str]:
 def unbounded_lists() -> list[str]:
     return [item.path for item in walk() if isinstance(item.field, fields.List)
             and not (isinstance(item.field, List) or item.path == "model.layers")]
+
+
+def unbounded_maps() -> list[str]:
+    """Paths of fields holding objects with keys of the client's choosing, other than `Labels` (capped)."""
+    return [item.path for item in walk() if isinstance(item.field, fields.Mapping) and not isinstance(item.field, Labels)]

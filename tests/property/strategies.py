@@ -24,6 +24,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from trainyard.spec import DatasetInfo, SpecError, infer_shapes
 from trainyard.spec.fields import Bool, Choice, Float, FloatOrWord, Int, IntOrList, List, Object, Str, Tagged
+from trainyard.spec.labels import KEY_RE, MAX_KEY_CHARS, MAX_LABELS, MAX_VALUE_CHARS, Labels
 from trainyard.spec.layers import LAYER_SCHEMAS, layer_field
 from trainyard.names import LOSS_ALIASES, LOSSES, METRICS
 from trainyard.spec.schema import (
@@ -90,8 +91,30 @@ def extreme_ints(low: int, high: int, *, small: int | None = None, outside: bool
     return st.one_of(strategies)
 
 
+def label_maps(context: dict[str, Any], *, most: int = MAX_LABELS) -> st.SearchStrategy[dict[str, Any]]:
+    """Labels: keys drawn from the key pattern itself, values up to the length cap, maps from empty to the
+    cap; with `outside`, a map one past the cap, or a key or value that breaks a rule."""
+    keys = st.from_regex(KEY_RE, fullmatch=True).filter(lambda k: len(k) <= MAX_KEY_CHARS)
+    values = st.one_of(st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=8),
+                       st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=MAX_VALUE_CHARS,
+                               max_size=MAX_VALUE_CHARS))
+    maps = st.one_of(st.dictionaries(keys, values, max_size=4),
+                     st.dictionaries(keys, values, min_size=most, max_size=most))
+    if not context["outside"]:
+        return maps
+    bad = st.one_of(st.dictionaries(keys, values, min_size=most + 1, max_size=most + 1),
+                    st.builds(lambda m, k, v: {**m, k: v}, maps,
+                              st.sampled_from(["Upper", "-edge", "edge.", "sp ace", "a" * (MAX_KEY_CHARS + 1), ""]),
+                              values),
+                    st.builds(lambda m, k, v: {**m, k: v}, maps, keys,
+                              st.sampled_from(["x" * (MAX_VALUE_CHARS + 1), "line\nbreak", 5, None, ["v"]])))
+    return st.one_of(maps, bad)
+
+
 def field_value(name: str, field: fields.Field, context: dict[str, Any]) -> st.SearchStrategy[Any]:
     """A value for one declared field; `context` says what the rest of the spec makes small or logged."""
+    if isinstance(field, Labels):
+        return label_maps(context)
     if isinstance(field, Tagged):
         return tagged(field.schemas, context)
     if isinstance(field, Object):
@@ -272,6 +295,8 @@ def cases(draw: st.DrawFn, max_samples: int = 24) -> Case:
                                       ("resources", ResourcesSchema, 8)):
         if draw(st.integers(1, one_in)) == one_in:
             raw[key] = draw(obj(schema_class, context))
+    if draw(st.integers(0, 3)) == 0:  # metadata the engine never reads: accepted or refused, never trained on
+        raw["labels"] = draw(label_maps(context))
     raw.setdefault("training", {})["epochs"] = 1
     # Class weights need class labels: mostly left out of regression cases, and drawn into a quarter of the
     # classification ones (the training section alone would draw them into one in ten, often refused).

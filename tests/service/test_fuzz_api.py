@@ -35,7 +35,7 @@ EXAMPLES_PER_OPERATION = int(os.environ.get("TRAINYARD_FUZZ_EXAMPLES", "25"))
 # The operations that take a body cost a validation or an upload per example; the others (every GET,
 # cancel, delete) cost a query or two, so they get eight times the examples and the coverage phase
 # (boundary values of every parameter and header, unexpected methods): where deeper runs found more.
-BODY_OPERATIONS = ["submitJob", "submitSweep", "uploadDataset"]
+BODY_OPERATIONS = ["submitJob", "patchJob", "submitSweep", "uploadDataset"]
 PARAMETER_EXAMPLES = 8 * EXAMPLES_PER_OPERATION
 STATEFUL_SCENARIOS, STATEFUL_STEPS = 15, 6
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,

@@ -49,13 +49,14 @@ def load_document() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def openapi() -> OpenAPI:
-    # openapi-core deserialises only a fixed list of media types; teach it the two this API adds. The YAML
+    # openapi-core deserialises only a fixed list of media types; teach it the ones this API adds. The YAML
     # document is checked as what it parses to, as schemathesis does (tests/service/test_fuzz_api.py).
     # The upload's file part is `type: string, format: binary` (what client generators turn into a file);
     # openapi-core reads such a part as bytes, which its OAS 3.1 validator does not count as a string, so
     # it is read as a string of octets instead (latin-1 maps each byte to one character).
     config = Config(extra_media_type_deserializers={
         "application/problem+json": json_loads,
+        "application/merge-patch+json": json_loads,
         "application/yaml": yaml.safe_load,
         "text/html": plain_loads,
         "application/octet-stream": octets_loads,
@@ -355,8 +356,20 @@ ACCEPTED_SPECS: list[dict[str, Any]] = [
     {**tiny_spec(), "diagnostics": {"lr_range_test": True, "on_error": "continue"}},
 ]
 
+ACCEPTED_SPECS.append(tiny_spec(name="labelled", labels={"team": "vision", "data.version": "2026-03", "empty": "",
+                                                         "k" * 63: "v" * 256, **{f"n{i}": "x" for i in range(28)}}))
+
 # Specs the schema layer of trainyard.spec rejects, which the document must reject too.
 REJECTED_SPECS: list[dict[str, Any]] = [
+    tiny_spec(labels={"Team": "vision"}),
+    tiny_spec(labels={"team.": "vision"}),
+    tiny_spec(labels={"k" * 64: "v"}),
+    tiny_spec(labels={"team": "v" * 257}),
+    tiny_spec(labels={"team": 1}),
+    tiny_spec(labels={"team": None}),
+    tiny_spec(labels={"team": "a\tb"}),
+    tiny_spec(labels={f"k{i}": "v" for i in range(33)}),
+    tiny_spec(labels=["team"]),
     tiny_spec(extra=True),
     tiny_spec(name="a/b"),
     tiny_spec(loss="cross_entropy"),
@@ -467,6 +480,25 @@ def test_submit_and_read_jobs(api: Api, other_auth: dict[str, str]) -> None:
     api("GET", "/v1/jobs", 422, query={"cursor": "garbage"})
 
     api("GET", f"/v1/jobs/{job['id']}", 200)
+    etag = api("GET", f"/v1/jobs/{job['id']}", 200).headers["ETag"]
+    # `*`: the job is queued, and its representation (its eta) may change by the second.
+    patched = api("PATCH", f"/v1/jobs/{job['id']}", 200, json_body={"labels": {"team": "vision", "x": None},
+                                                                     "name": "renamed"},
+                  headers={"If-Match": "*"}).get_json()
+    assert patched["labels"] == {"team": "vision"} and patched["name"] == "renamed"
+    api("PATCH", f"/v1/jobs/{job['id']}", 412, json_body={"name": "again"}, headers={"If-Match": etag})
+    api("PATCH", f"/v1/jobs/{job['id']}", 422, json_body={"loss": "mse"}, request_valid=False)
+    api("PATCH", f"/v1/jobs/{job['id']}", 422, json_body={"labels": {"Team": "x"}}, request_valid=False)
+    api("PATCH", f"/v1/jobs/{job['id']}", 200, data=b'{"labels": {"stage": "draft"}}',
+        content_type="application/merge-patch+json")
+    api("PATCH", f"/v1/jobs/{job['id']}", 400, data=b"{", content_type="application/json", request_valid=False)
+    api("PATCH", f"/v1/jobs/{job['id']}", 404, json_body={"name": "x"}, headers=other_auth)
+    listed = api("GET", "/v1/jobs", 200, query={"label": ["team:vision", "stage"], "name": "RENAMED",
+                                                "sort": "-best_value", "limit": 1}).get_json()
+    assert [j["id"] for j in listed["jobs"]] == [job["id"]]
+    api("GET", "/v1/jobs", 200, query={"sort": "best_value", "label": "team"})
+    api("GET", "/v1/jobs", 422, query={"sort": "loss"}, request_valid=False)
+    api("GET", "/v1/jobs", 422, query={"label": "Team:x"}, request_valid=False)
     api("GET", f"/v1/jobs/{job['id']}/metrics", 200, query={"after": 0})
     api("GET", f"/v1/jobs/{job['id']}/metrics", 422, query={"after": -1}, request_valid=False)
     api("GET", f"/v1/jobs/{job['id']}/checkpoints", 200)

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import requests
 
 from tests.conftest import ROOT, subprocess_env
 from trainyard.datasets import load_builtin

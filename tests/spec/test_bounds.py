@@ -14,7 +14,8 @@ import pytest
 from trainyard.spec import SpecError, validate_spec
 from trainyard.spec.errors import MAX_ERRORS
 from trainyard.spec.fields import FLOAT32_MAX
-from tests.property.schema_walk import unbounded_lists, unbounded_numbers
+from tests.property.schema_walk import unbounded_lists, unbounded_maps, unbounded_numbers
+from trainyard.spec.labels import MAX_KEY_CHARS, MAX_LABELS, MAX_VALUE_CHARS
 
 
 def iris(**overrides: object) -> dict:
@@ -41,6 +42,22 @@ def test_every_number_the_schema_declares_has_a_minimum_and_a_maximum() -> None:
 def test_every_list_the_schema_declares_is_capped_before_its_items_are_read() -> None:
     # `model.layers` is capped by the operator's TRAINYARD_MAX_LAYERS before the schema runs.
     assert unbounded_lists() == []
+
+
+def test_every_map_the_schema_declares_is_capped() -> None:
+    # Labels are the spec's only map with keys of the client's choosing; any other would need its own cap.
+    assert unbounded_maps() == []
+
+
+def test_labels_at_their_caps_are_accepted_and_one_past_is_refused() -> None:
+    full = {f"k{i:02d}" + "k" * (MAX_KEY_CHARS - 3): "v" * MAX_VALUE_CHARS for i in range(MAX_LABELS)}
+    assert validate_spec(iris(labels=full))["labels"] == full
+    assert [e["field"] for e in refused(iris(labels={**full, "one-more": "v"}))] == ["labels"]
+    assert [e["field"] for e in refused(iris(labels={"k" * (MAX_KEY_CHARS + 1): "v"}))] == \
+        [f"labels.{'k' * (MAX_KEY_CHARS + 1)}"]
+    assert [e["field"] for e in refused(iris(labels={"k": "v" * (MAX_VALUE_CHARS + 1)}))] == ["labels.k"]
+    # A 1 MiB key is named by its first characters only.
+    assert refused(iris(labels={"K" * 2**20: "v"}))[0]["field"] == "labels." + "K" * 80 + "..."
 
 
 DENSE = {"type": "dense", "units": 3, "activation": "softmax"}

@@ -106,6 +106,7 @@ def test_issue_example_normalises_to_the_documented_shape():
     assert spec == {
         "version": 1,
         "name": "digits-mlp",
+        "labels": {},
         "dataset": {"id": "builtin:digits", "validation_split": 0.2, "normalize": "standardize",
                     "normalize_targets": "none"},
         "model": {"input_shape": [64], "layers": [

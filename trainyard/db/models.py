@@ -25,7 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -146,6 +146,13 @@ class Job(Base):
     # later backups or its deletion cannot take them away) and the parent's epoch they were saved at.
     initial_weights_key: Mapped[str | None] = mapped_column(String(200))
     initial_weights_epoch: Mapped[int | None] = mapped_column(Integer)
+    # The job's labels as they are now (trainyard/labels.py writes them with their `job_labels` rows):
+    # read with the row, so a status poll needs no join. Null for jobs from before labels: none.
+    labels: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # Written with the job (submission.new_job) and replaced by trainyard/labels.py; never loaded through
+    # the job, so no read path pays for it by accident.
+    label_rows: Mapped[list[JobLabel]] = relationship(cascade="all, delete-orphan", passive_deletes=True,
+                                                      lazy="raise")
 
 
     __table_args__ = (
@@ -158,10 +165,34 @@ class Job(Base):
         UniqueConstraint("sweep_id", "trial_index", name="uq_jobs_sweep_trial"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_tenant_status_created", "tenant_id", "status", "created_at", "id"),
+        # The list sorted by best value (either way; jobs without one come last, trainyard/job_search.py).
+        Index("ix_jobs_tenant_best", "tenant_id", "best_value", "id"),
+        # The list's name filter, a substring: trigrams on Postgres (pg_trgm, migration 0010_job_labels.py);
+        # on SQLite this is a plain index the filter cannot use, and it scans the tenant's jobs.
+        Index("ix_jobs_name_trgm", "name", postgresql_using="gin", postgresql_ops={"name": "gin_trgm_ops"}),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
         Index("ix_jobs_status_class", "status", "resource_class"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
         Index("ix_jobs_parent", "parent_id", "created_at"),
+    )
+
+
+class JobLabel(Base):
+    """One label of a job, a row each: the jobs list finds a tenant's jobs by label on one B-tree, in the
+    order it pages them (creation, newest first), so page 200 of `label=team:vision` costs what page 1
+    does. `tenant_id` and `created_at` are the job's, copied because they never change."""
+
+    __tablename__ = "job_labels"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(63), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_job_labels_tenant_key_value_created", "tenant_id", "key", "value", "created_at", "job_id"),
+        Index("ix_job_labels_tenant_key_created", "tenant_id", "key", "created_at", "job_id"),  # `label=key`
     )
 
 

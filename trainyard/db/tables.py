@@ -1,8 +1,8 @@
 """Every table of the schema, registered in one place: one `MetaData`, filled by the modules listed here.
 
 The tables are ORM models on `models.Base`, grouped by what they hold:
-- models: tenants, tokens, data sets, jobs, metric and diagnostics rows, findings, checkpoints, artifacts
-  and their chunks, workers;
+- models: tenants, tokens, data sets, jobs and their labels, metric and diagnostics rows, findings,
+  checkpoints, artifacts and their chunks, workers;
 - sweeps: sweeps;
 - exports: job exports;
 - live: job events, job logs, webhooks and their deliveries (the outbox).

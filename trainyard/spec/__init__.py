@@ -23,7 +23,7 @@ from trainyard.names import (
     metric_log_name,
     monitor_mode,
 )
-from trainyard.spec.validate import validate_spec
+from trainyard.spec.validate import validate_job_patch, validate_spec
 
 __all__ = [
     "ACTIVATIONS",
@@ -45,5 +45,6 @@ __all__ = [
     "metric_log_name",
     "monitor_mode",
     "steps_per_epoch",
+    "validate_job_patch",
     "validate_spec",
 ]

@@ -16,6 +16,7 @@ from trainyard.spec.catalog import BUILTIN_ID_RE, UPLOADED_ID_RE
 from trainyard.spec.fields import (
     Bool, Choice, Float, FloatOrWord, Int, List, Object, SpecSchema, Str, Tagged, type_field,
 )
+from trainyard.spec.labels import Labels
 from trainyard.spec.layers import ModelSchema
 from trainyard.names import LEARNING_RATE_AUTO, LOSS_ALIASES, LOSSES, METRICS
 
@@ -284,20 +285,31 @@ def _check_metrics(values: list[str]) -> None:
         raise ValidationError(f"Each metric may appear once; repeated: {', '.join(duplicates)}.")
 
 
-class JobSpecSchema(SpecSchema):
-    version = Int(load_default=1, validate=validate.Equal(1, error="Only version 1 is supported."))
-    name = Str(
+MAX_NAME_CHARS = 128
+
+
+def name_field(**kwargs: Any) -> Str:
+    """A job's display name, in the spec and in `PATCH /v1/jobs/{id}` (null: no name)."""
+    return Str(
         allow_none=True,
-        load_default=None,
         validate=[
-            validate.Length(1, 128),
+            validate.Length(1, MAX_NAME_CHARS),
             validate.Regexp(
                 _NAME_RE,
                 error="Must start with a letter or digit and hold only letters, digits, spaces "
                 "and . _ - ( ).",
             ),
         ],
+        **kwargs,
     )
+
+
+class JobSpecSchema(SpecSchema):
+    version = Int(load_default=1, validate=validate.Equal(1, error="Only version 1 is supported."))
+    name = name_field(load_default=None)
+    # Metadata, not training input: the worker never reads them. The job's current labels (they change
+    # with PATCH) are its top-level `labels`; the stored spec keeps what was submitted.
+    labels = Labels(load_default=dict)
     dataset = Object(DatasetSchema, required=True)
     model = Object(ModelSchema, required=True)
     loss = Choice(LOSSES, aliases=LOSS_ALIASES, required=True)
@@ -326,3 +338,11 @@ class JobSpecSchema(SpecSchema):
                 "resources": {},
             },
         )
+
+
+class JobPatchSchema(SpecSchema):
+    """The body of `PATCH /v1/jobs/{id}`: what may change after submission. `labels` is a JSON merge patch
+    (RFC 7396) of the job's labels: a key set to null is removed, keys left out are kept."""
+
+    name = name_field()
+    labels = Labels(deletable=True)

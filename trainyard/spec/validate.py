@@ -9,11 +9,13 @@ from trainyard.spec.errors import ROOT, SpecError, error
 from trainyard.spec.fields import refuse_many_unknown_keys
 from trainyard.spec.hints import Hinter, hint_budget
 from trainyard.spec.limits import SpecLimits
-from trainyard.spec.schema import JobSpecSchema
+from trainyard.spec.schema import JobPatchSchema, JobSpecSchema
 
 # Built once: a schema's construction deep-copies every declared field; `load` keeps no state on it.
 _SCHEMA = JobSpecSchema()
 _HINTER = Hinter(JobSpecSchema)
+_PATCH_SCHEMA = JobPatchSchema()
+_PATCH_HINTER = Hinter(JobPatchSchema)
 
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
                int: "a number", float: "a number", type(None): "null"}
@@ -67,3 +69,23 @@ def _validate(raw: object, datasets: DatasetLookup | None, limits: SpecLimits) -
     if errors:
         raise SpecError(errors)
     return spec
+
+
+def validate_job_patch(raw: object) -> dict:
+    """The body of `PATCH /v1/jobs/{id}` checked: `name` and/or `labels` (a merge patch, null values
+    remove keys), only the keys sent. Raises `SpecError` with field paths; a spec field that cannot change
+    after submission is named as such."""
+    if not isinstance(raw, dict):
+        kind = _JSON_TYPES.get(type(raw), type(raw).__name__)
+        raise SpecError([error(ROOT, f"The body must be a JSON object; got {kind}.")])
+    with hint_budget():
+        try:
+            refuse_many_unknown_keys(raw, _PATCH_SCHEMA)
+            return _PATCH_SCHEMA.load(raw)
+        except ValidationError as exc:
+            errors = _PATCH_HINTER.flatten(exc.messages, raw, _PATCH_SCHEMA)
+    # A spec field sent here is not a typo: say that it is fixed once the job exists.
+    fixed = (f"Cannot change after submission; only {' and '.join(_PATCH_SCHEMA.load_fields)} can. Submit a new "
+             "job to train with another spec.")
+    frozen = set(_SCHEMA.load_fields) - set(_PATCH_SCHEMA.load_fields)
+    raise SpecError([error(e["field"], fixed) if e["field"] in frozen else e for e in errors])

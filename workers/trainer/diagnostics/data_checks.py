@@ -226,7 +226,7 @@ def check_constant_features(report: dict, ctx: RunContext) -> list[dict]:
     every = len(constant) == total
     return [finding(
         "constant_feature", "warning" if every else "info",
-        (f"Every feature is constant in the training split: the model can learn nothing from its inputs."
+        ("Every feature is constant in the training split: the model can learn nothing from its inputs."
          if every else
          f"Feature(s) {_listed(constant)} ({len(constant)} of {total}) hold one value in every training "
          "row, so they carry no information.")
