@@ -341,8 +341,10 @@ _CHILD = Job.__table__.alias("child")
 
 
 def _has_children() -> Any:
-    # Whether any job is a fork of this one: only then is a second query made for their ids.
-    return select(_CHILD.c.id).where(_CHILD.c.parent_id == Job.id).correlate(Job).exists()
+    # Whether any job is a fork of this one (its first fork's id, or null): only then is a second query made
+    # for their ids. A scalar subquery with LIMIT 1, not EXISTS: Postgres may plan an EXISTS over a page as
+    # one hashed pass over every job of every tenant; this stays a probe of ix_jobs_parent per row.
+    return select(_CHILD.c.id).where(_CHILD.c.parent_id == Job.id).correlate(Job).limit(1).scalar_subquery()
 
 
 # Jobs with their finding counts per severity, whether they have forks and, while running, their latest
