@@ -293,7 +293,10 @@ def _recent_runs() -> Any:
                .where(busy.c.status == "running", busy.c.resource_class == bindparam("resource_class"))
                .scalar_subquery())
     return (select(recent.c.started_at, recent.c.finished_at, running)
-            .where(recent.c.resource_class == bindparam("resource_class"), recent.c.started_at.is_not(None))
+            # A succeeded job has both times when a worker ran it; a row written otherwise (an import, an
+            # operator's fix) may lack one and says nothing about run times.
+            .where(recent.c.resource_class == bindparam("resource_class"), recent.c.started_at.is_not(None),
+                   recent.c.finished_at.is_not(None))
             .order_by(recent.c.created_at.desc()).limit(eta.RECENT_JOBS))
 
 
