@@ -78,7 +78,10 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     # Heartbeats every second: a killed worker's lease expires after three. The stuck job's orthogonal
     # 7000 x 7000 kernel is past the default cap on initialisation cost, which the operator may raise.
     env = subprocess_env({"TRAINYARD_VAR_DIR": str(var), "TRAINYARD_PORT": str(port),
-                          "TRAINYARD_WORKER_HEARTBEAT_SECONDS": "1", "TRAINYARD_MAX_INIT_FLOPS": str(10**12)})
+                          "TRAINYARD_WORKER_HEARTBEAT_SECONDS": "1", "TRAINYARD_MAX_INIT_FLOPS": str(10**12),
+                          # A cancelled job stuck 2 s in native code ends its worker (10 s by default): well
+                          # inside the one QR decomposition below, which takes 14 s on an idle 2-core machine.
+                          "TRAINYARD_WORKER_CANCEL_EXIT_SECONDS": "2"})
     proc = subprocess.Popen([sys.executable, "-m", "trainyard.devserver"], cwd=ROOT, env=env,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     wait_until(lambda: "Trainyard is running" in log.read_text(errors="replace") or proc.poll() is not None,
@@ -143,8 +146,9 @@ def test_a_cancelled_job_stuck_in_native_code_restarts_its_worker_which_trains_t
                          {"type": "dense", "units": 10, "activation": "softmax"}]})
     job_id = dev.submit(spec)
     stuck_pid = _worker_pid(dev, job_id)
-    # Well into the decomposition (three minutes of it on a small machine; what comes before, well under a second).
-    time.sleep(10)
+    # Into the decomposition (14 s of it on an idle 2-core machine, minutes on a busy one; what comes before,
+    # well under a second), with more than the 2 s stuck bound of it still to go.
+    time.sleep(3)
     resp = requests.post(f"{dev.url}/v1/jobs/{job_id}/cancel", headers=dev.auth, timeout=10)
     assert resp.status_code == 202
     began = time.monotonic()
