@@ -25,9 +25,10 @@ $(TEST_STAMP): $(STAMP)
 run: $(STAMP)
 	$(PY) -m trainyard.devserver
 
-## The whole suite against real Postgres and Redis (started, or installed, when missing).
+## The whole suite against real Postgres and Redis (started, or installed, when missing), in two processes
+## (pytest-xdist), each with its own Postgres database, Redis databases, API and worker (tests/conftest.py).
 test: $(TEST_STAMP) services browser
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n 2
 
 services:
 	@bash .ci/ensure-services

@@ -30,10 +30,9 @@ import requests
 from tests.conftest import (
     PG_ADMIN_DSN,
     PG_URL_BASE,
-    REDIS_BASE,
-    REDIS_DB,
     ROOT,
     Proc,
+    redis_db_url,
     start_api,
     start_worker,
     subprocess_env,
@@ -167,7 +166,7 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory, name: str, admin_dsn: 
     name = f"trainyard_{name}_{os.getpid()}_{secrets.token_hex(3)}"
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    redis_url = f"{REDIS_BASE}/{REDIS_DB + 1}"
+    redis_url = redis_db_url(1)
     redis.Redis.from_url(redis_url).flushdb()
     var = tmp_path_factory.mktemp("cluster-var")
     env = subprocess_env({
