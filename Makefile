@@ -25,9 +25,12 @@ $(TEST_STAMP): $(STAMP)
 run: $(STAMP)
 	$(PY) -m trainyard.devserver
 
-## The whole suite against real Postgres and Redis (started, or installed, when missing).
+## The whole suite against real Postgres and Redis (started, or installed, when missing), in two processes
+## (pytest-xdist), each with its own Postgres database, Redis databases, API and worker (tests/conftest.py).
+## Bytecode is written even where PYTHONDONTWRITEBYTECODE is set: otherwise pytest rewrites the asserts of
+## every test module and plugin (schemathesis, hypothesis) again in each process, seconds of CPU per run.
 test: $(TEST_STAMP) services browser
-	$(PY) -m pytest -q -p no:cacheprovider
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -p no:cacheprovider -n 2
 
 services:
 	@bash .ci/ensure-services

@@ -5,6 +5,7 @@ Nothing here patches the database, the queue or Keras: integration tests talk to
 """
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import signal
@@ -26,7 +27,33 @@ ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_DSN = os.environ.get("TRAINYARD_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 PG_URL_BASE = os.environ.get("TRAINYARD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
 REDIS_BASE = os.environ.get("TRAINYARD_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-REDIS_DB = int(os.environ.get("TRAINYARD_TEST_REDIS_DB", "9"))
+
+
+
+def _redis_db() -> int:
+    """Two Redis databases per pytest-xdist worker, from TRAINYARD_TEST_REDIS_DB up: gw0 gets base and
+    base + 1, gw1 base + 2 and base + 3, ... (a run without xdist counts as gw0). The session's broker is
+    REDIS_DB; modules that run their own workers use REDIS_DB + 1, so no two Celery workers of different
+    test processes ever share a broker."""
+    base = int(os.environ.get("TRAINYARD_TEST_REDIS_DB", "9"))
+    return base + 2 * int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+
+
+REDIS_DB = _redis_db()
+
+
+@functools.cache
+def redis_db_url(offset: int = 0) -> str:
+    """The URL of this test process' Redis database REDIS_DB + offset (0 or 1), refused clearly when the
+    server has fewer databases than TRAINYARD_TEST_REDIS_DB and the number of xdist workers need."""
+    assert offset in (0, 1)
+    url = f"{REDIS_BASE}/{REDIS_DB + offset}"
+    databases = int(redis.Redis.from_url(REDIS_BASE).config_get("databases")["databases"])
+    if REDIS_DB + 1 >= databases:
+        pytest.fail(f"Redis has {databases} databases (0..{databases - 1}); this test process needs {REDIS_DB} "
+                    f"and {REDIS_DB + 1}: lower TRAINYARD_TEST_REDIS_DB or run fewer xdist workers (-n)",
+                    pytrace=False)
+    return url
 
 
 def free_port() -> int:
@@ -66,7 +93,7 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    url = f"{REDIS_BASE}/{REDIS_DB}"
+    url = redis_db_url()
     client = redis.Redis.from_url(url)
     client.flushdb()
     yield url

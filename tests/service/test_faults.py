@@ -1,7 +1,8 @@
 """Fault tests: real worker processes killed, stopped, duplicated; Postgres restarted; Redis flushed.
 
-The module runs its own Postgres database, Redis database, API (gunicorn) and workers, so the session's
-worker never takes these jobs and these faults never touch the other tests' jobs. Workers heartbeat every
+The module runs its own Postgres server (tests/pgserver.py: restarting it disconnects nobody else), Redis
+database, API (gunicorn) and workers, so the session's worker never takes these jobs and these faults never
+touch the other tests' jobs. Workers heartbeat every
 second, so a lease expires after three seconds. "A job that crashes its worker every time" is made from
 the outside, honestly: the test SIGKILLs whichever worker starts running the job, as the kernel's OOM
 killer would; nothing in the service knows it is being tested.
@@ -29,16 +30,16 @@ import requests
 from tests.conftest import (
     PG_ADMIN_DSN,
     PG_URL_BASE,
-    REDIS_BASE,
-    REDIS_DB,
     ROOT,
     Proc,
+    redis_db_url,
     start_api,
     start_worker,
     subprocess_env,
     tiny_spec,
     wait_until,
 )
+from tests.pgserver import PostgresServer
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -157,17 +158,19 @@ class Cluster:
 
 
 @contextmanager
-def own_cluster(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Cluster]:
-    """A Cluster on its own Postgres database and Redis database, with its API started; workers are the
-    caller's to start. Everything is killed and dropped when it ends."""
+def own_cluster(tmp_path_factory: pytest.TempPathFactory, name: str, admin_dsn: str = PG_ADMIN_DSN,
+                url_base: str = PG_URL_BASE) -> Iterator[Cluster]:
+    """A Cluster on its own Postgres database (on the shared server, or the one `admin_dsn` and `url_base`
+    name) and Redis database, with its API started; workers are the caller's to start. Everything is killed
+    and dropped when it ends."""
     name = f"trainyard_{name}_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    redis_url = f"{REDIS_BASE}/{REDIS_DB + 1}"
+    redis_url = redis_db_url(1)
     redis.Redis.from_url(redis_url).flushdb()
     var = tmp_path_factory.mktemp("cluster-var")
     env = subprocess_env({
-        "TRAINYARD_DATABASE_URL": f"{PG_URL_BASE}/{name}",
+        "TRAINYARD_DATABASE_URL": f"{url_base}/{name}",
         "TRAINYARD_BROKER_URL": redis_url,
         "TRAINYARD_VAR_DIR": str(var),
         "TRAINYARD_WORKER_HEARTBEAT_SECONDS": "1",
@@ -189,13 +192,21 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator
         api.stop()
         c.db.dispose()
         redis.Redis.from_url(redis_url).flushdb()
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with own_cluster(tmp_path_factory, "faults") as c:
+def postgres() -> Iterator[PostgresServer]:
+    """This module's own Postgres server: restarting it disconnects nobody but this module's processes."""
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Cluster]:
+    with own_cluster(tmp_path_factory, "faults", postgres.admin_dsn, postgres.url_base) as c:
         yield c
 
 
@@ -239,14 +250,15 @@ def test_a_job_delivered_twice_to_two_workers_trains_once(cluster: Cluster) -> N
                or f"job {job_id} is already succeeded" in cluster.logs_text(), 10, 0.2, "the duplicate's delivery")
 
 
-def test_postgres_restart_and_redis_flush_lose_nothing(cluster: Cluster) -> None:
+def test_postgres_restart_and_redis_flush_lose_nothing(cluster: Cluster, postgres: PostgresServer) -> None:
     cluster.ensure_workers(2)
     # Three jobs per worker: the last ones are still queued after the restart, whatever the machine's speed.
     jobs = [cluster.submit(digits_spec(epochs=4, batch_size=8)) for _ in range(6)]
     cluster.wait_epoch(jobs[0], 1)
-    version = sorted(Path("/etc/postgresql").iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else 0)[-1].name
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True,
-                   timeout=60)
+    postgres.restart()
+    # This test's own pooled connections died with the server (each would fail its first query once, see
+    # trainyard/db); the API and the workers get no such help.
+    cluster.db.dispose()
     queued = wait_until(lambda: [j for j in jobs if cluster.row(j)["status"] == "queued"], 30, 0.2, "a queued job")
     assert queued
     redis.Redis.from_url(cluster.settings.broker_url).flushdb()

@@ -31,10 +31,9 @@ from sqlalchemy import func, select
 from tests.conftest import (
     PG_ADMIN_DSN,
     PG_URL_BASE,
-    REDIS_BASE,
-    REDIS_DB,
     ROOT,
     Proc,
+    redis_db_url,
     start_api,
     start_worker,
     subprocess_env,
@@ -113,7 +112,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     name = f"trainyard_scale_{os.getpid()}_{secrets.token_hex(3)}"
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    redis_url = f"{REDIS_BASE}/{REDIS_DB + 1}"
+    redis_url = redis_db_url(1)
     redis.Redis.from_url(redis_url).flushdb()
     env = subprocess_env({
         "TRAINYARD_DATABASE_URL": f"{PG_URL_BASE}/{name}",
