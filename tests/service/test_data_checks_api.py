@@ -10,11 +10,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from openapi_core import Config, OpenAPI
-from openapi_core.deserializing.media_types.util import json_loads, plain_loads
 
 from tests.conftest import wait_until
-from tests.service.test_openapi import FINAL, SPEC_PATH, Api
+from tests.service.test_openapi import FINAL, Api, load_openapi
 
 FEATURES = 8
 LEAKED_VAL_ROWS = 12
@@ -50,9 +48,7 @@ def _spec(dataset: str, **training: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def api(client: Any, auth: dict[str, str]) -> Api:
-    config = Config(extra_media_type_deserializers={"application/problem+json": json_loads,
-                                                    "application/yaml": plain_loads})
-    return Api(client, OpenAPI.from_file_path(str(SPEC_PATH), config=config), auth)
+    return Api(client, load_openapi(), auth)
 
 
 @pytest.fixture(scope="module")

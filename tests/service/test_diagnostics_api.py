@@ -7,11 +7,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from openapi_core import Config, OpenAPI
-from openapi_core.deserializing.media_types.util import json_loads, plain_loads
 
 from tests.conftest import wait_until
-from tests.service.test_openapi import FINAL, SPEC_PATH, Api
+from tests.service.test_openapi import FINAL, Api, load_openapi
 
 SEED_VARIABLES = [
     {"layer": "dense_1", "name": "kernel", "shape": [784, 10]},
@@ -50,9 +48,7 @@ def _mlp_spec(dataset: str, *, optimizer: dict, normalize: str = "none", kernel_
 
 @pytest.fixture(scope="module")
 def api(client: Any, auth: dict[str, str]) -> Api:
-    config = Config(extra_media_type_deserializers={"application/problem+json": json_loads,
-                                                    "application/yaml": plain_loads})
-    return Api(client, OpenAPI.from_file_path(str(SPEC_PATH), config=config), auth)
+    return Api(client, load_openapi(), auth)
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from openapi_core import Config, OpenAPI
-from openapi_core.deserializing.media_types.util import json_loads, plain_loads
 
 from tests.conftest import tiny_spec, wait_until
-from tests.service.test_openapi import FINAL, SPEC_PATH, Api
+from tests.service.test_openapi import FINAL, Api, load_openapi
 
 
 def _digits(optimizer: dict[str, Any], **diagnostics: Any) -> dict[str, Any]:
@@ -36,9 +34,7 @@ def client(app: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def api(client: Any, auth: dict[str, str]) -> Api:
-    config = Config(extra_media_type_deserializers={"application/problem+json": json_loads,
-                                                    "application/yaml": plain_loads})
-    return Api(client, OpenAPI.from_file_path(str(SPEC_PATH), config=config), auth)
+    return Api(client, load_openapi(), auth)
 
 
 @pytest.fixture(scope="module")

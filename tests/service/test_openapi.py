@@ -49,11 +49,18 @@ def load_document() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def openapi() -> OpenAPI:
-    # openapi-core deserialises only a fixed list of media types; teach it the ones this API adds. The YAML
-    # document is checked as what it parses to, as schemathesis does (tests/service/test_fuzz_api.py).
-    # The upload's file part is `type: string, format: binary` (what client generators turn into a file);
-    # openapi-core reads such a part as bytes, which its OAS 3.1 validator does not count as a string, so
-    # it is read as a string of octets instead (latin-1 maps each byte to one character).
+    return load_openapi()
+
+
+def load_openapi() -> OpenAPI:
+    """The document as openapi-core validates requests and responses against it (the `Api` of other modules).
+
+    openapi-core deserialises only a fixed list of media types; it is taught the ones this API adds. The YAML
+    document is checked as what it parses to, as schemathesis does (tests/service/test_fuzz_api.py).
+    The upload's file part is `type: string, format: binary` (what client generators turn into a file);
+    openapi-core reads such a part as bytes, which its OAS 3.1 validator does not count as a string, so
+    it is read as a string of octets instead (latin-1 maps each byte to one character).
+    """
     config = Config(extra_media_type_deserializers={
         "application/problem+json": json_loads,
         "application/merge-patch+json": json_loads,
