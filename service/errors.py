@@ -95,6 +95,15 @@ class RangeNotSatisfiable(ApiError):
 class ValidationFailed(ApiError):
     status, code, title = 422, "validation_failed", "Validation failed"
 
+    @classmethod
+    def listing(cls, lead: str, errors: list[dict[str, str]]) -> "ValidationFailed":
+        """A 422 for field errors: `lead` ("The job spec is not valid"), then the first three in the detail
+        (and how many more), every one in `errors`."""
+        detail = f"{lead}: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors[:3])
+        if len(errors) > 3:
+            detail += f" (and {len(errors) - 3} more)"
+        return cls(detail, errors=errors)
+
 
 class TooManyRequests(ApiError):
     status, code, title = 429, "too_many_requests", "Too many requests"

@@ -24,15 +24,6 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("forks", __name__)
 
 
-def _invalid(exc: SpecError) -> ValidationFailed:
-    errors = exc.errors
-    return ValidationFailed(
-        "The fork is not valid: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors[:3])
-        + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""),
-        errors=errors,
-    )
-
-
 @bp.post("/v1/jobs/<job_id>/fork")
 def fork_job(job_id: str) -> tuple[Response, int, dict[str, str]]:
     svc = services()
@@ -51,7 +42,7 @@ def fork_job(job_id: str) -> tuple[Response, int, dict[str, str]]:
             spec, patch = forks.child_spec(parent, request, changes, datasets=dataset_lookup(s, tenant_id()),
                                            limits=svc.settings.spec_limits)
         except SpecError as exc:
-            raise _invalid(exc) from None
+            raise ValidationFailed.listing("The fork is not valid", exc.errors) from None
         try:
             source = forks.weights_source(s, parent, request)
         except forks.ForkConflict as exc:

@@ -86,11 +86,7 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
         except SpecError as exc:
             errors = exc.errors + errors
         if errors:
-            raise ValidationFailed(
-                "The job spec is not valid: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors[:3])
-                + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""),
-                errors=errors,
-            ) from None
+            raise ValidationFailed.listing("The job spec is not valid", errors) from None
     if webhook is not None:
         spec["webhook"] = webhook
     job = new_job(tenant_id(), spec, idempotency_key=key, request_sha256=body_sha256)
@@ -230,9 +226,7 @@ def patch_job(job_id: str) -> Response:
     try:
         changes = validate_job_patch(raw)
     except SpecError as exc:
-        raise ValidationFailed(
-            "The change is not valid: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in exc.errors[:3]),
-            errors=exc.errors) from None
+        raise ValidationFailed.listing("The change is not valid", exc.errors) from None
     with svc.db.session() as s:
         job = load_owned(s, Job, job_id, lock=True)
         if request.headers.get("If-Match") is not None:

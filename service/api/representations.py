@@ -19,7 +19,7 @@ from trainyard import eta
 from trainyard.db.models import Checkpoint, Dataset, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
 from trainyard.db.live import JobLog
 from trainyard.db.sweeps import Sweep
-from trainyard.forks import from_value
+from trainyard.forks import finding_key, from_value
 from trainyard.resources import gpus_of, queue_name
 from trainyard.spec import DatasetInfo
 
@@ -411,7 +411,7 @@ def finding_resource(f: Finding) -> dict[str, Any]:
     return {
         # (job, code, layer) is the row's unique key: the id is unique in the job and stable across epochs,
         # the same as the trainer's (workers/trainer/diagnostics/findings.py finding_id).
-        "id": f"{f.code}:{f.layer or '-'}",
+        "id": finding_key(f.code, f.layer),
         "code": f.code,
         "severity": f.severity,
         "message": f.message,

@@ -48,11 +48,7 @@ def submit_sweep() -> tuple[Response, int, dict[str, str]]:
                 config = validate_sweep(raw, datasets=dataset_lookup(s, tenant_id()), limits=svc.settings.spec_limits,
                                         max_trials_limit=svc.settings.max_sweep_trials)
             except SweepError as exc:
-                raise ValidationFailed(
-                    "The sweep is not valid: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in exc.errors[:3])
-                    + (f" (and {len(exc.errors) - 3} more)" if len(exc.errors) > 3 else ""),
-                    errors=exc.errors,
-                ) from None
+                raise ValidationFailed.listing("The sweep is not valid", exc.errors) from None
         sweep, replayed = insert_once(svc.db, controller.new_sweep(
             tenant_id(), config, idempotency_key=key, request_sha256=body_sha256))
     sweep_id = sweep.id
