@@ -27,10 +27,12 @@ run: $(STAMP)
 
 ## The whole suite against real Postgres and Redis (started, or installed, when missing), in two processes
 ## (pytest-xdist), each with its own Postgres database, Redis databases, API and worker (tests/conftest.py).
+## Tests marked `exclusive` (cancellation latencies) run afterwards on their own, on an otherwise idle machine.
 ## Bytecode is written even where PYTHONDONTWRITEBYTECODE is set: otherwise pytest rewrites the asserts of
 ## every test module and plugin (schemathesis, hypothesis) again in each process, seconds of CPU per run.
 test: $(TEST_STAMP) services browser
-	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -p no:cacheprovider -n 2
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -p no:cacheprovider -n 2 -m 'not exclusive'
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -p no:cacheprovider -m exclusive
 
 services:
 	@bash .ci/ensure-services
