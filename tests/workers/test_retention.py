@@ -121,3 +121,20 @@ def test_bytes_the_store_cannot_delete_are_left_and_logged(app: Any, job_id: str
     assert holds(store, checkpoint_key(job_id, 3, 1), shas[3])
     with svc.db.session() as s:
         assert s.get(Job, job_id).status == "succeeded"
+
+
+def test_the_setting_is_best_or_all_and_anything_else_stops_the_worker_at_start(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import ROOT, subprocess_env
+    from trainyard.settings import Settings, SettingsError
+
+    assert Settings.from_env({}).keep_checkpoints == "best"
+    assert Settings.from_env({"TRAINYARD_KEEP_CHECKPOINTS": " All "}).keep_checkpoints == "all"
+    with pytest.raises(SettingsError, match="TRAINYARD_KEEP_CHECKPOINTS must be one of best, all, got 'none'"):
+        Settings.from_env({"TRAINYARD_KEEP_CHECKPOINTS": "none"})
+    # bin/worker reads the settings before Celery starts: a typo never reaches a job.
+    env = subprocess_env({"TRAINYARD_KEEP_CHECKPOINTS": "last", "TRAINYARD_VAR_DIR": str(tmp_path)})
+    done = subprocess.run([str(ROOT / "bin" / "worker")], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and "TRAINYARD_KEEP_CHECKPOINTS must be one of best, all" in done.stderr
