@@ -17,7 +17,9 @@ The rules:
 - `from` other than "scratch" starts from the parent's weights (the best checkpoint, the last resume
   backup, or the checkpoint of epoch N) with a fresh optimizer: its state, the step count and the callbacks'
   state all start anew. The weights must fit, so such a fork keeps the parent's `model` unchanged (a 422
-  otherwise); a parent without the artifact asked for is a `ForkConflict` (409).
+  otherwise); a parent without the artifact asked for is a `ForkConflict` (409), which names what it kept: a
+  parent that succeeded keeps only its best checkpoint unless `TRAINYARD_KEEP_CHECKPOINTS=all`
+  (trainyard/retention.py).
 """
 from __future__ import annotations
 
@@ -264,6 +266,11 @@ def weights_source(session: Session, parent: Job, request: ForkRequest) -> Weigh
         return None
     if request.source == "last":
         if parent.backup_key is None or parent.backup_epoch is None:
+            if parent.status == "succeeded":
+                # Pruned with the superseded checkpoints (trainyard/retention.py), or never written.
+                raise ForkConflict(f"Job {parent.id} keeps no resume backup: a job that succeeded keeps only its "
+                                   "best checkpoint (the server's TRAINYARD_KEEP_CHECKPOINTS is best); fork "
+                                   "from best.")
             raise ForkConflict(f"Job {parent.id} has no resume backup yet (one is written after every "
                                "completed epoch); fork from scratch, or once an epoch has finished.")
         return WeightsSource(parent.backup_key, parent.backup_epoch, ".weights.h5")
@@ -277,8 +284,10 @@ def weights_source(session: Session, parent: Job, request: ForkRequest) -> Weigh
                                "monitored value); fork from scratch.")
         kept = list(session.execute(select(Checkpoint.epoch).where(Checkpoint.job_id == parent.id)
                                     .order_by(Checkpoint.epoch)).scalars())
+        pruned = (" and, once a job succeeded, only the best unless the server's TRAINYARD_KEEP_CHECKPOINTS is "
+                  "all" if parent.status == "succeeded" else "")
         raise ForkConflict(f"Job {parent.id} has no checkpoint of epoch {request.epoch}: checkpoints are kept "
-                           "for the epochs whose monitored value improved, here "
+                           f"for the epochs whose monitored value improved{pruned}; here "
                            f"{', '.join(map(str, kept)) or 'none'}.")
     return WeightsSource(row.artifact_key, row.epoch, ".keras")
 

@@ -157,6 +157,9 @@ class Settings:
     token_cache_seconds: float = 5.0
     # The git commit a deployment was built from, for jobs' reproducibility record (an image has no .git).
     git_commit: str | None = None
+    # Worker: what a job keeps once it succeeded (trainyard/retention.py): "best" drops its other checkpoints
+    # and its resume backup, "all" keeps every one.
+    keep_checkpoints: str = "best"
 
     @property
     def is_embedded(self) -> bool:
@@ -235,6 +238,7 @@ class Settings:
             worker_classes=_classes(env, "TRAINYARD_WORKER_CLASSES", (resources.resource_class(worker_gpus),)),
             token_cache_seconds=_float(env, "TRAINYARD_TOKEN_CACHE_SECONDS", 5.0, minimum=0.0),
             git_commit=_git_commit(env),
+            keep_checkpoints=_choice(env, "TRAINYARD_KEEP_CHECKPOINTS", "best", ("best", "all")),
         )
         for cls in settings.worker_classes:
             if (resources.gpus_of(cls) or 0) > worker_gpus:

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainyard import lifecycle
+from trainyard import lifecycle, retention
 from trainyard.datasets import DatasetError, load_builtin, load_csv, load_npz
 from trainyard.db.models import Dataset
 from trainyard.job_errors import JobError
@@ -121,6 +121,9 @@ def train_job(job_id: str) -> None:
     token = job_id_var.set(job_id)
     try:
         _train(job_id)
+        # After every delivery, not only the one that trained: a redelivered message of a job that
+        # succeeded (its worker died before acknowledging it) finishes what that worker's pruning left.
+        _retain(job_id)
     finally:
         if runtime.job_logs is not None:
             runtime.job_logs.flush(timeout=5)
@@ -184,6 +187,17 @@ def _train(job_id: str) -> None:
         runtime.release()
         shutil.rmtree(workdir, ignore_errors=True)
         _top_up_sweep(job_id)
+
+
+def _retain(job_id: str) -> None:
+    """A job that succeeded keeps what TRAINYARD_KEEP_CHECKPOINTS says (trainyard/retention.py); a failure
+    here is logged and never changes the job, which has ended."""
+    if runtime.settings.keep_checkpoints != retention.KEEP_BEST:
+        return
+    try:
+        retention.prune_succeeded(runtime.db, runtime.store, job_id)
+    except Exception:
+        logger.warning("job %s: could not delete its superseded checkpoints; they stay", job_id, exc_info=True)
 
 
 def _top_up_sweep(job_id: str) -> None:

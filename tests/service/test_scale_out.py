@@ -121,6 +121,9 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
         # Leases of 6 s: on a loaded 2-core machine a 1 s heartbeat thread can starve past a 3 s lease.
         "TRAINYARD_WORKER_HEARTBEAT_SECONDS": "2",
         "TRAINYARD_ARTIFACT_DB_MAX_BYTES": str(DB_MAX_BYTES),
+        # Every checkpoint and the last backup stay once a job succeeds: the test reads them back from S3
+        # (with the default, best, the worker deletes all but the best checkpoint).
+        "TRAINYARD_KEEP_CHECKPOINTS": "all",
         **s3.env(BUCKET),
     })
     subprocess.run([str(ROOT / "bin" / "migrate")], env=env, check=True, cwd=ROOT)

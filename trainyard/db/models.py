@@ -165,6 +165,8 @@ class Job(Base):
         UniqueConstraint("sweep_id", "trial_index", name="uq_jobs_sweep_trial"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_tenant_status_created", "tenant_id", "status", "created_at", "id"),
+        # A tenant's training seconds (trainyard/usage.py), summed from the index alone.
+        Index("ix_jobs_tenant_finished", "tenant_id", "finished_at", "started_at"),
         # The list sorted by best value (either way; jobs without one come last, trainyard/job_search.py).
         Index("ix_jobs_tenant_best", "tenant_id", "best_value", "id"),
         # The list's name filter, a substring: trigrams on Postgres (pg_trgm, migration 0010_job_labels.py);
