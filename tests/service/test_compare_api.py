@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -207,3 +208,31 @@ def test_a_replay_takes_no_options_and_not_another_tenants_job(api: Api, app: An
     assert fields(resp) == ["seed"]
     api("POST", f"/v1/jobs/{theirs}/replay", 404)
     api("POST", f"/v1/jobs/{theirs}/replay", 404, json_body={"seed": 3}, request_valid=False)
+
+
+def test_a_replay_counts_against_the_quota_and_the_submit_rate_limit(settings: Any, app: Any) -> None:
+    from service import create_app
+    from service.auth import create_token
+
+    strict = create_app(replace(settings, max_active_jobs_per_tenant=1, rate_limit="1000 per minute",
+                                rate_limit_submit="3 per minute"))
+    try:
+        client = strict.test_client()
+        with strict.extensions["trainyard"].db.session() as s:
+            issued = create_token(s, f"replay-quota-{random.getrandbits(32)}")
+        headers = {"Authorization": f"Bearer {issued.token}"}
+        original = add_job(app, issued.tenant_id, run(1))
+        first = client.post(f"/v1/jobs/{original}/replay", headers=headers)
+        assert first.status_code == 201, first.get_json()
+        # One job queued is this tenant's ceiling: the second replay waits for it.
+        refused = client.post(f"/v1/jobs/{original}/replay", headers=headers)
+        assert refused.status_code == 429 and refused.get_json()["active_jobs"] == 1, refused.get_json()
+        assert client.post(f"/v1/jobs/{first.get_json()['id']}/cancel", headers=headers).status_code == 202
+        # Three submits a minute: the third request was the last one allowed.
+        third = client.post(f"/v1/jobs/{original}/replay", headers=headers)
+        assert third.status_code == 201, third.get_json()
+        client.post(f"/v1/jobs/{third.get_json()['id']}/cancel", headers=headers)
+        limited = client.post(f"/v1/jobs/{original}/replay", headers=headers)
+        assert limited.status_code == 429 and "submissions" in limited.get_json()["detail"], limited.get_json()
+    finally:
+        strict.extensions["trainyard_events"].close()
