@@ -42,8 +42,8 @@ def test_replay_then_compare_three_jobs_in_the_dashboard(page: Any, api_url: str
     hash_ = wait_until(lambda: (h := page.evaluate("location.hash")) != f"#/jobs/{fast['id']}" and h, 30, 0.2,
                        "the page to show the replay")
     replay_id = hash_.removeprefix("#/jobs/")
-    page.wait_for_selector("#job-view[data-status='succeeded'][data-live='ended']", timeout=180_000)
-    replay = requests.get(f"{api_url}/v1/jobs/{replay_id}", headers=auth, timeout=10).json()
+    replay = _wait(api_url, auth, replay_id)
+    page.wait_for_selector("#job-view[data-status='succeeded'][data-live='ended']", timeout=60_000)
     assert replay["replay_of"] == fast["id"] and replay["reproduction"]["identical"] is True, replay
     facts = page.inner_text("#job-facts")
     assert fast["id"] in facts and "identical: every epoch's metrics match" in facts
@@ -81,6 +81,10 @@ def test_replay_then_compare_three_jobs_in_the_dashboard(page: Any, api_url: str
             "cs => cs.map(c => c.getAttribute('cy'))")
 
     assert ys("loss", 0) == ys("loss", 2) and ys("loss", 0) != ys("loss", 1)
+    # ...dashed, so the original's shows through.
+    dashes = page.locator("#compare-chart-loss .series path").evaluate_all(
+        "ps => ps.map(p => p.getAttribute('stroke-dasharray'))")
+    assert dashes == [None, None, "6 4"]
     assert page.get_attribute("#compare-chart-lr svg", "data-scale") == "log"
 
     page.set_viewport_size({"width": 1280, "height": page.evaluate("document.documentElement.scrollHeight")})

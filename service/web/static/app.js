@@ -451,6 +451,8 @@ function showJob(jobId) {
   };
 
   const view = document.getElementById("job-view");
+  // Another job's state must not show while this one loads (the page moves from a job to its fork or replay).
+  for (const key of ["status", "live", "epochs"]) delete view.dataset[key];
   stopFollowing = follow(jobId, {
     api,
     token,
@@ -547,8 +549,10 @@ function renderCompare(body) {
   // One chart per metric, every job's curve on it, in the jobs' colours.
   const options = { empty: "no epochs logged" };
   const cards = body.metrics.map((metric) => {
+    // A replay's curve is dashed: where it reproduces its original exactly, the original shows through.
     const series = jobs.map((job, i) => ({
       name: jobLabel(job),
+      dashed: job.replay_of !== null,
       points: body.epochs.filter((row) => row.values[metric][i] !== null).map((row) => [row.epoch, row.values[metric][i]]),
     }));
     const id = metric === "learning_rate" ? "compare-chart-lr" : `compare-chart-${metric}`;
