@@ -560,7 +560,8 @@ def compare_resource(jobs: list[Job], runs: list[dict[int, dict[str, Any]]]) -> 
         "jobs": [{"id": job.id, "name": job.name, "status": job.status, "seed": seed,
                   "best": ({"monitor": job.best_monitor, "value": job.best_value, "epoch": job.best_epoch}
                            if job.best_epoch is not None else None),
-                  "epochs_run": len(run), "replay_of": job.replay_of, "links": {"self": url_for("jobs.get_job", job_id=job.id)}}
+                  "epochs_run": len(run), "replay_of": job.replay_of,
+                  "links": {"self": url_for("jobs.get_job", job_id=job.id)}}
                  for job, seed, run in zip(jobs, seeds, runs)],
         "spec_diff": compare.document_diff([normalized_spec(job.spec) for job in jobs]),
         "environment_diff": compare.document_diff([job.environment for job in jobs]),

@@ -26,7 +26,7 @@ def _wait(api_url: str, auth: dict[str, str], job_id: str) -> dict[str, Any]:
                       ["status"] in ("succeeded", "failed", "cancelled") and job, 180, 0.3, f"job {job_id} to end")
 
 
-def test_replay_then_compare_three_jobs_in_the_dashboard(page: Any, api_url: str, token: str, worker: Any,
+def test_replay_then_compare_three_jobs_in_the_dashboard(page: Any, api_url: str, token: str, worker: Any,  # noqa: F811
                                                          capsys: Any) -> None:
     auth = {"Authorization": f"Bearer {token}"}
     fast = requests.post(f"{api_url}/v1/jobs", json=_spec("iris-lr-0.02", 0.02), headers=auth, timeout=10).json()
