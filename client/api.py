@@ -159,6 +159,16 @@ class Trainyard:
             body["from"] = {"epoch": from_} if isinstance(from_, int) else from_
         return self._json("POST", f"/v1/jobs/{job_id}/fork", ok=(201,), json=body)
 
+    def replay(self, job_id: str) -> dict[str, Any]:
+        """Train the ended job `job_id` again with the same spec, data and seed. Returns the replay, queued,
+        with `replay_of`; once it ends it carries `reproduction` (whether every epoch's metrics matched)."""
+        return self._json("POST", f"/v1/jobs/{job_id}/replay", ok=(201,))
+
+    def compare(self, job_ids: Sequence[str]) -> dict[str, Any]:
+        """2 to 8 jobs side by side: `spec_diff`, `environment_diff`, per-epoch `epochs`, and `pairs` (where
+        jobs with the same seed part)."""
+        return self._json("GET", "/v1/jobs/compare", params={"ids": ",".join(job_ids)})
+
     def get(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/jobs/{job_id}")
 

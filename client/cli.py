@@ -220,6 +220,41 @@ def fork(ctx: click.Context, job_id: str, apply_findings: str | None, settings: 
 
 @main.command()
 @click.argument("job_id")
+@click.option("--wait", "wait_", is_flag=True,
+              help="Follow the replay until it ends and show its reproduction (exit 1 if it does not succeed).")
+@click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between polls with --wait.")
+@json_option
+@click.pass_context
+def replay(ctx: click.Context, job_id: str, wait_: bool, poll: float, as_json: bool) -> None:
+    """Train the ended job JOB_ID again with the same spec, data and seed, and check it reproduces."""
+    job = _client(ctx).replay(job_id)
+    if as_json and not wait_:
+        _print_json(job)
+        return
+    if not as_json:
+        click.echo(f"replaying {job_id} -> {job['id']} ({job['status']})")
+    if wait_:
+        _follow(ctx, job, poll, as_json)
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@json_option
+@click.pass_context
+def compare(ctx: click.Context, job_ids: tuple[str, ...], as_json: bool) -> None:
+    """Compare 2 to 8 jobs: spec and environment diffs, where same-seed runs part, and every epoch's
+    metrics side by side."""
+    if not 2 <= len(job_ids) <= 8:
+        raise click.UsageError(f"give 2 to 8 job ids; got {len(job_ids)}")
+    body = _client(ctx).compare(job_ids)
+    if as_json:
+        _print_json(body)
+    else:
+        click.echo(render.comparison_text(body))
+
+
+@main.command()
+@click.argument("job_id")
 @click.option("--poll", type=float, default=0.5, show_default=True,
               help="Seconds between polls, when the server has no event stream.")
 @json_option

@@ -182,6 +182,10 @@ def job_summary(job: dict[str, Any]) -> str:
                                      f"{patch_text(parent.get('patch') or {}) or 'no changes'})"))
     if job.get("children"):
         pairs.append(("forks", ", ".join(job["children"])))
+    if job.get("replay_of"):
+        pairs.append(("replay of", job["replay_of"]))
+        if job.get("reproduction") is not None:
+            pairs.append(("reproduction", reproduction_text(job["reproduction"])))
     for key in ("created_at", "started_at", "finished_at"):
         pairs.append((key.replace("_at", ""), job.get(key) or "-"))
     return key_values(pairs)
@@ -248,3 +252,60 @@ def variables_table(epoch: dict[str, Any]) -> str:
 
 def _sci(value: Any) -> str:
     return f"{value:.3e}" if isinstance(value, (int, float)) and not isinstance(value, bool) else fmt(value)
+
+
+# ------------------------------------------------------------------------------------- replay and compare
+
+
+def _diff_value(value: Any) -> str:
+    return "-" if value is None else value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def reproduction_text(reproduction: dict[str, Any]) -> str:
+    """`identical: every epoch's metrics match` or `diverged at epoch 3 (max |diff| loss 1.2e-07, ...)`, and
+    what differs in the environment."""
+    if reproduction.get("identical"):
+        text = "identical: every epoch's metrics match"
+    else:
+        diffs = ", ".join(f"{k} {_sci(v)}" for k, v in (reproduction.get("max_abs_diff") or {}).items() if v)
+        text = f"diverged at epoch {reproduction.get('first_divergent_epoch')}" + (f" (max |diff| {diffs})" if diffs
+                                                                                   else "")
+    env = reproduction.get("environment_diff") or {}
+    if env:
+        text += "; environment: " + ", ".join(f"{path} {_diff_value(a)} -> {_diff_value(b)}"
+                                              for path, (a, b) in env.items())
+    return text
+
+
+def _short(job_id: str) -> str:
+    return job_id[:12]  # "job_" and 8 hex digits: enough to tell a handful of jobs apart
+
+
+def comparison_text(body: dict[str, Any]) -> str:
+    """`trainyard compare`: the jobs, the spec and environment diffs (one row per field, one column per
+    job), where same-seed pairs part, and the per-epoch table (each metric once per job)."""
+    jobs = body["jobs"]
+    heads = [_short(j["id"]) for j in jobs]
+    out = [table([[j["id"], j.get("name") or "-", j["status"], fmt(j.get("seed")), j["epochs_run"], best_text(j)]
+                  for j in jobs], ["job", "name", "status", "seed", "epochs", "best"])]
+    for title, diff in (("spec", body["spec_diff"]), ("environment", body["environment_diff"])):
+        out.append("")
+        if diff:
+            out.append(table([[path] + [_diff_value(v) for v in values] for path, values in diff.items()],
+                             [f"{title} diff"] + heads))
+        else:
+            out.append(f"{title}: no differences")
+    for pair in body.get("pairs") or []:
+        a, b = (_short(i) for i in pair["ids"])
+        if pair["identical"]:
+            out.append(f"{a} and {b} (seed {pair['seed']}): identical at every epoch")
+        else:
+            out.append(f"{a} and {b} (seed {pair['seed']}): first differ at epoch {pair['first_divergent_epoch']}")
+    metrics = [m for m in body["metrics"]]
+    if body["epochs"]:
+        headers = ["epoch"] + [f"{m}[{i + 1}]" for m in metrics for i in range(len(jobs))]
+        rows = [[row["epoch"]] + [fmt(v, m) for m in metrics for v in row["values"][m]] for row in body["epochs"]]
+        out += ["", "[n] is the n-th job above", table(rows, headers)]
+    else:
+        out += ["", "no epochs finished yet"]
+    return "\n".join(out)

@@ -7,7 +7,7 @@ Redis (shared by every API process) and in the process's memory in the embedded 
 storage is down, requests are let through rather than failed: rate limiting must never take the API down.
 
 Every request counts against `TRAINYARD_RATE_LIMIT`. The expensive operations count against a stricter
-limit of their own as well: a submit (`POST /v1/jobs`, `POST /v1/sweeps`, `POST /v1/jobs/{id}/fork`)
+limit of their own as well: a submit (`POST /v1/jobs`, `POST /v1/sweeps`, `POST /v1/jobs/{id}/fork`, `.../replay`)
 validates a spec, or a sweep's every trial, and an upload (`POST /v1/datasets`) is read whole and checked;
 a read is one indexed query.
 """
@@ -29,11 +29,12 @@ logger = logging.getLogger(__name__)
 
 # Liveness and readiness probes, and the API document, are never throttled.
 EXEMPT_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "health.openapi", "static"})
-# Endpoint -> (the limit it counts against, the setting that names it). Submits of jobs, sweeps and forks share one.
+# Endpoint -> (the limit it counts against, the setting that names it). Submits of jobs, sweeps, forks and replays share one.
 EXPENSIVE_ENDPOINTS: dict[str, tuple[str, str]] = {
     "jobs.submit_job": ("submit", "TRAINYARD_RATE_LIMIT_SUBMIT"),
     "sweeps.submit_sweep": ("submit", "TRAINYARD_RATE_LIMIT_SUBMIT"),
     "forks.fork_job": ("submit", "TRAINYARD_RATE_LIMIT_SUBMIT"),
+    "replays.replay_job": ("submit", "TRAINYARD_RATE_LIMIT_SUBMIT"),
     "datasets.upload_dataset": ("upload", "TRAINYARD_RATE_LIMIT_UPLOADS"),
 }
 

@@ -18,8 +18,10 @@ migration 0008). Stop reasons are `trainyard.stop_reasons.StopReason`.
 tests/service/test_lifecycle_owner.py fails when any other module of trainyard/, service/ or workers/ writes
 a job's status.
 
-Whenever a fork (trainyard/forks.py) reaches a final status, in the same transaction, each of its parent's
-findings that it applied gets `resolved_by` (`settle_applied_findings`).
+Whenever a job reaches a final status, in the same transaction (`settle_end`): if it is a fork
+(trainyard/forks.py), each of its parent's findings that it applied gets `resolved_by`
+(`settle_applied_findings`); if it is a replay, it gets its `reproduction`, its per-epoch metrics and
+environment compared with the original's (`reproduction_of`, trainyard/compare.py).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session, object_session
 
+from trainyard import compare
 from trainyard.db import Database, aware, db_time
 from trainyard.db.models import (FINAL_STATUSES, Checkpoint, EpochDiagnostics, EpochMetrics, Finding, Job, Tenant,
                                  utcnow)
@@ -148,11 +151,39 @@ def settle_applied_findings(session: Session, job_id: str) -> None:
         session.execute(stmt.values(resolved_by_job_id=job_id, resolved=resolved))
 
 
+# --- a replay's end: its reproduction ------------------------------------------------------------------------
+
+
+def reproduction_of(session: Session, job_id: str, replay_of: str, environment: dict[str, Any] | None
+                    ) -> dict[str, Any] | None:
+    """The replay `job_id`'s reproduction: its epochs against those of `replay_of`, the job it replays (two
+    queries, whatever the number of epochs). None when that job was deleted: there is nothing to compare."""
+    original = session.execute(select(Job.environment).where(Job.id == replay_of)).first()
+    if original is None:
+        return None
+    runs = compare.load_epochs(session, [replay_of, job_id])
+    return compare.reproduction(runs[replay_of], runs[job_id], original.environment, environment)
+
+
+def settle_end(session: Session, job_id: str) -> None:
+    """The job `job_id` was just ended with a Core update in `session`: what its end settles (see above)."""
+    settle_applied_findings(session, job_id)
+    row = session.execute(select(Job.status, Job.replay_of, Job.environment).where(Job.id == job_id)).first()
+    if row is not None and row.replay_of is not None and row.status in FINAL_STATUSES:
+        session.execute(update(Job).where(Job.id == job_id)
+                        .values(reproduction=reproduction_of(session, job_id, row.replay_of, row.environment)))
+
+
 def _settle(job: Job) -> None:
+    """`settle_end` for a job ended through its ORM row."""
     session = object_session(job)
-    if session is not None and job.parent_id is not None:
-        session.flush()
+    if session is None or (job.parent_id is None and job.replay_of is None):
+        return
+    session.flush()
+    if job.parent_id is not None:
         settle_applied_findings(session, job.id)
+    if job.replay_of is not None:
+        job.reproduction = reproduction_of(session, job.id, job.replay_of, job.environment)
 
 
 # --- fencing ---------------------------------------------------------------------------------------------------
@@ -332,7 +363,7 @@ def fail_attempt(db: Database, job_id: str, worker_id: str, attempt: int, code: 
                            .values(**values, stop_reason=func.coalesce(Job.stop_reason, StopReason.ERROR.value),
                                    finished_at=utcnow()))
         if result.rowcount == 1:
-            settle_applied_findings(s, job_id)
+            settle_end(s, job_id)
         return result.rowcount == 1
 
 
@@ -346,7 +377,7 @@ def end_cancelled(db: Database, job_id: str, worker_id: str, attempt: int) -> bo
                     lease_expires_at=None)
         )
         if result.rowcount == 1:
-            settle_applied_findings(s, job_id)
+            settle_end(s, job_id)
         return result.rowcount == 1
 
 

@@ -1,5 +1,6 @@
 """Forking a job: `POST /v1/jobs/{id}/fork` makes a new job from the parent's spec with a patch (the rules:
-trainyard/forks.py), submitted like any job: the same quota, rate limit and `Idempotency-Key`."""
+trainyard/forks.py), submitted like any job: the same quota, rate limit and `Idempotency-Key`
+(`submit_derived`, which replays submit through too: service/api/replays.py)."""
 from __future__ import annotations
 
 import logging
@@ -51,28 +52,38 @@ def fork_job(job_id: str) -> tuple[Response, int, dict[str, str]]:
     job = new_job(tenant_id(), spec, idempotency_key=key, request_sha256=body_sha256, parent_id=job_id,
                   parent_from=request.source, parent_patch=patch, parent_findings=applied,
                   initial_weights_epoch=source.epoch if source is not None else None)
+    response = submit_derived(job, source, key, body_sha256)
+    logger.info("job %s forked from %s (from %s, %d findings applied)", job.id, job_id, request.source,
+                len(applied or []), extra={"job_id": job.id})
+    return response
+
+
+def submit_derived(job: Job, source: forks.WeightsSource | None, key: str | None,
+                   body_sha256: str | None) -> tuple[Response, int, dict[str, str]]:
+    """Submit a job made from another one (a fork, a replay: trainyard/replays.py) like any job, under the
+    tenant's quota and its `Idempotency-Key`, starting from a copy of `source`'s weights when it is given.
+    The answer is the job's (201), or the earlier job's when the key was used before."""
+    svc = services()
     if source is not None:
         try:
             job.initial_weights_key = forks.copy_weights(svc.store, source, job.id, svc.settings.var_dir / "forks")
         except ArtifactMissing:
-            raise Conflict(f"The parent's weights of epoch {source.epoch} are missing or damaged in the artifact "
-                           "store; fork from another checkpoint, or from scratch.") from None
+            raise Conflict(f"The weights of epoch {source.epoch} to start from are missing or damaged in the "
+                           "artifact store; fork from another checkpoint, or from scratch.") from None
     limit = svc.settings.max_active_jobs_per_tenant
     queue_class, copied = job.resource_class, job.initial_weights_key
     try:
         job, replayed = submit(svc.db, lambda child_id: svc.send(child_id, queue_class), job,
                                before_insert=lambda session: check_active_job_quota(session, tenant_id(), limit))
     except BaseException:
-        if copied:  # the child was never created: its copy of the weights goes
+        if copied:  # the job was never created: its copy of the weights goes
             svc.store.delete(copied)
         raise
-    if replayed:  # a concurrent request with the same key won the race; its child has weights of its own
+    if replayed:  # a concurrent request with the same key won the race; its job has weights of its own
         if copied:
             svc.store.delete(copied)
         return replayed_response(find_replay(svc.db, tenant_id(), key or "", body_sha256 or "") or job)
     with svc.db.read_session() as s:
         positions = queue_positions(s, [job.id])
         body = job_resource(job, None, positions.get(job.id), job_etas(s, [job], positions).get(job.id))
-    logger.info("job %s forked from %s (from %s, %d findings applied)", job.id, job_id, request.source,
-                len(applied or []), extra={"job_id": job.id})
     return jsonify(body), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}

@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from service.api.common import iso
-from trainyard import eta
+from trainyard import compare, eta
 from trainyard.db.models import Checkpoint, Dataset, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
 from trainyard.db.live import JobLog
 from trainyard.db.sweeps import Sweep
@@ -88,6 +88,9 @@ def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int
         "queue": queue_resource(job, position),
         "eta": eta_resource(estimate),
         "parent": parent_resource(job),
+        # A replay: the job it trains again, and once it ended how it compares with it (trainyard/compare.py).
+        "replay_of": job.replay_of,
+        "reproduction": job.reproduction,
         "children": children or [],
         "links": job_links(job.id),
     }
@@ -541,3 +544,28 @@ def sweep_resource(sweep: Sweep, counts: dict[str, int], ranked: list[tuple[int 
         if best is not None:
             body["links"]["best_checkpoint"] = url_for("checkpoints.download_best", job_id=best.id)
     return body
+
+
+# ------------------------------------------------------------------------------------------- compare
+
+
+def compare_resource(jobs: list[Job], runs: list[dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """GET /v1/jobs/compare: the jobs (in the order asked), what differs in their specs and environments,
+    their per-epoch metrics side by side, and where the runs of jobs with the same seed part
+    (trainyard/compare.py); `runs` holds each job's epochs, in the same order."""
+    ids = [job.id for job in jobs]
+    names, epochs = compare.side_by_side(runs)
+    seeds = [(normalized_spec(job.spec).get("training") or {}).get("seed") for job in jobs]
+    return {
+        "jobs": [{"id": job.id, "name": job.name, "status": job.status, "seed": seed,
+                  "best": ({"monitor": job.best_monitor, "value": job.best_value, "epoch": job.best_epoch}
+                           if job.best_epoch is not None else None),
+                  "epochs_run": len(run), "replay_of": job.replay_of,
+                  "links": {"self": url_for("jobs.get_job", job_id=job.id)}}
+                 for job, seed, run in zip(jobs, seeds, runs)],
+        "spec_diff": compare.document_diff([normalized_spec(job.spec) for job in jobs]),
+        "environment_diff": compare.document_diff([job.environment for job in jobs]),
+        "metrics": names,
+        "epochs": epochs,
+        "pairs": compare.pair_divergence(ids, seeds, runs),
+    }

@@ -151,6 +151,11 @@ class Job(Base):
     labels: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     # Written with the job (submission.new_job) and replaced by trainyard/labels.py; never loaded through
     # the job, so no read path pays for it by accident.
+    # A replay (`POST /v1/jobs/{id}/replay`): the job it trains again with the same spec, data and seed, and,
+    # once it ended, how its per-epoch metrics and environment compare with that job's (trainyard/compare.py,
+    # written by trainyard/lifecycle.py). No foreign key, like `parent_id`.
+    replay_of: Mapped[str | None] = mapped_column(String(40))
+    reproduction: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     label_rows: Mapped[list[JobLabel]] = relationship(cascade="all, delete-orphan", passive_deletes=True,
                                                       lazy="raise")
 

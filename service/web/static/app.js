@@ -1,6 +1,7 @@
-// The Trainyard dashboard: a token form, the tenant's jobs, and one job's live curves, diagnostics and
-// downloads. Every API call sends the token as a bearer token; nothing else is stored.
-import { chartCard, forgetScaleChoices } from "./charts.js";
+// The Trainyard dashboard: a token form, the tenant's jobs, one job's live curves, diagnostics and
+// downloads, and several jobs compared (their spec diff over their curves overlaid). Every API call sends
+// the token as a bearer token; nothing else is stored.
+import { chartCard, color, forgetScaleChoices } from "./charts.js";
 import { follow } from "./live.js";
 
 const TOKEN_KEY = "trainyard.token";
@@ -57,7 +58,7 @@ let stopFollowing = null;
 let refreshTimer = null;
 
 function show(view) {
-  for (const id of ["signin", "jobs-view", "job-view"]) $(id).hidden = id !== view;
+  for (const id of ["signin", "jobs-view", "job-view", "compare-view"]) $(id).hidden = id !== view;
   $("sign-out").hidden = !token();
 }
 
@@ -89,12 +90,42 @@ function route() {
   if (!token()) return signIn();
   const match = hash.match(/^#\/jobs\/([\w:-]+)$/);
   if (match) return showJob(match[1]);
+  const compared = hash.match(/^#\/compare\/([\w,-]+)$/);
+  if (compared) return showCompare(compared[1].split(","));
   return showJobs();
 }
 
 // ------------------------------------------------------------------ jobs list
 
 const pages = { cursors: [null], index: 0 };
+// The jobs ticked for comparison, in the order they were ticked; kept while the list pages and refreshes.
+const selected = new Set();
+const MAX_COMPARED = 8;
+
+function selectCell(job) {
+  const td = document.createElement("td");
+  td.className = "select";
+  const box = document.createElement("input");
+  box.type = "checkbox";
+  box.className = "select-job";
+  box.dataset.job = job.id;
+  box.checked = selected.has(job.id);
+  box.setAttribute("aria-label", `Select ${job.name || job.id} to compare`);
+  box.addEventListener("change", () => {
+    if (box.checked) selected.add(job.id); else selected.delete(job.id);
+    updateCompareButton();
+  });
+  td.appendChild(box);
+  return td;
+}
+
+function updateCompareButton() {
+  const button = $("compare-selected");
+  const n = selected.size;
+  button.disabled = n < 2 || n > MAX_COMPARED;
+  button.textContent = n ? `Compare selected (${n})` : "Compare selected";
+  button.title = n > MAX_COMPARED ? `At most ${MAX_COMPARED} jobs at once` : "Select 2 to 8 jobs with the boxes in the list";
+}
 
 function text(tag, value, className) {
   const node = document.createElement(tag);
@@ -167,12 +198,13 @@ async function loadJobs() {
     link.href = `#/jobs/${job.id}`;
     name.append(link, text("div", job.id, "muted small"));
     tr.dataset.attention = attention(job);
-    tr.append(name, statusCell(job), text("td", when(job.created_at)),
+    tr.append(selectCell(job), name, statusCell(job), text("td", when(job.created_at)),
       text("td", `${job.progress.epoch} / ${job.progress.epochs}`, "epochs"), text("td", bestText(job), "best"),
       findingsCell(job));
     return tr;
   });
   $("jobs-body").replaceChildren(...rows);
+  updateCompareButton();
   $("jobs-empty").hidden = rows.length > 0;
   pages.cursors[pages.index + 1] = body.next_cursor;
   $("next-page").disabled = !body.next_cursor;
@@ -347,12 +379,15 @@ function renderJob(job) {
     ...fact("Test metrics", tests),
     ...fact("Forked from", job.parent ? `${job.parent.id} (${job.parent.applied_findings.join(", ") || "patch"})` : ""),
     ...fact("Forks", (job.children || []).join(", ")),
+    ...fact("Replay of", job.replay_of),
+    ...fact("Reproduction", job.reproduction ? reproductionText(job.reproduction) : ""),
     ...fact("Created", when(job.created_at)),
     ...fact("Finished", when(job.finished_at)),
   );
   $("download-keras").disabled = !job.best;
   $("download-savedmodel").disabled = job.status !== "succeeded";
   $("cancel-job").hidden = FINAL.has(job.status);
+  $("replay-job").hidden = !FINAL.has(job.status);
   // The spec as the API normalised it (defaults filled in): what the job actually ran.
   const spec = JSON.stringify(job.spec, null, 2);
   if ($("job-spec-json").textContent !== spec) $("job-spec-json").textContent = spec;
@@ -403,8 +438,21 @@ function showJob(jobId) {
   $("download-tensorboard").onclick = (e) =>
     save(`/v1/jobs/${jobId}/tensorboard`, `${jobId}-tensorboard.tar.gz`, e.target);
   $("cancel-job").onclick = () => api(`/v1/jobs/${jobId}/cancel`, { method: "POST" }).then(renderJob, showError);
+  $("replay-job").onclick = async (e) => {
+    e.target.disabled = true;
+    try {
+      const replay = await api(`/v1/jobs/${jobId}/replay`, { method: "POST" });
+      location.hash = `#/jobs/${replay.id}`;
+    } catch (err) {
+      showError(err);
+    } finally {
+      e.target.disabled = false;
+    }
+  };
 
   const view = document.getElementById("job-view");
+  // Another job's state must not show while this one loads (the page moves from a job to its fork or replay).
+  for (const key of ["status", "live", "epochs"]) delete view.dataset[key];
   stopFollowing = follow(jobId, {
     api,
     token,
@@ -429,6 +477,107 @@ function showJob(jobId) {
   });
 }
 
+// ------------------------------------------------------------------ compare
+
+function reproductionText(r) {
+  const env = Object.keys(r.environment_diff || {});
+  const envText = env.length ? `; environment differs in ${env.join(", ")}` : "";
+  if (r.identical) return `identical: every epoch's metrics match${envText}`;
+  const diffs = Object.entries(r.max_abs_diff || {}).filter(([, v]) => v).map(([k, v]) => `${k} ${num(v)}`);
+  return `diverged at epoch ${r.first_divergent_epoch}${diffs.length ? ` (max |diff| ${diffs.join(", ")})` : ""}${envText}`;
+}
+
+// A job's label in the compare view: its name and the start of its id (names repeat: a replay keeps it).
+function jobLabel(job) {
+  return `${job.name || "job"} · ${job.id.slice(4, 12)}`;
+}
+
+function diffValue(v) {
+  if (v === null || v === undefined) return "–";
+  return typeof v === "string" ? v : JSON.stringify(v);
+}
+
+function renderDiff(table, diff, jobs) {
+  const head = document.createElement("tr");
+  head.append(text("th", "Field"), ...jobs.map((j, i) => {
+    const th = text("th", jobLabel(j));
+    th.style.color = color(i);
+    return th;
+  }));
+  const rows = Object.entries(diff).map(([path, values]) => {
+    const tr = document.createElement("tr");
+    tr.dataset.path = path;
+    tr.append(text("td", path, "path"), ...values.map((v) => text("td", diffValue(v), "value")));
+    return tr;
+  });
+  table.replaceChildren(head, ...rows);
+  table.hidden = rows.length === 0;
+  return rows.length;
+}
+
+function renderCompare(body) {
+  const jobs = body.jobs;
+  $("compare-jobs").tBodies[0].replaceChildren(...jobs.map((job, i) => {
+    const tr = document.createElement("tr");
+    tr.dataset.job = job.id;
+    const swatch = text("span", "", "swatch");
+    swatch.style.background = color(i);
+    const swatchCell = document.createElement("td");
+    swatchCell.appendChild(swatch);
+    const name = document.createElement("td");
+    const link = text("a", job.name || job.id);
+    link.href = `#/jobs/${job.id}`;
+    name.append(link, text("div", job.id + (job.replay_of ? ` · replay of ${job.replay_of}` : ""), "muted small"));
+    tr.append(swatchCell, name, text("td", job.status), text("td", job.seed ?? "none"),
+      text("td", String(job.epochs_run)), text("td", bestText(job), "best"));
+    return tr;
+  }));
+  const byId = new Map(jobs.map((j) => [j.id, j]));
+  $("compare-pairs").replaceChildren(...body.pairs.map((p) => {
+    const [a, b] = p.ids.map((id) => jobLabel(byId.get(id)));
+    const li = text("li", p.identical
+      ? `${a} and ${b} (seed ${p.seed}) are identical at every epoch`
+      : `${a} and ${b} (seed ${p.seed}) first differ at epoch ${p.first_divergent_epoch}`,
+    p.identical ? "identical" : "diverged");
+    li.dataset.pair = p.ids.join(",");
+    return li;
+  }));
+  $("spec-diff-empty").hidden = renderDiff($("spec-diff"), body.spec_diff, jobs) > 0;
+  const envCount = renderDiff($("environment-diff"), body.environment_diff, jobs);
+  $("environment-diff-count").textContent = envCount ? `${envCount} fields` : "none";
+
+  // One chart per metric, every job's curve on it, in the jobs' colours.
+  const options = { empty: "no epochs logged" };
+  const cards = body.metrics.map((metric) => {
+    // A replay's curve is dashed: where it reproduces its original exactly, the original shows through.
+    const series = jobs.map((job, i) => ({
+      name: jobLabel(job),
+      dashed: job.replay_of !== null,
+      points: body.epochs.filter((row) => row.values[metric][i] !== null).map((row) => [row.epoch, row.values[metric][i]]),
+    }));
+    const id = metric === "learning_rate" ? "compare-chart-lr" : `compare-chart-${metric}`;
+    const title = metric === "learning_rate" ? "Learning rate" : metric;
+    return chartCard(id, title, series, { ...options, log: metric === "learning_rate" });
+  });
+  $("compare-charts").replaceChildren(...cards);
+}
+
+async function showCompare(ids) {
+  show("compare-view");
+  document.title = "Compare · Trainyard";
+  const view = $("compare-view");
+  delete view.dataset.loaded;
+  forgetScaleChoices();
+  $("compare-charts").replaceChildren();
+  try {
+    const body = await api(`/v1/jobs/compare?ids=${encodeURIComponent(ids.join(","))}`);
+    renderCompare(body);
+    view.dataset.loaded = "true";
+  } catch (err) {
+    showError(err);
+  }
+}
+
 // ------------------------------------------------------------------ wiring
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -447,6 +596,9 @@ document.addEventListener("DOMContentLoaded", () => {
     pages.cursors = [null];
     pages.index = 0;
     loadJobs().catch(showError);
+  });
+  $("compare-selected").addEventListener("click", () => {
+    location.hash = `#/compare/${[...selected].join(",")}`;
   });
   $("next-page").addEventListener("click", () => { pages.index++; loadJobs().catch(showError); });
   $("prev-page").addEventListener("click", () => { pages.index--; loadJobs().catch(showError); });

@@ -100,7 +100,8 @@ function domain(values, log) {
   return [lo, hi];
 }
 
-// series: [{name, points: [[epoch, value|null], ...]}]
+// series: [{name, points: [[epoch, value|null], ...], dashed (optional: a dashed line, so a curve drawn over
+//          another one that it matches lets that one show through)}]
 // options: {log, yLabel, empty (the text when nothing can be drawn), best ({monitor, epoch} or null),
 //           onHover (called with the epoch under the pointer, or null when it leaves), hover (the epoch to
 //           show the cursor at from the start)}
@@ -169,7 +170,7 @@ export function lineChart(series, { log = false, yLabel = "", empty = "no data y
       d += `${pen ? "L" : "M"}${px(x).toFixed(1)},${py(y).toFixed(1)}`;
       pen = true;
     }
-    el("path", { d, fill: "none", "stroke-width": 1.8 }, g);
+    el("path", { d, fill: "none", "stroke-width": 1.8, ...(s.dashed ? { "stroke-dasharray": "6 4" } : {}) }, g);
     let shown = 0;
     for (const [x, y] of s.points) {
       if (!usable(y)) continue;
