@@ -1,5 +1,7 @@
-"""The SavedModel export of the final best checkpoint: made for runs that end well, before `finished`,
-predicting exactly like the `.keras` file; a failing export never fails the run."""
+"""The exports of the final best checkpoint: made for runs that end well, before `finished`, in every
+format, each predicting on raw inputs what the `.keras` file predicts on normalised ones (raw target units);
+a failing export never fails the run."""
+import json
 import tarfile
 
 import keras
@@ -7,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from workers.trainer import InMemoryReporter, train
-from workers.trainer.export import export_savedmodel
+from workers.trainer.export import FORMATS, export_savedmodel, serving_model
 
 from .specs import make_spec
 
@@ -25,18 +27,54 @@ class ExportingReporter(InMemoryReporter):
         self.exports.append({"format": fmt, "epoch": epoch, "path": path, "size": size, "sha256": sha256})
 
 
+def _extract(path, into):
+    with tarfile.open(path) as tar:
+        tar.extractall(into, filter="data")
+    return json.loads((into / "card.json").read_text())
+
+
 def test_a_run_that_ends_well_exports_its_best_checkpoint(tmp_path, classification_data):
+    import onnxruntime
+
     reporter = ExportingReporter()
-    result = train(make_spec(classification_data, training={"epochs": 2}), classification_data, reporter, tmp_path)
-    [export] = reporter.exports
-    assert export["format"] == "savedmodel" and export["epoch"] == result.best_epoch
-    with tarfile.open(export["path"]) as tar:
-        tar.extractall(tmp_path / "out", filter="data")
-    served = tf.saved_model.load(str(tmp_path / "out" / "savedmodel"))
-    model = keras.models.load_model(result.best_checkpoint)
-    x = classification_data.x_train[:8]
-    [predicted] = served.signatures["serving_default"](tf.constant(x)).values()
-    assert np.allclose(predicted.numpy(), model.predict(x, verbose=0), atol=1e-6)
+    spec = make_spec(classification_data, training={"epochs": 2}, dataset={"normalize": "standardize"})
+    result = train(spec, classification_data, reporter, tmp_path)
+    assert [e["format"] for e in reporter.exports] == list(FORMATS)
+    assert {e["epoch"] for e in reporter.exports} == {result.best_epoch}
+    assert set(result.timings) >= {"export_savedmodel", "export_keras_serving", "export_onnx"}
+    exports = {e["format"]: e["path"] for e in reporter.exports}
+
+    stats = result.normalization["inputs"]
+    raw = classification_data.x_train[:8]
+    normalised = (raw - np.float32(stats["mean"])) / np.float32(stats["std"])
+    want = keras.models.load_model(result.best_checkpoint).predict(normalised, verbose=0)
+
+    card = _extract(exports["savedmodel"], tmp_path / "sm")
+    # No database behind this reporter: the card holds what the trainer knows.
+    assert card["best"]["epoch"] == result.best_epoch and card["normalization"] == result.normalization
+    served = tf.saved_model.load(str(tmp_path / "sm" / "savedmodel"))
+    predicted = served.signatures["serving_default"](features=tf.constant(raw))["output_0"]
+    np.testing.assert_allclose(predicted.numpy(), want, rtol=1e-5, atol=1e-5)
+
+    _extract(exports["keras-serving"], tmp_path / "ks")
+    model = keras.models.load_model(tmp_path / "ks" / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(model.predict(raw, verbose=0), want, rtol=1e-5, atol=1e-5)
+
+    _extract(exports["onnx"], tmp_path / "onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["features"]
+    np.testing.assert_allclose(session.run(None, {"features": raw})[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_serving_model_answers_in_raw_target_units(regression_data):
+    stats = {"inputs": {"method": "minmax", "min": [1.0, 2.0, 3.0, 4.0], "range": [2.0, 4.0, 8.0, 1.0]},
+             "targets": {"method": "standardize", "mean": [100.0], "std": [40.0]}}
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    raw = regression_data.x_train[:16]
+    normalised = (raw - np.float32(stats["inputs"]["min"])) / np.float32(stats["inputs"]["range"])
+    want = model.predict(normalised, verbose=0) * 40.0 + 100.0
+    got = serving_model(model, stats).predict(raw, verbose=0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_no_export_for_a_cancelled_run_and_a_failing_export_costs_nothing(tmp_path, classification_data):

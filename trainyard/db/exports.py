@@ -1,4 +1,4 @@
-"""Exports of a job's model made by the worker (the SavedModel of the best checkpoint), one per format.
+"""Exports of a job's model made by the worker (its serving model in each format), one per format.
 
 Kept apart from `checkpoints`: an export is derived from one checkpoint (`epoch`), is made once when the
 job ends, and is served only while that checkpoint is still the job's best.
@@ -12,7 +12,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from trainyard.db.models import Base, utcnow
 
-EXPORT_FORMATS = ("savedmodel",)
+#: What the worker makes of the best checkpoint when a job succeeds (workers/trainer/export.py FORMATS).
+EXPORT_FORMATS = ("savedmodel", "keras-serving", "onnx")
 
 
 class JobExport(Base):

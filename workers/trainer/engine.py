@@ -28,7 +28,7 @@ from .callbacks import (
     call_reporter,
 )
 from .data import balanced_class_weight, make_dataset, make_train_dataset, normalize_splits, split_data
-from .export import export_savedmodel
+from .export import export_all
 from .layers import build_model, summarize, takes_integer_inputs
 from .losses import build_loss, build_metrics
 from .optimizers import build_optimizer
@@ -430,7 +430,46 @@ class _Run:
             # A job must never end well with a best checkpoint that does not load: prove it does.
             keras.models.load_model(checkpoint.best_path, compile=False, safe_mode=True)
         if checkpoint.best_path is not None and _ends_well(stop_reason):
-            _export_best(checkpoint.best_path, checkpoint.best_epoch, self.workdir, self.reporter)
+            self.phase_done("evaluate")
+            self._export_best()
+
+    def _export_best(self) -> None:
+        """The final best checkpoint's serving model in every export format, each with the model card, for
+        reporters with ``export_saved``; each format's seconds are the phase ``export_<format>``.
+
+        Before ``finished``: a job that ends well already has its exports. An export that fails costs the
+        job nothing (the ``.keras`` checkpoint is the artifact it promises); it is logged and skipped.
+        """
+        reporter, checkpoint = self.reporter, self.checkpoint
+        if not callable(getattr(reporter, "export_saved", None)):
+            return
+        facts = {
+            "best": {"monitor": self.monitor, "value": checkpoint.best_value, "epoch": checkpoint.best_epoch},
+            "test_metrics": self.test_metrics,
+            "normalization": self.normalization,
+            "phases": dict(self.timings),
+        }
+        card = facts
+        if callable(getattr(reporter, "model_card", None)):
+            try:
+                card = reporter.model_card(facts) or facts
+            except Exception:
+                logger.exception("could not build the model card; the exports carry the trainer's facts")
+        try:
+            exports = export_all(checkpoint.best_path, self.workdir / "exports", checkpoint.best_epoch,
+                                 normalization=self.normalization, card=card)
+            for fmt, made in exports:
+                self.phase_done(f"export_{fmt.replace('-', '_')}")
+                if isinstance(made, Exception):
+                    logger.error("could not export the best checkpoint as %s; the .keras file stays", fmt,
+                                 exc_info=made)
+                    continue
+                logger.info("exported the best checkpoint as %s: %d bytes in %.2f s", fmt, made.size,
+                            self.timings[f"export_{fmt.replace('-', '_')}"])
+                call_reporter(reporter.export_saved, fmt, checkpoint.best_epoch, str(made.path), made.size,
+                              made.sha256, what="export_saved")
+        except Exception:
+            logger.exception("could not load the best checkpoint to export it; the .keras file stays")
 
     def result(self, stop_reason: str, test_metrics: dict | None = None, error: str | None = None,
                error_code: str | None = None) -> TrainResult:
@@ -451,23 +490,6 @@ class _Run:
         )
         call_reporter(self.reporter.finished, final, what=f"finished({stop_reason})")
         return final
-
-
-def _export_best(best_path: Path, best_epoch: int, workdir: Path, reporter: Reporter) -> None:
-    """The final best checkpoint as a SavedModel archive, for reporters with ``export_saved``.
-
-    Before ``finished``: a job that ends well already has its export. An export that fails costs the
-    job nothing (the ``.keras`` checkpoint is the artifact it promises); it is logged and skipped.
-    """
-    if not callable(getattr(reporter, "export_saved", None)):
-        return
-    path = workdir / "exports" / f"epoch-{best_epoch:04d}.savedmodel.tar.gz"
-    try:
-        size, sha256 = export_savedmodel(best_path, path)
-    except Exception:
-        logger.exception("could not export the best checkpoint as a SavedModel; the .keras file stays")
-        return
-    call_reporter(reporter.export_saved, "savedmodel", best_epoch, str(path), size, sha256, what="export_saved")
 
 
 def _resume_callbacks(resume: ResumeState | None, epochs: int, **stateful) -> int:
