@@ -38,6 +38,7 @@ def job_links(job_id: str) -> dict[str, str]:
         "tensorboard": url_for("tensorboard.download_tensorboard", job_id=job_id),
         "events": url_for("events.job_events", job_id=job_id),
         "logs": url_for("logs.get_logs", job_id=job_id),
+        "card": url_for("cards.get_card", job_id=job_id),
     }
 
 
