@@ -302,6 +302,38 @@ def test_another_tenant_sees_no_export(api: Api, finished_job: dict[str, Any], o
     api("GET", f"/v1/jobs/{finished_job['id']}/card", 404, headers=other_auth)
 
 
+def test_readme_exports_run_as_written(api_url: str, finished_job: dict[str, Any], token: str,
+                                       tmp_path: Path) -> None:
+    """The README's raw-input predictions with each export, and the card, run against the digits job."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, subprocess_env
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("\n## Exports\n")
+    section = readme[start:readme.find("\n## ", start + 1)]
+    [script] = [b for b in re.findall(r"```sh\n(.*?)```", section, re.S) if "format=$f" in b]
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    env = subprocess_env({"PYTHONPATH": str(ROOT), "API": api_url, "JOB": finished_job["id"], "TOKEN": token,
+                          "AUTH": f"Authorization: Bearer {token}", "TRAINYARD_URL": api_url,
+                          "TRAINYARD_TOKEN": token})
+    run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    cards, decoder, at = [], json.JSONDecoder(), 0
+    while (at := run.stdout.find("{", at)) != -1:  # the curl and the CLI card, however each lays it out
+        card, at = decoder.raw_decode(run.stdout, at)
+        cards.append(card)
+    assert len(cards) == 2 and all(c["job"]["id"] == finished_job["id"] for c in cards)
+    scored = re.findall(r"^(\S+): accuracy on 359 raw held-out digits: ([0-9.]+)$", run.stdout, re.M)
+    # On raw pixels each export scores what the job measured on the normalised test split.
+    reported = f"{finished_job['test_metrics']['accuracy']:.3f}"
+    assert scored == [(fmt, reported) for fmt in FORMATS], run.stdout[-3000:]
+    assert (tmp_path / "var" / "model.onnx.tar.gz").stat().st_size > 0
+
+
 def test_deleting_a_job_deletes_its_export(api: Api, app: Any, finished_job: dict[str, Any]) -> None:
     # Last in this module: it deletes the job the tests above share.
     from sqlalchemy import select

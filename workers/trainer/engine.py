@@ -28,7 +28,7 @@ from .callbacks import (
     call_reporter,
 )
 from .data import balanced_class_weight, make_dataset, make_train_dataset, normalize_splits, split_data
-from .export import export_all
+from .export import export_all, serving_model
 from .layers import build_model, summarize, takes_integer_inputs
 from .losses import build_loss, build_metrics
 from .optimizers import build_optimizer
@@ -435,10 +435,12 @@ class _Run:
 
     def _export_best(self) -> None:
         """The final best checkpoint's serving model in every export format, each with the model card, for
-        reporters with ``export_saved``; each format's seconds are the phase ``export_<format>``.
+        reporters with ``export_saved``.
 
-        Before ``finished``: a job that ends well already has its exports. An export that fails costs the
-        job nothing (the ``.keras`` checkpoint is the artifact it promises); it is logged and skipped.
+        Timed as phases: ``export_prepare`` (the card, loading the checkpoint, building the serving model),
+        ``export_<format>`` for each format, ``export_store`` (the reporter storing them). Before
+        ``finished``: a job that ends well already has its exports. An export that fails costs the job
+        nothing (the ``.keras`` checkpoint is the artifact it promises); it is logged and skipped.
         """
         reporter, checkpoint = self.reporter, self.checkpoint
         if not callable(getattr(reporter, "export_saved", None)):
@@ -456,20 +458,24 @@ class _Run:
             except Exception:
                 logger.exception("could not build the model card; the exports carry the trainer's facts")
         try:
-            exports = export_all(checkpoint.best_path, self.workdir / "exports", checkpoint.best_epoch,
-                                 normalization=self.normalization, card=card)
-            for fmt, made in exports:
-                self.phase_done(f"export_{fmt.replace('-', '_')}")
-                if isinstance(made, Exception):
-                    logger.error("could not export the best checkpoint as %s; the .keras file stays", fmt,
-                                 exc_info=made)
-                    continue
-                logger.info("exported the best checkpoint as %s: %d bytes in %.2f s", fmt, made.size,
-                            self.timings[f"export_{fmt.replace('-', '_')}"])
-                call_reporter(reporter.export_saved, fmt, checkpoint.best_epoch, str(made.path), made.size,
-                              made.sha256, what="export_saved")
+            # The file, not the in-memory model: what is exported is exactly what users download.
+            model = serving_model(keras.models.load_model(checkpoint.best_path, compile=False), self.normalization)
         except Exception:
-            logger.exception("could not load the best checkpoint to export it; the .keras file stays")
+            logger.exception("could not build the serving model to export; the .keras file stays")
+            return
+        finally:
+            self.phase_done("export_prepare")
+        for fmt, made in export_all(model, self.workdir / "exports", checkpoint.best_epoch, card=card):
+            phase = f"export_{fmt.replace('-', '_')}"
+            self.phase_done(phase)
+            if isinstance(made, Exception):
+                logger.error("could not export the best checkpoint as %s; the .keras file stays", fmt,
+                             exc_info=made)
+                continue
+            logger.info("exported the best checkpoint as %s: %d bytes in %.2f s", fmt, made.size, self.timings[phase])
+            call_reporter(reporter.export_saved, fmt, checkpoint.best_epoch, str(made.path), made.size,
+                          made.sha256, what="export_saved")
+            self.phase_done("export_store")
 
     def result(self, stop_reason: str, test_metrics: dict | None = None, error: str | None = None,
                error_code: str | None = None) -> TrainResult:

@@ -177,14 +177,12 @@ class Export:
     sha256: str
 
 
-def export_all(checkpoint: str | Path, out_dir: str | Path, epoch: int, *,
-               normalization: dict[str, Any] | None = None, card: dict[str, Any] | None = None,
+def export_all(model: keras.Model, out_dir: str | Path, epoch: int, *, card: dict[str, Any] | None = None,
                formats: tuple[str, ...] = FORMATS) -> Iterator[tuple[str, Export | Exception]]:
-    """Every format of `checkpoint`'s serving model, one archive at a time (the model loaded once).
+    """Every format of `model` (a serving model), one archive at a time, named after the checkpoint's epoch.
 
     Yields (format, its `Export`) as each is written, or (format, the exception it failed with): one
     format failing leaves the others to be made."""
-    model = serving_model(keras.models.load_model(checkpoint, compile=False), normalization)
     for fmt in formats:
         path = Path(out_dir) / f"epoch-{epoch:04d}.{fmt}.tar.gz"
         try:
