@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from workers.trainer import InMemoryReporter, train
-from workers.trainer.export import FORMATS, export_savedmodel, serving_model
+from workers.trainer.export import FORMATS, export_savedmodel, serving_model, write_export
 
 from .specs import make_spec
 
@@ -98,3 +98,34 @@ def test_export_archive_has_one_folder_and_no_worker_details(tmp_path):
     assert {m.name.split("/")[0] for m in members} == {"savedmodel"}
     assert all(m.uname == "" and m.mtime == 0 for m in members)
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_per_pixel_statistics_of_images_are_constants_of_every_export(tmp_path):
+    """Statistics shaped like one image (8, 8, 1), minmax-scaled, through a conv model; ONNX Runtime too."""
+    import onnxruntime
+
+    rng = np.random.default_rng(5)
+    raw = rng.uniform(0, 255, size=(6, 8, 8, 1)).astype(np.float32)
+    low, span = rng.uniform(0, 10, size=(8, 8, 1)), rng.uniform(200, 255, size=(8, 8, 1))
+    stats = {"inputs": {"method": "minmax", "min": low.tolist(), "range": span.tolist()}, "targets": None}
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    want = model.predict((raw - np.float32(low)) / np.float32(span), verbose=0)
+    serving = serving_model(model, stats)
+    np.testing.assert_allclose(serving.predict(raw, verbose=0), want, rtol=1e-5, atol=1e-5)
+    write_export(serving, "onnx", tmp_path / "m.tar.gz")
+    with tarfile.open(tmp_path / "m.tar.gz") as tar:
+        assert tar.getnames() == ["model.onnx"]  # no card given, none written
+        tar.extractall(tmp_path, filter="data")
+    [got] = onnxruntime.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"features": raw})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_token_ids_stay_integers_and_unscaled():
+    """An embedding's inputs are never normalised: the serving model takes the same int32 ids."""
+    model = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(10, 4),
+                              keras.layers.Flatten(), keras.layers.Dense(2)])
+    serving = serving_model(model, None)
+    assert serving.inputs[0].dtype == "int32" and serving.inputs[0].name == "features"
+    ids = np.arange(10, dtype=np.int32).reshape(2, 5)
+    np.testing.assert_array_equal(serving.predict(ids, verbose=0), model.predict(ids, verbose=0))
