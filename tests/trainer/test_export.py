@@ -129,3 +129,15 @@ def test_token_ids_stay_integers_and_unscaled():
     assert serving.inputs[0].dtype == "int32" and serving.inputs[0].name == "features"
     ids = np.arange(10, dtype=np.int32).reshape(2, 5)
     np.testing.assert_array_equal(serving.predict(ids, verbose=0), model.predict(ids, verbose=0))
+
+
+def test_only_the_formats_asked_for_are_made(tmp_path, classification_data):
+    spec = make_spec(classification_data, training={"epochs": 1})
+    onnx_only = ExportingReporter()
+    result = train(spec, classification_data, onnx_only, tmp_path / "a", export_formats=("onnx",))
+    assert [e["format"] for e in onnx_only.exports] == ["onnx"]
+    assert "export_savedmodel" not in result.timings and "export_onnx" in result.timings
+
+    none = ExportingReporter()
+    result = train(spec, classification_data, none, tmp_path / "b", export_formats=())
+    assert none.exports == [] and not any(phase.startswith("export") for phase in result.timings)

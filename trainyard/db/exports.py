@@ -11,9 +11,9 @@ from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from trainyard.db.models import Base, utcnow
+from trainyard.names import EXPORT_FORMATS
 
-#: What the worker makes of the best checkpoint when a job succeeds (workers/trainer/export.py FORMATS).
-EXPORT_FORMATS = ("savedmodel", "keras-serving", "onnx")
+__all__ = ["EXPORT_FORMATS", "JobExport"]
 
 
 class JobExport(Base):

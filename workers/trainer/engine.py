@@ -28,7 +28,7 @@ from .callbacks import (
     call_reporter,
 )
 from .data import balanced_class_weight, make_dataset, make_train_dataset, normalize_splits, split_data
-from .export import export_all, serving_model
+from .export import EXPORT_FORMATS, export_all, serving_model
 from .layers import build_model, summarize, takes_integer_inputs
 from .losses import build_loss, build_metrics
 from .optimizers import build_optimizer
@@ -73,7 +73,8 @@ def _evaluate_checkpoint(path: Path, x, y, batch_size: int) -> dict[str, float]:
 
 def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
           resume: ResumeState | None = None, *, devices: list[str] | None = None,
-          initial_weights: str | Path | None = None) -> TrainResult:
+          initial_weights: str | Path | None = None,
+          export_formats: tuple[str, ...] = EXPORT_FORMATS) -> TrainResult:
     """Train the model ``spec`` describes on ``data``, reporting progress to ``reporter``.
 
     Checkpoints go to ``workdir/checkpoints``. Any exception is reported as ``finished`` with
@@ -83,10 +84,12 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
     under MirroredStrategy (distribute.py); ``training.batch_size`` is then the global batch, split
     across the replicas. ``initial_weights`` (a ``.keras`` checkpoint or a ``.weights.h5`` backup of a
     model with the same layers: a fork's parent) sets the model's weights before it is compiled, so the
-    optimizer, its step count and the callbacks start fresh; ``resume`` wins over it. Each reporter method is called once per event: retrying a write is the
+    optimizer, its step count and the callbacks start fresh; ``resume`` wins over it. ``export_formats``
+    are the exports a reporter with ``export_saved`` gets when the run ends well (export.py). Each reporter method is called once per event: retrying a write is the
     reporter's business (workers/reporting.py); one that still fails is logged and training goes on.
     """
     run = _Run(spec, data, reporter, Path(workdir), resume, devices, initial_weights)
+    run.export_formats = tuple(export_formats)
     try:
         run.build()
         run.compile()
@@ -130,6 +133,7 @@ class _Run:
         self.test_metrics: dict | None = None
         # The error finding that stopped the run (stop reason diagnosis).
         self.stopped_by: dict | None = None
+        self.export_formats: tuple[str, ...] = EXPORT_FORMATS
         # The learning-rate range test: wanted with diagnostics.lr_range_test or optimizer.learning_rate
         # "auto"; its record (diagnostics/lr_range.py) and, with "auto", the rate the run trains at. A
         # resumed run takes both from its backup instead of sweeping again.
@@ -443,7 +447,7 @@ class _Run:
         nothing (the ``.keras`` checkpoint is the artifact it promises); it is logged and skipped.
         """
         reporter, checkpoint = self.reporter, self.checkpoint
-        if not callable(getattr(reporter, "export_saved", None)):
+        if not callable(getattr(reporter, "export_saved", None)) or not self.export_formats:
             return
         facts = {
             "best": {"monitor": self.monitor, "value": checkpoint.best_value, "epoch": checkpoint.best_epoch},
@@ -465,7 +469,8 @@ class _Run:
             return
         finally:
             self.phase_done("export_prepare")
-        for fmt, made in export_all(model, self.workdir / "exports", checkpoint.best_epoch, card=card):
+        for fmt, made in export_all(model, self.workdir / "exports", checkpoint.best_epoch, card=card,
+                                    formats=self.export_formats):
             phase = f"export_{fmt.replace('-', '_')}"
             self.phase_done(phase)
             if isinstance(made, Exception):

@@ -40,11 +40,13 @@ from typing import Any
 import keras
 import numpy as np
 
+from trainyard.names import EXPORT_FORMATS
+
 logger = logging.getLogger(__name__)
 
 ARCHIVE_ROOT = "savedmodel"
 #: What the worker exports when a job succeeds, in this order (the cheapest first).
-FORMATS = ("savedmodel", "keras-serving", "onnx")
+FORMATS = EXPORT_FORMATS
 CARD_NAME = "card.json"
 INPUT_NAME = "features"
 
@@ -119,7 +121,11 @@ def _write_model(model: keras.Model, fmt: str, folder: Path) -> None:
     elif fmt == "keras-serving":
         model.save(folder / "model.keras")
     elif fmt == "onnx":
-        model.export(str(folder / "model.onnx"), format="onnx", verbose=False)
+        # The signature spelled out: Keras infers it only for a model that has been called, and a serving
+        # model exported to ONNX alone (TRAINYARD_EXPORT_FORMATS=onnx) never has been.
+        [tensor] = model.inputs
+        signature = [keras.InputSpec(shape=tuple(tensor.shape), dtype=tensor.dtype, name=INPUT_NAME)]
+        model.export(str(folder / "model.onnx"), format="onnx", verbose=False, input_signature=signature)
     else:
         raise ValueError(f"unknown export format {fmt!r}; one of {FORMATS}")
 
