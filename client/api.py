@@ -228,6 +228,10 @@ class Trainyard:
     def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
         return self._json("GET", f"/v1/jobs/{job_id}/checkpoints")["checkpoints"]
 
+    def card(self, job_id: str) -> dict[str, Any]:
+        """The job's model card (`GET /v1/jobs/{id}/card`); 409 (`Conflict`) until the job has ended."""
+        return self._json("GET", f"/v1/jobs/{job_id}/card")
+
     def diagnostics(self, job_id: str) -> dict[str, Any]:
         """`{"variables": [...], "epochs": [...], "findings": [...]}`, findings most severe first."""
         return self._json("GET", f"/v1/jobs/{job_id}/diagnostics")
@@ -323,8 +327,9 @@ class Trainyard:
                       on_progress: Callable[[int, int], Any] | None = None) -> Download:
         """Stream the best checkpoint to `path`, verified against its SHA-256.
 
-        `format="savedmodel"` downloads the `.tar.gz` of its TensorFlow SavedModel instead (made when
-        the job succeeds). Bytes go to `<path>.part` first and are renamed only once verified; an
+        `format="savedmodel"`, `"keras-serving"` or `"onnx"` downloads the `.tar.gz` of that export
+        instead (made when the job succeeds): a model on raw inputs answering raw target units, with the
+        model card as `card.json`. Bytes go to `<path>.part` first and are renamed only once verified; an
         existing `.part` is resumed with a Range request (guarded by If-Range), and downloaded again
         from scratch if the resumed file does not verify. `on_progress(done, total)` is called as bytes
         arrive.

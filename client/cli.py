@@ -483,7 +483,8 @@ def cancel(ctx: click.Context, job_id: str, as_json: bool) -> None:
         click.echo(f"cancel requested for {job['id']} ({job['status']}); it stops at its next batch")
 
 
-DOWNLOAD_SUFFIXES = {"keras": ".keras", "savedmodel": ".savedmodel.tar.gz"}
+DOWNLOAD_SUFFIXES = {"keras": ".keras", "savedmodel": ".savedmodel.tar.gz",
+                     "keras-serving": ".keras-serving.tar.gz", "onnx": ".onnx.tar.gz"}
 
 
 @main.command()
@@ -491,7 +492,8 @@ DOWNLOAD_SUFFIXES = {"keras": ".keras", "savedmodel": ".savedmodel.tar.gz"}
 @click.option("--out", "-o", type=click.Path(path_type=Path),
               help="File (or existing folder) to write; default ./JOB_ID.keras (./JOB_ID.savedmodel.tar.gz).")
 @click.option("--format", "fmt", type=click.Choice(list(DOWNLOAD_SUFFIXES)), default="keras", show_default=True,
-              help="keras: the .keras checkpoint; savedmodel: a .tar.gz of its TensorFlow SavedModel, for serving.")
+              help="keras: the .keras checkpoint (normalised inputs); savedmodel, keras-serving, onnx: a .tar.gz "
+                   "of a model for serving that takes raw inputs and answers raw target units, with card.json.")
 @click.pass_context
 def download(ctx: click.Context, job_id: str, out: Path | None, fmt: str) -> None:
     """Download JOB_ID's best checkpoint, verified against its SHA-256 (resumes a .part left behind)."""
@@ -536,6 +538,14 @@ def tensorboard(ctx: click.Context, job_id: str, out: Path) -> None:
     folder = _client(ctx).download_tensorboard(job_id, out)
     runs = sorted(p.name for p in folder.iterdir() if p.is_dir())
     click.echo(f"wrote {folder} ({', '.join(runs)}); view with: tensorboard --logdir {out}")
+
+
+@main.command()
+@click.argument("job_id")
+@click.pass_context
+def card(ctx: click.Context, job_id: str) -> None:
+    """Print JOB_ID's model card (JSON): spec, data, normalisation, best, test metrics, environment, exports."""
+    _print_json(_client(ctx).card(job_id))
 
 
 # ------------------------------------------------------------------ datasets

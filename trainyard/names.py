@@ -138,3 +138,7 @@ def monitor_mode(monitor: str) -> str:
 #: training picks the rate (workers/trainer/diagnostics/lr_range.py), and the job shows it as
 #: `optimizer.learning_rate_chosen`.
 LEARNING_RATE_AUTO = "auto"
+
+#: The exports a worker makes of a job's best checkpoint when the job succeeds, cheapest first: models on
+#: raw inputs (workers/trainer/export.py). TRAINYARD_EXPORT_FORMATS picks among them.
+EXPORT_FORMATS: tuple[str, ...] = ("savedmodel", "keras-serving", "onnx")

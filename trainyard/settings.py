@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainyard import resources
+from trainyard.names import EXPORT_FORMATS
 from trainyard.spec.limits import SpecLimits
 
 
@@ -78,6 +79,19 @@ def _optional_int(env: Mapping[str, str], name: str, maximum: int) -> int | None
         # The router holds this many bytes in memory per upload to decide where it goes.
         raise SettingsError(f"{name} must be at most {maximum}, got {value}")
     return value
+
+
+def _export_formats(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of export formats, kept in the catalogue's order; `none` (or empty) for none."""
+    raw = env.get(name)
+    if raw is None:
+        return EXPORT_FORMATS
+    asked = {part.strip() for part in raw.split(",") if part.strip()} - {"none"}
+    unknown = sorted(asked - set(EXPORT_FORMATS))
+    if unknown:
+        raise SettingsError(f"{name} lists {', '.join(unknown)}; the formats are {', '.join(EXPORT_FORMATS)} "
+                            "(or none)")
+    return tuple(fmt for fmt in EXPORT_FORMATS if fmt in asked)
 
 
 def _classes(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -160,6 +174,8 @@ class Settings:
     # Worker: what a job keeps once it succeeded (trainyard/retention.py): "best" drops its other checkpoints
     # and its resume backup, "all" keeps every one.
     keep_checkpoints: str = "best"
+    # What a worker exports of a job's best checkpoint when the job succeeds (each costs its time and bytes).
+    export_formats: tuple[str, ...] = EXPORT_FORMATS
 
     @property
     def is_embedded(self) -> bool:
@@ -239,6 +255,7 @@ class Settings:
             token_cache_seconds=_float(env, "TRAINYARD_TOKEN_CACHE_SECONDS", 5.0, minimum=0.0),
             git_commit=_git_commit(env),
             keep_checkpoints=_choice(env, "TRAINYARD_KEEP_CHECKPOINTS", "best", ("best", "all")),
+            export_formats=_export_formats(env, "TRAINYARD_EXPORT_FORMATS"),
         )
         for cls in settings.worker_classes:
             if (resources.gpus_of(cls) or 0) > worker_gpus:

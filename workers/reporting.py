@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 
 from trainyard.db import Database
 from trainyard.db.exports import JobExport
-from trainyard import lifecycle
+from trainyard import cards, lifecycle
 from trainyard.db.models import Checkpoint, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
 from trainyard.stop_reasons import StopReason
 from trainyard.store import ArtifactStore, checkpoint_key, export_key, put_file
@@ -191,6 +191,21 @@ class DbReporter:
                 self.store.delete(previous)
 
         self._retry(f"storing the {fmt} export", write)
+
+    def model_card(self, facts: dict[str, Any]) -> dict[str, Any]:
+        """The card the exports carry: the job's card from its rows, with the trainer's `facts` (best,
+        test metrics, normalisation, phases) standing in for what `finished` records later."""
+        facts = dict(facts)
+        if facts.get("best") is not None:
+            facts["best"] = {**facts["best"], "value": _finite(facts["best"].get("value"))}
+        if facts.get("test_metrics") is not None:
+            facts["test_metrics"] = {k: _finite(v) for k, v in facts["test_metrics"].items()} or None
+        facts["phases"] = {**self.timings, **(facts.get("phases") or {})}
+        with self.db.read_session() as s:
+            job = s.get(Job, self.job_id)
+            if job is None:
+                raise LookupError(f"job {self.job_id} is gone")
+            return cards.model_card(s, job, facts)
 
     def should_stop(self) -> str | None:
         if self._stop is not None:

@@ -163,7 +163,8 @@ def _train(job_id: str) -> None:
                                       epoch_hook=sweeps.trial_stopper(runtime.db, job_id),
                                       timings={"data": data_seconds})
             training = True
-            result = train(spec, data, reporter, workdir, resume=resume, initial_weights=initial_weights)
+            result = train(spec, data, reporter, workdir, resume=resume, initial_weights=initial_weights,
+                           export_formats=runtime.settings.export_formats)
         if result.stop_reason == StopReason.INTERRUPTED and not runtime.lease_lost.is_set():
             _requeue(claimed)
     except JobStopped as exc:

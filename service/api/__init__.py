@@ -9,15 +9,15 @@ from __future__ import annotations
 from flask import Blueprint, Flask
 
 from service import web
-from service.api import (checkpoints, compare, datasets, diagnostics, events, forks, health, job_metrics, jobs,
-                         logs, prometheus, replays, sweeps, tensorboard, usage)
+from service.api import (cards, checkpoints, compare, datasets, diagnostics, events, forks, health, job_metrics,
+                         jobs, logs, prometheus, replays, sweeps, tensorboard, usage)
 from service.api.common import ApiRequest
 from service.api.hooks import end_request_log, require_token, start_request_log
 
 # Every blueprint the app serves, the one list (tests/service/test_layering.py checks none is left out).
 BLUEPRINTS: tuple[Blueprint, ...] = (
     health.bp, jobs.bp, job_metrics.bp, checkpoints.bp, datasets.bp, diagnostics.bp, sweeps.bp, tensorboard.bp,
-    web.bp, events.bp, logs.bp, prometheus.bp, forks.bp, usage.bp, replays.bp, compare.bp,
+    web.bp, events.bp, logs.bp, prometheus.bp, forks.bp, usage.bp, replays.bp, compare.bp, cards.bp,
 )
 
 

@@ -15,7 +15,8 @@ from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from service.api.common import iso
-from trainyard import compare, eta
+from trainyard import cards, compare, eta
+from trainyard.cards import normalized_spec
 from trainyard.db.models import Checkpoint, Dataset, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
 from trainyard.db.live import JobLog
 from trainyard.db.sweeps import Sweep
@@ -37,6 +38,7 @@ def job_links(job_id: str) -> dict[str, str]:
         "tensorboard": url_for("tensorboard.download_tensorboard", job_id=job_id),
         "events": url_for("events.job_events", job_id=job_id),
         "logs": url_for("logs.get_logs", job_id=job_id),
+        "card": url_for("cards.get_card", job_id=job_id),
     }
 
 
@@ -118,24 +120,9 @@ def children_of(session: Session, job_ids: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def normalized_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """A stored spec with the fields added since it was stored, at what they meant then: jobs from before
-    resource classes asked for none, jobs from before labels had none."""
-    if "resources" in spec and "labels" in spec:
-        return spec
-    return {**spec, "resources": spec.get("resources", {"gpus": None}), "labels": spec.get("labels", {})}
-
-
 def job_timings(job: Any) -> dict[str, float] | None:
     """Where a job's time went: waiting in the queue, then the worker's phases once it has finished."""
-    if job.started_at is None:
-        return None
-    out = {"queued_seconds": round((job.started_at - job.created_at).total_seconds(), 4)}
-    for phase, seconds in ((job.model_info or {}).get("timings") or {}).items():
-        out[f"{phase}_seconds"] = seconds
-    if job.finished_at is not None:
-        out["total_seconds"] = round((job.finished_at - job.created_at).total_seconds(), 4)
-    return out
+    return cards.timings(job)
 
 
 def job_with_findings(session: Session, job: Job) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""`trainyard download --format savedmodel` and `trainyard tensorboard` against the live API and worker."""
+"""`trainyard download --format savedmodel|keras-serving|onnx`, `trainyard card` and `trainyard tensorboard`
+against the live API and worker."""
 from __future__ import annotations
 
 import hashlib
+import json
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,23 @@ def test_download_savedmodel_archive(run_cli: Any, done_job: dict[str, Any], api
     assert result.exit_code == 0 and "(resumed at byte 100)" in result.stdout, result.output
     assert (tmp_path / "again.tar.gz").read_bytes() == out.read_bytes()
 
-    assert run_cli("download", done_job["id"], "--format", "onnx").exit_code == 2
+    assert run_cli("download", done_job["id"], "--format", "pmml").exit_code == 2
+
+
+def test_download_onnx_and_print_the_card(run_cli: Any, done_job: dict[str, Any], ty: Trainyard,
+                                          tmp_path: Path) -> None:
+    result = run_cli("download", done_job["id"], "--format", "onnx", "-o", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    with tarfile.open(tmp_path / f"{done_job['id']}.onnx.tar.gz") as tar:
+        assert sorted(tar.getnames()) == ["card.json", "model.onnx"]
+        inside = json.loads(tar.extractfile("card.json").read())
+
+    result = run_cli("card", done_job["id"])
+    assert result.exit_code == 0, result.output
+    card = json.loads(result.stdout)
+    assert card == ty.card(done_job["id"]) and card["job"]["id"] == inside["job"]["id"] == done_job["id"]
+    assert [e["format"] for e in card["exports"]] == ["savedmodel", "keras-serving", "onnx"]
+    assert run_cli("card", "job_" + "0" * 32).exit_code == 3
 
 
 def test_tensorboard_writes_event_files_tensorboard_reads(run_cli: Any, ty: Trainyard, done_job: dict[str, Any],

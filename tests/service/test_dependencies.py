@@ -19,6 +19,9 @@ USES = {
     # bin/api starts gunicorn with gevent workers (--worker-class gevent).
     "gevent": "run bin/api", "prometheus-client": "import prometheus_client", "flower": "run bin/flower",
     "google-crc32c": "import google_crc32c",
+    # Keras' model.export(format="onnx") imports both in workers/trainer/export.py's ONNX export.
+    "tf2onnx": "run workers/trainer/export.py", "onnx": "run workers/trainer/export.py",
+    "onnxruntime": "import onnxruntime",
     "pytest": "import pytest", "openapi-core": "import openapi_core",
     "openapi-spec-validator": "import openapi_spec_validator", "schemathesis": "import schemathesis",
     "tensorboard": "import tensorboard", "playwright": "import playwright",

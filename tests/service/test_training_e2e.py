@@ -54,7 +54,9 @@ def test_digits_job_succeeds_with_high_test_accuracy(digits_job: dict[str, Any])
     assert digits_job["model"]["params"] == 64 * 64 + 64 + 64 * 10 + 10
     timings = digits_job["timings"]
     assert set(timings) == {"queued_seconds", "data_seconds", "setup_seconds", "preflight_seconds",
-                            "fit_seconds", "evaluate_seconds", "total_seconds"}
+                            "fit_seconds", "evaluate_seconds", "export_prepare_seconds", "export_savedmodel_seconds",
+                            "export_keras_serving_seconds", "export_onnx_seconds", "export_store_seconds",
+                            "total_seconds"}
     assert 0 < timings["fit_seconds"] < timings["total_seconds"]
 
 

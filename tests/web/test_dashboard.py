@@ -137,6 +137,18 @@ def test_dashboard_follows_a_job_and_downloads_its_checkpoint(page: Any, api_url
     [best] = [c for c in requests.get(f"{api_url}/v1/jobs/{job_id}/checkpoints", headers=auth,
                                       timeout=10).json()["checkpoints"] if c["is_best"]]
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == best["sha256"]
+    # An export on raw inputs and the model card, the same way.
+    with page.expect_download() as download:
+        page.click("#download-onnx")
+    assert download.value.suggested_filename == f"{job_id}-best.onnx.tar.gz"
+    etag = requests.head(f"{api_url}/v1/jobs/{job_id}/checkpoints/best?format=onnx", headers=auth,
+                         timeout=10).headers["ETag"]
+    assert f'"{hashlib.sha256(Path(download.value.path()).read_bytes()).hexdigest()}"' == etag
+    with page.expect_download() as download:
+        page.click("#download-card")
+    assert download.value.suggested_filename == f"{job_id}-card.json"
+    card = requests.get(f"{api_url}/v1/jobs/{job_id}/card", headers=auth, timeout=10).json()
+    assert json.loads(Path(download.value.path()).read_text()) == card
 
     job = requests.get(f"{api_url}/v1/jobs/{job_id}", headers=auth, timeout=10).json()
     _check_scale_switch(page, "#chart-loss", default="linear")

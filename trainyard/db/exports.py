@@ -1,4 +1,4 @@
-"""Exports of a job's model made by the worker (the SavedModel of the best checkpoint), one per format.
+"""Exports of a job's model made by the worker (its serving model in each format), one per format.
 
 Kept apart from `checkpoints`: an export is derived from one checkpoint (`epoch`), is made once when the
 job ends, and is served only while that checkpoint is still the job's best.
@@ -11,8 +11,9 @@ from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from trainyard.db.models import Base, utcnow
+from trainyard.names import EXPORT_FORMATS
 
-EXPORT_FORMATS = ("savedmodel",)
+__all__ = ["EXPORT_FORMATS", "JobExport"]
 
 
 class JobExport(Base):

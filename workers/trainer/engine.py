@@ -28,7 +28,7 @@ from .callbacks import (
     call_reporter,
 )
 from .data import balanced_class_weight, make_dataset, make_train_dataset, normalize_splits, split_data
-from .export import export_savedmodel
+from .export import EXPORT_FORMATS, export_all, serving_model
 from .layers import build_model, summarize, takes_integer_inputs
 from .losses import build_loss, build_metrics
 from .optimizers import build_optimizer
@@ -73,7 +73,8 @@ def _evaluate_checkpoint(path: Path, x, y, batch_size: int) -> dict[str, float]:
 
 def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
           resume: ResumeState | None = None, *, devices: list[str] | None = None,
-          initial_weights: str | Path | None = None) -> TrainResult:
+          initial_weights: str | Path | None = None,
+          export_formats: tuple[str, ...] = EXPORT_FORMATS) -> TrainResult:
     """Train the model ``spec`` describes on ``data``, reporting progress to ``reporter``.
 
     Checkpoints go to ``workdir/checkpoints``. Any exception is reported as ``finished`` with
@@ -83,10 +84,12 @@ def train(spec: dict, data: TrainData, reporter: Reporter, workdir: str | Path,
     under MirroredStrategy (distribute.py); ``training.batch_size`` is then the global batch, split
     across the replicas. ``initial_weights`` (a ``.keras`` checkpoint or a ``.weights.h5`` backup of a
     model with the same layers: a fork's parent) sets the model's weights before it is compiled, so the
-    optimizer, its step count and the callbacks start fresh; ``resume`` wins over it. Each reporter method is called once per event: retrying a write is the
+    optimizer, its step count and the callbacks start fresh; ``resume`` wins over it. ``export_formats``
+    are the exports a reporter with ``export_saved`` gets when the run ends well (export.py). Each reporter method is called once per event: retrying a write is the
     reporter's business (workers/reporting.py); one that still fails is logged and training goes on.
     """
     run = _Run(spec, data, reporter, Path(workdir), resume, devices, initial_weights)
+    run.export_formats = tuple(export_formats)
     try:
         run.build()
         run.compile()
@@ -130,6 +133,7 @@ class _Run:
         self.test_metrics: dict | None = None
         # The error finding that stopped the run (stop reason diagnosis).
         self.stopped_by: dict | None = None
+        self.export_formats: tuple[str, ...] = EXPORT_FORMATS
         # The learning-rate range test: wanted with diagnostics.lr_range_test or optimizer.learning_rate
         # "auto"; its record (diagnostics/lr_range.py) and, with "auto", the rate the run trains at. A
         # resumed run takes both from its backup instead of sweeping again.
@@ -430,7 +434,53 @@ class _Run:
             # A job must never end well with a best checkpoint that does not load: prove it does.
             keras.models.load_model(checkpoint.best_path, compile=False, safe_mode=True)
         if checkpoint.best_path is not None and _ends_well(stop_reason):
-            _export_best(checkpoint.best_path, checkpoint.best_epoch, self.workdir, self.reporter)
+            self.phase_done("evaluate")
+            self._export_best()
+
+    def _export_best(self) -> None:
+        """The final best checkpoint's serving model in every export format, each with the model card, for
+        reporters with ``export_saved``.
+
+        Timed as phases: ``export_prepare`` (the card, loading the checkpoint, building the serving model),
+        ``export_<format>`` for each format, ``export_store`` (the reporter storing them). Before
+        ``finished``: a job that ends well already has its exports. An export that fails costs the job
+        nothing (the ``.keras`` checkpoint is the artifact it promises); it is logged and skipped.
+        """
+        reporter, checkpoint = self.reporter, self.checkpoint
+        if not callable(getattr(reporter, "export_saved", None)) or not self.export_formats:
+            return
+        facts = {
+            "best": {"monitor": self.monitor, "value": checkpoint.best_value, "epoch": checkpoint.best_epoch},
+            "test_metrics": self.test_metrics,
+            "normalization": self.normalization,
+            "phases": dict(self.timings),
+        }
+        card = facts
+        if callable(getattr(reporter, "model_card", None)):
+            try:
+                card = reporter.model_card(facts) or facts
+            except Exception:
+                logger.exception("could not build the model card; the exports carry the trainer's facts")
+        try:
+            # The file, not the in-memory model: what is exported is exactly what users download.
+            model = serving_model(keras.models.load_model(checkpoint.best_path, compile=False), self.normalization)
+        except Exception:
+            logger.exception("could not build the serving model to export; the .keras file stays")
+            return
+        finally:
+            self.phase_done("export_prepare")
+        for fmt, made in export_all(model, self.workdir / "exports", checkpoint.best_epoch, card=card,
+                                    formats=self.export_formats):
+            phase = f"export_{fmt.replace('-', '_')}"
+            self.phase_done(phase)
+            if isinstance(made, Exception):
+                logger.error("could not export the best checkpoint as %s; the .keras file stays", fmt,
+                             exc_info=made)
+                continue
+            logger.info("exported the best checkpoint as %s: %d bytes in %.2f s", fmt, made.size, self.timings[phase])
+            call_reporter(reporter.export_saved, fmt, checkpoint.best_epoch, str(made.path), made.size,
+                          made.sha256, what="export_saved")
+            self.phase_done("export_store")
 
     def result(self, stop_reason: str, test_metrics: dict | None = None, error: str | None = None,
                error_code: str | None = None) -> TrainResult:
@@ -451,23 +501,6 @@ class _Run:
         )
         call_reporter(self.reporter.finished, final, what=f"finished({stop_reason})")
         return final
-
-
-def _export_best(best_path: Path, best_epoch: int, workdir: Path, reporter: Reporter) -> None:
-    """The final best checkpoint as a SavedModel archive, for reporters with ``export_saved``.
-
-    Before ``finished``: a job that ends well already has its export. An export that fails costs the
-    job nothing (the ``.keras`` checkpoint is the artifact it promises); it is logged and skipped.
-    """
-    if not callable(getattr(reporter, "export_saved", None)):
-        return
-    path = workdir / "exports" / f"epoch-{best_epoch:04d}.savedmodel.tar.gz"
-    try:
-        size, sha256 = export_savedmodel(best_path, path)
-    except Exception:
-        logger.exception("could not export the best checkpoint as a SavedModel; the .keras file stays")
-        return
-    call_reporter(reporter.export_saved, "savedmodel", best_epoch, str(path), size, sha256, what="export_saved")
 
 
 def _resume_callbacks(resume: ResumeState | None, epochs: int, **stateful) -> int:

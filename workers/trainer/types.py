@@ -102,8 +102,11 @@ class Reporter(Protocol):
     # Optional: reporters with ``backup_saved(epoch, path, state)`` get a resume backup after every
     # completed epoch (see ``ResumeState``); reporters without it cost no backup at all.
     # Optional: reporters with ``export_saved(format, epoch, path, size, sha256)`` get the final best
-    # checkpoint as a SavedModel ``.tar.gz`` (format "savedmodel") before ``finished``, when the run
-    # ended well (completed, early_stopping, max_runtime); reporters without it cost no export.
+    # checkpoint's serving model (raw inputs, raw target units; workers/trainer/export.py) as a ``.tar.gz``
+    # in each format ("savedmodel", "keras-serving", "onnx") before ``finished``, when the run ended well
+    # (completed, early_stopping, max_runtime); reporters without it cost no export. Reporters with
+    # ``model_card(facts)`` too answer the card each archive carries as ``card.json``, from ``facts``
+    # (best, test_metrics, normalization, phases: what the trainer knows that is not recorded yet).
 
 
 @dataclass

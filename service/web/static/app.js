@@ -385,7 +385,8 @@ function renderJob(job) {
     ...fact("Finished", when(job.finished_at)),
   );
   $("download-keras").disabled = !job.best;
-  $("download-savedmodel").disabled = job.status !== "succeeded";
+  for (const fmt of EXPORT_FORMATS) $(`download-${fmt}`).disabled = job.status !== "succeeded";
+  $("download-card").disabled = !(job.best && FINAL.has(job.status));
   $("cancel-job").hidden = FINAL.has(job.status);
   $("replay-job").hidden = !FINAL.has(job.status);
   // The spec as the API normalised it (defaults filled in): what the job actually ran.
@@ -416,6 +417,7 @@ async function save(path, filename, button) {
 }
 
 let shownJob = null;
+const EXPORT_FORMATS = ["savedmodel", "onnx", "keras-serving"];
 
 function showJob(jobId) {
   show("job-view");
@@ -433,8 +435,12 @@ function showJob(jobId) {
   $("findings-list").replaceChildren();
   $("findings-empty").hidden = true;
   $("download-keras").onclick = (e) => save(`/v1/jobs/${jobId}/checkpoints/best`, `${jobId}-best.keras`, e.target);
-  $("download-savedmodel").onclick = (e) =>
-    save(`/v1/jobs/${jobId}/checkpoints/best?format=savedmodel`, `${jobId}-best.savedmodel.tar.gz`, e.target);
+  // The exports take raw inputs and carry the model card (card.json); made when the job succeeds.
+  for (const fmt of EXPORT_FORMATS) {
+    $(`download-${fmt}`).onclick = (e) =>
+      save(`/v1/jobs/${jobId}/checkpoints/best?format=${fmt}`, `${jobId}-best.${fmt}.tar.gz`, e.target);
+  }
+  $("download-card").onclick = (e) => save(`/v1/jobs/${jobId}/card`, `${jobId}-card.json`, e.target);
   $("download-tensorboard").onclick = (e) =>
     save(`/v1/jobs/${jobId}/tensorboard`, `${jobId}-tensorboard.tar.gz`, e.target);
   $("cancel-job").onclick = () => api(`/v1/jobs/${jobId}/cancel`, { method: "POST" }).then(renderJob, showError);
