@@ -143,11 +143,12 @@ def test_by_default_a_succeeded_job_keeps_only_its_best_checkpoint(stack: Stack,
     assert [(c["epoch"], c["is_best"]) for c in stack.checkpoints(job_id)] == [(best, True)]
     with stack.svc.db.session() as s:
         rows = s.execute(select(Checkpoint.artifact_key).where(Checkpoint.job_id == job_id)).scalars().all()
-        export = s.execute(select(JobExport.artifact_key).where(JobExport.job_id == job_id)).scalar_one()
+        exports = s.execute(select(JobExport.artifact_key).where(JobExport.job_id == job_id)).scalars().all()
         row = s.get(Job, job_id)
         assert (row.backup_key, row.backup_epoch) == (None, None)
     assert len(rows) == 1 and rows[0].endswith(f"epoch-{best:04d}.a1.keras")
-    assert set(stack.records(f"jobs/{job_id}/")) == {rows[0], export}
+    assert len(exports) == 3  # savedmodel, keras-serving, onnx: made from the best checkpoint, all kept
+    assert set(stack.records(f"jobs/{job_id}/")) == {rows[0], *exports}
     assert stack.files(job_id, "checkpoints") == [f"epoch-{best:04d}.a1.keras"]
     assert stack.files(job_id, "backups") == []
     # What was kept still serves: the best checkpoint and its export.
