@@ -30,9 +30,12 @@ run: $(STAMP)
 ## Tests marked `exclusive` (cancellation latencies) run afterwards on their own, on an otherwise idle machine.
 ## Bytecode is written even where PYTHONDONTWRITEBYTECODE is set: otherwise pytest rewrites the asserts of
 ## every test module and plugin (schemathesis, hypothesis) again in each process, seconds of CPU per run.
+## The second run collects only the modules that mark tests `exclusive` (grep finds `pytest.mark.exclusive`),
+## not the whole suite again (~20 s of imports and schemathesis' test generation).
+EXCLUSIVE_MODULES = $(shell grep -rl --include='test_*.py' 'mark\.exclusive' tests)
 test: $(TEST_STAMP) services browser
 	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -p no:cacheprovider -n 2 -m 'not exclusive'
-	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -p no:cacheprovider -m exclusive
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -p no:cacheprovider -m exclusive $(EXCLUSIVE_MODULES)
 
 services:
 	@bash .ci/ensure-services
