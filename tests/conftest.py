@@ -109,6 +109,9 @@ def service_env(tmp_path_factory: pytest.TempPathFactory, pg_url: str, redis_url
         "TRAINYARD_BROKER_URL": redis_url,
         "TRAINYARD_VAR_DIR": str(var),
         "TRAINYARD_WORKER_HEARTBEAT_SECONDS": "1",
+        # Two test processes, their workers and the clusters some tests start share the machine's cores:
+        # one thread per TensorFlow pool, so ops do not wait on threads that wait for a time slice.
+        "TRAINYARD_WORKER_THREADS": "1",
         # Webhook tests run their receivers on 127.0.0.1, with quick retries (tests/service/test_webhooks.py).
         "TRAINYARD_WEBHOOK_ALLOW_PRIVATE": "true",
         "TRAINYARD_WEBHOOK_BACKOFF_SECONDS": "0.2",
