@@ -13,8 +13,8 @@ TEST_STAMP := $(VENV)/.test-extras-stamp
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Trainyard needs Python 3.11; set PYTHON=/path/to/python3.11")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -I .ci/deps-satisfied || { $(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip && \
-	  $(PY) -m pip install --quiet --disable-pip-version-check -e .; }
+	$(PY) -I .ci/deps-satisfied || $(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -I .ci/deps-satisfied || $(PY) -m pip install --quiet --disable-pip-version-check -e .
 	touch $(STAMP)
 
 ## pip is asked only when .ci/deps-satisfied finds something missing or too old: with everything installed it
