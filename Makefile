@@ -13,12 +13,14 @@ TEST_STAMP := $(VENV)/.test-extras-stamp
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Trainyard needs Python 3.11; set PYTHON=/path/to/python3.11")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	$(PY) -I .ci/deps-satisfied || $(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -I .ci/deps-satisfied || $(PY) -m pip install --quiet --disable-pip-version-check -e .
 	touch $(STAMP)
 
+## pip is asked only when .ci/deps-satisfied finds something missing or too old: with everything installed it
+## still spends 30-90 s on the package index (the editable build's isolated environment, --upgrade pip).
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -I .ci/deps-satisfied test || $(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(TEST_STAMP)
 
 ## Start API + worker on embedded defaults (or whatever TRAINYARD_* says); prints the URL and a token.
@@ -30,9 +32,12 @@ run: $(STAMP)
 ## Tests marked `exclusive` (cancellation latencies) run afterwards on their own, on an otherwise idle machine.
 ## Bytecode is written even where PYTHONDONTWRITEBYTECODE is set: otherwise pytest rewrites the asserts of
 ## every test module and plugin (schemathesis, hypothesis) again in each process, seconds of CPU per run.
+## The second run collects only the modules that mark tests `exclusive` (grep finds `pytest.mark.exclusive`),
+## not the whole suite again (~20 s of imports and schemathesis' test generation).
+EXCLUSIVE_MODULES = $(shell grep -rl --include='test_*.py' 'mark\.exclusive' tests)
 test: $(TEST_STAMP) services browser
 	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -p no:cacheprovider -n 2 -m 'not exclusive'
-	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -p no:cacheprovider -m exclusive
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -p no:cacheprovider -m exclusive $(EXCLUSIVE_MODULES)
 
 services:
 	@bash .ci/ensure-services

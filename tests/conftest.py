@@ -109,6 +109,9 @@ def service_env(tmp_path_factory: pytest.TempPathFactory, pg_url: str, redis_url
         "TRAINYARD_BROKER_URL": redis_url,
         "TRAINYARD_VAR_DIR": str(var),
         "TRAINYARD_WORKER_HEARTBEAT_SECONDS": "1",
+        # Two test processes, their workers and the clusters some tests start share the machine's cores:
+        # one thread per TensorFlow pool, so ops do not wait on threads that wait for a time slice.
+        "TRAINYARD_WORKER_THREADS": "1",
         # Webhook tests run their receivers on 127.0.0.1, with quick retries (tests/service/test_webhooks.py).
         "TRAINYARD_WEBHOOK_ALLOW_PRIVATE": "true",
         "TRAINYARD_WEBHOOK_BACKOFF_SECONDS": "0.2",
@@ -126,26 +129,34 @@ def _stray_jobs_cancelled(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a test that submits jobs or sweeps without a worker to run them, end them: otherwise the
     session worker, once a later test starts it, trains every job left queued (sweeps top up with more
     trials) before the jobs that later test waits for. Tests that use the worker end their own jobs."""
-    yield
     if "service_env" not in request.fixturenames or "worker" in request.fixturenames:
+        yield
         return
+    db = request.getfixturevalue("_stray_jobs_db")
+    yield
     from sqlalchemy import select
 
     from trainyard import lifecycle
-    from trainyard.db import Database
     from trainyard.db.models import Job
     from trainyard.db.sweeps import Sweep
     from trainyard.sweeps import controller
 
-    db = Database(request.getfixturevalue("service_env")["TRAINYARD_DATABASE_URL"])
-    try:
-        with db.session() as s:
-            for sweep in s.execute(select(Sweep).where(Sweep.status == "running").with_for_update()).scalars():
-                controller.cancel(s, sweep)
-            for job in s.execute(select(Job).where(Job.status.in_(controller.ACTIVE_STATUSES)).with_for_update()).scalars():
-                lifecycle.request_cancel(job)
-    finally:
-        db.dispose()
+    with db.session() as s:
+        for sweep in s.execute(select(Sweep).where(Sweep.status == "running").with_for_update()).scalars():
+            controller.cancel(s, sweep)
+        for job in s.execute(select(Job).where(Job.status.in_(controller.ACTIVE_STATUSES)).with_for_update()).scalars():
+            lifecycle.request_cancel(job)
+
+
+@pytest.fixture(scope="session")
+def _stray_jobs_db(service_env: dict[str, str]) -> Iterator[Any]:
+    """One engine for `_stray_jobs_cancelled`, kept for the session: a new engine per test cost a connection
+    and SQLAlchemy's first-connect queries after every test (~60 ms each on this machine)."""
+    from trainyard.db import Database
+
+    db = Database(service_env["TRAINYARD_DATABASE_URL"])
+    yield db
+    db.dispose()
 
 
 @pytest.fixture(scope="session")

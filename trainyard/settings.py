@@ -167,6 +167,11 @@ class Settings:
     # How many GPUs this worker process trains on, and the resource classes whose queues it consumes.
     worker_gpus: int = 0
     worker_classes: tuple[str, ...] = ("cpu",)
+    # Threads each of TensorFlow's pools (intra-op and inter-op) may use in a worker process (bin/worker also
+    # gives OpenMP/OpenBLAS this many); 0 leaves TensorFlow's default, one per core. Set it where several
+    # workers (or other busy processes) share a machine's cores: pools sized to the whole machine in every
+    # process hand each op's shards to threads that wait for a time slice.
+    worker_threads: int = 0
     # How long an API process trusts a token it has checked; a revoked token is refused within this.
     token_cache_seconds: float = 5.0
     # The git commit a deployment was built from, for jobs' reproducibility record (an image has no .git).
@@ -251,6 +256,7 @@ class Settings:
             artifact_db_max_bytes=_optional_int(env, "TRAINYARD_ARTIFACT_DB_MAX_BYTES", maximum=256 * 1024 * 1024),
             s3_endpoint_url=env.get("TRAINYARD_S3_ENDPOINT_URL") or None,
             worker_gpus=worker_gpus,
+            worker_threads=_int(env, "TRAINYARD_WORKER_THREADS", 0, minimum=0),
             worker_classes=_classes(env, "TRAINYARD_WORKER_CLASSES", (resources.resource_class(worker_gpus),)),
             token_cache_seconds=_float(env, "TRAINYARD_TOKEN_CACHE_SECONDS", 5.0, minimum=0.0),
             git_commit=_git_commit(env),

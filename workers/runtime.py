@@ -83,10 +83,13 @@ class WorkerRuntime:
         from workers.trainer import warm_up
 
         from workers.trainer.distribute import visible_gpus
+        from workers.trainer.process_settings import limit_threads
 
+        limit_threads(self.settings.worker_threads)
         seconds = warm_up()
         self._warmed = True
-        logger.info("TensorFlow warmed in %.2f s", seconds)
+        logger.info("TensorFlow warmed in %.2f s (threads per pool: %s)", seconds,
+                    self.settings.worker_threads or "TensorFlow's default")
         if visible_gpus() < self.settings.worker_gpus:
             # Jobs asking for more than one GPU will fail here; one-GPU jobs would run on the CPU.
             logger.warning("TRAINYARD_WORKER_GPUS is %d but TensorFlow sees %d GPU(s); check CUDA_VISIBLE_DEVICES "

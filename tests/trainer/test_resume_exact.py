@@ -34,12 +34,20 @@ def _spec(**training: Any) -> dict[str, Any]:
     })
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def data() -> TrainData:
     rng = np.random.default_rng(5)
     x = rng.normal(size=(96, 4)).astype(np.float32)
     y = ((x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.3).astype(np.int64))
     return TrainData(x, y)
+
+
+@pytest.fixture(scope="module")
+def whole(data: TrainData, tmp_path_factory: pytest.TempPathFactory) -> InMemoryReporter:
+    """The uninterrupted run, trained once for the module: every test here compares with the same one."""
+    reporter = InMemoryReporter()
+    train(_spec(), data, reporter, tmp_path_factory.mktemp("whole"))
+    return reporter
 
 
 class _InterruptAfter(InMemoryReporter):
@@ -73,18 +81,14 @@ def _resumed(spec: dict[str, Any], data: TrainData, tmp_path: Path, stop_after: 
 
 @pytest.mark.parametrize("stop_after", [1, 3])
 def test_resumed_run_has_the_metrics_of_the_uninterrupted_run(tmp_path: Path, data: TrainData,
-                                                              stop_after: int) -> None:
+                                                              whole: InMemoryReporter, stop_after: int) -> None:
     spec = _spec()
-    whole = InMemoryReporter()
-    train(spec, data, whole, tmp_path / "whole")
     expected = _curves(whole)
     assert list(expected) == list(range(1, EPOCHS + 1))
     assert _resumed(spec, data, tmp_path / "resumed", stop_after) == expected
 
 
-def test_epochs_see_different_orders_and_masks(tmp_path: Path, data: TrainData) -> None:
+def test_epochs_see_different_orders_and_masks(whole: InMemoryReporter) -> None:
     """The equality above is not that of a run that repeats itself: every epoch trains differently."""
-    whole = InMemoryReporter()
-    train(_spec(), data, whole, tmp_path)
     losses = [logs["loss"] for _, logs in whole.epochs]
     assert len(set(losses)) == len(losses)

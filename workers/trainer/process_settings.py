@@ -1,4 +1,4 @@
-"""Process-level settings: seeding and determinism, device-dependent precision and XLA."""
+"""Process-level settings: thread pools, seeding and determinism, device-dependent precision and XLA."""
 
 from __future__ import annotations
 
@@ -8,6 +8,14 @@ from typing import Iterator
 
 import keras
 import tensorflow as tf
+
+
+def limit_threads(threads: int) -> None:
+    """Size TensorFlow's intra-op and inter-op pools to ``threads`` each (0: TensorFlow's default, one per
+    core). Call before the process runs its first op: the pools are made then, and fixed afterwards."""
+    if threads > 0:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 @functools.lru_cache(maxsize=1)
