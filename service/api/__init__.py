@@ -12,7 +12,7 @@ from service import web
 from service.api import (cards, checkpoints, compare, datasets, diagnostics, events, forks, health, job_metrics,
                          jobs, logs, prometheus, replays, sweeps, tensorboard, usage)
 from service.api.common import ApiRequest
-from service.api.hooks import end_request_log, require_token, start_request_log
+from service.api.hooks import end_request_log, refuse_nul_in_query, require_token, start_request_log
 
 # Every blueprint the app serves, the one list (tests/service/test_layering.py checks none is left out).
 BLUEPRINTS: tuple[Blueprint, ...] = (
@@ -28,5 +28,6 @@ def register_api(app: Flask) -> None:
     prometheus.install(app)  # before the token check, so refused requests are timed too
     app.request_class = ApiRequest  # uploads spooled once, to a named file the upload route stores
     app.before_request(require_token)
+    app.before_request(refuse_nul_in_query)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)

@@ -7,7 +7,7 @@ import uuid
 from flask import Response, g, request
 
 from service.auth import authenticate_cached
-from service.errors import Unauthorized
+from service.errors import Unauthorized, ValidationFailed
 from service.services import services
 from trainyard.logconfig import request_id_var
 
@@ -41,6 +41,16 @@ def require_token() -> None:
             headers={"WWW-Authenticate": 'Bearer realm="trainyard", error="invalid_token"'},
         )
     g.principal = principal
+
+
+def refuse_nul_in_query() -> None:
+    """A NUL character in a query parameter is a 422 naming it. PostgreSQL's text cannot hold one, so a filter
+    carrying it (`?name=%00`) would otherwise fail in the driver as a 500; no parameter has a use for it."""
+    for name, value in request.args.items(multi=True):
+        if "\x00" in value or "\x00" in name:
+            field = name.replace("\x00", "")[:40] or "?"
+            raise ValidationFailed(f"The query parameter {field!r} contains a NUL character.",
+                                   errors=[{"field": f"query.{field}", "message": "Must not contain NUL (\\u0000)."}])
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")

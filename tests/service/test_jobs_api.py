@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.conftest import tiny_spec, wait_until
 
 
@@ -148,3 +150,13 @@ def test_operator_limits_from_settings_are_enforced(settings: Any, make_token: A
     small = tiny_spec(model={"input_shape": [4], "layers": [{"type": "dense", "units": 3, "activation": "softmax"}]},
                       training={"epochs": 5, "batch_size": 16, "seed": 1})
     assert client.post("/v1/jobs", json=small, headers=headers).status_code == 201
+
+
+@pytest.mark.parametrize("query", ["name=%00", "name=a%00b", "label=team:%00", "sort=%00", "status=%00",
+                                   "cursor=%00", "n%00ame=x"])
+def test_a_nul_in_any_query_parameter_is_a_422_naming_it(client: Any, auth: dict[str, str], query: str) -> None:
+    # PostgreSQL's text cannot hold NUL: a filter carrying one used to reach the driver and answer 500.
+    resp = client.get(f"/v1/jobs?{query}", headers=auth)
+    assert resp.status_code == 422, resp.get_data(as_text=True)[:300]
+    assert resp.mimetype == "application/problem+json"
+    assert resp.get_json()["errors"][0]["field"] == "query." + query.split("=")[0].replace("%00", "")
