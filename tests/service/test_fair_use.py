@@ -11,7 +11,7 @@ import pytest
 
 from service import create_app
 from trainyard.settings import Settings
-from tests.conftest import tiny_spec
+from tests.conftest import tiny_spec, wait_until
 
 # Long enough that a job stays queued or running (so active) while a test looks at it; cancelled after.
 LONG = {"epochs": 5000, "batch_size": 16, "seed": 1}
@@ -52,7 +52,11 @@ def test_active_job_quota_is_429_with_retry_after(quota_client: Any, make_token:
     # Another tenant has its own quota.
     assert _submit(quota_client, {"Authorization": f"Bearer {make_token('quota-other')}"}).status_code == 201
     # Ending a job frees its slot.
-    assert quota_client.post(f"/v1/jobs/{first.get_json()['id']}/cancel", headers=headers).status_code == 202
+    first_id = first.get_json()["id"]
+    assert quota_client.post(f"/v1/jobs/{first_id}/cancel", headers=headers).status_code == 202
+    # A worker of the session (when an earlier test started one) may be running it: the slot frees once it ends.
+    wait_until(lambda: quota_client.get(f"/v1/jobs/{first_id}", headers=headers).get_json()["status"] == "cancelled",
+               60, what="the cancelled job to end")
     assert _submit(quota_client, headers, **{"Idempotency-Key": "q-2"}).status_code == 201
     assert _submit(quota_client, headers, **{"Idempotency-Key": "q-2"}).headers.get("Idempotent-Replayed") == "true"
 
