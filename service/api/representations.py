@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import url_for
+from flask import current_app, has_request_context, request, url_for
 from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
@@ -26,18 +26,32 @@ from trainyard.spec import DatasetInfo
 # ---------------------------------------------------------------------------------------------- jobs
 
 
+_JOB_LINKS = {
+    "self": "jobs.get_job",
+    "metrics": "job_metrics.get_metrics",
+    "checkpoints": "checkpoints.list_checkpoints",
+    "best_checkpoint": "checkpoints.download_best",
+    "cancel": "jobs.cancel_job",
+    "diagnostics": "diagnostics.get_diagnostics",
+    "tensorboard": "tensorboard.download_tensorboard",
+    "events": "events.job_events",
+    "logs": "logs.get_logs",
+}
+# Stands for the job's id in the links' templates: server ids are lowercase, so it never occurs in one.
+_ID_SLOT = "JOB-ID-SLOT"
+
+
 def job_links(job_id: str) -> dict[str, str]:
-    return {
-        "self": url_for("jobs.get_job", job_id=job_id),
-        "metrics": url_for("job_metrics.get_metrics", job_id=job_id),
-        "checkpoints": url_for("checkpoints.list_checkpoints", job_id=job_id),
-        "best_checkpoint": url_for("checkpoints.download_best", job_id=job_id),
-        "cancel": url_for("jobs.cancel_job", job_id=job_id),
-        "diagnostics": url_for("diagnostics.get_diagnostics", job_id=job_id),
-        "tensorboard": url_for("tensorboard.download_tensorboard", job_id=job_id),
-        "events": url_for("events.job_events", job_id=job_id),
-        "logs": url_for("logs.get_logs", job_id=job_id),
-    }
+    """The job's links, as `url_for` builds them: built once per application root with a stand-in id, then
+    filled in (nine `url_for` calls were a tenth of a status poll's time). A job id needs no quoting."""
+    if not has_request_context():
+        return {name: url_for(endpoint, job_id=job_id) for name, endpoint in _JOB_LINKS.items()}
+    cache = current_app.extensions.setdefault("trainyard_job_links", {})
+    templates = cache.get(request.script_root)
+    if templates is None:
+        templates = cache[request.script_root] = {
+            name: url_for(endpoint, job_id=_ID_SLOT) for name, endpoint in _JOB_LINKS.items()}
+    return {name: template.replace(_ID_SLOT, job_id) for name, template in templates.items()}
 
 
 def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int | None = None,

@@ -175,3 +175,42 @@ def test_workers_defer_a_tenants_jobs_beyond_its_running_limit(app: Any, make_to
         with db.session() as s:
             for job_id in (first, second):
                 s.delete(s.get(Job, job_id))
+
+
+def test_processes_lease_hits_and_never_exceed_the_shared_limit(settings: Any, make_token: Any) -> None:
+    # A large limit is counted in leases (service/ratelimit.py): each process takes several hits from Redis at
+    # once and spends them itself. Two processes together still admit no more than the limit, and hold back
+    # at most a lease each (640 / LEASE_FRACTION = 20) when the window runs out.
+    first, second = (_app(settings, rate_limit="640 per minute").test_client() for _ in range(2))
+    headers = {"Authorization": f"Bearer {make_token('leases')}"}
+    missing = "/v1/jobs/job_" + "0" * 32  # a 404 after the token check: no database work
+    statuses = [c.get(missing, headers=headers).status_code for _ in range(400) for c in (first, second)]
+    assert set(statuses) == {404, 429}
+    assert 640 - 2 * 20 <= statuses.count(404) <= 640
+    assert statuses[-20:] == [429] * 20  # once refused, refused until the window ends
+    assert 1 <= int(first.get(missing, headers=headers).headers["Retry-After"]) <= 60
+
+
+def test_a_lease_saves_storage_round_trips() -> None:
+    from limits import parse
+    from limits.storage import MemoryStorage
+
+    from service.ratelimit import LeasedLimits
+
+    class CountingStorage(MemoryStorage):
+        increments = 0
+
+        def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+            CountingStorage.increments += 1
+            return super().incr(key, expiry, amount)
+
+    storage = CountingStorage()
+    processes = [LeasedLimits(storage), LeasedLimits(storage)]
+    item = parse("10000 per minute")
+    refused = [processes[i % 2].check([item], "k") for i in range(11_000)]
+    assert sum(r is None for r in refused) <= 10_000
+    assert sum(r is None for r in refused) >= 10_000 - 2 * 100
+    assert CountingStorage.increments < 11_000 / 20
+    # A small limit is counted hit by hit: exactly its count is admitted.
+    small = parse("5 per minute")
+    assert [processes[i % 2].check([small], "s") is None for i in range(7)] == [True] * 5 + [False] * 2
