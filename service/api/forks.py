@@ -71,7 +71,7 @@ def fork_job(job_id: str) -> tuple[Response, int, dict[str, str]]:
             svc.store.delete(copied)
         return replayed_response(find_replay(svc.db, tenant_id(), key or "", body_sha256 or "") or job)
     with svc.db.read_session() as s:
-        positions = queue_positions(s, [job.id])
+        positions = queue_positions(s, [job])
         body = job_resource(job, None, positions.get(job.id), job_etas(s, [job], positions).get(job.id))
     logger.info("job %s forked from %s (from %s, %d findings applied)", job.id, job_id, request.source,
                 len(applied or []), extra={"job_id": job.id})

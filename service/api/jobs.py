@@ -100,7 +100,7 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
         return replayed_response(find_replay(svc.db, tenant_id(), key or "", body_sha256 or "") or job)
     # A job just created has no findings yet: only its queue position (and estimate) is read back.
     with svc.db.read_session() as s:
-        positions = queue_positions(s, [job.id])
+        positions = queue_positions(s, [job])
         body = job_resource(job, None, positions.get(job.id), job_etas(s, [job], positions).get(job.id))
     return jsonify(body), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}
 
@@ -169,7 +169,7 @@ def list_jobs() -> Response:
             if len(rows) > limit:
                 break
         page = rows[:limit]
-        positions = queue_positions(s, [job.id for job, _, _, _ in page if job.status == "queued"])
+        positions = queue_positions(s, [job for job, _, _, _ in page])
         etas = job_etas(s, [job for job, _, _, _ in page], positions,
                         {job.id: recent for job, _, _, recent in page})
         children = children_of(s, [job.id for job, _, forked, _ in page if forked])
@@ -201,7 +201,7 @@ def get_job(job_id: str) -> Response:
     if job.status == "queued" or forked:
         with services().db.read_session() as s:
             if job.status == "queued":  # its queue position, and recent run times of its class
-                positions = queue_positions(s, [job.id])
+                positions = queue_positions(s, [job])
                 estimate = job_etas(s, [job], positions).get(job.id)
             if forked:
                 children = children_of(s, [job.id]).get(job.id)

@@ -152,7 +152,7 @@ def job_timings(job: Any) -> dict[str, float] | None:
 def job_with_findings(session: Session, job: Job) -> dict[str, Any]:
     """One job's resource, with its finding counts, while queued its queue position, its estimate, and its
     forks."""
-    positions = queue_positions(session, [job.id]) if job.status == "queued" else {}
+    positions = queue_positions(session, [job])
     return job_resource(job, finding_counts(session, [job.id]).get(job.id), positions.get(job.id),
                         job_etas(session, [job], positions).get(job.id), children_of(session, [job.id]).get(job.id))
 
@@ -172,21 +172,29 @@ def queue_resource(job: Any, position: int | None) -> dict[str, Any] | None:
     return None
 
 
-def queue_positions(session: Session, job_ids: list[str]) -> dict[str, int]:
-    """1-based FIFO positions of these jobs among the queued jobs of their resource class, in one query.
+def queue_positions(session: Session, jobs: Iterable[Any]) -> dict[str, int]:
+    """1-based FIFO positions of the queued ones of these jobs among the queued jobs of their resource class,
+    in one query; a page without a queued job costs none.
 
     The order is the broker's: when the job's message was (last) sent, so a job re-queued after its worker
-    died queues behind the jobs already waiting, as its message does.
+    died queues behind the jobs already waiting, as its message does. The window reads the partial index of
+    queued jobs (`ix_jobs_queue`, migration 0012) in exactly that order: no sort, and no row of a job that is
+    not queued, however long the history.
     """
-    if not job_ids:
+    ids = [job.id for job in jobs if job.status == "queued"]
+    if not ids:
         return {}
-    order = func.row_number().over(
-        partition_by=Job.resource_class,
-        order_by=(func.coalesce(Job.enqueued_at, Job.created_at), Job.id),
-    )
+    return {job_id: int(position) for job_id, position in session.execute(_QUEUE_POSITIONS, {"ids": ids})}
+
+
+def _queue_positions() -> Any:
+    sent_at = func.coalesce(Job.enqueued_at, Job.created_at)  # as ix_jobs_queue indexes it
+    order = func.row_number().over(partition_by=Job.resource_class, order_by=(sent_at, Job.id))
     ranked = select(Job.id.label("id"), order.label("position")).where(Job.status == "queued").subquery()
-    rows = session.execute(select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(job_ids)))
-    return {job_id: int(position) for job_id, position in rows}
+    return select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(bindparam("ids", expanding=True)))
+
+
+_QUEUE_POSITIONS = _queue_positions()
 
 
 # ----------------------------------------------------------------------------------------------- eta
