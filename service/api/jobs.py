@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from service.api.common import (decode_job_cursor, encode_cursor, encode_sorted_cursor, int_arg, json_body,
@@ -39,23 +41,67 @@ bp = Blueprint("jobs", __name__)
 QUOTA_RETRY_AFTER_SECONDS = 30
 
 
-def check_active_job_quota(session: Session, tenant: str, limit: int) -> None:
-    """429 when the tenant already has `limit` jobs queued or running.
+# Submissions of one tenant that may be between their quota count and their commit at once (fast path).
+QUOTA_SLOTS = 8
 
-    The tenant's row is locked first (Postgres; SQLite serialises writers anyway), so two concurrent
-    submissions cannot both see the last free slot: the second waits for the first to commit and counts it.
+
+class QuotaNearlyFull(Exception):
+    """The fast path cannot tell: the tenant is within QUOTA_SLOTS jobs of its cap (made again exclusively)."""
+
+
+# One of the tenant's QUOTA_SLOTS advisory locks, held to the commit: the first free one from a random start.
+_TAKE_SLOT = text("SELECT (SELECT slot FROM generate_series(0, :slots - 1) AS g(slot) "
+                  "WHERE pg_try_advisory_xact_lock(hashtext(:tenant), (slot + :start) % :slots) LIMIT 1)")
+_WAIT_FOR_SLOT = text("SELECT pg_advisory_xact_lock(hashtext(:tenant), :start)")
+
+
+def check_active_job_quota(session: Session, tenant: str, limit: int, *, exclusive: bool = True) -> None:
+    """429 when the job this submission has just inserted (not yet committed) takes the tenant past `limit`
+    jobs queued or running; it runs between the insert and the commit, and the count includes the job.
+
+    On Postgres a tenant's submissions do not wait for each other on the fast path (`exclusive` False):
+    the tenant's row is locked FOR SHARE, and one of QUOTA_SLOTS advisory locks is held until the commit,
+    so at most QUOTA_SLOTS submissions are between their count and their commit at once, and each count
+    misses at most QUOTA_SLOTS - 1 of them. A count with that margin to spare commits; one without raises
+    QuotaNearlyFull, and the submission is made again exclusively: the row locked FOR NO KEY UPDATE (it
+    waits for every fast submission in flight and keeps new ones out), then an exact count. The cap is never
+    exceeded either way. SQLite serialises writers anyway: its count is exact.
     """
-    session.execute(select(Tenant.id).where(Tenant.id == tenant).with_for_update())
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        lock = select(Tenant.id).where(Tenant.id == tenant)
+        session.execute(lock.with_for_update(key_share=True) if exclusive else lock.with_for_update(read=True))
+        if not exclusive:
+            where = {"tenant": tenant, "slots": QUOTA_SLOTS, "start": secrets.randbelow(QUOTA_SLOTS)}
+            if session.execute(_TAKE_SLOT, where).scalar() is None:  # all taken: wait for one
+                session.execute(_WAIT_FOR_SLOT, where)
+    # A statement of its own: it sees every submission committed before the locks above were granted.
     active = session.execute(
         select(func.count()).select_from(Job).where(Job.tenant_id == tenant, Job.status.in_(("queued", "running")))
     ).scalar_one()
-    if active >= limit:
+    if active > limit:
         raise TooManyRequests(
-            f"This tenant already has {active} jobs queued or running, the most allowed at once ({limit}). "
+            f"This tenant already has {active - 1} jobs queued or running, the most allowed at once ({limit}). "
             "Wait for one to end, or cancel one, then submit again.",
             headers={"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)},
-            extra={"active_jobs": active, "limit": limit},
+            extra={"active_jobs": active - 1, "limit": limit},
         )
+    if postgres and not exclusive and active + QUOTA_SLOTS - 1 > limit:
+        raise QuotaNearlyFull
+
+
+def submit_within_quota(job: Job, send: Callable[[str], None], with_rows: Sequence[object] = ()) -> tuple[Job, bool]:
+    """`submission.submit` under the tenant's active-job quota: on the fast path, and again exclusively when
+    the tenant is near its cap (a cap this small is always checked exclusively)."""
+    svc = services()
+    tenant, limit = tenant_id(), svc.settings.max_active_jobs_per_tenant
+    for exclusive in ((True,) if limit < 2 * QUOTA_SLOTS else (False, True)):
+        try:
+            return submit(svc.db, send, job, with_rows=with_rows,
+                          after_insert=lambda s: check_active_job_quota(s, tenant, limit, exclusive=exclusive))
+        except QuotaNearlyFull:  # rolled back, nothing sent: the same rows again, exclusively
+            continue
+    raise AssertionError("the exclusive check decides")
 
 
 def job_row_with_findings(job_id: str) -> tuple[Any, dict[str, Any], bool]:
@@ -91,11 +137,8 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
     job = new_job(tenant_id(), spec, idempotency_key=key, request_sha256=body_sha256)
     hooks = [] if webhook is None else [JobWebhook(job_id=job.id, url=webhook["url"], events=webhook["events"],
                                                    secret=secret, epoch_events="epoch" in webhook["events"])]
-    limit = svc.settings.max_active_jobs_per_tenant
     queue_class = job.resource_class
-    job, replayed = submit(svc.db, lambda job_id: svc.send(job_id, queue_class), job,
-                           with_rows=hooks,
-                           before_insert=lambda session: check_active_job_quota(session, tenant_id(), limit))
+    job, replayed = submit_within_quota(job, lambda job_id: svc.send(job_id, queue_class), hooks)
     if replayed:  # a concurrent request with the same key won the race (409 if its body was different)
         return replayed_response(find_replay(svc.db, tenant_id(), key or "", body_sha256 or "") or job)
     # A job just created has no findings yet: only its queue position (and estimate) is read back.

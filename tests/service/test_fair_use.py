@@ -83,6 +83,41 @@ def test_concurrent_submissions_cannot_overshoot_the_quota(settings: Any, make_t
     assert sorted(statuses) == [201, 201, 429, 429, 429, 429]
 
 
+def test_concurrent_submissions_on_the_fast_path_stop_exactly_at_the_quota(settings: Any, make_token: Any) -> None:
+    # A cap of 20 (>= 2 x QUOTA_SLOTS): a tenant's submissions do not wait for each other while it is far from
+    # the cap, and near it are made again exclusively (service/api/jobs.py). 30 at once: exactly 20 get in.
+    from service.api.jobs import QUOTA_SLOTS
+
+    limit = 20
+    assert limit >= 2 * QUOTA_SLOTS
+    app = _app(settings, max_active_jobs_per_tenant=limit, rate_limit_submit="off")
+    headers = {"Authorization": f"Bearer {make_token('quota-fast-race')}"}
+    statuses: list[int] = []
+    created: list[str] = []
+    barrier = threading.Barrier(30)
+
+    def submit() -> None:
+        client = app.test_client()
+        barrier.wait()
+        resp = client.post("/v1/jobs", json=tiny_spec(training=LONG), headers=headers)
+        statuses.append(resp.status_code)
+        if resp.status_code == 201:
+            created.append(resp.get_json()["id"])
+
+    threads = [threading.Thread(target=submit) for _ in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    client = app.test_client()
+    active = [j for j in client.get("/v1/jobs?limit=200", headers=headers).get_json()["jobs"]
+              if j["status"] in ("queued", "running")]
+    for job_id in created:
+        client.post(f"/v1/jobs/{job_id}/cancel", headers=headers)
+    assert sorted(statuses) == [201] * limit + [429] * 10
+    assert len(active) == limit
+
+
 def test_rate_limit_per_token_is_429_with_retry_after(settings: Any, make_token: Any) -> None:
     client = _app(settings, rate_limit="5 per minute").test_client()
     headers = {"Authorization": f"Bearer {make_token('chatty')}"}
