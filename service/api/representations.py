@@ -48,10 +48,10 @@ def job_links(job_id: str) -> dict[str, str]:
         return {name: url_for(endpoint, job_id=job_id) for name, endpoint in _JOB_LINKS.items()}
     cache = current_app.extensions.setdefault("trainyard_job_links", {})
     templates = cache.get(request.script_root)
-    if templates is None:
-        templates = cache[request.script_root] = {
-            name: url_for(endpoint, job_id=_ID_SLOT) for name, endpoint in _JOB_LINKS.items()}
-    return {name: template.replace(_ID_SLOT, job_id) for name, template in templates.items()}
+    if templates is None:  # each link as (before the id, after it)
+        templates = cache[request.script_root] = [
+            (name, *url_for(endpoint, job_id=_ID_SLOT).split(_ID_SLOT)) for name, endpoint in _JOB_LINKS.items()]
+    return {name: before + job_id + after for name, before, after in templates}
 
 
 def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int | None = None,
