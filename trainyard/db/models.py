@@ -24,7 +24,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
-    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
