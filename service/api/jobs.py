@@ -55,7 +55,7 @@ _TAKE_SLOT = text("SELECT (SELECT slot FROM generate_series(0, :slots - 1) AS g(
 _WAIT_FOR_SLOT = text("SELECT pg_advisory_xact_lock(hashtext(:tenant), :start)")
 
 
-def check_active_job_quota(session: Session, tenant: str, limit: int, *, exclusive: bool = True) -> None:
+def count_against_quota(session: Session, tenant: str, limit: int, *, exclusive: bool) -> None:
     """429 when the job this submission has just inserted (not yet committed) takes the tenant past `limit`
     jobs queued or running; it runs between the insert and the commit, and the count includes the job.
 
@@ -98,7 +98,7 @@ def submit_within_quota(job: Job, send: Callable[[str], None], with_rows: Sequen
     for exclusive in ((True,) if limit < 2 * QUOTA_SLOTS else (False, True)):
         try:
             return submit(svc.db, send, job, with_rows=with_rows,
-                          after_insert=lambda s: check_active_job_quota(s, tenant, limit, exclusive=exclusive))
+                          after_insert=lambda s: count_against_quota(s, tenant, limit, exclusive=exclusive))
         except QuotaNearlyFull:  # rolled back, nothing sent: the same rows again, exclusively
             continue
     raise AssertionError("the exclusive check decides")
