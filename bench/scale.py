@@ -177,6 +177,10 @@ def explain(stack: Stack, tenant_id: str) -> list[tuple[str, str]]:
                                           "ORDER BY created_at DESC, id DESC LIMIT 21", (tenant_id,)),
         "metrics ?after=": ("SELECT epoch FROM epoch_metrics WHERE job_id = 'job_x' AND epoch > 990 "
                             "ORDER BY epoch", None),
+        # service/api/representations.py's queue_positions: the partial index ix_jobs_queue, in queue order.
+        "queue positions": ("SELECT id, position FROM (SELECT id, row_number() OVER (PARTITION BY resource_class "
+                            "ORDER BY coalesce(enqueued_at, created_at), id) AS position FROM jobs "
+                            "WHERE status = 'queued') AS q WHERE id = ANY(%s)", (["job_x", "job_y"],)),
     }
     out = []
     with psycopg.connect(stack.pg_dsn()) as conn:

@@ -11,10 +11,11 @@ from datetime import datetime, timezone
 from typing import IO, Any, TypeVar
 
 from flask import Request, current_app, g, request
-from sqlalchemy import Connection, Row, Select, select
+from sqlalchemy import Row, Select, select
 from sqlalchemy.orm import Session
 
 from service.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from trainyard.db import Database
 from trainyard.db.models import Dataset, Job
 from trainyard.db.sweeps import Sweep
 
@@ -68,11 +69,11 @@ def load_owned_many(session: Session, model: type[Owned], object_ids: list[str])
     return [found[object_id] for object_id in object_ids]
 
 
-def load_owned_row(conn: Connection, model: type, object_id: str, stmt: Select[Any]) -> Row[Any]:
+def load_owned_row(db: Database, model: type, object_id: str, stmt: Select[Any]) -> Row[Any]:
     """`load_owned` in Core, for hot read paths: the one row `stmt` selects with the parameters `id` and
-    `tenant_id` (it must filter on both), or the same 404."""
+    `tenant_id` (it must filter on both), read with `Database.first_row`, or the same 404."""
     _owned_id(model, object_id)
-    row = conn.execute(stmt, {"id": object_id, "tenant_id": tenant_id()}).first()
+    row = db.first_row(stmt, {"id": object_id, "tenant_id": tenant_id()})
     if row is None:
         raise _not_found(model, object_id)
     return row

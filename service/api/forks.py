@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify, url_for
 
 from service.api.common import json_body, load_owned, tenant_id
 from service.api.idempotency import find_replay, idempotency_key, request_sha256
-from service.api.jobs import check_active_job_quota, replayed_response
+from service.api.jobs import replayed_response, submit_within_quota
 from service.api.representations import job_etas, job_resource, queue_positions
 from service.errors import Conflict, ValidationFailed
 from service.services import services
@@ -18,7 +18,7 @@ from trainyard.datasets.lookup import dataset_lookup
 from trainyard.db.models import Job
 from trainyard.spec import SpecError
 from trainyard.store import ArtifactMissing
-from trainyard.submission import new_job, submit
+from trainyard.submission import new_job
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +70,9 @@ def submit_derived(job: Job, source: forks.WeightsSource | None, key: str | None
         except ArtifactMissing:
             raise Conflict(f"The weights of epoch {source.epoch} to start from are missing or damaged in the "
                            "artifact store; fork from another checkpoint, or from scratch.") from None
-    limit = svc.settings.max_active_jobs_per_tenant
     queue_class, copied = job.resource_class, job.initial_weights_key
     try:
-        job, replayed = submit(svc.db, lambda child_id: svc.send(child_id, queue_class), job,
-                               before_insert=lambda session: check_active_job_quota(session, tenant_id(), limit))
+        job, replayed = submit_within_quota(job, lambda child_id: svc.send(child_id, queue_class))
     except BaseException:
         if copied:  # the job was never created: its copy of the weights goes
             svc.store.delete(copied)
@@ -84,6 +82,6 @@ def submit_derived(job: Job, source: forks.WeightsSource | None, key: str | None
             svc.store.delete(copied)
         return replayed_response(find_replay(svc.db, tenant_id(), key or "", body_sha256 or "") or job)
     with svc.db.read_session() as s:
-        positions = queue_positions(s, [job.id])
+        positions = queue_positions(s, [job])
         body = job_resource(job, None, positions.get(job.id), job_etas(s, [job], positions).get(job.id))
     return jsonify(body), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}

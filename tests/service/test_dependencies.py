@@ -15,7 +15,7 @@ USES = {
     "gunicorn": "run bin/api", "numpy": "import numpy", "fsspec": "import fsspec", "botocore": "import botocore",
     "scikit-learn": "import sklearn", "keras": "import keras", "tensorflow-cpu": "import tensorflow",
     "tensorflow": "import tensorflow", "pyyaml": "import yaml", "click": "import click",
-    "requests": "import requests", "flask-limiter": "import flask_limiter",
+    "requests": "import requests", "limits": "import limits",
     # bin/api starts gunicorn with gevent workers (--worker-class gevent).
     "gevent": "run bin/api", "prometheus-client": "import prometheus_client", "flower": "run bin/flower",
     "google-crc32c": "import google_crc32c",

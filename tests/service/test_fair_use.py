@@ -87,6 +87,41 @@ def test_concurrent_submissions_cannot_overshoot_the_quota(settings: Any, make_t
     assert sorted(statuses) == [201, 201, 429, 429, 429, 429]
 
 
+def test_concurrent_submissions_on_the_fast_path_stop_exactly_at_the_quota(settings: Any, make_token: Any) -> None:
+    # A cap of 20 (>= 2 x QUOTA_SLOTS): a tenant's submissions do not wait for each other while it is far from
+    # the cap, and near it are made again exclusively (service/api/jobs.py). 30 at once: exactly 20 get in.
+    from service.api.jobs import QUOTA_SLOTS
+
+    limit = 20
+    assert limit >= 2 * QUOTA_SLOTS
+    app = _app(settings, max_active_jobs_per_tenant=limit, rate_limit_submit="off")
+    headers = {"Authorization": f"Bearer {make_token('quota-fast-race')}"}
+    statuses: list[int] = []
+    created: list[str] = []
+    barrier = threading.Barrier(30)
+
+    def submit() -> None:
+        client = app.test_client()
+        barrier.wait()
+        resp = client.post("/v1/jobs", json=tiny_spec(training=LONG), headers=headers)
+        statuses.append(resp.status_code)
+        if resp.status_code == 201:
+            created.append(resp.get_json()["id"])
+
+    threads = [threading.Thread(target=submit) for _ in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    client = app.test_client()
+    active = [j for j in client.get("/v1/jobs?limit=200", headers=headers).get_json()["jobs"]
+              if j["status"] in ("queued", "running")]
+    for job_id in created:
+        client.post(f"/v1/jobs/{job_id}/cancel", headers=headers)
+    assert sorted(statuses) == [201] * limit + [429] * 10
+    assert len(active) == limit
+
+
 def test_rate_limit_per_token_is_429_with_retry_after(settings: Any, make_token: Any) -> None:
     client = _app(settings, rate_limit="5 per minute").test_client()
     headers = {"Authorization": f"Bearer {make_token('chatty')}"}
@@ -179,3 +214,42 @@ def test_workers_defer_a_tenants_jobs_beyond_its_running_limit(app: Any, make_to
         with db.session() as s:
             for job_id in (first, second):
                 s.delete(s.get(Job, job_id))
+
+
+def test_processes_lease_hits_and_never_exceed_the_shared_limit(settings: Any, make_token: Any) -> None:
+    # A large limit is counted in leases (service/ratelimit.py): each process takes several hits from Redis at
+    # once and spends them itself. Two processes together still admit no more than the limit, and hold back
+    # at most a lease each (640 / LEASE_FRACTION = 20) when the window runs out.
+    first, second = (_app(settings, rate_limit="640 per minute").test_client() for _ in range(2))
+    headers = {"Authorization": f"Bearer {make_token('leases')}"}
+    missing = "/v1/jobs/job_" + "0" * 32  # a 404 after the token check: no database work
+    statuses = [c.get(missing, headers=headers).status_code for _ in range(400) for c in (first, second)]
+    assert set(statuses) == {404, 429}
+    assert 640 - 2 * 20 <= statuses.count(404) <= 640
+    assert statuses[-20:] == [429] * 20  # once refused, refused until the window ends
+    assert 1 <= int(first.get(missing, headers=headers).headers["Retry-After"]) <= 60
+
+
+def test_a_lease_saves_storage_round_trips() -> None:
+    from limits import parse
+    from limits.storage import MemoryStorage
+
+    from service.ratelimit import LeasedLimits
+
+    class CountingStorage(MemoryStorage):
+        increments = 0
+
+        def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+            CountingStorage.increments += 1
+            return super().incr(key, expiry, amount)
+
+    storage = CountingStorage()
+    processes = [LeasedLimits(storage), LeasedLimits(storage)]
+    item = parse("10000 per minute")
+    refused = [processes[i % 2].check([item], "k") for i in range(11_000)]
+    assert sum(r is None for r in refused) <= 10_000
+    assert sum(r is None for r in refused) >= 10_000 - 2 * 100
+    assert CountingStorage.increments < 11_000 / 20
+    # A small limit is counted hit by hit: exactly its count is admitted.
+    small = parse("5 per minute")
+    assert [processes[i % 2].check([small], "s") is None for i in range(7)] == [True] * 5 + [False] * 2

@@ -168,3 +168,44 @@ def test_folder_store_upload_is_stored_with_the_hash_of_its_bytes(settings: Any,
     assert svc.store.stat(key).sha256 == body["sha256"]
     assert not list(svc.settings.var_dir.glob("upload-*"))  # the spool itself is gone
     svc.db.dispose()
+
+
+def test_gevent_workers_hand_file_responses_to_the_kernel(tmp_path: Path) -> None:
+    # bin/api's gevent workers send a folder store's file with this in place of gevent's socket.sendfile
+    # (which reads the file in Python, 8 KiB at a time): os.sendfile, waiting cooperatively while the socket
+    # is full, from the offset gunicorn gives, and the file left where the bytes sent end.
+    import os
+
+    import gevent
+    import gevent.socket
+
+    from service.gunicorn_conf import cooperative_sendfile
+
+    class NotReadInPython(io.FileIO):
+        def read(self, *args: Any) -> bytes:
+            raise AssertionError("the file was read in Python")
+
+        readinto = read  # type: ignore[assignment]
+
+    data = os.urandom(6 * 1024 * 1024)
+    path = tmp_path / "artifact.bin"
+    path.write_bytes(data)
+    out, into = gevent.socket.socketpair()  # both far smaller buffers than the file: sendfile must wait
+    received = bytearray()
+
+    def reader() -> None:
+        while len(received) < len(data) - 1000:
+            chunk = into.recv(1 << 20)
+            if not chunk:
+                break
+            received.extend(chunk)
+
+    with gevent.Timeout(60), NotReadInPython(path, "rb") as fh:
+        greenlet = gevent.spawn(reader)
+        sent = cooperative_sendfile(out, fh, offset=1000, count=len(data) - 1000)
+        greenlet.join()
+        assert fh.tell() == len(data)
+    out.close()
+    into.close()
+    assert sent == len(data) - 1000
+    assert hashlib.sha256(received).hexdigest() == hashlib.sha256(data[1000:]).hexdigest()

@@ -38,9 +38,9 @@ def test_positions_follow_the_broker_order_per_class(app: Any, client: Any, auth
             queued = sorted((r for r in rows if r[1] == cls and r[2] == "queued"), key=lambda r: (r[3], r[0]))
             expected.update({r[0]: n for n, r in enumerate(queued, 1)})
         with svc.db.read_session() as s:
-            assert queue_positions(s, [r[0] for r in rows]) == expected  # running jobs have none
-            some = [r[0] for r in rows[::3]]
-            assert queue_positions(s, some) == {k: v for k, v in expected.items() if k in some}
+            assert queue_positions(s, jobs) == expected  # running jobs have none
+            some = jobs[::3]
+            assert queue_positions(s, some) == {k: v for k, v in expected.items() if k in {j.id for j in some}}
             assert queue_positions(s, []) == {}
     finally:
         with svc.db.session() as s:

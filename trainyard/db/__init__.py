@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import namedtuple
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, exc
+from sqlalchemy import Connection, Engine, Select, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class Database:
         # Autocommit: no BEGIN/COMMIT round trips around a request that only reads.
         self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._read_factory = sessionmaker(self._read_engine, expire_on_commit=False)
+        self._compiled: dict[Any, tuple[str, dict[str, Any], Any]] = {}
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -135,6 +137,45 @@ class Database:
         """A plain connection in autocommit, for the hottest reads: no ORM session, no transaction."""
         with self._read_engine.connect() as conn:
             yield conn
+
+    def first_row(self, stmt: Select[Any], params: dict[str, Any]) -> Any:
+        """The first row of a Core `stmt` (a tuple whose columns also read by name), or None, in autocommit.
+
+        For the hottest read, the status poll: on Postgres the statement is compiled once and run straight
+        through psycopg on a pooled connection, without SQLAlchemy's per-execution result set-up (which
+        builds a description of every column: a fifth of a poll's time). Values are psycopg's own, which
+        are what SQLAlchemy hands back for these types (JSONB decoded, timestamps aware); SQLite goes
+        through SQLAlchemy."""
+        if self.engine.dialect.name != "postgresql":
+            with self.read_connection() as conn:
+                return conn.execute(stmt, params).first()
+        compiled = self._compiled.get(stmt)
+        if compiled is None:
+            sql = stmt.compile(dialect=self.engine.dialect)
+            defaults = {name: value for name, value in sql.params.items() if value is not None}
+            row_type = namedtuple("Row", list(stmt.selected_columns.keys()), rename=True)  # type: ignore[misc]
+            compiled = self._compiled[stmt] = (str(sql), defaults, row_type)
+        text_, defaults, row_type = compiled
+        conn = self.engine.raw_connection()
+        dbapi_conn = conn.driver_connection
+        try:
+            dbapi_conn.autocommit = True  # no BEGIN; put back before the connection returns to the pool
+            with dbapi_conn.cursor() as cur:
+                cur.execute(text_, {**defaults, **params})
+                row = cur.fetchone()
+            dbapi_conn.autocommit = False
+        except self.engine.dialect.loaded_dbapi.Error as err:
+            lost = bool(dbapi_conn.closed or dbapi_conn.broken)
+            if lost:
+                conn.invalidate()  # as SQLAlchemy does on a disconnect: the pool opens a new one
+            else:
+                dbapi_conn.autocommit = False
+            # SQLAlchemy's own exception for it (OperationalError, ...), as every other query raises
+            raise exc.DBAPIError.instance(text_, params, err, self.engine.dialect.loaded_dbapi.Error,
+                                          connection_invalidated=lost, dialect=self.engine.dialect) from err
+        finally:
+            conn.close()
+        return None if row is None else row_type._make(row)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -181,6 +182,9 @@ class Job(Base):
         Index("ix_jobs_status_class", "status", "resource_class"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
         Index("ix_jobs_parent", "parent_id", "created_at"),
+        # The queue: queued jobs of a class in the order their messages were sent (queue positions; 0012).
+        Index("ix_jobs_queue", "resource_class", text("coalesce(enqueued_at, created_at)"), "id",
+              postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'")),
     )
 
 
