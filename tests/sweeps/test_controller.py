@@ -1,5 +1,5 @@
 """The sweep controller against real Postgres: top-up under concurrent callers, finishing, ranking, and the
-early-stopping check. Its own database, and a `send` that records instead of queueing, so no worker (the
+early-stopping check (Optuna's pruners over our tables). Its own database, and a `send` that records instead of queueing, so no worker (the
 test session's, if one runs) ever sees these trials."""
 from __future__ import annotations
 
@@ -129,9 +129,11 @@ def test_trial_stopper_compares_with_finished_trials_read_from_the_database(db: 
     assert stop_2 is not None and stop_3 is not None
     assert stop_2(2) is None  # trials 0 and 1 have not finished: nothing to compare with yet
     with db.session() as s:
-        s.execute(update(Job).where(Job.id.in_([ids[0], ids[1]])).values(status="succeeded"))
+        for trial in (0, 1):
+            s.execute(update(Job).where(Job.id == ids[trial]).values(status="succeeded", best_epoch=3,
+                                                                     best_value=min(curves[trial])))
     assert stop_2(1) is None  # the grace epoch
-    assert stop_2(2) == StopReason.SWEEP_EARLY_STOPPED  # 0.9 is worse than the median 0.55
+    assert stop_2(2) == StopReason.SWEEP_PRUNED  # 0.9 is worse than the median 0.55 (Optuna's MedianPruner)
     assert stop_3(2) is None  # 0.52 beats it
     # Sweeps without early stopping, and jobs outside sweeps, get no check at all.
     plain_sweep = new_sweep(db, lambda _id: None, max_trials=3)
