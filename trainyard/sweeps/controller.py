@@ -67,12 +67,19 @@ def _number(value: Any) -> float:
     return float(value)
 
 
-def trial_records(session: Session, sweep: Sweep, jobs: list[Job] | None = None) -> list[TrialRecord]:
+def trial_rows(session: Session, sweep_id: str) -> list[Any]:
+    """The sweep's trial jobs, only the columns the study needs (a job row also holds its spec and model)."""
+    return list(session.execute(
+        select(Job.id, Job.trial_index, Job.status, Job.stop_reason, Job.best_value, Job.best_epoch,
+               Job.trial_params, Job.trial_attrs).where(Job.sweep_id == sweep_id).order_by(Job.trial_index)))
+
+
+def trial_records(session: Session, sweep: Sweep, jobs: list[Any] | None = None) -> list[TrialRecord]:
     """What the sweep's Optuna study is rebuilt from: each trial job's state, values and intermediate values."""
     from trainyard.sweeps.study import TrialRecord
 
     if jobs is None:
-        jobs = list(session.execute(select(Job).where(Job.sweep_id == sweep.id).order_by(Job.trial_index)).scalars())
+        jobs = trial_rows(session, sweep.id)
     metrics = objective_metrics(sweep.config)
     curves: dict[str, dict[int, dict[str, Any]]] = {j.id: {} for j in jobs}
     if jobs:
@@ -103,7 +110,7 @@ def trial_records(session: Session, sweep: Sweep, jobs: list[Job] | None = None)
     return records
 
 
-def study_of(session: Session, sweep: Sweep, jobs: list[Job] | None = None) -> SweepStudy:
+def study_of(session: Session, sweep: Sweep, jobs: list[Any] | None = None) -> SweepStudy:
     from trainyard.sweeps.study import SweepStudy
 
     return SweepStudy(sweep.id, sweep.config, trial_records(session, sweep, jobs), sweep.study_attrs)
@@ -275,13 +282,19 @@ def trial_stopper(db: Database, job_id: str) -> Callable[[int], str | None] | No
             return None
         sweep_id, index, rule = row[0].id, row[1], row[0].config["early_stopping"]["type"]
 
+    # Finished trials never change (their epochs, value and attributes are final): each is read once.
+    finished: dict[int, TrialRecord] = {}
+
     def check(epoch: int) -> str | None:
         with db.session() as s:
             sweep = s.get(Sweep, sweep_id)
-            records = trial_records(s, sweep)
+            unread = [row for row in trial_rows(s, sweep_id) if row.trial_index not in finished]
+            fresh = trial_records(s, sweep, unread)
             config, study_attrs = sweep.config, sweep.study_attrs
         from trainyard.sweeps.study import SweepStudy
 
+        finished.update((r.index, r) for r in fresh if r.state != "running")
+        records = [*finished.values(), *(r for r in fresh if r.state == "running")]
         own = next(r for r in records if r.index == index)
         # The epochs this run wrote so far (a resumed run's rows past `epoch` belong to no one yet).
         own.intermediate = {e: v for e, v in own.intermediate.items() if e <= epoch}

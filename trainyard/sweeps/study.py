@@ -165,6 +165,26 @@ def make_pruner(config: dict[str, Any]) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+class _RebuiltStorage(InMemoryStorage):
+    """Optuna's in-memory storage, taking the trials a rebuild makes without deep-copying each one: they are
+    built for this study alone. (The copy was most of a rebuild's time: 0.1 s for 120 trials of 20 epochs.)"""
+
+    def create_new_trial(self, study_id: int, template_trial: Any = None) -> int:
+        if template_trial is None:
+            return super().create_new_trial(study_id)
+        with self._lock:
+            self._check_study_id(study_id)
+            trial = template_trial
+            self._max_trial_id += 1
+            trial_id = self._max_trial_id
+            trial.number = len(self._studies[study_id].trials)
+            trial._trial_id = trial_id
+            self._trial_id_to_study_id_and_number[trial_id] = (study_id, trial.number)
+            self._studies[study_id].trials.append(trial)
+            self._update_cache(trial_id, study_id)
+            return trial_id
+
+
 class SweepStudy:
     """The study of one sweep, rebuilt from `records` (in trial order, numbered 0, 1, ... without gaps)."""
 
@@ -176,7 +196,7 @@ class SweepStudy:
         self.dists = {p.path: distribution(p) for p in self.params}
         self.pruner = make_pruner(config)
         records = sorted(records, key=lambda r: r.index)
-        self.study = optuna.create_study(storage=InMemoryStorage(), study_name=sweep_id, directions=directions(config),
+        self.study = optuna.create_study(storage=_RebuiltStorage(), study_name=sweep_id, directions=directions(config),
                                          sampler=make_sampler(config, self.params, len(records)), pruner=self.pruner)
         storage, study_id = self.study._storage, self.study._study_id
         for key, value in (study_attrs or {}).items():
@@ -195,8 +215,8 @@ class SweepStudy:
         trial = create_trial(state=state, values=values, params=params,
                              distributions={k: self.dists[k] for k in params},
                              intermediate_values=dict(record.intermediate), system_attrs=dict(record.system_attrs))
-        self.study.add_trial(trial)
-        self._ids[record.index] = self.study._storage.get_all_trials(self.study._study_id, deepcopy=False)[-1]._trial_id
+        # What study.add_trial does (create_trial validated it), keeping the trial's id.
+        self._ids[record.index] = self.study._storage.create_new_trial(self.study._study_id, template_trial=trial)
 
     def ask(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The next trial's values `{path: value}` (in the search's order) and its system attributes. The
