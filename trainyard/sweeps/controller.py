@@ -48,8 +48,6 @@ logger = logging.getLogger(__name__)
 
 ACTIVE_STATUSES = ("queued", "running")
 PRUNED_REASONS = (StopReason.SWEEP_PRUNED.value, StopReason.SWEEP_EARLY_STOPPED.value)
-#: Seconds spent rebuilding studies and asking them, and trials asked, in this process (the overhead figure).
-ask_timing = {"seconds": 0.0, "trials": 0}
 
 
 def new_sweep(tenant_id: str, config: SweepConfig, **fields: Any) -> Sweep:
@@ -177,8 +175,9 @@ def _top_up(db: Database, send: Send, sweep_id: str, limits: SpecLimits, skip_lo
                 if study is None:
                     study = study_of(s, sweep)
                 values, attrs = study.ask()
-                ask_timing["seconds"] += time.perf_counter() - began
-                ask_timing["trials"] += 1
+                kind = (config.get("algorithm") or {}).get("type", "random")
+                logger.info("sweep %s: %s chose trial %d in %.0f ms", sweep.id, kind, index,
+                            1000 * (time.perf_counter() - began))
             try:
                 spec = trial_spec(sweep.base, values, config["objective"], sweep.name, index,
                                   datasets=datasets, limits=limits)
