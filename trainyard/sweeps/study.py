@@ -58,7 +58,9 @@ _STATES = {"running": TrialState.RUNNING, "complete": TrialState.COMPLETE, "prun
 
 
 def params_of(config: dict[str, Any]) -> list[Param]:
-    return [param_from_json(path, spec) for path, spec in config["search"].items()]
+    """The searched parameters in the order of their paths: a database may hand a JSON object's keys back in
+    another order than they were sent (Postgres's JSONB does), and the order decides the draws."""
+    return sorted((param_from_json(path, spec) for path, spec in config["search"].items()), key=lambda p: p.path)
 
 
 def distribution(param: Param) -> BaseDistribution:
@@ -103,7 +105,7 @@ def grid_params(params: list[Param]) -> list[Param]:
 
 
 def grid_combination(params: list[Param], index: int) -> dict[str, int]:
-    """Trial `index`'s grid combination (as value indices), in the search's order: i mod the grid size."""
+    """Trial `index`'s grid combination (as value indices), the grid parameters in path order: i mod the grid size."""
     grid = grid_params(params)
     out: dict[str, int] = {}
     for p in reversed(grid):
