@@ -110,12 +110,12 @@ def cancel_sweep(sweep_id: str) -> tuple[Response, int]:
 def extend_sweep(sweep_id: str) -> Response:
     """A larger `max_trials`: a running sweep runs more trials, a finished one runs again."""
     svc = services()
-    raw = json_body(svc.settings.max_json_bytes)
-    if not isinstance(raw, dict):
-        raise ValidationFailed.listing("The change is not valid", [{"field": "", "message": "Must be a JSON object."}])
-    errors = [{"field": k, "message": "Unknown field; only max_trials can change."} for k in raw if k != "max_trials"]
     with svc.db.session() as s:
-        sweep = load_owned(s, Sweep, sweep_id, lock=True)
+        sweep = load_owned(s, Sweep, sweep_id, lock=True)  # another tenant's sweep is a 404 whatever the body
+        raw = json_body(svc.settings.max_json_bytes)
+        if not isinstance(raw, dict):
+            raise ValidationFailed.listing("The change is not valid", [{"field": "", "message": "Must be a JSON object."}])
+        errors = [{"field": k, "message": "Unknown field; only max_trials can change."} for k in raw if k != "max_trials"]
         if sweep.status == "cancelled":
             raise Conflict(f"Sweep {sweep_id} was cancelled; resume it (POST /v1/sweeps/{sweep_id}/resume) first.")
         errors += controller.extension_errors(sweep, raw.get("max_trials"), svc.settings.max_sweep_trials)
