@@ -5,6 +5,8 @@ rung's value for successive halving, CMA-ES's state, QMC's sample counter). Our 
 truth and the study is rebuilt from them (trainyard/sweeps/study.py), so those attributes live here:
 `sweeps.study_attrs` (written under the sweep's row lock when a trial is asked for) and
 `jobs.trial_attrs` (written by the trial's worker when the pruner looks at an epoch).
+`sweeps.importance` holds Optuna's parameter importances, computed by the worker whose trial ended
+(optuna.importance imports scikit-learn, which the API never imports).
 
 Revision ID: 0013
 Revises: 0012
@@ -27,6 +29,7 @@ JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgres
 def upgrade() -> None:
     with op.batch_alter_table('sweeps', schema=None) as batch_op:
         batch_op.add_column(sa.Column('study_attrs', JSON, nullable=True))
+        batch_op.add_column(sa.Column('importance', JSON, nullable=True))
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('trial_attrs', JSON, nullable=True))
 
@@ -35,4 +38,5 @@ def downgrade() -> None:
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_column('trial_attrs')
     with op.batch_alter_table('sweeps', schema=None) as batch_op:
+        batch_op.drop_column('importance')
         batch_op.drop_column('study_attrs')

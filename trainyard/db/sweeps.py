@@ -28,6 +28,9 @@ class Sweep(Base):
     plan: Mapped[list[Any]] = mapped_column(JsonType)
     # The Optuna study's system attributes (trainyard/sweeps/study.py); only changed under the row's lock.
     study_attrs: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # Optuna's parameter importances {path: share}, refreshed by the worker whose trial ended (not the API:
+    # optuna.importance imports scikit-learn); null until enough trials completed.
+    importance: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     # Trials created so far; the next one is trial number trials_submitted. Only changed under the row's lock.
     trials_submitted: Mapped[int] = mapped_column(Integer, default=0)
     error_code: Mapped[str | None] = mapped_column(String(64))

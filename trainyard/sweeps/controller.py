@@ -215,6 +215,24 @@ def after_trial(db: Database, send: Send, job_id: str, limits: SpecLimits) -> No
         sweep_id = s.execute(select(Job.sweep_id).where(Job.id == job_id)).scalar_one_or_none()
     if sweep_id is not None:
         top_up(db, send, sweep_id, limits)
+        refresh_importance(db, sweep_id)
+
+
+def refresh_importance(db: Database, sweep_id: str) -> None:
+    """Store the sweep's parameter importances once IMPORTANCE_MIN_TRIALS trials completed. Workers only:
+    optuna.importance imports scikit-learn, which the API never loads."""
+    with db.session() as s:
+        sweep = s.get(Sweep, sweep_id)
+        if sweep is None:
+            return
+        records = trial_records(s, sweep)
+        if sum(1 for r in records if r.state == "complete") < IMPORTANCE_MIN_TRIALS:
+            return
+        from trainyard.sweeps.study import SweepStudy, importances
+
+        found = importances(SweepStudy(sweep.id, sweep.config, records, sweep.study_attrs))
+        if found is not None:
+            s.execute(update(Sweep).where(Sweep.id == sweep_id).values(importance=found))
 
 
 def cancel(session: Session, sweep: Sweep) -> None:
@@ -318,20 +336,17 @@ IMPORTANCE_MIN_TRIALS = 4
 def results(session: Session, sweep: Sweep, jobs: list[Job]) -> dict[str, Any]:
     """What `GET /v1/sweeps/{id}` adds to the ranked trials: each trial's intermediate values (the first
     objective per epoch) and, with several objectives, its values; the Pareto front (trial numbers) of a
-    multi-objective sweep; Optuna's parameter importances once IMPORTANCE_MIN_TRIALS trials completed."""
+    multi-objective sweep; the parameter importances the workers stored (refresh_importance)."""
     records = trial_records(session, sweep, sorted(jobs, key=lambda j: j.trial_index or 0))
     multi = bool(sweep.config.get("objectives"))
     curves = {r.index: [None if math.isnan(v) else v for _, v in sorted(r.intermediate.items())] for r in records}
     values = {r.index: r.values for r in records} if multi else {}
-    complete = sum(1 for r in records if r.state == "complete")
-    pareto: list[int] | None = [] if multi else None
-    importance: dict[str, float] | None = None
-    if complete and (multi or complete >= IMPORTANCE_MIN_TRIALS):
-        from trainyard.sweeps.study import SweepStudy, importances
+    pareto: list[int] | None = None
+    if multi:
+        pareto = []
+        if any(r.state == "complete" for r in records):
+            from trainyard.sweeps.study import SweepStudy
 
-        study = SweepStudy(sweep.id, sweep.config, records, sweep.study_attrs)
-        if multi:
+            study = SweepStudy(sweep.id, sweep.config, records, sweep.study_attrs)
             pareto = sorted(t.number for t in study.study.best_trials)
-        if complete >= IMPORTANCE_MIN_TRIALS:
-            importance = importances(study)
-    return {"curves": curves, "values": values, "pareto_front": pareto, "importance": importance}
+    return {"curves": curves, "values": values, "pareto_front": pareto, "importance": sweep.importance}
