@@ -215,7 +215,10 @@ def after_trial(db: Database, send: Send, job_id: str, limits: SpecLimits) -> No
         sweep_id = s.execute(select(Job.sweep_id).where(Job.id == job_id)).scalar_one_or_none()
     if sweep_id is not None:
         top_up(db, send, sweep_id, limits)
-        refresh_importance(db, sweep_id)
+        try:
+            refresh_importance(db, sweep_id)
+        except Exception:  # importances are a read-out: never let them hold up the sweep
+            logger.warning("sweep %s: could not refresh its parameter importances", sweep_id, exc_info=True)
 
 
 def refresh_importance(db: Database, sweep_id: str) -> None:
