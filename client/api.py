@@ -218,6 +218,24 @@ class Trainyard:
         """A queued job ends at once; a running one stops at the next batch (poll or `wait` for it)."""
         return self._json("POST", f"/v1/jobs/{job_id}/cancel", ok=(202,))
 
+    # ---------------------------------------------------------------- sweeps
+    def submit_sweep(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Start a sweep (POST /v1/sweeps); returns it with its first trials queued."""
+        return self._json("POST", "/v1/sweeps", ok=(201,), json=body)
+
+    def sweep(self, sweep_id: str) -> dict[str, Any]:
+        """The sweep with its trials ranked, importances and (multi-objective) Pareto front."""
+        return self._json("GET", f"/v1/sweeps/{sweep_id}")
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/sweeps/{sweep_id}/cancel", ok=(202,))
+
+    def resume_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/sweeps/{sweep_id}/resume", ok=(202,))
+
+    def extend_sweep(self, sweep_id: str, max_trials: int) -> dict[str, Any]:
+        return self._json("PATCH", f"/v1/sweeps/{sweep_id}", json={"max_trials": max_trials})
+
     def delete(self, job_id: str) -> None:
         self.request("DELETE", f"/v1/jobs/{job_id}", ok=(204,)).close()
 

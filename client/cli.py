@@ -548,6 +548,145 @@ def card(ctx: click.Context, job_id: str) -> None:
     _print_json(_client(ctx).card(job_id))
 
 
+# ------------------------------------------------------------------ sweeps
+@main.group()
+def sweep() -> None:
+    """Start, follow, show, extend, resume and cancel sweeps."""
+
+
+def _sweep_text(sw: dict[str, Any]) -> str:
+    progress = sw["progress"]
+    counts = ", ".join(f"{n} {status}" for status, n in progress["by_status"].items() if n)
+    objective = " / ".join(f"{o['metric']} ({o['mode']})" for o in (sw.get("objectives") or [sw["objective"]]))
+    lines = [render.key_values([
+        ("sweep", f"{sw['id']} ({sw['status']})"), ("algorithm", sw["algorithm"]["type"]),
+        ("early stopping", (sw.get("early_stopping") or {}).get("type", "none")), ("objective", objective),
+        ("trials", f"{progress['submitted']} of {progress['max_trials']} submitted: {counts or 'none yet'}"),
+    ])]
+    trials = sw.get("trials") or []
+    if trials:
+        paths = list(sw["search"])
+        rows = [[t["rank"] or "-", t["trial"], t["status"], t["stop_reason"] or "-", t["epochs"],
+                 render.fmt(t["value"]), *(render.fmt(t["params"].get(p)) for p in paths)] for t in trials]
+        lines.append(render.table(rows, ["RANK", "TRIAL", "STATUS", "STOP", "EPOCHS", "VALUE", *paths]))
+    if sw.get("best"):
+        lines.append(f"best: trial {sw['best']['trial']} ({sw['best_job_id']}) {render.fmt(sw['best']['value'])}")
+    if sw.get("pareto_front") is not None:
+        lines.append(f"pareto front: trials {', '.join(map(str, sw['pareto_front'])) or '-'}")
+    if sw.get("importance"):
+        lines.append("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in sw["importance"].items()))
+    return "\n".join(lines)
+
+
+@sweep.command("submit")
+@click.argument("body", type=click.File("r"))
+@click.option("--wait", "wait_", is_flag=True, help="Follow the sweep until it ends (exit 1 unless it completes).")
+@click.option("--poll", type=float, default=2.0, show_default=True, help="Seconds between polls with --wait.")
+@json_option
+@click.pass_context
+def sweep_submit(ctx: click.Context, body: Any, wait_: bool, poll: float, as_json: bool) -> None:
+    """Start the sweep in BODY (a JSON file, or - for stdin), as POST /v1/sweeps takes it."""
+    try:
+        raw = json.load(body)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="BODY") from exc
+    sw = _client(ctx).submit_sweep(raw)
+    if not wait_:
+        if as_json:
+            _print_json(sw)
+        else:
+            click.echo(f"submitted {sw['id']} ({sw['status']})")
+        return
+    if not as_json:
+        click.echo(f"submitted {sw['id']}")
+    _follow_sweep(ctx, sw["id"], poll, as_json)
+
+
+def _follow_sweep(ctx: click.Context, sweep_id: str, poll: float, as_json: bool) -> None:
+    ty = _client(ctx)
+    seen: set[tuple[int, str]] = set()
+    while True:
+        sw = ty.sweep(sweep_id)
+        if not as_json:
+            for t in sorted(sw["trials"], key=lambda t: t["trial"]):
+                if (t["trial"], t["status"]) not in seen:
+                    seen.add((t["trial"], t["status"]))
+                    click.echo(f"trial {t['trial']} {t['status']}"
+                               + (f" ({t['stop_reason']}) {render.fmt(t['value'])} after {t['epochs']} epochs"
+                                  if t["status"] in FINAL_STATUSES else ""))
+        if sw["status"] != "running":
+            break
+        time.sleep(poll)
+    if as_json:
+        _print_json(sw)
+    else:
+        click.echo(_sweep_text(sw))
+    ctx.exit(0 if sw["status"] == "completed" else 1)
+
+
+@sweep.command("watch")
+@click.argument("sweep_id")
+@click.option("--poll", type=float, default=2.0, show_default=True, help="Seconds between polls.")
+@json_option
+@click.pass_context
+def sweep_watch(ctx: click.Context, sweep_id: str, poll: float, as_json: bool) -> None:
+    """Follow SWEEP_ID: a line per trial as it starts and ends, then the ranked table (exit 1 unless completed)."""
+    _follow_sweep(ctx, sweep_id, poll, as_json)
+
+
+@sweep.command("show")
+@click.argument("sweep_id")
+@json_option
+@click.pass_context
+def sweep_show(ctx: click.Context, sweep_id: str, as_json: bool) -> None:
+    """SWEEP_ID with its trials ranked, the best trial, importances and Pareto front."""
+    sw = _client(ctx).sweep(sweep_id)
+    if as_json:
+        _print_json(sw)
+    else:
+        click.echo(_sweep_text(sw))
+
+
+@sweep.command("cancel")
+@click.argument("sweep_id")
+@json_option
+@click.pass_context
+def sweep_cancel(ctx: click.Context, sweep_id: str, as_json: bool) -> None:
+    """Cancel SWEEP_ID: no more trials; queued ones end at once, running ones at their next batch."""
+    sw = _client(ctx).cancel_sweep(sweep_id)
+    if as_json:
+        _print_json(sw)
+    else:
+        click.echo(f"{sw['id']} {sw['status']}")
+
+
+@sweep.command("resume")
+@click.argument("sweep_id")
+@json_option
+@click.pass_context
+def sweep_resume(ctx: click.Context, sweep_id: str, as_json: bool) -> None:
+    """Continue the cancelled SWEEP_ID: new trials take the cancelled ones' places."""
+    sw = _client(ctx).resume_sweep(sweep_id)
+    if as_json:
+        _print_json(sw)
+    else:
+        click.echo(f"{sw['id']} {sw['status']}")
+
+
+@sweep.command("extend")
+@click.argument("sweep_id")
+@click.argument("max_trials", type=int)
+@json_option
+@click.pass_context
+def sweep_extend(ctx: click.Context, sweep_id: str, max_trials: int, as_json: bool) -> None:
+    """Raise SWEEP_ID's max_trials to MAX_TRIALS: it continues, finished or not."""
+    sw = _client(ctx).extend_sweep(sweep_id, max_trials)
+    if as_json:
+        _print_json(sw)
+    else:
+        click.echo(f"{sw['id']} {sw['status']}: {sw['max_trials']} trials")
+
+
 # ------------------------------------------------------------------ datasets
 @main.group()
 def datasets() -> None:

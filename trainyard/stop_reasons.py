@@ -14,8 +14,11 @@ class StopReason(StrEnum):
     COMPLETED = "completed"
     EARLY_STOPPING = "early_stopping"
     MAX_RUNTIME = "max_runtime"
-    # A sweep's trial doing worse than the median of the finished ones (trainyard/sweeps): it ends well.
+    # A sweep's trial doing worse than the median of the finished ones (before sweeps ran on Optuna; old
+    # jobs keep it): it ends well.
     SWEEP_EARLY_STOPPED = "sweep_early_stopped"
+    # A sweep's trial its Optuna pruner stopped (median, successive halving, Hyperband): it ends well.
+    SWEEP_PRUNED = "sweep_pruned"
     CANCELLED = "cancelled"
     # Stop now and resume later from the last backup (the worker is shutting down or lost the lease):
     # the run is not over, and no job ever ends with this reason.
@@ -47,6 +50,6 @@ class StopReason(StrEnum):
 
 
 _ENDS_WELL = frozenset({StopReason.COMPLETED, StopReason.EARLY_STOPPING, StopReason.MAX_RUNTIME,
-                        StopReason.SWEEP_EARLY_STOPPED})
+                        StopReason.SWEEP_EARLY_STOPPED, StopReason.SWEEP_PRUNED})
 _REQUESTABLE = frozenset({StopReason.CANCELLED, StopReason.MAX_RUNTIME, StopReason.INTERRUPTED,
-                          StopReason.SWEEP_EARLY_STOPPED})
+                          StopReason.SWEEP_EARLY_STOPPED, StopReason.SWEEP_PRUNED})

@@ -513,7 +513,8 @@ def builtin_resource(info: DatasetInfo) -> dict[str, Any]:
 TRIAL_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
-def trial_resource(position: int | None, job: Job) -> dict[str, Any]:
+def trial_resource(position: int | None, job: Job, results: dict[str, Any] | None = None) -> dict[str, Any]:
+    results = results or {}
     return {
         "rank": position,
         "trial": job.trial_index,
@@ -524,14 +525,21 @@ def trial_resource(position: int | None, job: Job) -> dict[str, Any]:
         "value": job.best_value,
         "best_epoch": job.best_epoch,
         "epochs": job.epoch,
+        "values": results.get("values", {}).get(job.trial_index),
+        "intermediate_values": results.get("curves", {}).get(job.trial_index, []),
         "links": {"job": url_for("jobs.get_job", job_id=job.id)},
     }
 
 
 def sweep_resource(sweep: Sweep, counts: dict[str, int], ranked: list[tuple[int | None, Job]] | None = None,
-                   best: Job | None = None) -> dict[str, Any]:
-    """A sweep; with `ranked`, its trials too (only `GET /v1/sweeps/{id}` lists them)."""
-    config = sweep.config
+                   best: Job | None = None, results: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A sweep; with `ranked` (and `results`, trainyard.sweeps.controller.results), its trials too (only
+    `GET /v1/sweeps/{id}` lists them)."""
+    config = dict(sweep.config)
+    # Sweeps accepted before algorithms existed drew a grid or random values from their seed.
+    config.setdefault("algorithm", {"type": "grid" if all(p["type"] == "grid" for p in config["search"].values())
+                                    else "random", "seed": config["seed"]})
+    config.setdefault("objectives", None)
     body: dict[str, Any] = {
         "id": sweep.id,
         "name": sweep.name,
@@ -544,12 +552,16 @@ def sweep_resource(sweep: Sweep, counts: dict[str, int], ranked: list[tuple[int 
                      "by_status": {status: counts.get(status, 0) for status in TRIAL_STATUSES}},
         "error": {"code": sweep.error_code, "message": sweep.error_message} if sweep.error_code else None,
         "links": {"self": url_for("sweeps.get_sweep", sweep_id=sweep.id),
-                  "cancel": url_for("sweeps.cancel_sweep", sweep_id=sweep.id)},
+                  "cancel": url_for("sweeps.cancel_sweep", sweep_id=sweep.id),
+                  "resume": url_for("sweeps.resume_sweep", sweep_id=sweep.id)},
     }
     if ranked is not None:
+        results = results or {}
         body["best_job_id"] = best.id if best else None
-        body["best"] = trial_resource(next(p for p, j in ranked if j is best), best) if best else None
-        body["trials"] = [trial_resource(position, job) for position, job in ranked]
+        body["best"] = trial_resource(next(p for p, j in ranked if j is best), best, results) if best else None
+        body["trials"] = [trial_resource(position, job, results) for position, job in ranked]
+        body["pareto_front"] = results.get("pareto_front")
+        body["importance"] = results.get("importance")
         if best is not None:
             body["links"]["best_checkpoint"] = url_for("checkpoints.download_best", job_id=best.id)
     return body

@@ -1,4 +1,4 @@
-"""Sweeps: submit a search over job specs, list them, read one with its trials ranked, cancel one."""
+"""Sweeps: submit a search over job specs, list them, read one with its trials ranked, cancel, resume or extend one."""
 from __future__ import annotations
 
 import logging
@@ -31,7 +31,8 @@ def _send(job_id: str) -> None:
 def _detail(session: Session, sweep: Sweep) -> dict[str, Any]:
     ranked = controller.ranked_trials(session, sweep)
     counts = controller.status_counts(session, [sweep.id])[sweep.id]
-    return sweep_resource(sweep, counts, ranked, controller.best_trial(ranked))
+    results = controller.results(session, sweep, [job for _, job in ranked])
+    return sweep_resource(sweep, counts, ranked, controller.best_trial(ranked), results)
 
 
 @bp.post("/v1/sweeps")
@@ -103,3 +104,39 @@ def cancel_sweep(sweep_id: str) -> tuple[Response, int]:
         controller.cancel(s, sweep)
         s.flush()
         return jsonify(_detail(s, sweep)), 202
+
+
+@bp.patch("/v1/sweeps/<sweep_id>")
+def extend_sweep(sweep_id: str) -> Response:
+    """A larger `max_trials`: a running sweep runs more trials, a finished one runs again."""
+    svc = services()
+    with svc.db.session() as s:
+        sweep = load_owned(s, Sweep, sweep_id, lock=True)  # another tenant's sweep is a 404 whatever the body
+        raw = json_body(svc.settings.max_json_bytes)
+        if not isinstance(raw, dict):
+            raise ValidationFailed.listing("The change is not valid", [{"field": "", "message": "Must be a JSON object."}])
+        errors = [{"field": k, "message": "Unknown field; only max_trials can change."} for k in raw if k != "max_trials"]
+        if sweep.status == "cancelled":
+            raise Conflict(f"Sweep {sweep_id} was cancelled; resume it (POST /v1/sweeps/{sweep_id}/resume) first.")
+        errors += controller.extension_errors(sweep, raw.get("max_trials"), svc.settings.max_sweep_trials)
+        if errors:
+            raise ValidationFailed.listing("The change is not valid", errors)
+        controller.extend(sweep, raw["max_trials"])
+    controller.top_up(svc.db, _send, sweep_id, svc.settings.spec_limits)
+    with svc.db.session() as s:
+        return jsonify(_detail(s, load_owned(s, Sweep, sweep_id)))
+
+
+@bp.post("/v1/sweeps/<sweep_id>/resume")
+def resume_sweep(sweep_id: str) -> tuple[Response, int]:
+    """A cancelled sweep continues: new trials take the place of its cancelled ones."""
+    svc = services()
+    with svc.db.session() as s:
+        sweep = load_owned(s, Sweep, sweep_id, lock=True)
+        if sweep.status != "cancelled":
+            raise Conflict(f"Sweep {sweep_id} is {sweep.status}; only a cancelled sweep resumes "
+                           "(PATCH max_trials extends a running or finished one).")
+        controller.resume(sweep)
+    controller.top_up(svc.db, _send, sweep_id, svc.settings.spec_limits)
+    with svc.db.session() as s:
+        return jsonify(_detail(s, load_owned(s, Sweep, sweep_id))), 202

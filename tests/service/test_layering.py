@@ -161,3 +161,11 @@ def test_tenant_scoped_lookups_go_through_load_owned() -> None:
     bad = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "service").rglob("*.py")
                  if path.name != "common.py" and "tenant_id != " in path.read_text())
     assert not bad, bad
+
+
+def test_what_the_api_uses_of_optuna_imports_no_scikit_learn() -> None:
+    # The API rebuilds sweeps' studies (Optuna) but leaves importances (optuna.importance imports
+    # scikit-learn) to the workers: trainyard/sweeps/controller.py refresh_importance.
+    modules = _modules_after("import service.api.sweeps, trainyard.sweeps.study", subprocess_env({}))
+    assert "optuna" in modules
+    assert not {m for m in modules if m.split(".")[0] in ("sklearn", "tensorflow", "keras")}

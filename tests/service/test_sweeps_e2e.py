@@ -74,9 +74,9 @@ def test_sweep_runs_to_completion_ranks_trials_and_stops_bad_ones_early(
     for good in (0, 1):
         assert by_trial[good]["status"] == "succeeded" and by_trial[good]["stop_reason"] == "completed"
         assert by_trial[good]["epochs"] == 4
-    for bad in (2, 3):  # stopped by the median rule after the grace epoch, keeping a usable checkpoint
+    for bad in (2, 3):  # pruned by the median pruner after the grace epoch, keeping a usable checkpoint
         assert by_trial[bad]["status"] == "succeeded", by_trial[bad]
-        assert by_trial[bad]["stop_reason"] == "sweep_early_stopped"
+        assert by_trial[bad]["stop_reason"] == "sweep_pruned"
         assert by_trial[bad]["epochs"] == 2
     assert {t["trial"] for t in trials[:2]} == {0, 1}
     assert sweep["best_job_id"] == trials[0]["job_id"] == sweep["best"]["job_id"]

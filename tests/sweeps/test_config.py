@@ -38,8 +38,10 @@ def test_the_issue_example_is_accepted_with_defaults_filled_and_a_valid_plan() -
     assert config.early_stopping == {"type": "median", "grace_epochs": 1, "min_trials": 2}
     assert 0 <= config.seed < 2**31  # drawn and kept, so the sweep can be run again exactly
     assert config.as_json()["search"]["model.layers[0].units"] == {"type": "grid", "values": [32, 64]}
-    assert len(config.plan) == 8
-    for index, values in enumerate(config.plan):
+    # Left out, the algorithm is today's: random draws (a grid only when every parameter is one).
+    assert config.algorithm == {"type": "random", "seed": config.seed}
+    for index, values in enumerate([{"optimizer.learning_rate": 1e-4, "model.layers[0].units": 32},
+                                    {"optimizer.learning_rate": 0.1, "model.layers[0].units": 64}]):
         spec = trial_spec(config.base, values, config.objective, config.name, index, datasets=None,
                           limits=SpecLimits())
         assert spec["model"]["layers"][0]["units"] == values["model.layers[0].units"]
@@ -105,7 +107,21 @@ def test_a_combination_that_fails_is_named_by_trial() -> None:
     ({"search": {"optimizer.momentum": {"type": "uniform", "low": 0, "high": 0.9}}},
      "search.optimizer.momentum", "optimizer has no field 'momentum'"),
     ({"parallelism": 0}, "parallelism", "from 1 to 64"),
-    ({"early_stopping": {"type": "hyperband"}}, "early_stopping.type", "median"),
+    ({"early_stopping": {"type": "halving"}}, "early_stopping.type", "median, asha, hyperband, none"),
+    ({"early_stopping": {"type": "asha", "reduction_factor": 1}}, "early_stopping.reduction_factor", "2"),
+    ({"early_stopping": {"type": "asha", "min_resource": "1"}}, "early_stopping.min_resource", "integer"),
+    ({"early_stopping": {"type": "hyperband", "min_resource": 3, "max_resource": 2}},
+     "early_stopping.max_resource", "at least min_resource (3)"),
+    ({"early_stopping": {"type": "asha", "grace_epochs": 1}}, "early_stopping.grace_epochs", "Unknown field"),
+    ({"algorithm": {"type": "bayes"}}, "algorithm.type", "grid, random, tpe, cmaes, qmc, nsga2"),
+    ({"algorithm": "tpe"}, "algorithm", "Must be an object with a type"),
+    ({"algorithm": {"type": "tpe", "n_startup_trials": -1}}, "algorithm.n_startup_trials", "0"),
+    ({"algorithm": {"type": "qmc", "qmc_type": "lattice"}}, "algorithm.qmc_type", "sobol"),
+    ({"algorithm": {"type": "grid"}}, "algorithm.type", "search.optimizer.learning_rate is log_uniform"),
+    ({"algorithm": {"type": "tpe", "seed": 4}}, "algorithm.seed", "Differs from seed (3)"),
+    ({"objectives": [{"metric": "val_loss"}], "objective": None}, "objectives", "2 or 3"),
+    ({"objectives": [{"metric": "val_loss"}, {"metric": "val_auc"}], "objective": None}, "objectives[1].metric", "never log val_auc"),
+    ({"objectives": [{"metric": "val_loss"}, {"metric": "val_loss"}], "objective": None}, "objectives[1].metric", "already"),
     ({"early_stopping": {"type": "median", "grace_epochs": -1}}, "early_stopping.grace_epochs", "from 0"),
     ({"seed": 2**31}, "seed", "from 0 to 2147483647"),
     ({"name": "a/b"}, "name", "letters, digits"),
@@ -113,8 +129,9 @@ def test_a_combination_that_fails_is_named_by_trial() -> None:
 ])
 def test_refused_requests(overrides: dict[str, Any], field: str, message: str) -> None:
     raw = body(**overrides)
-    if raw.get("max_trials", 1) is None:
-        raw.pop("max_trials")
+    for key in ("max_trials", "objective"):
+        if key in raw and raw[key] is None:
+            raw.pop(key)
     found = errors_of(raw)
     assert field in found and message in found[field], found
 
@@ -123,5 +140,29 @@ def test_a_grid_only_search_defaults_max_trials_to_the_grid() -> None:
     raw = body(search={"model.layers[0].units": {"type": "grid", "values": [8, 16, 32]}})
     raw.pop("max_trials")
     config = check(raw)
-    assert config.max_trials == 3
-    assert [t["model.layers[0].units"] for t in config.plan] == [8, 16, 32]
+    assert config.max_trials == 3 and config.algorithm == {"type": "grid", "seed": 3}
+
+
+def test_algorithms_and_pruners_get_optuna_defaults_filled() -> None:
+    config = check(body(algorithm={"type": "tpe"}, early_stopping={"type": "asha"}))
+    assert config.algorithm == {"type": "tpe", "seed": 3, "n_startup_trials": 10, "multivariate": False}
+    assert config.early_stopping == {"type": "asha", "min_resource": 1, "reduction_factor": 3,
+                                     "min_early_stopping_rate": 0, "bootstrap_count": 0}
+    config = check(body(algorithm={"type": "cmaes", "seed": 3}, early_stopping={"type": "hyperband"}))
+    assert config.algorithm == {"type": "cmaes", "seed": 3, "n_startup_trials": 1}
+    assert config.early_stopping == {"type": "hyperband", "min_resource": 1, "max_resource": 3,
+                                     "reduction_factor": 3, "bootstrap_count": 0}  # tiny_spec runs 3 epochs
+    assert check(body(early_stopping={"type": "none"})).early_stopping is None
+
+
+def test_objectives_make_a_multi_objective_sweep_with_nsga2() -> None:
+    raw = body(objectives=[{"metric": "val_loss"}, {"metric": "val_accuracy"}], early_stopping=None)
+    raw.pop("objective")
+    config = check(raw)
+    assert config.objectives == [{"metric": "val_loss", "mode": "min"}, {"metric": "val_accuracy", "mode": "max"}]
+    assert config.objective == config.objectives[0]  # each trial's checkpoint keeps the first objective's best
+    assert config.algorithm == {"type": "nsga2", "seed": 3, "population_size": 50}
+    found = errors_of({**raw, "early_stopping": {"type": "median"}, "algorithm": {"type": "cmaes"}})
+    assert "cmaes optimises one objective" in found["algorithm.type"]
+    assert "cannot stop trials early" in found["early_stopping"]
+    assert "not both" in errors_of({**raw, "objective": {"metric": "loss"}})["objective"]

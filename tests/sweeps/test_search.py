@@ -1,8 +1,5 @@
-"""Search paths, the five parameter types and the seeded plan (trainyard/sweeps/search.py)."""
+"""Search paths, the five parameter types and the grid (trainyard/sweeps/search.py); Optuna's samplers: test_study.py."""
 from __future__ import annotations
-
-import math
-import random
 
 import pytest
 
@@ -10,8 +7,8 @@ from trainyard.sweeps.search import (
     PathError,
     apply,
     get_at,
+    grid_plan,
     grid_size,
-    make_plan,
     overlaps,
     parse_param,
     parse_path,
@@ -82,52 +79,9 @@ def test_forbidden_and_overlapping_paths() -> None:
                       "message": "Overlaps search.optimizer; each field may be searched once."}]
 
 
-def test_grid_expands_to_the_cartesian_product_in_order() -> None:
+def test_grid_plan_is_the_cartesian_product_in_order() -> None:
     params = [param("optimizer.learning_rate", type="grid", values=[0.1, 0.01]),
               param("model.layers[0].units", type="grid", values=[8, 16, 32])]
     assert grid_size(params) == 6
-    plan = make_plan(params, 6, seed=0)
-    assert [(t["optimizer.learning_rate"], t["model.layers[0].units"]) for t in plan] == [
+    assert [(t["optimizer.learning_rate"], t["model.layers[0].units"]) for t in grid_plan(params)] == [
         (0.1, 8), (0.1, 16), (0.1, 32), (0.01, 8), (0.01, 16), (0.01, 32)]
-
-
-def test_grid_with_random_parameters_covers_the_grid_every_round() -> None:
-    params = [param("model.layers[0].units", type="grid", values=[8, 16]),
-              param("optimizer.learning_rate", type="log_uniform", low=1e-4, high=1e-1)]
-    plan = make_plan(params, 6, seed=5)
-    assert [t["model.layers[0].units"] for t in plan] == [8, 16, 8, 16, 8, 16]
-    assert len({t["optimizer.learning_rate"] for t in plan}) == 6
-
-
-def test_each_random_type_stays_in_its_range_and_has_its_type() -> None:
-    params = [param("optimizer.learning_rate", type="uniform", low=0.5, high=1.5),
-              param("model.layers[0].units", type="int_uniform", low=2, high=5),
-              param("model.layers[1].units", type="choice", values=[3, 4]),
-              param("training.seed", type="log_uniform", low=1e-5, high=1e-1)]
-    plan = make_plan(params, 400, seed=1)
-    uniform = [t["optimizer.learning_rate"] for t in plan]
-    ints = [t["model.layers[0].units"] for t in plan]
-    logs = [t["training.seed"] for t in plan]
-    assert all(0.5 <= v <= 1.5 for v in uniform) and max(uniform) - min(uniform) > 0.9
-    assert all(isinstance(v, int) for v in ints) and set(ints) == {2, 3, 4, 5}  # both ends included
-    assert {t["model.layers[1].units"] for t in plan} == {3, 4}
-    assert all(1e-5 <= v <= 1e-1 for v in logs)
-    # log-uniform: each decade gets about a quarter of the draws, not 90 % in the top one
-    decades = [sum(1 for v in logs if 10 ** -(k + 1) <= v < 10 ** -k) for k in range(1, 5)]
-    assert all(60 <= n <= 140 for n in decades), decades
-    assert all(float(f"{v:.6g}") == v for v in uniform + logs)  # 6 significant digits
-
-
-def test_the_same_seed_gives_the_same_plan_and_another_seed_another() -> None:
-    params = [param("optimizer.learning_rate", type="log_uniform", low=1e-4, high=1e-1),
-              param("model.layers[0].units", type="choice", values=[8, 16, 32, 64])]
-    assert make_plan(params, 10, seed=42) == make_plan(params, 10, seed=42)
-    assert make_plan(params, 10, seed=42) != make_plan(params, 10, seed=43)
-    # A longer plan starts like the shorter one: raising max_trials keeps the trials already run.
-    assert make_plan(params, 20, seed=42)[:10] == make_plan(params, 10, seed=42)
-    # Independent of Python's global random state.
-    random.seed(0)
-    first = make_plan(params, 3, seed=7)
-    random.seed(1)
-    assert make_plan(params, 3, seed=7) == first
-    assert not math.isnan(first[0]["optimizer.learning_rate"])

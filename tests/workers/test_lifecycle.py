@@ -186,11 +186,11 @@ def test_a_diagnosis_fails_with_the_code_of_the_finding_that_stopped_it(code: st
 def test_stop_reasons_keep_their_api_values() -> None:
     assert {r.value for r in StopReason} == {"completed", "early_stopping", "max_runtime", "sweep_early_stopped",
                                              "cancelled", "interrupted", "nan_loss", "no_gradients", "diagnosis",
-                                             "error"}
+                                             "error", "sweep_pruned"}
     # A job never ends "interrupted" (it is re-queued): every other reason is in the API's contract.
     spec = yaml.safe_load((ROOT / "openapi.yaml").read_text())
     documented = spec["components"]["schemas"]["Job"]["properties"]["stop_reason"]["oneOf"][1]["enum"]
     assert set(documented) == {r.value for r in StopReason} - {"interrupted"}
     assert {r for r in StopReason if r.requestable} == {"cancelled", "max_runtime", "interrupted",
-                                                        "sweep_early_stopped"}
+                                                        "sweep_early_stopped", "sweep_pruned"}
     assert StopReason.parse("completed") is StopReason.COMPLETED and StopReason.parse("nope") is None

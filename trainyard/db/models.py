@@ -133,6 +133,8 @@ class Job(Base):
     sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"))
     trial_index: Mapped[int | None] = mapped_column(Integer)
     trial_params: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # The Optuna trial's system attributes (trainyard/sweeps/study.py): what its sampler and pruner keep.
+    trial_attrs: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     # What trained the job's last attempt: versions, device, determinism, worker (workers/environment.py).
     environment: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     # A fork (trainyard/forks.py): the job it was made from, where its weights came from ("scratch",

@@ -23,9 +23,15 @@ class Sweep(Base):
     base: Mapped[dict[str, Any]] = mapped_column(JsonType)
     # search, objective, max_trials, parallelism, early_stopping and seed, with every default filled in.
     config: Mapped[dict[str, Any]] = mapped_column(JsonType)
-    # The values of every trial, drawn once from the seed when the sweep was accepted: [{path: value}].
+    # Sweeps accepted before Optuna chose the values (migration 0013): every trial's values, drawn up front
+    # ([{path: value}]); [] since, the values being asked for as trials are submitted.
     plan: Mapped[list[Any]] = mapped_column(JsonType)
-    # Trials created so far; the next trial is plan[trials_submitted]. Only changed under the row's lock.
+    # The Optuna study's system attributes (trainyard/sweeps/study.py); only changed under the row's lock.
+    study_attrs: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # Optuna's parameter importances {path: share}, refreshed by the worker whose trial ended (not the API:
+    # optuna.importance imports scikit-learn); null until enough trials completed.
+    importance: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # Trials created so far; the next one is trial number trials_submitted. Only changed under the row's lock.
     trials_submitted: Mapped[int] = mapped_column(Integer, default=0)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)

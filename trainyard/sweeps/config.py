@@ -5,8 +5,10 @@ fails for a reason its body already showed:
 - the base spec with the normal job-spec validator (errors under `base.`);
 - every search path against the normalised base, every grid/choice value and both bounds of every range
   on its own (errors under `search.<path>.values[i]`, `.low`, `.high`);
-- the objective against the keys the trials log (`objective.metric`);
-- the whole plan: every trial's spec is built and validated exactly as it will be submitted.
+- the objective against the keys the trials log (`objective.metric`, or `objectives[i].metric`);
+- `algorithm` and `early_stopping` (trainyard/sweeps/algorithms.py) and how they fit the search;
+- a grid search's every combination: each trial's spec is built and validated exactly as it will be
+  submitted. Other algorithms choose values as trials finish; every value and bound is checked on its own.
 """
 from __future__ import annotations
 
@@ -20,17 +22,18 @@ from trainyard.spec.checks import has_validation_data, resolve_dataset
 from trainyard.spec.errors import truncate_errors
 from trainyard.spec.fields import reusing_loads
 from trainyard.spec.hints import hint_budget, unknown_field_message
-from trainyard.sweeps.search import Param, apply, grid_size, has_random, make_plan, overlaps, parse_param
+from trainyard.sweeps.algorithms import ALGORITHMS, EARLY_STOPPING, MULTI_OBJECTIVE, SEED_MAX, load_typed
+from trainyard.sweeps.search import Param, apply, grid_plan, grid_size, has_random, overlaps, parse_param
 
 Errors = list[dict[str, str]]
 
-TOP_LEVEL = ("name", "base", "search", "objective", "max_trials", "parallelism", "early_stopping", "seed")
+TOP_LEVEL = ("name", "base", "search", "objective", "objectives", "max_trials", "parallelism", "algorithm",
+             "early_stopping", "seed")
 # Each trial gets its own name, and the sweep points every trial's checkpoint at the objective.
 NOT_SEARCHABLE = ("name", "version", "callbacks.checkpoint")
 MODES = ("auto", "min", "max")
 MAX_SEARCH_FIELDS = 20
 MAX_PARALLELISM = 64
-SEED_MAX = 2**31 - 1
 NAME_MAX = 100
 _NAME_RE = re.compile(r"^\w[\w .()\-]*\Z")
 # How many failing trials one response names before it stops looking.
@@ -58,7 +61,8 @@ class SweepConfig:
     parallelism: int
     early_stopping: dict[str, Any] | None
     seed: int
-    plan: list[dict[str, Any]]
+    algorithm: dict[str, Any]
+    objectives: list[dict[str, str]] | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The sweep's settings with every default filled: what is stored and shown."""
@@ -69,6 +73,8 @@ class SweepConfig:
             "parallelism": self.parallelism,
             "early_stopping": self.early_stopping,
             "seed": self.seed,
+            "algorithm": self.algorithm,
+            "objectives": self.objectives,
         }
 
 
@@ -95,41 +101,87 @@ def _int(raw: dict[str, Any], key: str, low: int, high: int, errors: Errors, def
     return value
 
 
-def _objective(raw: Any, base: dict[str, Any], datasets: DatasetLookup | None, errors: Errors) -> dict[str, str] | None:
+def _objective(raw: Any, base: dict[str, Any], datasets: DatasetLookup | None, errors: Errors,
+               field: str = "objective") -> dict[str, str] | None:
     if not isinstance(raw, dict) or not isinstance(raw.get("metric"), str):
-        errors.append({"field": "objective.metric" if isinstance(raw, dict) else "objective",
+        errors.append({"field": f"{field}.metric" if isinstance(raw, dict) else field,
                        "message": "Required: the objective is {\"metric\": <a logged key>, \"mode\": min|max|auto}."})
         return None
-    errors += [{"field": f"objective.{k}", "message": "Unknown field."} for k in raw if k not in ("metric", "mode")]
+    errors += [{"field": f"{field}.{k}", "message": "Unknown field."} for k in raw if k not in ("metric", "mode")]
     mode = raw.get("mode", "auto")
     if mode not in MODES:
-        errors.append({"field": "objective.mode", "message": f"Must be one of: {', '.join(MODES)}."})
+        errors.append({"field": f"{field}.mode", "message": f"Must be one of: {', '.join(MODES)}."})
         return None
     metric = raw["metric"]
     logged = ["loss", *base["metrics"]]
     if has_validation_data(base, resolve_dataset(base["dataset"]["id"], datasets)):
         logged += [f"val_{key}" for key in logged]
     if metric not in logged:
-        errors.append({"field": "objective.metric",
+        errors.append({"field": f"{field}.metric",
                        "message": f"The trials never log {metric}; allowed: {', '.join(logged)}."})
         return None
     return {"metric": metric, "mode": monitor_mode(metric) if mode == "auto" else mode}
 
 
-def _early_stopping(raw: Any, errors: Errors) -> dict[str, Any] | None:
+def _objectives(raw: dict[str, Any], base: dict[str, Any], datasets: DatasetLookup | None,
+                errors: Errors) -> tuple[dict[str, str] | None, list[dict[str, str]] | None]:
+    """`objective` (one) or `objectives` (two or three, a multi-objective sweep): (the first, the list or None)."""
+    if "objectives" not in raw:
+        return _objective(raw.get("objective"), base, datasets, errors), None
+    listed = raw["objectives"]
+    if "objective" in raw:
+        errors.append({"field": "objective", "message": "Give objective or objectives, not both."})
+        return None, None
+    if not isinstance(listed, list) or not 2 <= len(listed) <= 3:
+        errors.append({"field": "objectives", "message": "Must be a list of 2 or 3 objectives; "
+                                                         "for one, use objective."})
+        return None, None
+    found = [_objective(item, base, datasets, errors, f"objectives[{i}]") for i, item in enumerate(listed)]
+    if any(o is None for o in found):
+        return None, None
+    metrics = [o["metric"] for o in found if o]
+    for i, metric in enumerate(metrics):
+        if metric in metrics[:i]:
+            errors.append({"field": f"objectives[{i}].metric", "message": f"{metric} is already an objective."})
+    return found[0], found  # type: ignore[return-value]
+
+
+def _algorithm(raw: Any, params: list[Param], multi: bool, errors: Errors) -> dict[str, Any] | None:
+    """The algorithm with its defaults; left out, today's behaviour: a grid when every parameter is a grid,
+    random draws otherwise (NSGA-II for several objectives)."""
+    if raw is None:
+        kind = "nsga2" if multi else ("grid" if params and not has_random(params) else "random")
+        raw = {"type": kind}
+    algorithm = load_typed(raw, ALGORITHMS, "algorithm", errors)
+    if algorithm is None:
+        return None
+    kind = algorithm["type"]
+    if kind == "grid" and has_random(params):
+        other = next(p for p in params if p.type != "grid")
+        errors.append({"field": "algorithm.type", "message": f"A grid searches grid parameters only; "
+                                                             f"search.{other.path} is {other.type}."})
+    if multi and kind not in MULTI_OBJECTIVE:
+        errors.append({"field": "algorithm.type", "message": f"{kind} optimises one objective; with objectives use "
+                                                             f"one of: {', '.join(MULTI_OBJECTIVE)}."})
+    return algorithm
+
+
+def _early_stopping(raw: Any, base: dict[str, Any], multi: bool, errors: Errors) -> dict[str, Any] | None:
     if raw is None:
         return None
-    if not isinstance(raw, dict) or raw.get("type") != "median":
-        errors.append({"field": "early_stopping.type" if isinstance(raw, dict) else "early_stopping",
-                       "message": "Must be null or {\"type\": \"median\", \"grace_epochs\": n, \"min_trials\": n}."})
+    rule = load_typed(raw, EARLY_STOPPING, "early_stopping", errors)
+    if rule is None or rule["type"] == "none":
         return None
-    errors += [{"field": f"early_stopping.{k}", "message": "Unknown field."}
-               for k in raw if k not in ("type", "grace_epochs", "min_trials")]
-    nested: Errors = []
-    grace = _int(raw, "grace_epochs", 0, 100_000, nested, default=1)
-    min_trials = _int(raw, "min_trials", 1, 10_000, nested, default=2)
-    errors += [{**e, "field": f"early_stopping.{e['field']}"} for e in nested]
-    return {"type": "median", "grace_epochs": grace, "min_trials": min_trials}
+    if multi:
+        errors.append({"field": "early_stopping", "message": "Pruners judge one objective; a sweep with "
+                                                             "objectives cannot stop trials early."})
+    if rule["type"] == "hyperband":
+        if rule["max_resource"] is None:
+            rule["max_resource"] = base["training"]["epochs"]
+        if rule["max_resource"] < rule["min_resource"]:
+            errors.append({"field": "early_stopping.max_resource",
+                           "message": f"Must be at least min_resource ({rule['min_resource']})."})
+    return rule
 
 
 def _trial_errors(field: str, value: Any, exc: SpecError) -> dict[str, str]:
@@ -170,7 +222,7 @@ def _validate_sweep(raw: Any, *, datasets: DatasetLookup | None, limits: SpecLim
     if name is not None and (not isinstance(name, str) or len(name) > NAME_MAX or not _NAME_RE.match(name)):
         errors.append({"field": "name", "message": f"Must be 1 to {NAME_MAX} letters, digits, spaces and . _ - ( ), "
                                                    "starting with a letter or digit."})
-    objective = _objective(raw.get("objective"), base, datasets, errors)
+    objective, objectives = _objectives(raw, base, datasets, errors)
 
     search = raw.get("search")
     params: list[Param] = []
@@ -190,12 +242,14 @@ def _validate_sweep(raw: Any, *, datasets: DatasetLookup | None, limits: SpecLim
                                                          f"{MAX_SEARCH_VALUES} are allowed in all."})
 
     max_trials = _int(raw, "max_trials", 1, max_trials_limit, errors)
-    if params and len(params) == len(search or {}):
+    algorithm = _algorithm(raw.get("algorithm"), params, objectives is not None, errors) \
+        if params and len(params) == len(search or {}) else None
+    if algorithm is not None:
         size = grid_size(params)
         if size > max_trials_limit:
             errors.append({"field": "search", "message": f"The grid has {size} combinations; a sweep may run at "
                                                          f"most {max_trials_limit} trials."})
-        elif not has_random(params):
+        elif algorithm["type"] == "grid":
             if max_trials is None and "max_trials" not in raw:
                 max_trials = size
             elif max_trials is not None and max_trials != size:
@@ -209,11 +263,16 @@ def _validate_sweep(raw: Any, *, datasets: DatasetLookup | None, limits: SpecLim
     elif max_trials is None and "max_trials" not in raw:
         errors.append({"field": "max_trials", "message": "Required."})
     parallelism = _int(raw, "parallelism", 1, MAX_PARALLELISM, errors, default=1)
-    early_stopping = _early_stopping(raw.get("early_stopping"), errors)
+    early_stopping = _early_stopping(raw.get("early_stopping"), base, objectives is not None, errors)
     seed = _int(raw, "seed", 0, SEED_MAX, errors)
-    if errors or objective is None or max_trials is None or parallelism is None:
+    if algorithm is not None and algorithm.get("seed") is not None:
+        if seed is not None and seed != algorithm["seed"]:
+            errors.append({"field": "algorithm.seed", "message": f"Differs from seed ({seed}); give one of them."})
+        seed = algorithm["seed"]
+    if errors or objective is None or max_trials is None or parallelism is None or algorithm is None:
         raise SweepError(errors)
     seed = secrets.randbelow(SEED_MAX + 1) if seed is None else seed
+    algorithm["seed"] = seed
 
     def check(field: str, index: int, values: dict[str, Any], shown: Any) -> dict[str, str] | None:
         try:
@@ -230,7 +289,8 @@ def _validate_sweep(raw: Any, *, datasets: DatasetLookup | None, limits: SpecLim
                 errors.append(found)
     if errors:
         raise SweepError(errors)
-    plan = make_plan(params, max_trials, seed)
+    # A grid's trials are known now: each is checked exactly as it will be submitted.
+    plan = grid_plan(params) if algorithm["type"] == "grid" else []
     for index, values in enumerate(plan):
         found = check("search", index, values, values)
         if found:
@@ -240,4 +300,5 @@ def _validate_sweep(raw: Any, *, datasets: DatasetLookup | None, limits: SpecLim
     if errors:
         raise SweepError(errors)
     return SweepConfig(name=name, base=base, params=params, objective=objective, max_trials=max_trials,
-                       parallelism=parallelism, early_stopping=early_stopping, seed=seed, plan=plan)
+                       parallelism=parallelism, early_stopping=early_stopping, seed=seed, algorithm=algorithm,
+                       objectives=objectives)

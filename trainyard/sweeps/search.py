@@ -2,19 +2,15 @@
 
 Pure functions on plain JSON values; no database, no Flask. A path is dotted names with `[i]` list
 indices (`optimizer.learning_rate`, `model.layers[0].units`) and must name a field that exists in the
-normalised base spec. The plan is drawn once, from the seed, when the sweep is accepted:
-
-- `grid` parameters form a Cartesian product (in the order the search lists them); trial i takes
-  combination i mod (grid size), so the first trials cover the grid once.
-- `choice`, `uniform`, `log_uniform` and `int_uniform` are drawn independently for every trial from one
-  `random.Random(seed)`, trial after trial, parameter after parameter: the same seed gives the same plan.
+normalised base spec. Values are chosen by Optuna's samplers as trials are submitted (trainyard/sweeps/study.py):
+`grid` parameters form a Cartesian product (in the order the search lists them); `choice`, `uniform`,
+`log_uniform` and `int_uniform` are Optuna distributions (categorical, float, log float, int).
 """
 from __future__ import annotations
 
 import itertools
 import json
 import math
-import random
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +27,6 @@ MAX_INT = 2**53
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _PATH_RE = re.compile(rf"^{_NAME}(?:\[\d+\])*(?:\.{_NAME}(?:\[\d+\])*)*\Z")
 _STEP_RE = re.compile(rf"({_NAME})|\[(\d+)\]")
-# Drawn floats keep 6 significant digits: readable in listings, and far finer than any search needs.
-_DIGITS = 6
 
 Errors = list[dict[str, str]]
 Step = str | int
@@ -100,16 +94,12 @@ class Param:
             return [(f"values[{i}]", v) for i, v in enumerate(self.values)]
         return [("low", self.low), ("high", self.high)]
 
-    def draw(self, rng: random.Random) -> Any:
-        if self.type == "choice":
-            return self.values[rng.randrange(len(self.values))]
-        if self.type == "int_uniform":
-            return rng.randint(int(self.low), int(self.high))
-        if self.type == "uniform":
-            value = rng.uniform(self.low, self.high)
-        else:  # log_uniform
-            value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
-        return min(max(float(f"{value:.{_DIGITS}g}"), self.low), self.high)
+
+def param_from_json(path: str, raw: dict[str, Any]) -> Param:
+    """A parameter as `Param.as_json` stored it (already checked)."""
+    if raw["type"] in ("grid", "choice"):
+        return Param(path, parse_path(path), raw["type"], values=tuple(raw["values"]))
+    return Param(path, parse_path(path), raw["type"], low=raw["low"], high=raw["high"])
 
 
 def _is_number(value: Any) -> bool:
@@ -190,16 +180,11 @@ def has_random(params: list[Param]) -> bool:
     return any(p.type != "grid" for p in params)
 
 
-def make_plan(params: list[Param], max_trials: int, seed: int) -> list[dict[str, Any]]:
-    """The values of every trial, `{path: value}` in the search's order."""
+def grid_plan(params: list[Param]) -> list[dict[str, Any]]:
+    """Every combination of the grid parameters, `{path: value}`, in the search's order (the last varies
+    fastest). Used to check a grid sweep's trials up front; Optuna's GridSampler picks their order."""
     grid = [p for p in params if p.type == "grid"]
-    combos = list(itertools.product(*(p.values for p in grid))) or [()]
-    rng = random.Random(seed)
-    plan: list[dict[str, Any]] = []
-    for index in range(max_trials):
-        fixed = dict(zip((p.path for p in grid), combos[index % len(combos)]))
-        plan.append({p.path: fixed[p.path] if p.type == "grid" else p.draw(rng) for p in params})
-    return plan
+    return [dict(zip((p.path for p in grid), combo)) for combo in itertools.product(*(p.values for p in grid))]
 
 
 def apply(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:

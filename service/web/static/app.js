@@ -1,7 +1,7 @@
 // The Trainyard dashboard: a token form, the tenant's jobs, one job's live curves, diagnostics and
-// downloads, and several jobs compared (their spec diff over their curves overlaid). Every API call sends
-// the token as a bearer token; nothing else is stored.
-import { chartCard, color, forgetScaleChoices } from "./charts.js";
+// downloads, several jobs compared (their spec diff over their curves overlaid), and sweeps with their
+// trials. Every API call sends the token as a bearer token; nothing else is stored.
+import { chartCard, color, forgetScaleChoices, scatterChart } from "./charts.js";
 import { follow } from "./live.js";
 
 const TOKEN_KEY = "trainyard.token";
@@ -58,7 +58,7 @@ let stopFollowing = null;
 let refreshTimer = null;
 
 function show(view) {
-  for (const id of ["signin", "jobs-view", "job-view", "compare-view"]) $(id).hidden = id !== view;
+  for (const id of ["signin", "jobs-view", "job-view", "compare-view", "sweeps-view", "sweep-view"]) $(id).hidden = id !== view;
   $("sign-out").hidden = !token();
 }
 
@@ -92,6 +92,9 @@ function route() {
   if (match) return showJob(match[1]);
   const compared = hash.match(/^#\/compare\/([\w,-]+)$/);
   if (compared) return showCompare(compared[1].split(","));
+  const sweep = hash.match(/^#\/sweeps\/([\w:-]+)$/);
+  if (sweep) return showSweep(sweep[1]);
+  if (hash === "#/sweeps") return showSweeps();
   return showJobs();
 }
 
@@ -582,6 +585,117 @@ async function showCompare(ids) {
   } catch (err) {
     showError(err);
   }
+}
+
+// ------------------------------------------------------------------ sweeps
+
+async function showSweeps() {
+  show("sweeps-view");
+  try {
+    const { sweeps } = await api("/v1/sweeps?limit=100");
+    $("sweeps-body").replaceChildren(...sweeps.map((sw) => {
+      const row = document.createElement("tr");
+      row.dataset.sweep = sw.id;
+      const link = document.createElement("a");
+      link.href = `#/sweeps/${sw.id}`;
+      link.textContent = sw.name || sw.id;
+      const name = document.createElement("td");
+      name.appendChild(link);
+      row.append(name, text("td", sw.status, `status ${sw.status}`), text("td", sw.algorithm.type),
+        text("td", `${sw.progress.submitted} / ${sw.progress.max_trials}`), text("td", when(sw.created_at)));
+      return row;
+    }));
+    $("sweeps-empty").hidden = sweeps.length > 0;
+  } catch (err) {
+    showError(err);
+  }
+}
+
+// The best value after each trial, in submission order; trials without a value keep the best so far.
+export function bestSoFar(trials, mode) {
+  let best = null;
+  return trials.map((t) => {
+    if (t.value !== null && Number.isFinite(t.value)
+        && (best === null || (mode === "min" ? t.value < best : t.value > best))) best = t.value;
+    return [t.trial, best];
+  });
+}
+
+function renderSweep(sw) {
+  $("sweep-title").textContent = sw.name || sw.id;
+  $("sweep-status").textContent = sw.status;
+  $("sweep-status").className = `status ${sw.status}`;
+  const objective = sw.objective;
+  const facts = [
+    ["Id", sw.id], ["Algorithm", sw.algorithm.type], ["Early stopping", sw.early_stopping ? sw.early_stopping.type : "none"],
+    ["Objective", (sw.objectives || [objective]).map((o) => `${o.metric} (${o.mode})`).join(", ")],
+    ["Trials", `${sw.progress.submitted} of ${sw.progress.max_trials} submitted`],
+    ["Best", sw.best ? `trial ${sw.best.trial}: ${num(sw.best.value)}` : "-"],
+  ];
+  if (sw.pareto_front) facts.push(["Pareto front", sw.pareto_front.length ? `trials ${sw.pareto_front.join(", ")}` : "-"]);
+  if (sw.importance) {
+    facts.push(["Importance", Object.entries(sw.importance).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ")]);
+  }
+  $("sweep-facts").replaceChildren(...facts.flatMap(([label, value]) => fact(label, value)));
+
+  const trials = [...sw.trials].sort((a, b) => a.trial - b.trial);
+  const options = { xLabel: "trial", empty: sw.status === "running" ? "no trial has a value yet" : "no values" };
+  const cards = [
+    chartCard("chart-sweep-objective", `${objective.metric} per trial`,
+      [{ name: objective.metric, points: trials.map((t) => [t.trial, t.value]) }], options),
+    chartCard("chart-sweep-best", `Best ${objective.metric} so far`,
+      [{ name: "best so far", points: bestSoFar(trials, objective.mode) }], options),
+  ];
+  for (const [path, param] of Object.entries(sw.search)) {
+    const values = trials.map((t) => [t.params[path], t.value, t.trial]);
+    if (!values.every(([x]) => typeof x === "number")) continue; // objects and strings have no axis
+    const card = document.createElement("figure");
+    card.className = "card chart-card";
+    card.id = `chart-sweep-param-${path.replace(/[^\w]/g, "_")}`;
+    card.dataset.param = path;
+    const caption = document.createElement("figcaption");
+    caption.appendChild(text("span", `${path} vs ${objective.metric}`, "title"));
+    card.append(caption, scatterChart(values, { xLabel: path, yLabel: objective.metric,
+      logX: param.type === "log_uniform", empty: options.empty }));
+    cards.push(card);
+  }
+  $("sweep-charts").replaceChildren(...cards);
+
+  const paths = Object.keys(sw.search);
+  const head = document.createElement("tr");
+  head.append(...["Rank", "Trial", "Status", "Stop reason", "Epochs", objective.metric, ...paths].map((h) => text("th", h)));
+  $("sweep-trials-head").replaceChildren(head);
+  $("sweep-trials").replaceChildren(...sw.trials.map((t) => {
+    const row = document.createElement("tr");
+    row.dataset.trial = String(t.trial);
+    const link = document.createElement("a");
+    link.href = `#/jobs/${t.job_id}`;
+    link.textContent = String(t.trial);
+    const cell = document.createElement("td");
+    cell.appendChild(link);
+    row.append(text("td", t.rank ?? "-"), cell, text("td", t.status, `status ${t.status}`),
+      text("td", t.stop_reason || "-"), text("td", String(t.epochs)), text("td", num(t.value)),
+      ...paths.map((p) => text("td", typeof t.params[p] === "object" ? JSON.stringify(t.params[p]) : String(t.params[p]))));
+    return row;
+  }));
+  const view = $("sweep-view");
+  view.dataset.status = sw.status;
+  view.dataset.trials = String(sw.trials.length);
+}
+
+function showSweep(sweepId) {
+  show("sweep-view");
+  forgetScaleChoices();
+  $("sweep-title").textContent = sweepId;
+  $("sweep-facts").replaceChildren();
+  $("sweep-charts").replaceChildren();
+  $("sweep-trials").replaceChildren();
+  const load = () => api(`/v1/sweeps/${sweepId}`).then((sw) => {
+    renderSweep(sw);
+    if (sw.status !== "running") { clearInterval(refreshTimer); refreshTimer = null; }
+  }, (err) => { clearInterval(refreshTimer); refreshTimer = null; showError(err); });
+  refreshTimer = setInterval(load, 2000); // a sweep has no event stream: poll while it runs
+  load();
 }
 
 // ------------------------------------------------------------------ wiring

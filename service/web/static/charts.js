@@ -105,8 +105,8 @@ function domain(values, log) {
 // options: {log, yLabel, empty (the text when nothing can be drawn), best ({monitor, epoch} or null),
 //           onHover (called with the epoch under the pointer, or null when it leaves), hover (the epoch to
 //           show the cursor at from the start)}
-export function lineChart(series, { log = false, yLabel = "", empty = "no data yet", best = null, onHover = null,
-  hover = null } = {}) {
+export function lineChart(series, { log = false, yLabel = "", xLabel = "epoch", empty = "no data yet", best = null,
+  onHover = null, hover = null } = {}) {
   const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "data-scale": log ? "log" : "linear" });
   const usable = (v) => v !== null && Number.isFinite(v) && (!log || v > 0);
   const xs = [...new Set(series.flatMap((s) => s.points.map((p) => p[0])))].sort((a, b) => a - b);
@@ -130,7 +130,7 @@ export function lineChart(series, { log = false, yLabel = "", empty = "no data y
     el("text", { x: px(x), y: H - M.bottom + 16, "text-anchor": "middle" }, axes).textContent = x;
   }
   el("text", { x: (M.left + W - M.right) / 2, y: H - 4, "text-anchor": "middle", class: "label" }, axes)
-    .textContent = "epoch";
+    .textContent = xLabel;
   // A grid line at every tick; labels where they do not crowd each other, powers of ten first.
   const ticks = (log ? logTicks(y0, y1) : linearTicks(y0, y1))
     .filter((t) => py(t) >= M.top - 1 && py(t) <= H - M.bottom + 1);
@@ -259,7 +259,7 @@ export function chartCard(id, title, series, options = {}) {
     if (epoch === null) hoveredEpoch.delete(id); else hoveredEpoch.set(id, epoch);
     const at = epoch ?? last;
     card.dataset.epoch = epoch === null ? "" : String(epoch);
-    epochLabel.textContent = at === null ? "" : `epoch ${at}`;
+    epochLabel.textContent = at === null ? "" : `${options.xLabel || "epoch"} ${at}`;
     readouts.forEach((node, i) => {
       const v = at === null ? undefined : values[i].get(at);
       node.textContent = v === undefined ? "" : formatValue(v);
@@ -280,4 +280,52 @@ export function chartCard(id, title, series, options = {}) {
   draw();
   card.appendChild(legend);
   return card;
+}
+
+// A scatter plot of one parameter against the objective (a sweep's trials): x linear or log (a parameter
+// searched log-uniformly), y linear. points: [[x, y, label], ...]; one circle per point with data-x, data-y
+// and data-trial, no line. Non-finite points are left out.
+export function scatterChart(points, { xLabel = "", yLabel = "", logX = false, empty = "no data yet" } = {}) {
+  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart scatter", role: "img",
+    "data-scale": logX ? "log" : "linear" });
+  const usable = points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!logX || x > 0));
+  if (!usable.length) {
+    el("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty" }, svg).textContent = empty;
+    return svg;
+  }
+  const [x0, x1] = domain(usable.map((p) => p[0]), logX);
+  const [y0, y1] = domain(usable.map((p) => p[1]), false);
+  const px = (x) => M.left + (((logX ? Math.log10(x) : x) - x0) / (x1 - x0)) * (W - M.left - M.right);
+  const py = (y) => H - M.bottom - ((y - y0) / (y1 - y0)) * (H - M.top - M.bottom);
+  const axes = el("g", { class: "axes" }, svg);
+  el("line", { x1: M.left, y1: H - M.bottom, x2: W - M.right, y2: H - M.bottom }, axes);
+  el("line", { x1: M.left, y1: M.top, x2: M.left, y2: H - M.bottom }, axes);
+  const xTicks = (logX ? logTicks(x0, x1) : linearTicks(x0, x1))
+    .filter((t) => px(t) >= M.left - 1 && px(t) <= W - M.right + 1);
+  let lastX = -Infinity;
+  for (const t of xTicks) {
+    if (px(t) - lastX < 40) continue;
+    lastX = px(t);
+    el("line", { x1: px(t), y1: H - M.bottom, x2: px(t), y2: H - M.bottom + 4 }, axes);
+    el("text", { x: px(t), y: H - M.bottom + 16, "text-anchor": "middle" }, axes)
+      .textContent = logX ? logLabel(t) : format(t);
+  }
+  el("text", { x: (M.left + W - M.right) / 2, y: H - 4, "text-anchor": "middle", class: "label" }, axes)
+    .textContent = xLabel;
+  for (const t of linearTicks(y0, y1).filter((t) => py(t) >= M.top - 1 && py(t) <= H - M.bottom + 1)) {
+    el("line", { x1: M.left, y1: py(t), x2: W - M.right, y2: py(t), class: "grid" }, axes);
+    el("text", { x: M.left - 6, y: py(t) + 4, "text-anchor": "end", class: "ytick" }, axes).textContent = format(t);
+  }
+  if (yLabel) {
+    el("text", { x: 12, y: (M.top + H - M.bottom) / 2, "text-anchor": "middle", class: "label",
+      transform: `rotate(-90 12 ${(M.top + H - M.bottom) / 2})` }, axes).textContent = yLabel;
+  }
+  const g = el("g", { class: "series", stroke: color(0), fill: color(0) }, svg);
+  for (const [x, y, label] of usable) {
+    const c = el("circle", { cx: px(x).toFixed(1), cy: py(y).toFixed(1), r: 4, "data-x": x, "data-y": y,
+      "data-trial": label }, g);
+    el("title", {}, c).textContent = `trial ${label}: ${format(x)} -> ${format(y)}`;
+  }
+  g.setAttribute("data-points", usable.length);
+  return svg;
 }
