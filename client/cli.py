@@ -119,20 +119,27 @@ def main(ctx: click.Context, url: str, token: str | None, timeout: float) -> Non
 @click.pass_context
 def submit(ctx: click.Context, spec: Any, wait_: bool, poll: float, as_json: bool) -> None:
     """Submit the job spec in SPEC (a JSON file, or - for stdin)."""
+    job = _client(ctx).submit(_read_json(spec, "SPEC"))
+    _announce(job, wait_, as_json)
+    if wait_:
+        _follow(ctx, job, poll, as_json)
+
+
+def _read_json(file: Any, hint: str) -> Any:
     try:
-        body = json.load(spec)
+        return json.load(file)
     except ValueError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="SPEC") from exc
-    job = _client(ctx).submit(body)
-    if not wait_:
-        if as_json:
-            _print_json(job)
-        else:
-            click.echo(f"submitted {job['id']} ({job['status']})")
-        return
-    if not as_json:
-        click.echo(f"submitted {job['id']}")
-    _follow(ctx, job, poll, as_json)
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=hint) from exc
+
+
+def _announce(created: dict[str, Any], wait_: bool, as_json: bool) -> None:
+    """What `submit` says of the job or sweep it created: the JSON (unless following it, which prints it at
+    the end), or its id."""
+    if as_json:
+        if not wait_:
+            _print_json(created)
+    else:
+        click.echo(f"submitted {created['id']}" + ("" if wait_ else f" ({created['status']})"))
 
 
 ALL_FINDINGS = "*"
@@ -586,20 +593,10 @@ def _sweep_text(sw: dict[str, Any]) -> str:
 @click.pass_context
 def sweep_submit(ctx: click.Context, body: Any, wait_: bool, poll: float, as_json: bool) -> None:
     """Start the sweep in BODY (a JSON file, or - for stdin), as POST /v1/sweeps takes it."""
-    try:
-        raw = json.load(body)
-    except ValueError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="BODY") from exc
-    sw = _client(ctx).submit_sweep(raw)
-    if not wait_:
-        if as_json:
-            _print_json(sw)
-        else:
-            click.echo(f"submitted {sw['id']} ({sw['status']})")
-        return
-    if not as_json:
-        click.echo(f"submitted {sw['id']}")
-    _follow_sweep(ctx, sw["id"], poll, as_json)
+    sw = _client(ctx).submit_sweep(_read_json(body, "BODY"))
+    _announce(sw, wait_, as_json)
+    if wait_:
+        _follow_sweep(ctx, sw["id"], poll, as_json)
 
 
 def _follow_sweep(ctx: click.Context, sweep_id: str, poll: float, as_json: bool) -> None:

@@ -61,12 +61,11 @@ def test_active_job_quota_is_429_with_retry_after(quota_client: Any, make_token:
     assert _submit(quota_client, headers, **{"Idempotency-Key": "q-2"}).headers.get("Idempotent-Replayed") == "true"
 
 
-def test_concurrent_submissions_cannot_overshoot_the_quota(settings: Any, make_token: Any) -> None:
-    app = _app(settings, max_active_jobs_per_tenant=2)
-    headers = {"Authorization": f"Bearer {make_token('quota-race')}"}
+def _submit_at_once(app: Any, headers: dict[str, str], n: int) -> tuple[list[int], list[str]]:
+    """`n` submissions released together by a barrier: their statuses and the ids of the accepted jobs."""
     statuses: list[int] = []
     created: list[str] = []
-    barrier = threading.Barrier(6)
+    barrier = threading.Barrier(n)
 
     def submit() -> None:
         client = app.test_client()
@@ -76,11 +75,18 @@ def test_concurrent_submissions_cannot_overshoot_the_quota(settings: Any, make_t
         if resp.status_code == 201:
             created.append(resp.get_json()["id"])
 
-    threads = [threading.Thread(target=submit) for _ in range(6)]
+    threads = [threading.Thread(target=submit) for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(120)
+    return statuses, created
+
+
+def test_concurrent_submissions_cannot_overshoot_the_quota(settings: Any, make_token: Any) -> None:
+    app = _app(settings, max_active_jobs_per_tenant=2)
+    headers = {"Authorization": f"Bearer {make_token('quota-race')}"}
+    statuses, created = _submit_at_once(app, headers, 6)
     client = app.test_client()
     for job_id in created:
         client.post(f"/v1/jobs/{job_id}/cancel", headers=headers)
@@ -96,23 +102,7 @@ def test_concurrent_submissions_on_the_fast_path_stop_exactly_at_the_quota(setti
     assert limit >= 2 * QUOTA_SLOTS
     app = _app(settings, max_active_jobs_per_tenant=limit, rate_limit_submit="off")
     headers = {"Authorization": f"Bearer {make_token('quota-fast-race')}"}
-    statuses: list[int] = []
-    created: list[str] = []
-    barrier = threading.Barrier(30)
-
-    def submit() -> None:
-        client = app.test_client()
-        barrier.wait()
-        resp = client.post("/v1/jobs", json=tiny_spec(training=LONG), headers=headers)
-        statuses.append(resp.status_code)
-        if resp.status_code == 201:
-            created.append(resp.get_json()["id"])
-
-    threads = [threading.Thread(target=submit) for _ in range(30)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    statuses, created = _submit_at_once(app, headers, 30)
     client = app.test_client()
     active = [j for j in client.get("/v1/jobs?limit=200", headers=headers).get_json()["jobs"]
               if j["status"] in ("queued", "running")]

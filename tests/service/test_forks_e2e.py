@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_until
-from tests.service.test_openapi import FINAL, Api, load_openapi
+from tests.service.test_openapi import Api, load_openapi
 from trainyard.store import initial_weights_key
 
 DIGITS_SGD_1E_10 = {
@@ -32,12 +31,6 @@ def api(client: Any, auth: dict[str, str]) -> Api:
     return Api(client, load_openapi(), auth)
 
 
-def _wait(api: Api, job_id: str, timeout: float = 300) -> dict[str, Any]:
-    wait_until(lambda: api("GET", f"/v1/jobs/{job_id}", 200).get_json()["status"] in FINAL, timeout, 0.5,
-               f"job {job_id} to end")
-    return api("GET", f"/v1/jobs/{job_id}", 200).get_json()
-
-
 def _finding(api: Api, job_id: str, finding_id: str) -> dict[str, Any]:
     findings = api("GET", f"/v1/jobs/{job_id}/diagnostics", 200).get_json()["findings"]
     return next(f for f in findings if f["id"] == finding_id)
@@ -46,14 +39,14 @@ def _finding(api: Api, job_id: str, finding_id: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def parent(api: Api, worker: Any) -> dict[str, Any]:
     job = api("POST", "/v1/jobs", 201, json_body=DIGITS_SGD_1E_10).get_json()
-    return _wait(api, job["id"])
+    return api.ended_job(job["id"])
 
 
 @pytest.fixture(scope="module")
 def child(api: Api, parent: dict[str, Any]) -> dict[str, Any]:
     created = api("POST", f"/v1/jobs/{parent['id']}/fork", 201, json_body={"apply_findings": ["lr_too_small:-"]})
     return {"created": created.get_json(), "location": created.headers["Location"],
-            "ended": _wait(api, created.get_json()["id"])}
+            "ended": api.ended_job(created.get_json()["id"])}
 
 
 def test_the_tiny_learning_rate_job_stops_by_diagnosis(api: Api, parent: dict[str, Any]) -> None:
@@ -88,7 +81,7 @@ def test_a_fork_from_the_best_checkpoint_starts_from_its_weights(api: Api, app: 
     body = {"apply_findings": ["lr_too_small:-"], "patch": {"training": {"epochs": 2}}, "from": "best"}
     created = api("POST", f"/v1/jobs/{parent['id']}/fork", 201, json_body=body).get_json()
     assert created["parent"]["from"] == "best" and created["parent"]["epoch"] == parent["best"]["epoch"]
-    ended = _wait(api, created["id"])
+    ended = api.ended_job(created["id"])
     assert ended["status"] == "succeeded" and ended["progress"]["epoch"] == 2, ended
     assert api("GET", f"/v1/jobs/{parent['id']}", 200).get_json()["children"] == [child["created"]["id"],
                                                                                    created["id"]]

@@ -117,6 +117,12 @@ class Api:
             assert resp.mimetype == "application/problem+json"
         return resp
 
+    def ended_job(self, job_id: str, timeout: float = 300) -> dict[str, Any]:
+        """The job once it has ended (each poll validated like any call)."""
+        wait_until(lambda: self("GET", f"/v1/jobs/{job_id}", 200).get_json()["status"] in FINAL, timeout, 0.5,
+                   f"job {job_id} to end")
+        return self("GET", f"/v1/jobs/{job_id}", 200).get_json()
+
 
 @pytest.fixture()
 def api(client: Any, openapi: OpenAPI, auth: dict[str, str]) -> Api:

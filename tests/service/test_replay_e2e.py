@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import tiny_spec, wait_until
-from tests.service.test_openapi import FINAL, Api, load_openapi
+from tests.conftest import tiny_spec
+from tests.service.test_openapi import Api, load_openapi
 
 # Dropout and a shuffled validation split: randomness a seed must pin down for the runs to agree.
 SPEC = tiny_spec(name="replayed", dataset={"id": "builtin:iris", "validation_split": 0.2, "normalize": "standardize"},
@@ -28,18 +28,12 @@ def api(client: Any, auth: dict[str, str]) -> Api:
     return Api(client, load_openapi(), auth)
 
 
-def _wait(api: Api, job_id: str, timeout: float = 300) -> dict[str, Any]:
-    wait_until(lambda: api("GET", f"/v1/jobs/{job_id}", 200).get_json()["status"] in FINAL, timeout, 0.5,
-               f"job {job_id} to end")
-    return api("GET", f"/v1/jobs/{job_id}", 200).get_json()
-
-
 @pytest.fixture(scope="module")
 def runs(api: Api, worker: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    original = _wait(api, api("POST", "/v1/jobs", 201, json_body=SPEC).get_json()["id"])
+    original = api.ended_job(api("POST", "/v1/jobs", 201, json_body=SPEC).get_json()["id"])
     replay = api("POST", f"/v1/jobs/{original['id']}/replay", 201).get_json()
     assert replay["replay_of"] == original["id"] and replay["reproduction"] is None
-    return original, _wait(api, replay["id"])
+    return original, api.ended_job(replay["id"])
 
 
 def _metrics(api: Api, job_id: str) -> list[dict[str, Any]]:
