@@ -80,6 +80,17 @@ def test_random_types_stay_in_range_and_the_same_seed_gives_the_same_trials() ->
     assert run(config(search, {"type": "random"}, seed=2), 10) != trials[:10]
 
 
+def test_sweeps_with_neighbouring_seeds_share_no_draws() -> None:
+    # Each ask's sampler is seeded from (seed, trial number); seed + number made trial n + 1 of seed s the
+    # same draw as trial n of seed s + 1, so sweeps seeded 1, 2, 3 were shifted copies of each other.
+    for algorithm in ({"type": "random"}, {"type": "tpe", "n_startup_trials": 10, "multivariate": False},
+                      {"type": "cmaes", "n_startup_trials": 1},
+                      {"type": "nsga2", "population_size": 50}):
+        draws = [{canonical(t) for t in run(config({"optimizer.learning_rate": LR, "training.seed": LR},
+                                                   algorithm, seed=seed), 6)} for seed in (1, 2, 3)]
+        assert not (draws[0] & draws[1]) and not (draws[1] & draws[2]), algorithm["type"]
+
+
 def test_every_algorithm_asks_valid_trials_and_keeps_its_state_across_rebuilds() -> None:
     search = {"optimizer.learning_rate": LR, "model.layers[0].units": {"type": "int_uniform", "low": 4, "high": 64}}
 

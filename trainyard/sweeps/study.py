@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import InMemoryStorage
@@ -38,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 # Drawn floats keep 6 significant digits: readable in listings, and far finer than any search needs.
 _DIGITS = 6
-SEED_MOD = 2**32
 
 
 @dataclass
@@ -123,12 +123,13 @@ def make_sampler(config: dict[str, Any], params: list[Param], n: int) -> optuna.
 
 def _make_sampler(config: dict[str, Any], params: list[Param], n: int) -> optuna.samplers.BaseSampler:
     """The sampler for the sweep's next ask, when `n` trials exist. Samplers are rebuilt for every ask, so
-    the seed moves with `n` (a fixed seed would draw the same point again). The grid (shuffled once by the
-    seed; trial n takes point n) and QMC's sequence (its counter lives in the study's attributes) need the
-    same seed every time."""
+    the seed moves with `n` (a fixed seed would draw the same point again): it is mixed from (seed, n), so
+    neighbouring seeds are unrelated streams (`seed + n` made seed s + 1 a copy of seed s shifted by one
+    trial). The grid (shuffled once by the seed; trial n takes point n) and QMC's sequence (its counter
+    lives in the study's attributes) need the same seed every time."""
     algorithm = config["algorithm"]
     kind, seed = algorithm["type"], int(config["seed"])
-    step_seed = (seed + n) % SEED_MOD
+    step_seed = int(np.random.SeedSequence([seed, n]).generate_state(1)[0])  # < 2**32, as numpy needs
     if kind == "grid":
         return optuna.samplers.GridSampler({p.path: list(range(len(p.values))) for p in params}, seed=seed)
     if kind == "random":
