@@ -187,7 +187,7 @@ def test_a_replay_cancelled_before_it_ran_carries_a_reproduction_that_is_not_ide
     # The lifecycle's end transaction wrote it: the runs part at epoch 1, whether or not an epoch ran.
     reproduction = cancelled["reproduction"]
     assert (reproduction["identical"], reproduction["first_divergent_epoch"]) == (False, 1)
-    if not cancelled["progress"]["epoch"]:
+    if cancelled["environment"] is None:  # no worker started it
         assert reproduction == {"identical": False, "first_divergent_epoch": 1, "max_abs_diff": {},
                                 "environment_diff": {path: [value, None] for path, value in _leaves(ENV).items()}}
     with app.extensions["trainyard"].db.session() as s:

@@ -22,6 +22,8 @@ USES = {
     # Keras' model.export(format="onnx") imports both in workers/trainer/export.py's ONNX export.
     "tf2onnx": "run workers/trainer/export.py", "onnx": "run workers/trainer/export.py",
     "onnxruntime": "import onnxruntime",
+    # Sweeps' samplers and pruners; Optuna's CmaEsSampler imports cmaes when a sweep asks for "cmaes".
+    "optuna": "import optuna", "cmaes": "run trainyard/sweeps/study.py",
     "pytest": "import pytest", "openapi-core": "import openapi_core",
     "openapi-spec-validator": "import openapi_spec_validator", "schemathesis": "import schemathesis",
     "tensorboard": "import tensorboard", "playwright": "import playwright",
