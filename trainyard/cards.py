@@ -9,7 +9,6 @@ is therefore the card as it was when the export was made: its timings stop befor
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import select
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session
 from trainyard.db.models import Dataset, Finding, Job
 from trainyard.forks import finding_key
 from trainyard.spec import BUILTIN_DATASETS
+from trainyard.timestamps import iso
 
 #: Bumped when a field changes meaning or goes away (new fields keep it).
 CARD_VERSION = 1
@@ -32,14 +32,6 @@ def normalized_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if "resources" in spec and "labels" in spec:
         return spec
     return {**spec, "resources": spec.get("resources", {"gpus": None}), "labels": spec.get("labels", {})}
-
-
-def _iso(dt: datetime | None) -> str | None:
-    if dt is None:
-        return None
-    if dt.tzinfo is None:  # SQLite hands back naive datetimes; they were written as UTC
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def timings(job: Any, phases: dict[str, float] | None = None) -> dict[str, float] | None:
@@ -104,8 +96,8 @@ def model_card(session: Session, job: Job, facts: dict[str, Any] | None = None) 
     input_shape = (job.spec.get("model") or {}).get("input_shape") or dataset["input_shape"]
     return {
         "card_version": CARD_VERSION,
-        "job": {"id": job.id, "name": job.name, "labels": job.labels or {}, "created_at": _iso(job.created_at),
-                "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at)},
+        "job": {"id": job.id, "name": job.name, "labels": job.labels or {}, "created_at": iso(job.created_at),
+                "started_at": iso(job.started_at), "finished_at": iso(job.finished_at)},
         "spec": normalized_spec(job.spec),
         "dataset": dataset,
         "normalization": {"inputs": normalization.get("inputs"), "targets": normalization.get("targets")},

@@ -17,16 +17,17 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from trainyard.db import Database, aware, db_time
+from trainyard.db import Database, db_time
 from trainyard.db.live import JobEvent, JobWebhook, WebhookDelivery
 from trainyard.db.models import EpochMetrics, Job, new_id, utcnow
 from trainyard.settings import Settings
+from trainyard.timestamps import iso
 from trainyard.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TargetRefused, post, signature
 
 logger = logging.getLogger(__name__)
@@ -34,11 +35,6 @@ logger = logging.getLogger(__name__)
 # Events older than this when first seen (a webhook added to an old job's row by hand) are not sent.
 ENQUEUE_WINDOW = timedelta(days=1)
 MAX_BACKOFF_SECONDS = 3600.0
-
-
-def _iso(value: datetime | None) -> str | None:
-    value = aware(value)
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
 
 
 def _payload(delivery_id: str, event: JobEvent, job: Job, row: EpochMetrics | None) -> dict[str, Any]:
@@ -55,7 +51,7 @@ def _payload(delivery_id: str, event: JobEvent, job: Job, row: EpochMetrics | No
         data.update(status=event.status, stop_reason=event.stop_reason)
     else:
         data["epoch"] = {"epoch": row.epoch, **row.values} if row is not None else {"epoch": event.epoch}
-    return {"id": delivery_id, "type": f"job.{event.kind}", "created_at": _iso(event.created_at),
+    return {"id": delivery_id, "type": f"job.{event.kind}", "created_at": iso(event.created_at),
             "job_id": job.id, "data": data}
 
 

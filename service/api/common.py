@@ -18,6 +18,7 @@ from service.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMed
 from trainyard.db import Database
 from trainyard.db.models import Dataset, Job
 from trainyard.db.sweeps import Sweep
+from trainyard.timestamps import iso
 
 
 # Every id the server issues (trainyard.db.models.new_id). Anything else in a URL cannot name a row, so it
@@ -120,14 +121,6 @@ class ApiRequest(Request):
 
 def tenant_id() -> str:
     return g.principal.tenant_id
-
-
-def iso(dt: datetime | None) -> str | None:
-    if dt is None:
-        return None
-    if dt.tzinfo is None:  # SQLite hands back naive datetimes; they were written as UTC
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def json_body(max_bytes: int) -> Any:
