@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from trainyard.db.models import Dataset, Finding, Job
+from trainyard.findings import ranked
 from trainyard.forks import finding_key
 from trainyard.spec import BUILTIN_DATASETS
 from trainyard.timestamps import iso
@@ -23,7 +24,6 @@ from trainyard.timestamps import iso
 CARD_VERSION = 1
 #: The serving model's input name in every export (workers/trainer/export.py INPUT_NAME).
 SERVING_INPUT = "features"
-_SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
 def normalized_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -74,10 +74,8 @@ def _dataset(session: Session, job: Job) -> dict[str, Any]:
 
 
 def _findings(rows: Iterable[Finding]) -> list[dict[str, Any]]:
-    items = [{"id": finding_key(f.code, f.layer), "code": f.code, "severity": f.severity, "message": f.message,
-              "layer": f.layer or None, "epoch": f.epoch} for f in rows]
-    return sorted(items, key=lambda f: (_SEVERITY_ORDER.get(f["severity"], 3), f["epoch"] or 0, f["code"],
-                                        f["layer"] or ""))
+    return ranked({"id": finding_key(f.code, f.layer), "code": f.code, "severity": f.severity,
+                   "message": f.message, "layer": f.layer or None, "epoch": f.epoch} for f in rows)
 
 
 def model_card(session: Session, job: Job, facts: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from trainyard.cards import normalized_spec
 from trainyard.db.models import Checkpoint, Dataset, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
 from trainyard.db.live import JobLog
 from trainyard.db.sweeps import Sweep
+from trainyard.findings import SEVERITIES, ranked
 from trainyard.forks import finding_key, from_value
 from trainyard.resources import gpus_of, queue_name
 from trainyard.spec import DatasetInfo
@@ -317,10 +318,6 @@ _RECENT_RUNS = _recent_runs()
 
 # ------------------------------------------------------------------------------------ finding counts
 
-SEVERITIES = ("error", "warning", "info")
-SEVERITY_ORDER = {severity: rank for rank, severity in enumerate(SEVERITIES)}
-
-
 def no_findings() -> dict[str, Any]:
     return {"count": 0, "by_severity": dict.fromkeys(SEVERITIES, 0)}
 
@@ -441,10 +438,7 @@ def finding_resource(f: Finding) -> dict[str, Any]:
 
 def findings_ranked(findings: Iterable[Finding]) -> list[dict[str, Any]]:
     """Findings, most severe first, then by epoch, code and layer."""
-    return sorted(
-        (finding_resource(f) for f in findings),
-        key=lambda f: (SEVERITY_ORDER.get(f["severity"], 3), f["epoch"] or 0, f["code"], f["layer"] or ""),
-    )
+    return ranked(finding_resource(f) for f in findings)
 
 
 def diagnostics_epoch(row: EpochDiagnostics) -> dict[str, Any]:
