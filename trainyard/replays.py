@@ -23,10 +23,6 @@ from trainyard.spec import validate_spec
 from trainyard.spec.catalog import DatasetLookup
 from trainyard.spec.limits import SpecLimits
 
-# A replay's request body holds nothing (it may be absent, or `{}`).
-REQUEST_KEYS: tuple[str, ...] = ()
-
-
 class ReplayConflict(Exception):
     """The job cannot be replayed as it is now (it has not ended)."""
 
