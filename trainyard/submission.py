@@ -56,7 +56,6 @@ def enqueue(db: Database, send: Send, job_id: str, *, raise_errors: bool = False
 
 
 def submit(db: Database, send: Send, job: Job, *, session: Session | None = None,
-           before_insert: Callable[[Session], None] | None = None,
            after_insert: Callable[[Session], None] | None = None,
            with_rows: Sequence[object] = ()) -> tuple[Job, bool]:
     """Commit `job`'s row, then enqueue it: a worker must always find the job it is handed.
@@ -64,33 +63,17 @@ def submit(db: Database, send: Send, job: Job, *, session: Session | None = None
     Returns (job, replayed): with an idempotency key already used by the tenant, the earlier job and True
     (nothing is enqueued again; the caller checks the request matches). With `session`, the row joins
     that open transaction (say, under a sweep's row lock) and is enqueued once the caller commits it.
-    `before_insert` runs in the inserting transaction, before the row is added; `after_insert` runs in it
-    once the rows are written, before the commit (the per-tenant quota, which counts the job itself);
-    `with_rows` (rows that point to the job, such as its webhook) are inserted in the same transaction.
+    `after_insert` runs in the inserting transaction once the rows are written, before the commit (the
+    per-tenant quota, which counts the job itself); `with_rows` (rows that point to the job, such as its
+    webhook) are inserted in the same transaction.
     """
     if session is not None:
-        if before_insert is not None:
-            before_insert(session)
-        session.add(job)
-        if with_rows:
-            session.flush()  # the job row first: the others point to it
-            session.add_all(with_rows)
-        if after_insert is not None:
-            session.flush()
-            after_insert(session)
+        _insert(session, job, with_rows, after_insert)
         event.listen(session, "after_commit", lambda _s: enqueue(db, send, job.id), once=True)
         return job, False
     try:
         with db.session() as s:
-            if before_insert is not None:
-                before_insert(s)
-            s.add(job)
-            if with_rows:
-                s.flush()  # the job row first: the others point to it
-                s.add_all(with_rows)
-            if after_insert is not None:
-                s.flush()
-                after_insert(s)
+            _insert(s, job, with_rows, after_insert)
     except IntegrityError:
         # Two requests raced on the same idempotency key (unique per tenant): the other one's job wins.
         if job.idempotency_key is None:
@@ -103,3 +86,14 @@ def submit(db: Database, send: Send, job: Job, *, session: Session | None = None
         return existing, True
     enqueue(db, send, job.id)
     return job, False
+
+
+def _insert(session: Session, job: Job, with_rows: Sequence[object],
+            after_insert: Callable[[Session], None] | None) -> None:
+    session.add(job)
+    if with_rows:
+        session.flush()  # the job row first: the others point to it
+        session.add_all(with_rows)
+    if after_insert is not None:
+        session.flush()
+        after_insert(session)
