@@ -31,9 +31,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from trainyard import lifecycle
+from trainyard.compare import load_epochs
 from trainyard.datasets.lookup import dataset_lookup
 from trainyard.db import Database
-from trainyard.db.models import FINAL_STATUSES, EpochMetrics, Job, utcnow
+from trainyard.db.models import Job, utcnow
 from trainyard.db.sweeps import Sweep
 from trainyard.spec import SpecError, SpecLimits
 from trainyard.stop_reasons import StopReason
@@ -79,12 +80,7 @@ def trial_records(session: Session, sweep: Sweep, jobs: list[Any] | None = None)
     if jobs is None:
         jobs = trial_rows(session, sweep.id)
     metrics = objective_metrics(sweep.config)
-    curves: dict[str, dict[int, dict[str, Any]]] = {j.id: {} for j in jobs}
-    if jobs:
-        rows = session.execute(select(EpochMetrics.job_id, EpochMetrics.epoch, EpochMetrics.values)
-                               .where(EpochMetrics.job_id.in_([j.id for j in jobs])))
-        for job_id, epoch, values in rows:
-            curves[job_id][epoch] = values
+    curves = load_epochs(session, [j.id for j in jobs])
     records = []
     for job in jobs:
         curve = curves[job.id]
