@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
+from trainyard.db import gevent_wait
+
 logger = logging.getLogger(__name__)
 
 # A JSON string (skipped whole, so text inside one is never touched), or a number with a positive
@@ -63,6 +65,7 @@ def make_engine(database_url: str) -> Engine:
             cur.close()
 
         return engine
+    gevent_wait.install()  # a gevent-patched API worker: psycopg waits on a libev watcher, not poll's emulation
     engine = create_engine(database_url, pool_size=10, max_overflow=20, json_serializer=dumps_json)
     _ping_idle_connections(engine)
     return engine
