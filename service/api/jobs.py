@@ -17,6 +17,7 @@ from service.api.idempotency import find_replay, idempotency_key, request_sha256
 from service.api.representations import (JOB_ROW_WITH_FINDINGS, JOBS_WITH_FINDINGS, children_of, job_and_counts,
                                          job_etas, job_resource, job_row_counts, job_row_recent, job_with_findings,
                                          queue_positions, running_etas)
+from service.api.status_cache import JOB_VERSION, VERSION_COLUMNS, status_cache
 from service.errors import Conflict, PreconditionFailed, TooManyRequests, ValidationFailed
 from service.services import services
 from trainyard.datasets.lookup import dataset_lookup
@@ -104,10 +105,15 @@ def submit_within_quota(job: Job, send: Callable[[str], None], with_rows: Sequen
     raise AssertionError("the exclusive check decides")
 
 
-def job_row_with_findings(job_id: str) -> tuple[Any, dict[str, Any], bool]:
+# On Postgres the status poll's row also carries the job's version (service/api/status_cache.py).
+_JOB_ROW_VERSIONED = JOB_ROW_WITH_FINDINGS.add_columns(*VERSION_COLUMNS)
+
+
+def job_row_with_findings(job_id: str, versioned: bool = False) -> tuple[Any, dict[str, Any], bool]:
     """One job of this tenant as a row (its columns by name, as on a Job), its finding counts and whether it
-    has forks, in one round trip, without the ORM: the status poll's path."""
-    row = load_owned_row(services().db, Job, job_id, JOB_ROW_WITH_FINDINGS)
+    has forks, in one round trip, without the ORM: the status poll's path. `versioned` (Postgres only): the
+    row ends with the job's version columns."""
+    row = load_owned_row(services().db, Job, job_id, _JOB_ROW_VERSIONED if versioned else JOB_ROW_WITH_FINDINGS)
     return row, *job_row_counts(row)
 
 
@@ -236,7 +242,12 @@ def _with_etag(body: dict[str, Any]) -> Response:
 
 @bp.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
-    job, findings, forked = job_row_with_findings(job_id)
+    cache = status_cache()
+    if cache is not None and cache.stored(job_id) is not None:  # ended when last read: is it as it was?
+        version = load_owned_row(services().db, Job, job_id, JOB_VERSION)
+        if (resp := cache.answer(job_id, tenant_id(), version)) is not None:
+            return _conditional(resp)
+    job, findings, forked = job_row_with_findings(job_id, versioned=cache is not None)
     positions: dict[str, int] = {}
     estimate, children = None, None
     if job.status == "running":  # its latest epochs came with the row: no query more
@@ -250,6 +261,13 @@ def get_job(job_id: str) -> Response:
                 children = children_of(s, [job.id]).get(job.id)
     # While it is queued or running, its `eta.seconds` counts down: its ETag changes with it.
     resp = _with_etag(job_resource(job, findings, positions.get(job.id), estimate, children))
+    if cache is not None:
+        cache.keep(job_id, tenant_id(), job.status, (*findings["by_severity"].values(), job.row_version,
+                                                     job.children_sig), resp)
+    return _conditional(resp)
+
+
+def _conditional(resp: Response) -> Response:
     # Only a conditional request can be answered 304 (make_conditional's header parsing costs a poll ~5 %).
     if "HTTP_IF_NONE_MATCH" in request.environ or "HTTP_IF_MODIFIED_SINCE" in request.environ:
         resp = resp.make_conditional(request)

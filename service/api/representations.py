@@ -344,7 +344,7 @@ def finding_counts(session: Session, job_ids: list[str]) -> dict[str, dict[str, 
     return counts
 
 
-def _per_severity_counts() -> list[Any]:
+def per_severity_counts() -> list[Any]:
     return [select(func.count()).where(Finding.job_id == Job.id, Finding.severity == severity).correlate(Job)
             .scalar_subquery() for severity in SEVERITIES]
 
@@ -362,10 +362,10 @@ def _has_children() -> Any:
 # Jobs with their finding counts per severity, whether they have forks and, while running, their latest
 # epochs, in one round trip: a status poll or a list page is one query (and one more only for jobs that
 # were forked). Built once; only the parameters change.
-JOBS_WITH_FINDINGS = select(Job, *_per_severity_counts(), _has_children(), *RECENT_EPOCH_COLUMNS)
+JOBS_WITH_FINDINGS = select(Job, *per_severity_counts(), _has_children(), *RECENT_EPOCH_COLUMNS)
 # The status poll's query in Core: plain rows (read by column name like a Job), no ORM identity map; it
 # takes `id` and `tenant_id` (common.load_owned_row).
-JOB_ROW_WITH_FINDINGS = select(*Job.__table__.c, *_per_severity_counts(), _has_children(),
+JOB_ROW_WITH_FINDINGS = select(*Job.__table__.c, *per_severity_counts(), _has_children(),
                                *RECENT_EPOCH_COLUMNS).where(
     Job.id == bindparam("id"), Job.tenant_id == bindparam("tenant_id"))
 _JOB_COLUMNS = len(Job.__table__.c)
@@ -387,7 +387,7 @@ def job_row_counts(row: Any) -> tuple[dict[str, Any], bool]:
 
 def job_row_recent(row: Any) -> RecentEpochs:
     """The latest epochs of a row of JOB_ROW_WITH_FINDINGS (its last columns)."""
-    return recent_epochs(row[_COUNTS.stop + 1:])
+    return recent_epochs(row[_COUNTS.stop + 1:_COUNTS.stop + 1 + len(RECENT_EPOCH_COLUMNS)])
 
 
 # ------------------------------------------------------------------------------------------- metrics
