@@ -16,6 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,9 @@ def subprocess_env(extra: dict[str, str]) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    # The suite's workers make no SavedModel/ONNX exports (three of them cost a job ~2 s of a worker's time);
+    # the tests of exports ask for them (`exporting_worker`, or their own worker's environment).
+    env["TRAINYARD_EXPORT_FORMATS"] = "none"
     env.update(extra)
     return env
 
@@ -282,6 +286,7 @@ class SupervisedWorker:
         self._proc = start_worker(env, log, settings)
         self.restarts: list[int | None] = []  # the exit status of each process that was replaced
         self._stopping = threading.Event()
+        self._swapping = threading.Lock()  # held while `environment` replaces the process on purpose
         self._thread = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
         self._thread.start()
 
@@ -299,22 +304,43 @@ class SupervisedWorker:
     def alive(self) -> bool:
         return self._proc.alive()
 
+    @contextmanager
+    def environment(self, changes: dict[str, str | None]) -> Iterator["SupervisedWorker"]:
+        """This worker restarted with `changes` to its environment (None removes a variable), then restarted
+        as it was: for a module that needs a setting the rest of the suite runs without. A job it was
+        running is interrupted and resumed, as on any worker restart."""
+        base = self._env
+        self._swap({k: v for k, v in {**base, **changes}.items() if v is not None})
+        try:
+            yield self
+        finally:
+            self._swap(base)
+
+    def _swap(self, env: dict[str, str]) -> None:
+        with self._swapping:
+            self._env = env
+            self._proc.stop()
+            self._proc = start_worker(env, self._log, self._settings, append=True)
+
     def _supervise(self) -> None:
         while not self._stopping.wait(0.2):
             if self._proc.alive():
                 continue
-            status = self._proc.popen.returncode
-            self._proc.stop()
-            if self._stopping.is_set():
-                return
-            self.restarts.append(status)
-            with open(self._log, "ab") as fh:
-                fh.write(f"\n--- worker exited with status {status}; restarting it ---\n".encode())
-            time.sleep(1.0)  # the restart policy's back-off
-            try:
-                self._proc = start_worker(self._env, self._log, self._settings, append=True)
-            except Exception as exc:  # tests waiting for the worker will say so; try again
-                warnings.warn(f"restarting the session worker failed: {exc}", RuntimeWarning, stacklevel=1)
+            with self._swapping:  # not while `environment` replaces it on purpose
+                if self._proc.alive():
+                    continue
+                status = self._proc.popen.returncode
+                self._proc.stop()
+                if self._stopping.is_set():
+                    return
+                self.restarts.append(status)
+                with open(self._log, "ab") as fh:
+                    fh.write(f"\n--- worker exited with status {status}; restarting it ---\n".encode())
+                time.sleep(1.0)  # the restart policy's back-off
+                try:
+                    self._proc = start_worker(self._env, self._log, self._settings, append=True)
+                except Exception as exc:  # tests waiting for the worker will say so; try again
+                    warnings.warn(f"restarting the session worker failed: {exc}", RuntimeWarning, stacklevel=1)
 
     def stop(self, timeout: float = 30) -> None:
         self._stopping.set()
@@ -330,6 +356,13 @@ def worker(service_env: dict[str, str], settings: Any, tmp_path_factory: pytest.
     proc = SupervisedWorker(service_env, tmp_path_factory.mktemp("logs") / "worker.log", settings)
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def exporting_worker(worker: SupervisedWorker) -> Iterator[SupervisedWorker]:
+    """The session's worker making every export format (the production default) for this module's jobs."""
+    with worker.environment({"TRAINYARD_EXPORT_FORMATS": None}):
+        yield worker
 
 
 def start_api(env: dict[str, str], log: Path) -> tuple[Proc, str]:

@@ -8,17 +8,26 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from client import Trainyard
+from tests.client.conftest import iris_spec
 
 
-def test_download_savedmodel_archive(run_cli: Any, done_job: dict[str, Any], api_url: str, token: str,
+@pytest.fixture(scope="module")
+def exported_job(ty: Trainyard, exporting_worker: Any) -> dict[str, Any]:
+    """A 4-epoch iris job trained by a worker that makes every export format."""
+    job = ty.submit(iris_spec())
+    return ty.wait(job["id"], poll=0.2)
+
+
+def test_download_savedmodel_archive(run_cli: Any, exported_job: dict[str, Any], api_url: str, token: str,
                                      tmp_path: Path) -> None:
-    result = run_cli("download", done_job["id"], "--format", "savedmodel", "-o", str(tmp_path))
+    result = run_cli("download", exported_job["id"], "--format", "savedmodel", "-o", str(tmp_path))
     assert result.exit_code == 0, result.output
-    out = tmp_path / f"{done_job['id']}.savedmodel.tar.gz"
-    served = requests.head(f"{api_url}/v1/jobs/{done_job['id']}/checkpoints/best?format=savedmodel",
+    out = tmp_path / f"{exported_job['id']}.savedmodel.tar.gz"
+    served = requests.head(f"{api_url}/v1/jobs/{exported_job['id']}/checkpoints/best?format=savedmodel",
                            headers={"Authorization": f"Bearer {token}"}, timeout=10)
     sha = hashlib.sha256(out.read_bytes()).hexdigest()
     assert served.headers["ETag"] == f'"{sha}"'
@@ -29,25 +38,25 @@ def test_download_savedmodel_archive(run_cli: Any, done_job: dict[str, Any], api
     # A partial archive left behind is resumed from where it stopped, and verified whole.
     part = tmp_path / "again.tar.gz.part"
     part.write_bytes(out.read_bytes()[:100])
-    result = run_cli("download", done_job["id"], "--format", "savedmodel", "-o", str(tmp_path / "again.tar.gz"))
+    result = run_cli("download", exported_job["id"], "--format", "savedmodel", "-o", str(tmp_path / "again.tar.gz"))
     assert result.exit_code == 0 and "(resumed at byte 100)" in result.stdout, result.output
     assert (tmp_path / "again.tar.gz").read_bytes() == out.read_bytes()
 
-    assert run_cli("download", done_job["id"], "--format", "pmml").exit_code == 2
+    assert run_cli("download", exported_job["id"], "--format", "pmml").exit_code == 2
 
 
-def test_download_onnx_and_print_the_card(run_cli: Any, done_job: dict[str, Any], ty: Trainyard,
+def test_download_onnx_and_print_the_card(run_cli: Any, exported_job: dict[str, Any], ty: Trainyard,
                                           tmp_path: Path) -> None:
-    result = run_cli("download", done_job["id"], "--format", "onnx", "-o", str(tmp_path))
+    result = run_cli("download", exported_job["id"], "--format", "onnx", "-o", str(tmp_path))
     assert result.exit_code == 0, result.output
-    with tarfile.open(tmp_path / f"{done_job['id']}.onnx.tar.gz") as tar:
+    with tarfile.open(tmp_path / f"{exported_job['id']}.onnx.tar.gz") as tar:
         assert sorted(tar.getnames()) == ["card.json", "model.onnx"]
         inside = json.loads(tar.extractfile("card.json").read())
 
-    result = run_cli("card", done_job["id"])
+    result = run_cli("card", exported_job["id"])
     assert result.exit_code == 0, result.output
     card = json.loads(result.stdout)
-    assert card == ty.card(done_job["id"]) and card["job"]["id"] == inside["job"]["id"] == done_job["id"]
+    assert card == ty.card(exported_job["id"]) and card["job"]["id"] == inside["job"]["id"] == exported_job["id"]
     assert [e["format"] for e in card["exports"]] == ["savedmodel", "keras-serving", "onnx"]
     assert run_cli("card", "job_" + "0" * 32).exit_code == 3
 

@@ -39,7 +39,7 @@ def _wait_final(client: Any, auth: dict[str, str], job_id: str) -> dict[str, Any
 
 
 @pytest.fixture(scope="module")
-def finished_job(app: Any, auth: dict[str, str], worker: Any) -> dict[str, Any]:
+def finished_job(app: Any, auth: dict[str, str], exporting_worker: Any) -> dict[str, Any]:
     """A classification job on the digits (standardised inputs, some features constant)."""
     client = app.test_client()
     spec = tiny_spec(dataset={"id": "builtin:digits", "validation_split": 0.2, "normalize": "standardize"},
@@ -68,7 +68,7 @@ def _regression_arrays() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def regression_job(app: Any, auth: dict[str, str], worker: Any) -> dict[str, Any]:
+def regression_job(app: Any, auth: dict[str, str], exporting_worker: Any) -> dict[str, Any]:
     """A regression job on an uploaded data set, inputs and targets standardised."""
     client = app.test_client()
     upload = client.post("/v1/datasets", headers=auth, content_type="multipart/form-data",

@@ -31,6 +31,7 @@ from tests.conftest import PG_ADMIN_DSN, PG_URL_BASE, ROOT, redis_db_url, start_
 from tests.service.test_faults import digits_spec
 from tests.service.test_openapi import FINAL, Api, load_openapi
 from trainyard.db.exports import JobExport
+from trainyard.names import EXPORT_FORMATS
 from trainyard.db.models import Artifact, Checkpoint, Job
 
 EPOCHS = 4
@@ -98,6 +99,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "TRAINYARD_VAR_DIR": str(var),
         "TRAINYARD_ARTIFACT_URL": f"file://{var}/artifacts",
         "TRAINYARD_WORKER_HEARTBEAT_SECONDS": "1",
+        # Every export format, as in production: retention keeps them all (the suite's default is none).
+        "TRAINYARD_EXPORT_FORMATS": ",".join(EXPORT_FORMATS),
     })
     subprocess.run([str(ROOT / "bin" / "migrate")], env=env, check=True, cwd=ROOT)
     stack = Stack(env, tmp_path_factory.mktemp("retention-logs"))

@@ -25,7 +25,7 @@ def wait_final(api_url: str, auth: dict[str, str], job_id: str, timeout: float =
 
 
 @pytest.fixture(scope="module")
-def digits_job(api_url: str, auth: dict[str, str], worker: Any) -> dict[str, Any]:
+def digits_job(api_url: str, auth: dict[str, str], exporting_worker: Any) -> dict[str, Any]:
     spec = {
         "name": "digits-mlp",
         "dataset": {"id": "builtin:digits", "validation_split": 0.2, "normalize": "standardize"},

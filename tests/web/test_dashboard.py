@@ -73,7 +73,7 @@ def _sign_in(page: Any, token: str) -> None:
 
 
 def test_dashboard_follows_a_job_and_downloads_its_checkpoint(page: Any, api_url: str, token: str,
-                                                               worker: Any, capsys: Any) -> None:
+                                                               exporting_worker: Any, capsys: Any) -> None:
     auth = {"Authorization": f"Bearer {token}"}
     job = requests.post(f"{api_url}/v1/jobs", json=_spec(), headers=auth, timeout=10).json()
     job_id = job["id"]
