@@ -249,9 +249,9 @@ class Stack:
 
     def store(self) -> Any:
         """The artifact store the API uses (TRAINYARD_ARTIFACT_URL of this stack)."""
-        from trainyard.store import make_store
+        from trainyard.store.routing import store_from_settings
 
-        return make_store(self.db(), self.settings().artifact_url)
+        return store_from_settings(self.db(), self.settings())
 
     def token(self, tenant: str = "bench") -> str:
         """A new API token for `tenant` (created if missing), made with the service's own auth code."""

@@ -3,20 +3,22 @@ versus a bare transfer of the same bytes from or to the same store, for both sto
 
 - database store (`TRAINYARD_ARTIFACT_URL=db`): bare = psycopg streaming the 4 MB chunk rows out with a
   server-side cursor, or inserting them in one transaction;
-- folder store (`file://...`): bare = a plain file read or write in 1 MB blocks.
+- folder store (`file://...`): bare = a plain file read or write in 1 MB blocks;
+- S3 store (`s3://...`) on moto's server on loopback (as tests/s3server.py runs it; in memory, a Python
+  server, so far slower than S3 or MinIO): bare = botocore streaming the object out in 1 MB blocks, or
+  putting it as a multipart upload of the store's part size.
 
 Every side computes the sha256 of the bytes it moves (the client checks the download's against the
 recorded one). Peak memory: VmHWM of every gunicorn worker is reset before a transfer (Linux
 clear_refs) and read after; the growth reported is the largest worker's peak minus its RSS before.
 Targets (issue #8): HTTP >= 0.5 of bare, API peak RSS growth < 50 MB, both directions.
-Run: ``make bench-transfer`` or ``.venv/bin/python bench/transfer.py [--mb 200 --rounds 2]``.
+Run: ``make bench-transfer`` or ``.venv/bin/python bench/transfer.py [--mb 200 --rounds 2 --stores db,folder,s3]``.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import http.client
-import io
 import json
 import os
 import statistics
@@ -31,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 import requests  # noqa: E402
-from stack import Stack, reset_peak_rss, rss_kib  # noqa: E402
+from stack import Proc, Stack, free_port, reset_peak_rss, rss_kib, wait_until  # noqa: E402
 
 TARGET_RATIO, TARGET_RSS_MB = 0.5, 50.0
 BLOCK = 1024 * 1024
@@ -150,47 +152,39 @@ def bare_file_read(path: Path) -> tuple[float, str, int]:
     return time.perf_counter() - t0, digest.hexdigest(), size
 
 
-class MultipartFile(io.RawIOBase):
-    """A multipart/form-data body with one file field, read from disk as it is sent (with a length, so
-    requests sends Content-Length instead of chunks and never holds the body in memory)."""
-
-    def __init__(self, path: Path, field: str, filename: str) -> None:
-        self.boundary = uuid.uuid4().hex
-        self.head = (f"--{self.boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
-                     f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
-        self.tail = f"\r\n--{self.boundary}--\r\n".encode()
-        self.size = os.path.getsize(path)
-        self.fh = open(path, "rb")
-        self.parts = [io.BytesIO(self.head), self.fh, io.BytesIO(self.tail)]
-
-    def __len__(self) -> int:
-        return len(self.head) + self.size + len(self.tail)
-
-    def read(self, n: int = -1) -> bytes:
-        while self.parts:
-            data = self.parts[0].read(n if n and n > 0 else BLOCK)
-            if data:
-                return data
-            self.parts.pop(0)
-        return b""
-
-    def close(self) -> None:
-        self.fh.close()
-        super().close()
-
-
 def http_upload(base: str, headers: dict[str, str], path: Path) -> tuple[float, dict]:
-    body = MultipartFile(path, "file", "bench.npz")
+    """POST the file as a multipart/form-data body with one file field and a Content-Length, as the client
+    (`requests` with `files=`) and `curl -F` send it, with http.client sending it from disk in 1 MB blocks
+    read into one reused buffer: the client adds as little as a file read. (This bench used to pass
+    requests a file-like body whose length requests could not take, so it sent the body chunked.)"""
+    parts = urllib.parse.urlsplit(base)
+    boundary = uuid.uuid4().hex
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bench.npz\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    length = len(head) + path.stat().st_size + len(tail)
+    buf = bytearray(BLOCK)
+    view = memoryview(buf)
     t0 = time.perf_counter()
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
     try:
-        resp = requests.post(base + "/v1/datasets", data=body, timeout=600,
-                             headers={**headers, "Content-Type": f"multipart/form-data; boundary={body.boundary}"})
+        conn.putrequest("POST", "/v1/datasets")
+        for name, value in {**headers, "Content-Type": f"multipart/form-data; boundary={boundary}",
+                            "Content-Length": str(length)}.items():
+            conn.putheader(name, value)
+        conn.endheaders(head)
+        with open(path, "rb", buffering=0) as fh:
+            while n := fh.readinto(buf):
+                conn.send(view[:n])
+        conn.send(tail)
+        resp = conn.getresponse()
+        text = resp.read()
     finally:
-        body.close()
+        conn.close()
     elapsed = time.perf_counter() - t0
-    if resp.status_code != 201:
-        raise RuntimeError(f"upload: {resp.status_code} {resp.text[:500]}")
-    return elapsed, resp.json()
+    if resp.status != 201:
+        raise RuntimeError(f"upload: {resp.status} {text[:500]!r}")
+    return elapsed, json.loads(text)
 
 
 def bare_db_insert(dsn: str, path: Path, chunk: int) -> tuple[float, str]:
@@ -222,48 +216,141 @@ def bare_file_write(src: Path, dest: Path) -> tuple[float, str]:
     return elapsed, digest.hexdigest()
 
 
+# moto accepts any credentials; botocore only needs some to sign requests (tests/s3server.py's).
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "trainyard-bench", "AWS_SECRET_ACCESS_KEY": "trainyard-bench",
+                  "AWS_DEFAULT_REGION": "us-east-1"}
+S3_BUCKET = "trainyard-bench"
+
+
+class S3Server:
+    """moto's S3 server on loopback, its own process (stopped on exit), and a botocore client of the bench's."""
+
+    def __init__(self, log: Path) -> None:
+        import botocore.session
+        from botocore.config import Config
+
+        self.url = f"http://127.0.0.1:{free_port()}"
+        port = self.url.rsplit(":", 1)[1]
+        self.proc = Proc([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port],
+                         {**os.environ, **S3_CREDENTIALS}, log)
+
+        def up() -> bool:
+            if not self.proc.alive():
+                raise RuntimeError(f"moto exited:\n{self.proc.output()[-4000:]}")
+            try:
+                return requests.get(self.url + "/moto-api/", timeout=2).status_code < 500
+            except requests.RequestException:
+                return False
+
+        wait_until(up, 60, 0.2, "the S3 server")
+        self.client = botocore.session.get_session().create_client(
+            "s3", endpoint_url=self.url, region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            config=Config(s3={"addressing_style": "path"}))
+
+    def env(self) -> dict[str, str]:
+        return {"TRAINYARD_ARTIFACT_URL": f"s3://{S3_BUCKET}/artifacts", "TRAINYARD_S3_ENDPOINT_URL": self.url,
+                **S3_CREDENTIALS}
+
+    def stop(self) -> None:
+        self.proc.stop(10)
+
+
+def bare_s3_read(server: S3Server, key: str) -> tuple[float, str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    t0 = time.perf_counter()
+    body = server.client.get_object(Bucket=S3_BUCKET, Key=f"artifacts/{key}")["Body"]
+    with body:
+        for block in body.iter_chunks(BLOCK):
+            digest.update(block)
+            size += len(block)
+    return time.perf_counter() - t0, digest.hexdigest(), size
+
+
+def bare_s3_write(server: S3Server, path: Path) -> tuple[float, str]:
+    """The same bytes as a multipart upload of the store's part size (trainyard.store.s3.PART_SIZE)."""
+    from trainyard.store.s3 import PART_SIZE
+
+    digest = hashlib.sha256()
+    key = f"bare/{uuid.uuid4().hex}"
+    t0 = time.perf_counter()
+    upload_id = server.client.create_multipart_upload(Bucket=S3_BUCKET, Key=key)["UploadId"]
+    parts = []
+    with open(path, "rb") as fh:
+        while data := fh.read(PART_SIZE):
+            digest.update(data)
+            number = len(parts) + 1
+            etag = server.client.upload_part(Bucket=S3_BUCKET, Key=key, PartNumber=number, UploadId=upload_id,
+                                             Body=data)["ETag"]
+            parts.append({"ETag": etag, "PartNumber": number})
+    server.client.complete_multipart_upload(Bucket=S3_BUCKET, Key=key, UploadId=upload_id,
+                                            MultipartUpload={"Parts": parts})
+    elapsed = time.perf_counter() - t0
+    server.client.delete_object(Bucket=S3_BUCKET, Key=key)
+    return elapsed, digest.hexdigest()
+
+
 def run_store(store_name: str, args: argparse.Namespace, files: dict[str, Path]) -> dict[str, dict[str, float]]:
     mb = files["checkpoint"].stat().st_size / 1e6
     env = dict(item.split("=", 1) for item in args.set)
-    folder = None
+    folder = s3 = None
     with Stack(f"transfer_{store_name}", env=env) as stack:
         if store_name == "folder":
             folder = stack.tmp / "artifacts"
             stack.env["TRAINYARD_ARTIFACT_URL"] = f"file://{folder}"
+        elif store_name == "s3":
+            s3 = S3Server(stack.tmp / "moto.log")
+            stack.env.update(s3.env())
+            os.environ.update(S3_CREDENTIALS)  # for the bench's own store (seed_checkpoint)
         else:
             stack.env["TRAINYARD_ARTIFACT_URL"] = "db"
-        stack.start_api()
-        headers = stack.auth_headers("bench")
-        job_id, key, sha = seed_checkpoint(stack, headers, files["checkpoint"])
-        url = f"{stack.base_url}/v1/jobs/{job_id}/checkpoints/best"
-        up_sha = sha256_file(files["dataset"])
-        down, up = [], []
-        for r in range(args.rounds):
-            with PeakRss(stack) as peak:
-                http_s, got, size = http_download(url, headers)
-            assert got == sha and size == files["checkpoint"].stat().st_size, "download corrupted"
-            if store_name == "db":
-                bare_s, got, _ = bare_db_read(stack.pg_dsn(), key)
-            else:
-                bare_s, got, _ = bare_file_read(folder / key)
-            assert got == sha
-            down.append({"http_mb_s": mb / http_s, "bare_mb_s": mb / bare_s, "rss_mb": peak.growth_mb})
-            print(f"{store_name:6} download round {r + 1}: http {mb / http_s:6.0f} MB/s  bare {mb / bare_s:6.0f} MB/s  "
-                  f"ratio {bare_s / http_s:5.2f}  API peak RSS +{peak.growth_mb:.1f} MB", flush=True)
+        try:
+            return _run_rounds(stack, store_name, args, files, mb, folder, s3)
+        finally:
+            if s3 is not None:
+                s3.stop()
 
-            up_mb = files["dataset"].stat().st_size / 1e6
-            with PeakRss(stack) as peak:
-                http_s, body = http_upload(stack.base_url, headers, files["dataset"])
-            assert body["sha256"] == up_sha, "upload corrupted"
-            if store_name == "db":
-                bare_s, got = bare_db_insert(stack.pg_dsn(), files["dataset"], 4 * BLOCK)
-            else:
-                bare_s, got = bare_file_write(files["dataset"], folder / "bare-upload")
-            assert got == up_sha
-            requests.delete(f"{stack.base_url}/v1/datasets/{body['id']}", headers=headers, timeout=60)
-            up.append({"http_mb_s": up_mb / http_s, "bare_mb_s": up_mb / bare_s, "rss_mb": peak.growth_mb})
-            print(f"{store_name:6} upload   round {r + 1}: http {up_mb / http_s:6.0f} MB/s  bare {up_mb / bare_s:6.0f} MB/s  "
-                  f"ratio {bare_s / http_s:5.2f}  API peak RSS +{peak.growth_mb:.1f} MB", flush=True)
+
+def _run_rounds(stack: Stack, store_name: str, args: argparse.Namespace, files: dict[str, Path], mb: float,
+                folder: Path | None, s3: S3Server | None) -> dict[str, dict[str, float]]:
+    stack.start_api()
+    headers = stack.auth_headers("bench")
+    job_id, key, sha = seed_checkpoint(stack, headers, files["checkpoint"])
+    url = f"{stack.base_url}/v1/jobs/{job_id}/checkpoints/best"
+    up_sha = sha256_file(files["dataset"])
+    down, up = [], []
+    for r in range(args.rounds):
+        with PeakRss(stack) as peak:
+            http_s, got, size = http_download(url, headers)
+        assert got == sha and size == files["checkpoint"].stat().st_size, "download corrupted"
+        if s3 is not None:
+            bare_s, got, _ = bare_s3_read(s3, key)
+        elif folder is not None:
+            bare_s, got, _ = bare_file_read(folder / key)
+        else:
+            bare_s, got, _ = bare_db_read(stack.pg_dsn(), key)
+        assert got == sha
+        down.append({"http_mb_s": mb / http_s, "bare_mb_s": mb / bare_s, "rss_mb": peak.growth_mb})
+        print(f"{store_name:6} download round {r + 1}: http {mb / http_s:6.0f} MB/s  bare {mb / bare_s:6.0f} MB/s  "
+              f"ratio {bare_s / http_s:5.2f}  API peak RSS +{peak.growth_mb:.1f} MB", flush=True)
+
+        up_mb = files["dataset"].stat().st_size / 1e6
+        with PeakRss(stack) as peak:
+            http_s, body = http_upload(stack.base_url, headers, files["dataset"])
+        assert body["sha256"] == up_sha, "upload corrupted"
+        if s3 is not None:
+            bare_s, got = bare_s3_write(s3, files["dataset"])
+        elif folder is not None:
+            bare_s, got = bare_file_write(files["dataset"], folder / "bare-upload")
+        else:
+            bare_s, got = bare_db_insert(stack.pg_dsn(), files["dataset"], 4 * BLOCK)
+        assert got == up_sha
+        requests.delete(f"{stack.base_url}/v1/datasets/{body['id']}", headers=headers, timeout=60)
+        up.append({"http_mb_s": up_mb / http_s, "bare_mb_s": up_mb / bare_s, "rss_mb": peak.growth_mb})
+        print(f"{store_name:6} upload   round {r + 1}: http {up_mb / http_s:6.0f} MB/s  bare {up_mb / bare_s:6.0f} MB/s  "
+              f"ratio {bare_s / http_s:5.2f}  API peak RSS +{peak.growth_mb:.1f} MB", flush=True)
 
     def summary(rows: list[dict[str, float]]) -> dict[str, float]:
         return {"http_mb_s": statistics.median(r["http_mb_s"] for r in rows),
@@ -278,7 +365,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=200, help="size of the checkpoint and the data set")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--stores", default="db,folder")
+    parser.add_argument("--stores", default="db,folder,s3", help="of db, folder, s3")
     parser.add_argument("--set", action="append", default=[], metavar="TRAINYARD_X=VALUE")
     args = parser.parse_args()
     size = args.mb * 1_000_000

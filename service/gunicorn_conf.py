@@ -2,7 +2,9 @@
 
 Each API worker process writes its request-latency samples to files in a folder of its own master
 (`$TRAINYARD_VAR_DIR/prometheus/api-<master pid>`), so GET /metrics on any worker reports all of them;
-folders of masters that are gone are removed when the next one starts.
+folders of masters that are gone are removed when the next one starts. Each worker, once forked
+(`post_worker_init`), receives request bodies in the blocks the upload parser reads and sends files with
+`os.sendfile`.
 """
 from __future__ import annotations
 
@@ -82,7 +84,27 @@ def cooperative_sendfile(sock: Any, file: Any, offset: int = 0, count: int | Non
 SENDFILE_BLOCK = 8 * 1024 * 1024
 
 
+def limit_body_recv(size: int) -> bool:
+    """At most `size` bytes per recv() of a request body, the upload form parser's read size
+    (service.api.common.UPLOAD_READ_SIZE); gunicorn's own limit is 1 MiB (`SocketUnreader.max_body_chunk`,
+    no setting), and 8 KiB while it reads headers. gunicorn keeps what a read did not ask for in a buffer
+    that it copies again on every later, smaller read: 1 MiB received and read 256 KiB at a time is each
+    byte copied about twice more in Python. Receiving what the parser reads leaves nothing over.
+    False, and nothing changed, on a gunicorn whose socket reader takes no size hint (older ones receive
+    8 KiB per recv() whatever the reader wants)."""
+    from gunicorn.http.unreader import SocketUnreader
+
+    if not isinstance(getattr(SocketUnreader, "max_body_chunk", None), int):
+        return False
+    SocketUnreader.max_body_chunk = size  # type: ignore[attr-defined]
+    return True
+
+
 def post_worker_init(worker: Any) -> None:
+    from service.api.common import UPLOAD_READ_SIZE
+
+    # Uploads (POST /v1/datasets): see limit_body_recv.
+    limit_body_recv(UPLOAD_READ_SIZE)
     # gunicorn sends a file response (checkpoint downloads from a folder store) with `sock.sendfile`.
     if type(worker).__name__ == "GeventWorker":
         from gevent import socket as gevent_socket

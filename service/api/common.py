@@ -13,6 +13,7 @@ from typing import IO, Any, TypeVar
 from flask import Request, current_app, g, request
 from sqlalchemy import Row, Select, select
 from sqlalchemy.orm import Session
+from werkzeug.formparser import FormDataParser, MultiPartParser
 
 from service.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from trainyard.db import Database
@@ -105,12 +106,38 @@ class SpooledUpload:
         return iter(self._file)
 
 
+# Bytes the form parser asks the request body for at a time (werkzeug's own is 64 KiB). gunicorn received
+# up to 1 MiB of a body of known length per recv() and kept what a read did not take in a buffer it copied
+# again on every later read: at 64 KiB a 200 MB upload was copied some eight times over, the largest cost of
+# an upload (bench/README.md). bin/api's workers now receive at most this much per recv()
+# (service/gunicorn_conf.py). It must stay below the request's max_form_memory_size (500 kB): werkzeug
+# refuses any block that would take its buffer over it, file parts included.
+UPLOAD_READ_SIZE = 256 * 1024
+
+
+class UploadFormParser(FormDataParser):
+    """werkzeug's form parser, reading a multipart body in `UPLOAD_READ_SIZE` blocks (werkzeug 3 builds its
+    MultiPartParser in `_parse_multipart` with no way to pass the buffer size; every limit is passed on)."""
+
+    def _parse_multipart(self, stream: IO[bytes], mimetype: str, content_length: int | None,
+                         options: dict[str, str]) -> Any:
+        parser = MultiPartParser(stream_factory=self.stream_factory, max_form_memory_size=self.max_form_memory_size,
+                                 max_form_parts=self.max_form_parts, cls=self.cls, buffer_size=UPLOAD_READ_SIZE)
+        boundary = options.get("boundary", "").encode("ascii")
+        if not boundary:
+            raise ValueError("Missing boundary")
+        form, files = parser.parse(stream, boundary, content_length)
+        return stream, form, files
+
+
 class ApiRequest(Request):
     """Flask's request, with uploaded files spooled to a named file in the var folder.
 
     The upload route validates and stores that very file: a large data set is written to disk once,
     not spooled by the form parser and then copied. The file is removed when the request ends.
     """
+
+    form_data_parser_class = UploadFormParser
 
     def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
                          filename: str | None = None, content_length: int | None = None) -> IO[bytes]:

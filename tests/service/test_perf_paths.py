@@ -1,4 +1,5 @@
-"""Behaviour of the fast paths: the token cache, and folder-store downloads handed to the server as a file."""
+"""Behaviour of the fast paths: the token cache, folder-store downloads handed to the server as a file, and
+uploads received and parsed in large blocks."""
 from __future__ import annotations
 
 import hashlib
@@ -6,6 +7,8 @@ import io
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from service.auth import Principal, TokenCache
 from tests.conftest import tiny_spec
@@ -209,3 +212,75 @@ def test_gevent_workers_hand_file_responses_to_the_kernel(tmp_path: Path) -> Non
     into.close()
     assert sent == len(data) - 1000
     assert hashlib.sha256(received).hexdigest() == hashlib.sha256(data[1000:]).hexdigest()
+
+
+class _RecordingSocket:
+    """A socket that serves `data` and records the size of every recv() asked of it."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = io.BytesIO(data)
+        self.asked: list[int] = []
+
+    def recv(self, size: int) -> bytes:
+        self.asked.append(size)
+        return self.data.read(size)
+
+
+def test_gunicorn_workers_receive_a_body_no_faster_than_the_form_parser_reads_it(monkeypatch: Any) -> None:
+    # bin/api's workers run post_worker_init: a request body of known length is then received at most
+    # UPLOAD_READ_SIZE per recv(), what the form parser reads at a time, so gunicorn keeps nothing over to
+    # copy again on the next read (gunicorn's own limit is 1 MiB).
+    from gunicorn.config import Config
+    from gunicorn.http.parser import RequestParser
+    from gunicorn.http.unreader import SocketUnreader
+
+    from service import gunicorn_conf
+    from service.api.common import UPLOAD_READ_SIZE
+
+    monkeypatch.setattr(SocketUnreader, "max_body_chunk", SocketUnreader.max_body_chunk)  # restored after
+    gunicorn_conf.post_worker_init(object())
+    body = bytes(range(256)) * (4 * UPLOAD_READ_SIZE // 256)
+    sock = _RecordingSocket(b"POST /v1/datasets HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    request = next(RequestParser(Config(), sock, ("127.0.0.1", 1)))
+    received = bytearray()
+    while block := request.body.read(UPLOAD_READ_SIZE):
+        assert len(block) <= UPLOAD_READ_SIZE
+        received += block
+    assert received == body
+    assert max(sock.asked) == UPLOAD_READ_SIZE
+
+
+def test_the_form_parser_reads_an_upload_in_large_blocks_and_keeps_its_limits(app: Any) -> None:
+    from flask import request
+    from werkzeug.datastructures import FileStorage
+    from werkzeug.exceptions import RequestEntityTooLarge
+    from werkzeug.test import encode_multipart
+
+    from service.api.common import UPLOAD_READ_SIZE
+
+    class Recording(io.BytesIO):
+        def __init__(self, data: bytes) -> None:
+            super().__init__(data)
+            self.asked: list[int] = []
+
+        def read(self, size: int | None = -1) -> bytes:
+            self.asked.append(size or -1)
+            return super().read(size)
+
+    content = bytes(range(256)) * (3 * UPLOAD_READ_SIZE // 256)
+    boundary, body = encode_multipart({"file": FileStorage(io.BytesIO(content), "d.npz"), "target": "y"})
+    with app.test_request_context(method="POST"):
+        parser = request.make_form_data_parser()  # the app's own, with its limits
+        limit = request.max_form_memory_size
+        stream = Recording(body)
+        _stream, form, files = parser.parse(stream, "multipart/form-data", len(body), {"boundary": boundary})
+        assert files["file"].read() == content and form["target"] == "y"
+        files["file"].close()
+        # werkzeug's own parser reads 64 KiB at a time, and gunicorn copied what it held over on every read.
+        assert max(stream.asked) == UPLOAD_READ_SIZE
+        # A block stays below the limit on text fields, which werkzeug checks on every block it buffers;
+        # a text field over that limit is still refused.
+        assert limit is not None and UPLOAD_READ_SIZE < limit
+        boundary, body = encode_multipart({"notes": "x" * (limit + 1)})
+        with pytest.raises(RequestEntityTooLarge):
+            parser.parse(io.BytesIO(body), "multipart/form-data", len(body), {"boundary": boundary})
