@@ -155,7 +155,7 @@ def test_a_cancelled_job_stuck_in_native_code_restarts_its_worker_which_trains_t
     job = dev.wait_final(job_id, timeout=60)
     print(f"stuck job cancelled after {time.monotonic() - began:.1f} s")
     assert (job["status"], job["stop_reason"], job["error"]) == ("cancelled", "cancelled", None), job
-    wait_until(lambda: "worker: exited with 75; restarting" in dev.output(), 30, 0.2, "the stuck worker's exit")
+    wait_until(lambda: "worker: exited with 75; restarting" in dev.output(), 120, 0.2, "the stuck worker's exit")
 
     next_id = dev.submit(tiny_spec(name="after-the-stuck-one"))
     assert dev.wait_final(next_id)["status"] == "succeeded"
