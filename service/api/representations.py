@@ -60,14 +60,14 @@ def job_links(job_id: str) -> dict[str, str]:
     return {name: before + job_id + after for name, before, after in templates}
 
 
-def _links_json(job_id: str) -> str:
-    """`job_links` as compact JSON text (as the body's encoder writes it): its template built once per
-    application root, then filled in with the id (which needs no escaping)."""
+def _links_json_template() -> list[str]:
+    """`job_links` as compact JSON text (as the body's encoder writes it) around the job's id: built once per
+    application root; `job_id.join(template)` fills it in (an id needs no escaping)."""
     cache = current_app.extensions.setdefault("trainyard_job_links_json", {})
     parts = cache.get(request.script_root)
     if parts is None:
         parts = cache[request.script_root] = json.dumps(job_links(_ID_SLOT), separators=(",", ":")).split(_ID_SLOT)
-    return job_id.join(parts)
+    return parts
 
 
 def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int | None = None,
@@ -471,6 +471,7 @@ def job_list_json(rows: list[Any], positions: dict[str, int], etas: dict[str, et
     def document(text: str | None) -> str | None:
         return None if text is None or text == "null" else splice(text)
 
+    links = _links_json_template()
     jobs = []
     for row in rows:
         if row.spec_current:
@@ -481,7 +482,7 @@ def job_list_json(rows: list[Any], positions: dict[str, int], etas: dict[str, et
             row, counts_resource(row[_LIST_COUNTS]), positions.get(row.id), etas.get(row.id), children.get(row.id),
             labels=document(row.labels_json) or {}, spec=spec, test_metrics=document(row.test_metrics_json),
             environment=document(row.environment_json), reproduction=document(row.reproduction_json),
-            links=splice(_links_json(row.id))))
+            links=splice(row.id.join(links))))
     text = current_app.json.dumps({"jobs": jobs, "next_cursor": next_cursor}, separators=(",", ":"))
     head, *rest = text.split(quoted)
     out = [head]
