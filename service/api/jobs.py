@@ -17,7 +17,7 @@ from service.api.common import (decode_job_cursor, encode_cursor, encode_sorted_
 from service.api.idempotency import find_replay, idempotency_key, request_sha256
 from service.api.representations import (JOB_LIST_ROWS, JOB_ROW_WITH_FINDINGS, JOBS_WITH_FINDINGS, children_of,
                                          job_and_counts, job_etas, job_list_json, job_resource, job_row_counts,
-                                         job_row_recent, job_with_findings, listed_forked, listed_recent,
+                                         job_row_recent, job_with_findings, listed, listed_forked, listed_recent,
                                          queue_positions, running_etas)
 from service.errors import Conflict, PreconditionFailed, TooManyRequests, ValidationFailed
 from service.services import services
@@ -225,15 +225,16 @@ def _list_page_json(db: Database, search: JobSearch, after: Position | None, lim
     with db.read_connection() as conn:
         rows: list[Any] = []
         for stmt in page_queries(JOB_LIST_ROWS, search, after, limit + 1):
-            rows += conn.execute(stmt.limit(limit + 1 - len(rows))).all()
+            rows += listed(conn.execute(stmt.limit(limit + 1 - len(rows))))
             if len(rows) > limit:
                 break
         page = rows[:limit]
         positions = queue_positions(conn, page)
-        etas = job_etas(conn, page, positions, {row.id: listed_recent(row) for row in page if row.status == "running"},
-                        now)
+        recent = {row.id: listed_recent(row) for row in page if row.status == "running"}
+        etas = job_etas(conn, page, positions, recent, now)
         children = children_of(conn, [row.id for row in page if listed_forked(row)])
-    return job_list_json(page, positions, etas, children, _next_cursor(page[-1], search) if len(rows) > limit else None)
+    next_cursor = _next_cursor(page[-1], search) if len(rows) > limit else None
+    return job_list_json(page, positions, etas, children, next_cursor)
 
 
 def _list_page(db: Database, search: JobSearch, after: Position | None, limit: int,

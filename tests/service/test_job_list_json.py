@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import event, select
 
 from service.api.jobs import _list_page, _list_page_json
+from tests.conftest import tiny_spec
 from trainyard.db.models import EpochMetrics, Job, utcnow
 from trainyard.job_search import JobSearch, LabelFilter
-from tests.conftest import tiny_spec
 
 
 def _jobs_of_every_kind(app: Any, client: Any, auth: dict[str, str]) -> str:
@@ -22,7 +22,7 @@ def _jobs_of_every_kind(app: Any, client: Any, auth: dict[str, str]) -> str:
     svc = app.extensions["trainyard"]
     first = client.post("/v1/jobs", json=tiny_spec(labels={"team": "vision"}), headers=auth).get_json()
     now = utcnow()
-    cls = f"gpu-{1000 + secrets.randbelow(10**6)}"  # a class of its own: the queued jobs' positions and estimates are ours
+    cls = f"gpu-{1000 + secrets.randbelow(10**6)}"  # its own class: our queue positions
     with svc.db.session() as s:
         tenant, spec = s.execute(select(Job.tenant_id, Job.spec).where(Job.id == first["id"])).one()
         # Numbers the database writes otherwise than Python (1e-07, 1e+20), and text beyond ASCII.
@@ -32,8 +32,8 @@ def _jobs_of_every_kind(app: Any, client: Any, auth: dict[str, str]) -> str:
 
         def job(i: int, **fields: Any) -> Job:
             created = now - timedelta(minutes=60 - i)
-            base = dict(tenant_id=tenant, name=f"kind-{i}", spec=spec, epochs=10, resource_class=cls,
-                        created_at=created, labels={"team": "vision", "n": str(i)})
+            base = {"tenant_id": tenant, "name": f"kind-{i}", "spec": spec, "epochs": 10, "resource_class": cls,
+                    "created_at": created, "labels": {"team": "vision", "n": str(i)}}
             return Job(**{**base, **fields})
 
         succeeded = [job(i, status="succeeded", epoch=10, attempts=1, started_at=now - timedelta(minutes=50 - i),
