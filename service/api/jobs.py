@@ -5,6 +5,7 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
@@ -14,8 +15,9 @@ from sqlalchemy.orm import Session
 from service.api.common import (decode_job_cursor, encode_cursor, encode_sorted_cursor, int_arg, json_body,
                                 load_owned, load_owned_row, tenant_id)
 from service.api.idempotency import find_replay, idempotency_key, request_sha256
-from service.api.representations import (JOB_ROW_WITH_FINDINGS, JOBS_WITH_FINDINGS, children_of, job_and_counts,
-                                         job_etas, job_resource, job_row_counts, job_row_recent, job_with_findings,
+from service.api.representations import (JOB_LIST_ROWS, JOB_ROW_WITH_FINDINGS, JOBS_WITH_FINDINGS, children_of,
+                                         job_and_counts, job_etas, job_list_json, job_resource, job_row_counts,
+                                         job_row_recent, job_with_findings, listed, listed_forked, listed_recent,
                                          queue_positions, running_etas)
 from service.api.status_cache import JOB_VERSION, VERSION_COLUMNS, status_cache
 from service.errors import Conflict, PreconditionFailed, TooManyRequests, ValidationFailed
@@ -28,7 +30,8 @@ from trainyard.spec import SpecError, validate_job_patch, validate_spec
 from trainyard.spec.labels import MAX_LABELS, key_error, merge, value_error
 from trainyard.spec.schema import MAX_NAME_CHARS
 from trainyard import lifecycle
-from trainyard.job_search import NEWEST_FIRST, SORTS, JobSearch, LabelFilter, page_queries, position_of
+from trainyard.db import Database
+from trainyard.job_search import NEWEST_FIRST, SORTS, JobSearch, LabelFilter, Position, page_queries, position_of
 from trainyard.labels import relabel
 from trainyard.submission import new_job, submit
 from trainyard.webhooks import validate_webhook
@@ -211,7 +214,39 @@ def list_jobs() -> Response:
         after = decode_job_cursor(cursor, search.sort, NEWEST_FIRST)
         if search.sort == NEWEST_FIRST and svc.settings.is_embedded:
             after = (after[0].replace(tzinfo=None), after[1])
-    with svc.db.read_session() as s:
+    if svc.db.engine.dialect.name == "postgresql":
+        return Response(_list_page_json(svc.db, search, after, limit), mimetype="application/json")
+    return jsonify(_list_page(svc.db, search, after, limit))
+
+
+def _next_cursor(last: Any, search: JobSearch) -> str:
+    return (encode_cursor(last.created_at, last.id) if search.sort == NEWEST_FIRST
+            else encode_sorted_cursor(search.sort, *position_of(last, search.sort)))
+
+
+def _list_page_json(db: Database, search: JobSearch, after: Position | None, limit: int,
+                    now: datetime | None = None) -> str:
+    """A page of the list as JSON text, on Postgres: Core rows of only the columns the bodies show, their
+    JSON documents spliced in as the database's text (representations.job_list_json)."""
+    with db.read_connection() as conn:
+        rows: list[Any] = []
+        for stmt in page_queries(JOB_LIST_ROWS, search, after, limit + 1):
+            rows += listed(conn.execute(stmt.limit(limit + 1 - len(rows))))
+            if len(rows) > limit:
+                break
+        page = rows[:limit]
+        positions = queue_positions(conn, page)
+        recent = {row.id: listed_recent(row) for row in page if row.status == "running"}
+        etas = job_etas(conn, page, positions, recent, now)
+        children = children_of(conn, [row.id for row in page if listed_forked(row)])
+    next_cursor = _next_cursor(page[-1], search) if len(rows) > limit else None
+    return job_list_json(page, positions, etas, children, next_cursor)
+
+
+def _list_page(db: Database, search: JobSearch, after: Position | None, limit: int,
+               now: datetime | None = None) -> dict[str, Any]:
+    """A page of the list through the ORM (SQLite; `_list_page_json` answers the same on Postgres)."""
+    with db.read_session() as s:
         rows = []
         for stmt in page_queries(JOBS_WITH_FINDINGS, search, after, limit + 1):
             rows += [job_and_counts(row) for row in s.execute(stmt.limit(limit + 1 - len(rows)))]
@@ -220,16 +255,12 @@ def list_jobs() -> Response:
         page = rows[:limit]
         positions = queue_positions(s, [job for job, _, _, _ in page])
         etas = job_etas(s, [job for job, _, _, _ in page], positions,
-                        {job.id: recent for job, _, _, recent in page})
+                        {job.id: recent for job, _, _, recent in page}, now)
         children = children_of(s, [job.id for job, _, forked, _ in page if forked])
-    next_cursor = None
-    if page and len(rows) > limit:
-        last = page[-1][0]
-        next_cursor = (encode_cursor(last.created_at, last.id) if search.sort == NEWEST_FIRST
-                       else encode_sorted_cursor(search.sort, *position_of(last, search.sort)))
-    return jsonify({"jobs": [job_resource(job, counts, positions.get(job.id), etas.get(job.id), children.get(job.id))
-                             for job, counts, _, _ in page],
-                    "next_cursor": next_cursor})
+    next_cursor = _next_cursor(page[-1][0], search) if page and len(rows) > limit else None
+    return {"jobs": [job_resource(job, counts, positions.get(job.id), etas.get(job.id), children.get(job.id))
+                     for job, counts, _, _ in page],
+            "next_cursor": next_cursor}
 
 
 def _with_etag(body: dict[str, Any]) -> Response:

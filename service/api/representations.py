@@ -6,12 +6,16 @@ and its place in the queue, each in one query for a whole page of jobs.
 """
 from __future__ import annotations
 
+import json
+import secrets
+from collections import namedtuple
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
 from flask import current_app, has_request_context, request, url_for
-from sqlalchemy import bindparam, case, func, select
+from sqlalchemy import Connection, Text, bindparam, case, cast, func, select, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from service.api.common import iso
@@ -57,11 +61,30 @@ def job_links(job_id: str) -> dict[str, str]:
     return {name: before + job_id + after for name, before, after in templates}
 
 
+def _links_json_template() -> list[str]:
+    """`job_links` as compact JSON text (as the body's encoder writes it) around the job's id: built once per
+    application root; `job_id.join(template)` fills it in (an id needs no escaping)."""
+    cache = current_app.extensions.setdefault("trainyard_job_links_json", {})
+    parts = cache.get(request.script_root)
+    if parts is None:
+        parts = cache[request.script_root] = json.dumps(job_links(_ID_SLOT), separators=(",", ":")).split(_ID_SLOT)
+    return parts
+
+
 def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int | None = None,
                  estimate: eta.Eta | None = None, children: list[str] | None = None) -> dict[str, Any]:
     """A job (an ORM row, or a Core row read by column name like one), with its finding counts, while
     queued its 1-based place in its queue, while queued or running its estimated end (`job_etas`), and the
     ids of its forks (oldest first)."""
+    return _job_body(job, findings, position, estimate, children, labels=job.labels or {},
+                     spec=normalized_spec(job.spec), test_metrics=job.test_metrics, environment=job.environment,
+                     reproduction=job.reproduction, links=job_links(job.id))
+
+
+def _job_body(job: Any, findings: dict[str, Any] | None, position: int | None, estimate: eta.Eta | None,
+              children: list[str] | None, *, labels: Any, spec: Any, test_metrics: Any, environment: Any,
+              reproduction: Any, links: Any) -> dict[str, Any]:
+    """`job_resource`, its JSON documents and links given (a list page gives stand-ins for their text)."""
     best = None
     if job.best_epoch is not None:
         best = {"monitor": job.best_monitor, "value": job.best_value, "epoch": job.best_epoch}
@@ -73,16 +96,16 @@ def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int
         "id": job.id,
         "name": job.name,
         # The labels as they are now (PATCH changes them; `spec.labels` keeps what was submitted).
-        "labels": job.labels or {},
+        "labels": labels,
         "status": job.status,
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
-        "spec": normalized_spec(job.spec),
+        "spec": spec,
         "progress": {"epoch": job.epoch, "epochs": job.epochs},
         "best": best,
         "stop_reason": job.stop_reason,
-        "test_metrics": job.test_metrics,
+        "test_metrics": test_metrics,
         "error": error,
         "attempts": job.attempts,
         "cancel_requested": job.cancel_requested,
@@ -99,7 +122,7 @@ def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int
         "findings": findings or no_findings(),
         "timings": job_timings(job),
         # The reproducibility record of the attempt that ran last; null until a worker claims the job.
-        "environment": job.environment,
+        "environment": environment,
         "sweep": {"id": job.sweep_id, "trial": job.trial_index} if job.sweep_id else None,
         "resources": {"gpus": gpus_of(job.resource_class), "class": job.resource_class},
         "queue": queue_resource(job, position),
@@ -107,9 +130,9 @@ def job_resource(job: Any, findings: dict[str, Any] | None = None, position: int
         "parent": parent_resource(job),
         # A replay: the job it trains again, and once it ended how it compares with it (trainyard/compare.py).
         "replay_of": job.replay_of,
-        "reproduction": job.reproduction,
+        "reproduction": reproduction,
         "children": children or [],
-        "links": job_links(job.id),
+        "links": links,
     }
 
 
@@ -123,7 +146,7 @@ def parent_resource(job: Any) -> dict[str, Any] | None:
             "applied_findings": job.parent_findings or []}
 
 
-def children_of(session: Session, job_ids: list[str]) -> dict[str, list[str]]:
+def children_of(session: Session | Connection, job_ids: list[str]) -> dict[str, list[str]]:
     """The forks of each of these jobs, oldest first, in one query (on the parent_id index)."""
     out: dict[str, list[str]] = {}
     if not job_ids:
@@ -163,7 +186,7 @@ def queue_resource(job: Any, position: int | None) -> dict[str, Any] | None:
     return None
 
 
-def queue_positions(session: Session, jobs: Iterable[Any]) -> dict[str, int]:
+def queue_positions(session: Session | Connection, jobs: Iterable[Any]) -> dict[str, int]:
     """1-based FIFO positions of the queued ones of these jobs among the queued jobs of their resource class,
     in one query; a page without a queued job costs none.
 
@@ -201,7 +224,7 @@ def eta_resource(estimate: eta.Eta | None) -> dict[str, Any] | None:
 RecentEpochs = tuple[list[float | None], datetime | None]
 
 
-def job_etas(session: Session, jobs: Iterable[Any], positions: dict[str, int],
+def job_etas(session: Session | Connection, jobs: Iterable[Any], positions: dict[str, int],
              recent: dict[str, RecentEpochs] | None = None, now: datetime | None = None) -> dict[str, eta.Eta]:
     """The estimated end of each running or queued job (trainyard/eta.py), by job id.
 
@@ -234,7 +257,7 @@ def running_etas(jobs: Iterable[Any], recent: dict[str, RecentEpochs], now: date
     return out
 
 
-def queued_etas(session: Session, jobs: Iterable[Any], positions: dict[str, int],
+def queued_etas(session: Session | Connection, jobs: Iterable[Any], positions: dict[str, int],
                 now: datetime) -> dict[str, eta.Eta]:
     """The queued jobs' estimates, from their queue `positions` and their classes' recent run times."""
     queued = [j for j in jobs if j.status == "queued" and j.id in positions]
@@ -276,7 +299,8 @@ def recent_epochs(values: Any) -> RecentEpochs:
     return list(times), _utc(last_end) if last_end is not None else None
 
 
-def recent_run_times(session: Session, groups: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[list[float], int]]:
+def recent_run_times(session: Session | Connection,
+                     groups: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[list[float], int]]:
     """For each (tenant, resource class): the run times (started to finished) of the tenant's latest
     `RECENT_JOBS` succeeded jobs of the class, and how many jobs of the class run now, of any tenant (a
     queue with jobs waiting has every worker that serves it busy, so that counts them). One statement per
@@ -388,6 +412,95 @@ def job_row_counts(row: Any) -> tuple[dict[str, Any], bool]:
 def job_row_recent(row: Any) -> RecentEpochs:
     """The latest epochs of a row of JOB_ROW_WITH_FINDINGS (its last columns)."""
     return recent_epochs(row[_COUNTS.stop + 1:_COUNTS.stop + 1 + len(RECENT_EPOCH_COLUMNS)])
+
+
+# ------------------------------------------------------------------------------------------ job list
+
+# What a list page reads of each job: the columns its body needs, not the ones it never shows (resume_state,
+# trial_params, keys, ...), and its JSON documents as the database's text (`<name>_json`), which
+# `job_list_json` splices into the body as it is: a page of 200 jobs spent most of its time decoding the
+# rows' JSON into ORM objects and encoding it again. Postgres only (`?`); SQLite lists through the ORM.
+_LISTED_COLUMNS = ("id", "tenant_id", "name", "status", "created_at", "started_at", "finished_at", "epoch",
+                   "epochs", "best_monitor", "best_value", "best_epoch", "stop_reason", "error_code",
+                   "error_message", "attempts", "cancel_requested", "model_info", "resource_class", "sweep_id",
+                   "trial_index", "parent_id", "parent_from", "parent_patch", "parent_findings",
+                   "initial_weights_epoch", "replay_of")
+_LISTED_DOCUMENTS = ("labels", "spec", "test_metrics", "environment", "reproduction")
+
+
+def _job_list_rows() -> Any:
+    jobs, running = Job.__table__, Job.status == "running"
+    spec = type_coerce(jobs.c.spec, JSONB)
+    return select(
+        *(jobs.c[name] for name in _LISTED_COLUMNS),
+        *(cast(jobs.c[name], Text).label(f"{name}_json") for name in _LISTED_DOCUMENTS),
+        # A spec stored before resources or labels existed is normalized (`normalized_spec`), not spliced.
+        (spec.has_key("resources") & spec.has_key("labels")).label("spec_current"),
+        # Decoded only while running: a running job's estimate reads its early stopping from them.
+        case((running, jobs.c.spec)).label("spec"), case((running, jobs.c.resume_state)).label("resume_state"),
+        *_per_severity_counts(), _has_children(), *RECENT_EPOCH_COLUMNS)
+
+
+# A list page's query (trainyard/job_search.py adds its filters, order and limit); its rows are read as
+# `ListedJob`s (`listed`).
+JOB_LIST_ROWS = _job_list_rows()
+# A plain named tuple reads a column by name several times faster than SQLAlchemy's Row, and a page's bodies
+# read some 40 columns of each of up to 200 rows.
+ListedJob = namedtuple("ListedJob", list(JOB_LIST_ROWS.selected_columns.keys()), rename=True)  # type: ignore[misc]
+_LIST_COUNTS = slice(len(_LISTED_COLUMNS) + len(_LISTED_DOCUMENTS) + 3,
+                     len(_LISTED_COLUMNS) + len(_LISTED_DOCUMENTS) + 3 + len(SEVERITIES))
+
+
+def listed(rows: Iterable[Any]) -> list[Any]:
+    """Rows of JOB_LIST_ROWS (or of a page query built on it) as `ListedJob`s."""
+    return [ListedJob._make(row) for row in rows]
+
+
+def listed_forked(row: Any) -> bool:
+    """Whether the job of a JOB_LIST_ROWS row has forks (only then are their ids read)."""
+    return bool(row[_LIST_COUNTS.stop])
+
+
+def listed_recent(row: Any) -> RecentEpochs:
+    """The latest epochs of a JOB_LIST_ROWS row (null unless it runs)."""
+    return recent_epochs(row[_LIST_COUNTS.stop + 1:])
+
+
+def job_list_json(rows: list[Any], positions: dict[str, int], etas: dict[str, eta.Eta],
+                  children: dict[str, list[str]], next_cursor: str | None) -> str:
+    """GET /v1/jobs from `ListedJob` rows: the same resources as `job_resource` builds, their JSON
+    documents and links spliced in as text. Each is a stand-in string while the rest is encoded (a random
+    marker and its index, which no stored text can contain: it is drawn for this body), then replaced."""
+    marker = "\x1f" + secrets.token_hex(8)  # encoded as "\u001f<hex>"
+    quoted = json.dumps(marker)[:-1]
+    pieces: list[str] = []
+
+    def splice(text: str) -> str:
+        pieces.append(text)
+        return f"{marker}{len(pieces) - 1}"
+
+    def document(text: str | None) -> str | None:
+        return None if text is None or text == "null" else splice(text)
+
+    links = _links_json_template()
+    jobs = []
+    for row in rows:
+        if row.spec_current:
+            spec = splice(row.spec_json)
+        else:
+            spec = normalized_spec(json.loads(row.spec_json))
+        jobs.append(_job_body(
+            row, counts_resource(row[_LIST_COUNTS]), positions.get(row.id), etas.get(row.id), children.get(row.id),
+            labels=document(row.labels_json) or {}, spec=spec, test_metrics=document(row.test_metrics_json),
+            environment=document(row.environment_json), reproduction=document(row.reproduction_json),
+            links=splice(row.id.join(links))))
+    text = current_app.json.dumps({"jobs": jobs, "next_cursor": next_cursor}, separators=(",", ":"))
+    head, *rest = text.split(quoted)
+    out = [head]
+    for part in rest:  # "<index>" and the text after the stand-in
+        index, tail = part.split('"', 1)
+        out += (pieces[int(index)], tail)
+    return "".join(out) + "\n"
 
 
 # ------------------------------------------------------------------------------------------- metrics
