@@ -438,7 +438,7 @@ def _job_list_rows() -> Any:
         (spec.has_key("resources") & spec.has_key("labels")).label("spec_current"),
         # Decoded only while running: a running job's estimate reads its early stopping from them.
         case((running, jobs.c.spec)).label("spec"), case((running, jobs.c.resume_state)).label("resume_state"),
-        *_per_severity_counts(), _has_children(), *RECENT_EPOCH_COLUMNS)
+        *per_severity_counts(), _has_children(), *RECENT_EPOCH_COLUMNS)
 
 
 # A list page's query (trainyard/job_search.py adds its filters, order and limit); its rows are read as
