@@ -77,10 +77,13 @@ def _render(session: Session, job: Job, events: list[JobEvent]) -> list[str]:
     """The SSE text of `events`, keeping only the newest event of each epoch and finding."""
     newest = {_subject(e): e.seq for e in events if e.kind != "status"}
     keep = [e for e in events if e.kind == "status" or newest[_subject(e)] == e.seq]
+    # Only what the events name is read: a status change (a stream's usual wake-up) costs neither query.
+    epoch_numbers = [e.epoch for e in keep if e.kind == "epoch"]
+    finding_ids = [e.finding_id for e in keep if e.kind == "finding"]
     epochs = {r.epoch: r for r in session.execute(select(EpochMetrics).where(
-        EpochMetrics.job_id == job.id, EpochMetrics.epoch.in_([e.epoch for e in keep if e.kind == "epoch"]))).scalars()}
+        EpochMetrics.job_id == job.id, EpochMetrics.epoch.in_(epoch_numbers))).scalars()} if epoch_numbers else {}
     findings = {f.id: f for f in session.execute(select(Finding).where(
-        Finding.id.in_([e.finding_id for e in keep if e.kind == "finding"]))).scalars()}
+        Finding.id.in_(finding_ids))).scalars()} if finding_ids else {}
     out: list[str] = []
     resource: dict[str, Any] | None = None
     for e in keep:

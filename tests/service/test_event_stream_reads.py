@@ -1,0 +1,50 @@
+"""What an event stream reads when it wakes (issue #21: start latency): a status change, the usual wake-up
+while a job starts, is rendered without reading epoch metrics or findings by id; an epoch event still
+reads its row."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event, select
+
+from service.api import events
+from trainyard.db.live import JobEvent
+from trainyard.db.models import EpochMetrics, Job
+from tests.conftest import tiny_spec
+
+
+@contextmanager
+def _statements(db: Any) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+
+
+def test_a_status_event_reads_no_epoch_or_finding_rows(app: Any, client: Any, auth: dict[str, str]) -> None:
+    job_id = client.post("/v1/jobs", json=tiny_spec(), headers=auth).get_json()["id"]
+    db = app.extensions["trainyard"].db
+    with db.session() as s:
+        s.add(EpochMetrics(job_id=job_id, epoch=1, values={"loss": 0.5}))
+    with app.test_request_context(headers=auth), db.session() as s:
+        job = s.get(Job, job_id)
+        log = list(s.execute(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq)).scalars())
+        status = [e for e in log if e.kind == "status"]
+        epoch = [e for e in log if e.kind == "epoch"]
+        assert status and epoch
+        with _statements(db) as seen:
+            chunks = events._render(s, job, status)
+        assert [c.split("\n")[1] for c in chunks] == ["event: status"]
+        assert not [q for q in seen if "epoch_metrics" in q or "findings.id IN" in q], seen
+        with _statements(db) as seen:
+            chunks = events._render(s, job, epoch)
+        assert [c.split("\n")[1] for c in chunks] == ["event: epoch"]
+        assert [q for q in seen if "epoch_metrics" in q]
