@@ -97,9 +97,15 @@ def _render(session: Session, job: Job, events: list[JobEvent]) -> list[str]:
     return out
 
 
-def _snapshot(session: Session, job: Job) -> tuple[list[str], int]:
-    """A fresh stream's start: the job now, then the newest version of each epoch and finding so far."""
-    head = session.execute(select(func.max(JobEvent.seq)).where(JobEvent.job_id == job.id)).scalar_one_or_none() or 0
+def _snapshot(session: Session, job_id: str) -> tuple[list[str], int]:
+    """A fresh stream's start: the job now, then the newest version of each epoch and finding so far.
+
+    The log's head is read before the job: each statement sees what was committed when it began, so a
+    status change committed between the two reads (a worker claiming the job while its stream opens) is
+    in the job read after the head, or after the head in the log, never skipped between a stale status and
+    a head past its event. At worst the stream says the new status twice (now, then from the log)."""
+    head = session.execute(select(func.max(JobEvent.seq)).where(JobEvent.job_id == job_id)).scalar_one_or_none() or 0
+    job = load_owned(session, Job, job_id)
     latest = select(func.max(JobEvent.seq)).where(
         JobEvent.job_id == job.id, JobEvent.kind != "status", JobEvent.seq <= head,
     ).group_by(JobEvent.kind, JobEvent.epoch, JobEvent.finding_id)
@@ -126,7 +132,7 @@ def _events(svc: Services, job_id: str, cursor: int, keepalive: float, sub: Subs
     """The stream itself: the snapshot (fresh streams), then the log after `cursor` until `end`."""
     if cursor == 0:
         with svc.db.session() as s:
-            chunks, cursor = _snapshot(s, load_owned(s, Job, job_id))
+            chunks, cursor = _snapshot(s, job_id)
         yield "".join(chunks)
     while True:
         with svc.db.session() as s:

@@ -48,3 +48,33 @@ def test_a_status_event_reads_no_epoch_or_finding_rows(app: Any, client: Any, au
             chunks = events._render(s, job, epoch)
         assert [c.split("\n")[1] for c in chunks] == ["event: epoch"]
         assert [q for q in seen if "epoch_metrics" in q]
+
+
+def test_a_stream_opening_while_its_job_is_claimed_still_says_running(app: Any, client: Any,
+                                                                        auth: dict[str, str]) -> None:
+    """The worker's claim commits between the stream's reads of the job and of the log's head (the window a
+    fast worker hits when a stream opens right after its POST): the snapshot must not say `queued` with a
+    cursor already past the `running` event, or the stream never says running at all."""
+    from trainyard import lifecycle
+
+    job_id = client.post("/v1/jobs", json=tiny_spec(), headers=auth).get_json()["id"]
+    db = app.extensions["trainyard"].db
+    claimed: list[object] = []
+
+    def claim_before_the_head_is_read(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not claimed and "max(job_events.seq)" in statement:
+            claimed.append(lifecycle.claim(db, job_id, "worker-x", lease_for=60))
+
+    event.listen(db.engine, "before_cursor_execute", claim_before_the_head_is_read)
+    try:
+        resp = client.get(f"/v1/jobs/{job_id}/events", headers=auth, buffered=False)
+        try:
+            snapshot = next(iter(resp.response))
+        finally:
+            resp.close()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", claim_before_the_head_is_read)
+    assert claimed and claimed[0] is not None
+    text = snapshot.decode() if isinstance(snapshot, bytes) else snapshot
+    assert text.startswith("id: 0\nevent: status\n")
+    assert '"status":"running"' in text.split("\n")[2], text[:300]
