@@ -3,6 +3,7 @@
 not read the checkpoints table; a later attempt still finds its best checkpoint to resume with."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,9 +17,11 @@ from trainyard.db.models import Checkpoint
 @contextmanager
 def _statements(db: Any) -> Iterator[list[str]]:
     seen: list[str] = []
+    me = threading.get_ident()
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement)
+        if threading.get_ident() == me:  # other tests' threads share the engine
+            seen.append(statement)
 
     event.listen(db.engine, "before_cursor_execute", record)
     try:
