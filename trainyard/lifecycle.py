@@ -306,6 +306,8 @@ def claim(db: Database, job_id: str, worker_id: str, lease_for: float,
             job.enqueued_at = None
             logger.info("job %s: its tenant already runs %d jobs; deferred", job_id, max_running_per_tenant)
             return None
+        # Checkpoints are stored by attempts only: a job never claimed before has none to look up.
+        first_attempt = job.attempts == 0
         job.status = RUNNING
         job.started_at = job.started_at or now
         job.attempts += 1
@@ -320,7 +322,7 @@ def claim(db: Database, job_id: str, worker_id: str, lease_for: float,
             for table in (EpochMetrics, EpochDiagnostics):
                 s.execute(delete(table).where(table.job_id == job_id, table.epoch > job.backup_epoch))
             job.epoch = job.backup_epoch
-        best_key = s.execute(
+        best_key = None if first_attempt else s.execute(
             select(Checkpoint.artifact_key).where(Checkpoint.job_id == job_id, Checkpoint.is_best.is_(True))
         ).scalar_one_or_none()
         return Claim(job_id=job_id, attempt=job.attempts, spec=job.spec, backup_key=job.backup_key,

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 MAX_BUFFERED = 10_000
 MAX_MESSAGE = 4000
+# While a flush waits and the database refuses the batch, the writer is asked again this often.
+RETRY_SECONDS = 0.05
 
 
 class JobLogHandler(logging.Handler):
@@ -36,6 +38,8 @@ class JobLogHandler(logging.Handler):
         self.flush_seconds = flush_seconds
         self._buffer: deque[dict[str, object]] = deque()
         self._lock = threading.Lock()
+        # Notified by the writer whenever it finishes a batch: `flush` waits on it instead of sleeping.
+        self._written = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.dropped = 0
@@ -65,18 +69,23 @@ class JobLogHandler(logging.Handler):
             self._buffer.append(row)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Ask the writer to write now; with `timeout`, wait until the buffer is empty (True) or give up."""
+        """Ask the writer to write now; with `timeout`, wait until the buffer is empty (True) or give up.
+
+        The task waits here after every job, before its worker takes the next one, so the wait ends the
+        moment the writer has written the last batch (it notifies `_written`), not at the next tick of a
+        poll; a failed write is retried every RETRY_SECONDS until `timeout`."""
         self._wake.set()
         if timeout is None:
             return True
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._buffer and not self._writing:
-                    return True
-            self._wake.set()
-            time.sleep(0.05)
-        return False
+        with self._written:
+            while self._buffer or self._writing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                if not self._written.wait(min(remaining, RETRY_SECONDS)):
+                    self._wake.set()  # no batch written meanwhile (the database refused it?): ask again
+        return True
 
     def close(self) -> None:
         self.flush(timeout=5)
@@ -111,6 +120,7 @@ class JobLogHandler(logging.Handler):
         finally:
             with self._lock:
                 self._writing = False
+                self._written.notify_all()
 
     def _without_deleted_jobs(self, batch: list[dict[str, object]]) -> list[dict[str, object]]:
         from sqlalchemy import select

@@ -77,10 +77,13 @@ def _render(session: Session, job: Job, events: list[JobEvent]) -> list[str]:
     """The SSE text of `events`, keeping only the newest event of each epoch and finding."""
     newest = {_subject(e): e.seq for e in events if e.kind != "status"}
     keep = [e for e in events if e.kind == "status" or newest[_subject(e)] == e.seq]
+    # Only what the events name is read: a status change (a stream's usual wake-up) costs neither query.
+    epoch_numbers = [e.epoch for e in keep if e.kind == "epoch"]
+    finding_ids = [e.finding_id for e in keep if e.kind == "finding"]
     epochs = {r.epoch: r for r in session.execute(select(EpochMetrics).where(
-        EpochMetrics.job_id == job.id, EpochMetrics.epoch.in_([e.epoch for e in keep if e.kind == "epoch"]))).scalars()}
+        EpochMetrics.job_id == job.id, EpochMetrics.epoch.in_(epoch_numbers))).scalars()} if epoch_numbers else {}
     findings = {f.id: f for f in session.execute(select(Finding).where(
-        Finding.id.in_([e.finding_id for e in keep if e.kind == "finding"]))).scalars()}
+        Finding.id.in_(finding_ids))).scalars()} if finding_ids else {}
     out: list[str] = []
     resource: dict[str, Any] | None = None
     for e in keep:
@@ -94,9 +97,15 @@ def _render(session: Session, job: Job, events: list[JobEvent]) -> list[str]:
     return out
 
 
-def _snapshot(session: Session, job: Job) -> tuple[list[str], int]:
-    """A fresh stream's start: the job now, then the newest version of each epoch and finding so far."""
-    head = session.execute(select(func.max(JobEvent.seq)).where(JobEvent.job_id == job.id)).scalar_one_or_none() or 0
+def _snapshot(session: Session, job_id: str) -> tuple[list[str], int]:
+    """A fresh stream's start: the job now, then the newest version of each epoch and finding so far.
+
+    The log's head is read before the job: each statement sees what was committed when it began, so a
+    status change committed between the two reads (a worker claiming the job while its stream opens) is
+    in the job read after the head, or after the head in the log, never skipped between a stale status and
+    a head past its event. At worst the stream says the new status twice (now, then from the log)."""
+    head = session.execute(select(func.max(JobEvent.seq)).where(JobEvent.job_id == job_id)).scalar_one_or_none() or 0
+    job = load_owned(session, Job, job_id)
     latest = select(func.max(JobEvent.seq)).where(
         JobEvent.job_id == job.id, JobEvent.kind != "status", JobEvent.seq <= head,
     ).group_by(JobEvent.kind, JobEvent.epoch, JobEvent.finding_id)
@@ -123,7 +132,7 @@ def _events(svc: Services, job_id: str, cursor: int, keepalive: float, sub: Subs
     """The stream itself: the snapshot (fresh streams), then the log after `cursor` until `end`."""
     if cursor == 0:
         with svc.db.session() as s:
-            chunks, cursor = _snapshot(s, load_owned(s, Job, job_id))
+            chunks, cursor = _snapshot(s, job_id)
         yield "".join(chunks)
     while True:
         with svc.db.session() as s:

@@ -58,3 +58,31 @@ def test_database_store_streams_chunk_by_chunk(settings: Any) -> None:
     assert [len(c) for c in chunks] == [1024] * 10
     store.delete("tests/blob-4")
     db.dispose()
+
+
+def test_database_store_deletes_record_and_chunks_in_one_commit(settings: Any) -> None:
+    # A worker deletes two artifacts after every job it finishes (trainyard/retention.py) before it takes
+    # the next one: each is one transaction (one fsync), and the record never outlives its chunks.
+    from sqlalchemy import event, func, select
+
+    from trainyard.db.models import ArtifactChunk
+
+    db = Database(settings.database_url)
+    store = DatabaseStore(db, chunk_size=1024)
+    store.put("tests/blob-5", io.BytesIO(os.urandom(3 * 1024)))
+    commits: list[object] = []
+
+    def committed(conn: object) -> None:
+        commits.append(conn)
+
+    event.listen(db.engine, "commit", committed)
+    try:
+        store.delete("tests/blob-5")
+    finally:
+        event.remove(db.engine, "commit", committed)
+    assert len(commits) == 1
+    assert store.stat("tests/blob-5") is None
+    with db.session() as s:
+        assert s.execute(select(func.count()).select_from(ArtifactChunk)
+                         .where(ArtifactChunk.key == "tests/blob-5")).scalar_one() == 0
+    db.dispose()
