@@ -44,9 +44,9 @@ REDIS_DB = _redis_db()
 
 # The modules that took longest in a whole-suite run (2026-12-06, seconds of test time: sweep options 242,
 # Optuna sweeps 348, faults 262, fuzzing 240, guarantees 212, ...), longest first. They are collected
-# first so that the two xdist processes (`make test` runs them with `--dist loadscope`: a module's tests,
-# and its module fixtures, in one process) do not end with one of them still in a long module while the
-# other has nothing left; every other module keeps its place after them.
+# first so that the two xdist processes (which take tests in collection order as they finish earlier ones)
+# do not end with one of them still in a long module while the other has nothing left; every other module
+# keeps its place after them.
 LONG_MODULES = (
     "test_sweeps_optuna_e2e", "test_faults", "test_sweep_options_e2e", "test_fuzz_api", "test_guarantees",
     "test_option_matrix", "test_scale_out", "test_drawn_specs", "test_openapi", "test_devserver_supervision",
