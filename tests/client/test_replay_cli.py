@@ -1,18 +1,27 @@
 """`trainyard replay JOB --wait` and `trainyard compare A B`, through the real API and worker: the shared
-4-epoch iris job replayed reproduces exactly, and the comparison prints the diffs and a per-epoch table;
+4-epoch iris job (trained just before) replayed reproduces exactly, and the comparison prints the diffs and a per-epoch table;
 and the rendering of a comparison that differs."""
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from client import Trainyard
 from client.render import comparison_text, reproduction_text
-from tests.client.conftest import RunCli
+from tests.client.conftest import RunCli, iris_spec
 from tests.client.test_cli import summary
 
 
+@pytest.fixture()
+def done_job(ty: Trainyard, worker: Any) -> dict[str, Any]:
+    """A 4-epoch iris job trained by the worker that will train its replay (the session's job may have been
+    trained by an earlier process of the session worker, which a replay's environment would name)."""
+    return ty.wait(ty.submit(iris_spec())["id"], poll=0.2)
+
+
 def test_replay_waits_and_shows_the_reproduction_then_compare_prints_the_table(
-        run_cli: RunCli, ty: Trainyard, done_job: dict[str, Any], worker: Any) -> None:
+        run_cli: RunCli, ty: Trainyard, done_job: dict[str, Any]) -> None:
     result = run_cli("replay", done_job["id"], "--wait", "--poll", "0.2")
     assert result.exit_code == 0, result.output
     first = result.stdout.splitlines()[0]
