@@ -188,6 +188,30 @@ def _queue_positions() -> Any:
 _QUEUE_POSITIONS = _queue_positions()
 
 
+def _queue_position_of_one() -> Any:
+    # `_QUEUE_POSITIONS` for one job id: a plain bind parameter, so the statement compiles once.
+    ranked = _QUEUE_POSITIONS.get_final_froms()[0]
+    return select(ranked.c.position).where(ranked.c.id == bindparam("id"))
+
+
+_QUEUE_POSITION_OF_ONE = _queue_position_of_one()
+
+
+def submitted_queue_and_eta(db: Any, job: Any, now: datetime | None = None) -> tuple[int | None, eta.Eta | None]:
+    """A job just submitted (queued, no findings): its queue position and estimate, as `queue_positions`
+    and `job_etas` give them for it, by the database's compiled-once path (`Database.first_row`,
+    `all_rows`): the submission's 201 costs two plain statements and no ORM session."""
+    now = now or utcnow()
+    row = db.first_row(_QUEUE_POSITION_OF_ONE, {"id": job.id})
+    if row is None:  # no longer queued (a worker took it already)
+        return None, None
+    position = int(row[0])
+    rows = db.all_rows(_RECENT_RUNS, {"tenant_id": job.tenant_id, "resource_class": job.resource_class})
+    times = [(_utc(finished) - _utc(started)).total_seconds() for started, finished, _ in rows]
+    workers = int(rows[0][2]) if rows else 0
+    return position, eta.queued_eta(now, position, times, workers, job.epochs - job.epoch)
+
+
 # ----------------------------------------------------------------------------------------------- eta
 
 
