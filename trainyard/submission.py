@@ -107,14 +107,18 @@ def _insert_core(session: Session, job: Job, with_rows: Sequence[object],
     """`_insert` without the unit of work: the job's row, its labels' rows and `with_rows` as Core INSERTs
     (a third of a submission's CPU was the ORM's flush). The objects stay transient, each carrying the
     values written, column defaults included, as a flush would have left them."""
-    session.execute(insert(Job.__table__), _row_values(job))
+    conn = session.connection()
+    conn.execute(_INSERT_JOB, _row_values(job))
     labels = [_row_values(row) for row in job.label_rows]
     if labels:
-        session.execute(insert(JobLabel.__table__), labels)
+        conn.execute(_INSERT_LABEL, labels)
     for row in with_rows:
-        session.execute(insert(type(row).__table__), _row_values(row))  # type: ignore[attr-defined]
+        conn.execute(insert(type(row).__table__), _row_values(row))  # type: ignore[attr-defined]
     if after_insert is not None:
         after_insert(session)
+
+
+_INSERT_JOB, _INSERT_LABEL = insert(Job.__table__), insert(JobLabel.__table__)
 
 
 def _row_values(obj: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from service.api.representations import (JOB_ROW_WITH_FINDINGS, JOBS_WITH_FINDIN
 from service.api.status_cache import JOB_VERSION, VERSION_COLUMNS, status_cache
 from service.errors import Conflict, PreconditionFailed, TooManyRequests, ValidationFailed
 from service.services import services
-from trainyard.datasets.lookup import dataset_lookup
+from trainyard.datasets.lookup import lazy_dataset_lookup
 from trainyard.db.exports import JobExport
 from trainyard.db.live import JobWebhook
 from trainyard.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, Job, Tenant, utcnow
@@ -58,6 +58,11 @@ _SHARE_AND_TAKE_SLOT = text(
     "WHERE pg_try_advisory_xact_lock(hashtext(:tenant), (slot + :start) % :slots) LIMIT 1) "
     f"FROM (SELECT id FROM {Tenant.__tablename__} WHERE id = :tenant FOR SHARE) AS locked")
 _WAIT_FOR_SLOT = text("SELECT pg_advisory_xact_lock(hashtext(:tenant), :start)")
+_LOCK_TENANT_EXCLUSIVE = (select(Tenant.__table__.c.id).where(Tenant.__table__.c.id == bindparam("tenant"))
+                          .with_for_update(key_share=True))
+_COUNT_ACTIVE = (select(func.count()).select_from(Job.__table__)
+                 .where(Job.__table__.c.tenant_id == bindparam("tenant"),
+                        Job.__table__.c.status.in_(("queued", "running"))))
 
 
 def count_against_quota(session: Session, tenant: str, limit: int, *, exclusive: bool) -> None:
@@ -72,17 +77,16 @@ def count_against_quota(session: Session, tenant: str, limit: int, *, exclusive:
     waits for every fast submission in flight and keeps new ones out), then an exact count. The cap is never
     exceeded either way. SQLite serialises writers anyway: its count is exact.
     """
-    postgres = session.get_bind().dialect.name == "postgresql"
+    conn = session.connection()  # Core statements, built once, on the session's transaction: no ORM per call
+    postgres = conn.dialect.name == "postgresql"
     if postgres and exclusive:
-        session.execute(select(Tenant.id).where(Tenant.id == tenant).with_for_update(key_share=True))
+        conn.execute(_LOCK_TENANT_EXCLUSIVE, {"tenant": tenant})
     elif postgres:
         where = {"tenant": tenant, "slots": QUOTA_SLOTS, "start": secrets.randbelow(QUOTA_SLOTS)}
-        if session.execute(_SHARE_AND_TAKE_SLOT, where).scalar() is None:  # all taken: wait for one
-            session.execute(_WAIT_FOR_SLOT, where)
+        if conn.execute(_SHARE_AND_TAKE_SLOT, where).scalar() is None:  # all taken: wait for one
+            conn.execute(_WAIT_FOR_SLOT, where)
     # A statement of its own: it sees every submission committed before the locks above were granted.
-    active = session.execute(
-        select(func.count()).select_from(Job).where(Job.tenant_id == tenant, Job.status.in_(("queued", "running")))
-    ).scalar_one()
+    active = conn.execute(_COUNT_ACTIVE, {"tenant": tenant}).scalar_one()
     if active > limit:
         raise TooManyRequests(
             f"This tenant already has {active - 1} jobs queued or running, the most allowed at once ({limit}). "
@@ -134,13 +138,12 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
     webhook, secret, errors = (None, None, [])
     if raw_webhook is not None:
         webhook, secret, errors = validate_webhook(raw_webhook, svc.settings.webhook_allow_private)
-    with svc.db.session() as s:
-        try:
-            spec = validate_spec(raw, datasets=dataset_lookup(s, tenant_id()), limits=svc.settings.spec_limits)
-        except SpecError as exc:
-            errors = exc.errors + errors
-        if errors:
-            raise ValidationFailed.listing("The job spec is not valid", errors) from None
+    try:
+        spec = validate_spec(raw, datasets=lazy_dataset_lookup(svc.db, tenant_id()), limits=svc.settings.spec_limits)
+    except SpecError as exc:
+        errors = exc.errors + errors
+    if errors:
+        raise ValidationFailed.listing("The job spec is not valid", errors) from None
     if webhook is not None:
         spec["webhook"] = webhook
     job = new_job(tenant_id(), spec, idempotency_key=key, request_sha256=body_sha256)
