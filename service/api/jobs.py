@@ -18,11 +18,11 @@ from service.api.idempotency import find_replay, idempotency_key, request_sha256
 from service.api.representations import (JOB_LIST_ROWS, JOB_ROW_WITH_FINDINGS, JOBS_WITH_FINDINGS, children_of,
                                          job_and_counts, job_etas, job_list_json, job_resource, job_row_counts,
                                          job_row_recent, job_with_findings, listed, listed_forked, listed_recent,
-                                         queue_positions, running_etas)
+                                         queue_positions, running_etas, submitted_queue_and_eta)
 from service.api.status_cache import JOB_VERSION, VERSION_COLUMNS, status_cache
 from service.errors import Conflict, PreconditionFailed, TooManyRequests, ValidationFailed
 from service.services import services
-from trainyard.datasets.lookup import dataset_lookup
+from trainyard.datasets.lookup import lazy_dataset_lookup
 from trainyard.db.exports import JobExport
 from trainyard.db.live import JobWebhook
 from trainyard.db.models import FINAL_STATUSES, JOB_STATUSES, Checkpoint, Job, Tenant, utcnow
@@ -53,10 +53,19 @@ class QuotaNearlyFull(Exception):
     """The fast path cannot tell: the tenant is within QUOTA_SLOTS jobs of its cap (made again exclusively)."""
 
 
-# One of the tenant's QUOTA_SLOTS advisory locks, held to the commit: the first free one from a random start.
-_TAKE_SLOT = text("SELECT (SELECT slot FROM generate_series(0, :slots - 1) AS g(slot) "
-                  "WHERE pg_try_advisory_xact_lock(hashtext(:tenant), (slot + :start) % :slots) LIMIT 1)")
+# The fast path's locks in one statement: the tenant's row FOR SHARE, then (its row locked first, as the
+# projection runs above the locking subquery) one of the tenant's QUOTA_SLOTS advisory locks, held to the
+# commit: the first free one from a random start; NULL when all are taken.
+_SHARE_AND_TAKE_SLOT = text(
+    "SELECT (SELECT slot FROM generate_series(0, :slots - 1) AS g(slot) "
+    "WHERE pg_try_advisory_xact_lock(hashtext(:tenant), (slot + :start) % :slots) LIMIT 1) "
+    f"FROM (SELECT id FROM {Tenant.__tablename__} WHERE id = :tenant FOR SHARE) AS locked")
 _WAIT_FOR_SLOT = text("SELECT pg_advisory_xact_lock(hashtext(:tenant), :start)")
+_LOCK_TENANT_EXCLUSIVE = (select(Tenant.__table__.c.id).where(Tenant.__table__.c.id == bindparam("tenant"))
+                          .with_for_update(key_share=True))
+_COUNT_ACTIVE = (select(func.count()).select_from(Job.__table__)
+                 .where(Job.__table__.c.tenant_id == bindparam("tenant"),
+                        Job.__table__.c.status.in_(("queued", "running"))))
 
 
 def count_against_quota(session: Session, tenant: str, limit: int, *, exclusive: bool) -> None:
@@ -71,18 +80,16 @@ def count_against_quota(session: Session, tenant: str, limit: int, *, exclusive:
     waits for every fast submission in flight and keeps new ones out), then an exact count. The cap is never
     exceeded either way. SQLite serialises writers anyway: its count is exact.
     """
-    postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres:
-        lock = select(Tenant.id).where(Tenant.id == tenant)
-        session.execute(lock.with_for_update(key_share=True) if exclusive else lock.with_for_update(read=True))
-        if not exclusive:
-            where = {"tenant": tenant, "slots": QUOTA_SLOTS, "start": secrets.randbelow(QUOTA_SLOTS)}
-            if session.execute(_TAKE_SLOT, where).scalar() is None:  # all taken: wait for one
-                session.execute(_WAIT_FOR_SLOT, where)
+    conn = session.connection()  # Core statements, built once, on the session's transaction: no ORM per call
+    postgres = conn.dialect.name == "postgresql"
+    if postgres and exclusive:
+        conn.execute(_LOCK_TENANT_EXCLUSIVE, {"tenant": tenant})
+    elif postgres:
+        where = {"tenant": tenant, "slots": QUOTA_SLOTS, "start": secrets.randbelow(QUOTA_SLOTS)}
+        if conn.execute(_SHARE_AND_TAKE_SLOT, where).scalar() is None:  # all taken: wait for one
+            conn.execute(_WAIT_FOR_SLOT, where)
     # A statement of its own: it sees every submission committed before the locks above were granted.
-    active = session.execute(
-        select(func.count()).select_from(Job).where(Job.tenant_id == tenant, Job.status.in_(("queued", "running")))
-    ).scalar_one()
+    active = conn.execute(_COUNT_ACTIVE, {"tenant": tenant}).scalar_one()
     if active > limit:
         raise TooManyRequests(
             f"This tenant already has {active - 1} jobs queued or running, the most allowed at once ({limit}). "
@@ -134,13 +141,12 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
     webhook, secret, errors = (None, None, [])
     if raw_webhook is not None:
         webhook, secret, errors = validate_webhook(raw_webhook, svc.settings.webhook_allow_private)
-    with svc.db.session() as s:
-        try:
-            spec = validate_spec(raw, datasets=dataset_lookup(s, tenant_id()), limits=svc.settings.spec_limits)
-        except SpecError as exc:
-            errors = exc.errors + errors
-        if errors:
-            raise ValidationFailed.listing("The job spec is not valid", errors) from None
+    try:
+        spec = validate_spec(raw, datasets=lazy_dataset_lookup(svc.db, tenant_id()), limits=svc.settings.spec_limits)
+    except SpecError as exc:
+        errors = exc.errors + errors
+    if errors:
+        raise ValidationFailed.listing("The job spec is not valid", errors) from None
     if webhook is not None:
         spec["webhook"] = webhook
     job = new_job(tenant_id(), spec, idempotency_key=key, request_sha256=body_sha256)
@@ -151,9 +157,7 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
     if replayed:  # a concurrent request with the same key won the race (409 if its body was different)
         return replayed_response(find_replay(svc.db, tenant_id(), key or "", body_sha256 or "") or job)
     # A job just created has no findings yet: only its queue position (and estimate) is read back.
-    with svc.db.read_session() as s:
-        positions = queue_positions(s, [job])
-        body = job_resource(job, None, positions.get(job.id), job_etas(s, [job], positions).get(job.id))
+    body = job_resource(job, None, *submitted_queue_and_eta(svc.db, job))
     return jsonify(body), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}
 
 

@@ -36,3 +36,15 @@ def dataset_lookup(session: Session, tenant: str) -> Callable[[str], DatasetInfo
         return info_from_summary(row.id, row.info)
 
     return lookup
+
+
+def lazy_dataset_lookup(db: Any, tenant: str) -> Callable[[str], DatasetInfo | None]:
+    """`dataset_lookup` opening its own session only when asked about an uploaded data set: a spec naming a
+    built-in one (most of them) costs no session at all."""
+    def lookup(dataset_id: str) -> DatasetInfo | None:
+        if dataset_id in BUILTIN_DATASETS:
+            return BUILTIN_DATASETS[dataset_id]
+        with db.session() as s:
+            return dataset_lookup(s, tenant)(dataset_id)
+
+    return lookup

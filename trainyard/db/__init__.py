@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.base import Executable
 
 from trainyard.db import gevent_wait
 
@@ -152,11 +153,33 @@ class Database:
         if self.engine.dialect.name != "postgresql":
             with self.read_connection() as conn:
                 return conn.execute(stmt, params).first()
+        return self._run_raw(stmt, params, fetch="one")
+
+    def all_rows(self, stmt: Select[Any], params: dict[str, Any]) -> list[Any]:
+        """Every row of a Core `stmt`, in autocommit, by `first_row`'s path (compiled once, straight
+        through psycopg on Postgres)."""
+        if self.engine.dialect.name != "postgresql":
+            with self.read_connection() as conn:
+                return list(conn.execute(stmt, params).all())
+        return self._run_raw(stmt, params, fetch="all")
+
+    def run(self, stmt: Executable, params: dict[str, Any]) -> None:
+        """A Core write statement with bind parameters `params`, alone in autocommit (one round trip, no
+        BEGIN/COMMIT): on Postgres compiled once and run straight through psycopg as `first_row` does (the
+        outbox marker of every submission)."""
+        if self.engine.dialect.name != "postgresql":
+            with self.read_connection() as conn:
+                conn.execute(stmt, params)
+            return
+        self._run_raw(stmt, params, fetch=None)
+
+    def _run_raw(self, stmt: Any, params: dict[str, Any], *, fetch: str | None) -> Any:
         compiled = self._compiled.get(stmt)
         if compiled is None:
             sql = stmt.compile(dialect=self.engine.dialect)
             defaults = {name: value for name, value in sql.params.items() if value is not None}
-            row_type = namedtuple("Row", list(stmt.selected_columns.keys()), rename=True)  # type: ignore[misc]
+            row_type = (namedtuple("Row", list(stmt.selected_columns.keys()), rename=True)  # type: ignore[misc]
+                        if fetch else None)
             compiled = self._compiled[stmt] = (str(sql), defaults, row_type)
         text_, defaults, row_type = compiled
         conn = self.engine.raw_connection()
@@ -165,7 +188,7 @@ class Database:
             dbapi_conn.autocommit = True  # no BEGIN; put back before the connection returns to the pool
             with dbapi_conn.cursor() as cur:
                 cur.execute(text_, {**defaults, **params})
-                row = cur.fetchone()
+                rows = cur.fetchall() if fetch == "all" else [] if fetch is None else cur.fetchmany(1)
             dbapi_conn.autocommit = False
         except self.engine.dialect.loaded_dbapi.Error as err:
             lost = bool(dbapi_conn.closed or dbapi_conn.broken)
@@ -178,7 +201,9 @@ class Database:
                                           connection_invalidated=lost, dialect=self.engine.dialect) from err
         finally:
             conn.close()
-        return None if row is None else row_type._make(row)
+        if fetch == "all":
+            return [row_type._make(row) for row in rows]
+        return row_type._make(rows[0]) if rows else None
 
     def dispose(self) -> None:
         self.engine.dispose()
