@@ -425,3 +425,38 @@ def tiny_spec(**overrides: Any) -> dict[str, Any]:
     }
     spec.update(overrides)
     return spec
+
+
+@contextmanager
+def statements(db: Any) -> Iterator[list[str]]:
+    """The SQL statements this thread sends through `db`'s engine while the block runs (other tests'
+    threads share the engine)."""
+    seen: list[str] = []
+    me = threading.get_ident()
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if threading.get_ident() == me:
+            seen.append(statement)
+
+    from sqlalchemy import event
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+
+
+def unsent_job(app: Any, client: Any, auth: dict[str, str], name: str) -> str:
+    """A queued job of this tenant that no worker was ever sent (a worker other tests started would run a
+    submitted one): only the calling test moves it."""
+    from trainyard.db.models import Job
+
+    template = client.post("/v1/jobs", json=tiny_spec(), headers=auth).get_json()
+    with app.extensions["trainyard"].db.session() as s:
+        row = s.get(Job, template["id"])
+        job = Job(tenant_id=row.tenant_id, name=name, status="queued", spec=row.spec, epochs=row.epochs,
+                  resource_class=row.resource_class)
+        s.add(job)
+        s.flush()
+        return job.id

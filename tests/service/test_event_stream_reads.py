@@ -3,9 +3,6 @@ while a job starts, is rendered without reading epoch metrics or findings by id;
 reads its row."""
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event, select
@@ -13,40 +10,11 @@ from sqlalchemy import event, select
 from service.api import events
 from trainyard.db.live import JobEvent
 from trainyard.db.models import EpochMetrics, Job
-from tests.conftest import tiny_spec
-
-
-@contextmanager
-def _statements(db: Any) -> Iterator[list[str]]:
-    seen: list[str] = []
-    me = threading.get_ident()
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if threading.get_ident() == me:  # other tests' threads share the engine
-            seen.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
-
-
-def _unsent_job(app: Any, client: Any, auth: dict[str, str]) -> str:
-    """A queued job of this tenant no worker was ever sent (a worker other tests started would run a
-    submitted one): only this test moves it."""
-    template = client.post("/v1/jobs", json=tiny_spec(), headers=auth).get_json()
-    with app.extensions["trainyard"].db.session() as s:
-        row = s.get(Job, template["id"])
-        job = Job(tenant_id=row.tenant_id, name="stream", status="queued", spec=row.spec, epochs=row.epochs,
-                  resource_class=row.resource_class)
-        s.add(job)
-        s.flush()
-        return job.id
+from tests.conftest import statements, unsent_job
 
 
 def test_a_status_event_reads_no_epoch_or_finding_rows(app: Any, client: Any, auth: dict[str, str]) -> None:
-    job_id = _unsent_job(app, client, auth)
+    job_id = unsent_job(app, client, auth, "stream")
     db = app.extensions["trainyard"].db
     with db.session() as s:
         s.add(EpochMetrics(job_id=job_id, epoch=1, values={"loss": 0.5}))
@@ -56,11 +24,11 @@ def test_a_status_event_reads_no_epoch_or_finding_rows(app: Any, client: Any, au
         status = [e for e in log if e.kind == "status"]
         epoch = [e for e in log if e.kind == "epoch"]
         assert status and epoch
-        with _statements(db) as seen:
+        with statements(db) as seen:
             chunks = events._render(s, job, status)
         assert [c.split("\n")[1] for c in chunks] == ["event: status"] * len(status)
         assert not [q for q in seen if "epoch_metrics" in q or "findings.id IN" in q], seen
-        with _statements(db) as seen:
+        with statements(db) as seen:
             chunks = events._render(s, job, epoch)
         assert [c.split("\n")[1] for c in chunks] == ["event: epoch"]
         assert [q for q in seen if "epoch_metrics" in q]
@@ -73,7 +41,7 @@ def test_a_stream_opening_while_its_job_is_claimed_still_says_running(app: Any, 
     cursor already past the `running` event, or the stream never says running at all."""
     from trainyard import lifecycle
 
-    job_id = _unsent_job(app, client, auth)
+    job_id = unsent_job(app, client, auth, "stream")
     db = app.extensions["trainyard"].db
     claimed: list[object] = []
 

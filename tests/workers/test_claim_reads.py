@@ -3,36 +3,18 @@
 not read the checkpoints table; a later attempt still finds its best checkpoint to resume with."""
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event
 
 from trainyard import lifecycle
 from trainyard.db.models import Checkpoint
-
-
-@contextmanager
-def _statements(db: Any) -> Iterator[list[str]]:
-    seen: list[str] = []
-    me = threading.get_ident()
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if threading.get_ident() == me:  # other tests' threads share the engine
-            seen.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
+from tests.conftest import statements
 
 
 def test_a_first_claim_reads_no_checkpoint_and_a_later_one_finds_its_best(app: Any, job_id: str) -> None:
     db = app.extensions["trainyard"].db
-    with _statements(db) as seen:
+    with statements(db) as seen:
         first = lifecycle.claim(db, job_id, "worker-a", lease_for=60)
     assert first is not None and first.attempt == 1 and first.best_checkpoint_key is None
     assert not [s for s in seen if "checkpoints" in s], seen
