@@ -88,4 +88,4 @@ def test_the_deadline_is_kept_and_readiness_is_exact() -> None:
             return "done"
         print(wait_gevent(read_then_write(), a.fileno()))
     """)
-    assert out.split("\n")[:3] == ["timed out", f"ready 3", "done"]
+    assert out.split("\n")[:3] == ["timed out", "ready 3", "done"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
 
 from trainyard import lifecycle
 from trainyard.db.models import Checkpoint
