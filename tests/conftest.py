@@ -42,24 +42,6 @@ def _redis_db() -> int:
 
 REDIS_DB = _redis_db()
 
-# The modules that took longest in a whole-suite run (2026-12-06, seconds of test time: sweep options 242,
-# Optuna sweeps 348, faults 262, fuzzing 240, guarantees 212, ...), longest first. They are collected
-# first so that the two xdist processes (which take tests in collection order as they finish earlier ones)
-# do not end with one of them still in a long module while the other has nothing left; every other module
-# keeps its place after them.
-LONG_MODULES = (
-    "test_sweeps_optuna_e2e", "test_faults", "test_sweep_options_e2e", "test_fuzz_api", "test_guarantees",
-    "test_option_matrix", "test_scale_out", "test_drawn_specs", "test_openapi", "test_devserver_supervision",
-    "test_upload_cost", "test_sweeps_e2e", "test_option_matrix_e2e", "test_retention_usage_e2e",
-    "test_worker_stops", "test_caps_train", "test_layering", "test_embedded", "test_compare_api",
-    "test_dashboard",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONG_MODULES)}
-    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
-
 
 @functools.cache
 def redis_db_url(offset: int = 0) -> str:
