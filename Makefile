@@ -30,7 +30,7 @@ run: $(STAMP)
 ## The whole suite against real Postgres and Redis (started, or installed, when missing), in two processes
 ## (pytest-xdist), each with its own Postgres database, Redis databases, API and worker (tests/conftest.py).
 ## In collection order: xdist first hands each process a run of consecutive tests (a quarter of its share),
-## so collecting the longest modules first gave all of them to one process (a run 160 s slower). Not
+## so collecting the longest modules first gave all of them to one process (897 s against 892). Not
 ## --dist loadscope/loadfile: they key tests by node id, and schemathesis' generated tests share one per
 ## test function (63 of test_fuzz_api's 67 were silently not run).
 ## Tests marked `exclusive` (cancellation latencies) run afterwards on their own, on an otherwise idle machine.
