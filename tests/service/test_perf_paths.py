@@ -284,3 +284,94 @@ def test_the_form_parser_reads_an_upload_in_large_blocks_and_keeps_its_limits(ap
         boundary, body = encode_multipart({"notes": "x" * (limit + 1)})
         with pytest.raises(RequestEntityTooLarge):
             parser.parse(io.BytesIO(body), "multipart/form-data", len(body), {"boundary": boundary})
+
+
+_FAIRNESS_APP = '''
+import os, time
+from pathlib import Path
+from gevent import monkey
+
+real_sleep = monkey.get_original("time", "sleep")
+order = []
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/block":  # holds the whole worker (no greenlet switch) until the test releases it
+        folder = Path(os.environ["FAIRNESS_DIR"])
+        (folder / "started").touch()
+        deadline = time.monotonic() + 60
+        while not (folder / "release").exists() and time.monotonic() < deadline:
+            real_sleep(0.01)
+    elif path != "/order":
+        order.append(path.strip("/"))
+    body = (",".join(order) if path == "/order" else "ok").encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def _read_responses(sock: Any, count: int) -> list[bytes]:
+    """`count` HTTP/1.1 responses with a Content-Length from a blocking socket; their bodies."""
+    buf, bodies = b"", []
+    while len(bodies) < count:
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            buf += chunk
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        while len(buf) < length:
+            buf += sock.recv(65536)
+        bodies.append(buf[:length])
+        buf = buf[length:]
+    return bodies
+
+
+def test_a_gevent_worker_serves_its_other_connections_between_one_connections_requests(tmp_path: Path) -> None:
+    # bin/api's worker class and config (service.gunicorn_conf), one worker. Connection A sends 40 requests
+    # at once behind one that holds the worker; connection B sends one request while it is held. gevent
+    # switches greenlets only when a socket would block and A's requests are all there, so without the
+    # config's post_request yield the worker answers all 40 of A's before it even accepts B.
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port, subprocess_env, wait_until
+
+    (tmp_path / "fairness_app.py").write_text(_FAIRNESS_APP)
+    port = free_port()
+    env = subprocess_env({"FAIRNESS_DIR": str(tmp_path), "TRAINYARD_VAR_DIR": str(tmp_path / "var")})
+    root = Path(__file__).resolve().parents[2]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_conf", "--bind", f"127.0.0.1:{port}",
+         "--workers", "1", "--worker-class", "gevent", "--access-logfile", os.devnull,
+         "--pythonpath", str(tmp_path), "fairness_app:app"],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def connect() -> socket.socket | None:
+            try:
+                return socket.create_connection(("127.0.0.1", port), timeout=30)
+            except OSError:
+                return None
+
+        a = wait_until(connect, timeout=60, what="gunicorn to listen")
+        a.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n"
+                  + b"".join(b"GET /a%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(40)))
+        wait_until(lambda: (tmp_path / "started").exists(), timeout=60, what="the worker to hold")
+        b = socket.create_connection(("127.0.0.1", port), timeout=30)
+        b.sendall(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        (tmp_path / "release").touch()
+        assert _read_responses(b, 1) == [b"ok"]
+        assert len(_read_responses(a, 41)) == 41
+        c = socket.create_connection(("127.0.0.1", port), timeout=30)
+        c.sendall(b"GET /order HTTP/1.1\r\nHost: x\r\n\r\n")
+        order = _read_responses(c, 1)[0].decode().split(",")
+        for s in (a, b, c):
+            s.close()
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert sorted(order) == sorted(["b"] + [f"a{i}" for i in range(40)])
+    assert order.index("b") <= 3, order  # B waited for at most the few of A's requests already under way
