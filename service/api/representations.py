@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask import current_app, has_request_context, request, url_for
-from sqlalchemy import Connection, Text, bindparam, case, cast, func, select, true, type_coerce
+from sqlalchemy import Connection, Text, bindparam, case, cast, func, literal_column, select, true, tuple_, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -191,23 +191,48 @@ def queue_positions(session: Session | Connection, jobs: Iterable[Any]) -> dict[
     in one query; a page without a queued job costs none.
 
     The order is the broker's: when the job's message was (last) sent, so a job re-queued after its worker
-    died queues behind the jobs already waiting, as its message does. The window reads the partial index of
-    queued jobs (`ix_jobs_queue`, migration 0012) in exactly that order: no sort, and no row of a job that is
-    not queued, however long the history.
+    died queues behind the jobs already waiting, as its message does. Both ways of counting read the partial
+    index of queued jobs (`ix_jobs_queue`, migration 0015) in exactly that order: no sort, and no row of a
+    job that is not queued, however long the history. One job (a status poll, a submission's 201) counts the
+    index entries from the head of its class's queue to its own; a page of them ranks its classes' queues
+    once.
     """
     ids = [job.id for job in jobs if job.status == "queued"]
     if not ids:
         return {}
+    if len(ids) == 1:
+        position = session.execute(QUEUE_POSITION_OF, {"id": ids[0]}).scalar()
+        return {} if position is None else {ids[0]: int(position)}
     return {job_id: int(position) for job_id, position in session.execute(_QUEUE_POSITIONS, {"ids": ids})}
+
+
+# 'queued' written into the statement, not bound: a prepared statement's generic plan (psycopg prepares a
+# statement run five times) can only use the partial index `ix_jobs_queue` when its predicate is visibly the
+# index's; with `status = $1` it counted the class's queue through another index (47 ms a submission, with
+# `make bench-scale`'s queue of ~3,000).
+QUEUED = literal_column("'queued'")
 
 
 def _queue_positions() -> Any:
     sent_at = func.coalesce(Job.enqueued_at, Job.created_at)  # as ix_jobs_queue indexes it
     order = func.row_number().over(partition_by=Job.resource_class, order_by=(sent_at, Job.id))
-    ranked = select(Job.id.label("id"), order.label("position")).where(Job.status == "queued").subquery()
+    ranked = select(Job.id.label("id"), order.label("position")).where(Job.status == QUEUED).subquery()
     return select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(bindparam("ids", expanding=True)))
 
 
+def _queue_position_of() -> Any:
+    # The queued jobs of :id's class sent before it, and itself: an index-only range of ix_jobs_queue, its
+    # bounds the job's own key (a row comparison on the index's columns). No row when :id is not queued.
+    jobs, me = Job.__table__, Job.__table__.alias("me")
+    ahead = (select(func.count()).select_from(jobs)
+             .where(jobs.c.status == QUEUED, jobs.c.resource_class == me.c.resource_class,
+                    tuple_(func.coalesce(jobs.c.enqueued_at, jobs.c.created_at), jobs.c.id)
+                    <= tuple_(func.coalesce(me.c.enqueued_at, me.c.created_at), me.c.id))
+             .correlate(me).scalar_subquery())
+    return select(ahead.label("position")).where(me.c.id == bindparam("id"), me.c.status == QUEUED)
+
+
+QUEUE_POSITION_OF = _queue_position_of()
 _QUEUE_POSITIONS = _queue_positions()
 
 
@@ -216,7 +241,7 @@ def submitted_queue_and_eta(db: Any, job: Any, now: datetime | None = None) -> t
     `queue_positions` and `job_etas` give them for it, in one statement by the database's compiled-once path
     (`Database.all_rows`): the submission's 201 costs no ORM session and one round trip."""
     now = now or utcnow()
-    rows = db.all_rows(_SUBMITTED_QUEUE, {"id": job.id, "tenant_id": job.tenant_id,
+    rows = db.all_rows(SUBMITTED_QUEUE, {"id": job.id, "tenant_id": job.tenant_id,
                                           "resource_class": job.resource_class})
     if not rows:  # no longer queued (a worker took it already)
         return None, None
@@ -337,13 +362,15 @@ SCANNED_RUNS = 200
 
 
 def _recent_runs() -> Any:
-    # Core, built once: building it with ORM aliases on every request cost more than running it.
+    # Core, built once: building it with ORM aliases on every request cost more than running it. The statuses
+    # are written into the statement (see QUEUED): a generic plan with `status = $1` counted the running jobs
+    # by reading the whole table.
     jobs, busy = Job.__table__, Job.__table__.alias("busy")
     recent = (select(jobs.c.resource_class, jobs.c.created_at, jobs.c.started_at, jobs.c.finished_at)
-              .where(jobs.c.tenant_id == bindparam("tenant_id"), jobs.c.status == "succeeded")
+              .where(jobs.c.tenant_id == bindparam("tenant_id"), jobs.c.status == literal_column("'succeeded'"))
               .order_by(jobs.c.created_at.desc()).limit(SCANNED_RUNS).subquery())
     running = (select(func.count()).select_from(busy)
-               .where(busy.c.status == "running", busy.c.resource_class == bindparam("resource_class"))
+               .where(busy.c.status == literal_column("'running'"), busy.c.resource_class == bindparam("resource_class"))
                .scalar_subquery())
     return (select(recent.c.started_at, recent.c.finished_at, running)
             # A succeeded job has both times when a worker ran it; a row written otherwise (an import, an
@@ -357,15 +384,15 @@ _RECENT_RUNS = _recent_runs()
 
 
 def _submitted_queue() -> Any:
-    # `_QUEUE_POSITIONS` for the one job :id, each row with one of `_RECENT_RUNS` for its tenant and class
-    # (one row with null runs when there are none; no row when the job is not queued).
-    ranked = _QUEUE_POSITIONS.get_final_froms()[0]
-    position = select(ranked.c.position).where(ranked.c.id == bindparam("id")).subquery()
+    # `QUEUE_POSITION_OF` the job :id, each row with one of `_RECENT_RUNS` for its tenant and class (one row
+    # with null runs when there are none; no row when the job is not queued). The position is counted once,
+    # materialised: as a subquery, Postgres pulled its count up into every joined row (28 ms a submission).
+    position = QUEUE_POSITION_OF.cte("position").prefix_with("MATERIALIZED")
     runs = _RECENT_RUNS.subquery()
     return select(position.c.position, *runs.c).select_from(position.outerjoin(runs, true()))
 
 
-_SUBMITTED_QUEUE = _submitted_queue()
+SUBMITTED_QUEUE = _submitted_queue()
 
 
 # ------------------------------------------------------------------------------------ finding counts

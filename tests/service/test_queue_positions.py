@@ -42,6 +42,8 @@ def test_positions_follow_the_broker_order_per_class(app: Any, client: Any, auth
             some = jobs[::3]
             assert queue_positions(s, some) == {k: v for k, v in expected.items() if k in {j.id for j in some}}
             assert queue_positions(s, []) == {}
+            for job in jobs:  # one job alone is counted on the index, not ranked: the same positions
+                assert queue_positions(s, [job]) == ({job.id: expected[job.id]} if job.id in expected else {})
     finally:
         with svc.db.session() as s:
             s.execute(delete(Job).where(Job.resource_class.in_(classes)))
