@@ -120,11 +120,18 @@ def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     connection could be served again and again while the worker's other connections wait (measured with
     `make bench-status`: p50 well under a millisecond with a p99 of a second, for the bare app as for the
     API). Waiting for the event loop to be idle after each response puts this connection behind every other
-that is ready (`gevent.sleep(0)` does not: it may resume this greenlet before the loop polls sockets)."""
+that is ready (`gevent.sleep(0)` does not: it may resume this greenlet before the loop polls sockets). A loop
+that is never idle (sockets ready on every turn) would hold this connection for ever: it waits at most
+`FAIR_YIELD_SECONDS`."""
     if type(worker).__name__ == "GeventWorker":
         import gevent
 
-        gevent.idle()
+        with gevent.Timeout(FAIR_YIELD_SECONDS, False):
+            gevent.idle()
+
+
+# The longest a gevent worker holds a connection's next request back for its other connections (post_request).
+FAIR_YIELD_SECONDS = 0.005
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -375,3 +375,37 @@ def test_a_gevent_worker_serves_its_other_connections_between_one_connections_re
         server.wait(30)
     assert sorted(order) == sorted(["b"] + [f"a{i}" for i in range(40)])
     assert order.index("b") <= 3, order  # B waited for at most the few of A's requests already under way
+
+
+def test_the_yield_after_a_response_ends_even_when_the_worker_is_never_idle() -> None:
+    # Two greenlets that ping-pong over a socket pair keep a socket ready on every turn of the event loop, as a
+    # busy worker's connections can: the loop is never idle, and the yield still returns (within its bound).
+    import gevent
+    import gevent.socket
+
+    from service.gunicorn_conf import FAIR_YIELD_SECONDS, post_request
+
+    class GeventWorker:  # the worker class is told by its name (gunicorn's own is imported only under gevent)
+        pass
+
+    a, b = gevent.socket.socketpair()
+    playing = True
+
+    def ping_pong(sock: Any, serve: bool) -> None:
+        if serve:
+            sock.sendall(b"x")
+        while playing:
+            sock.recv(1)
+            sock.sendall(b"x")
+
+    players = [gevent.spawn(ping_pong, a, True), gevent.spawn(ping_pong, b, False)]
+    try:
+        gevent.sleep(0.01)
+        with gevent.Timeout(5, AssertionError("the yield waited for an idle loop that never came")):
+            post_request(GeventWorker(), None, {}, None)
+    finally:
+        playing = False
+        gevent.killall(players)
+        a.close()
+        b.close()
+    assert FAIR_YIELD_SECONDS <= 0.01
