@@ -140,10 +140,8 @@ def _archive(folder: Path, card: dict[str, Any] | None, out: Path) -> tuple[int,
             info = _reset(tarfile.TarInfo(CARD_NAME))
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    digest = hashlib.sha256()
     with open(partial, "rb") as fh:
-        for block in iter(lambda: fh.read(1024 * 1024), b""):
-            digest.update(block)
+        digest = hashlib.file_digest(fh, "sha256")
         os.fsync(fh.fileno())
     os.replace(partial, out)
     return out.stat().st_size, digest.hexdigest()

@@ -36,12 +36,9 @@ def save_atomically(model: keras.Model, path: Path) -> tuple[int, str]:
     tmp = directory / f".{path.stem}.{os.getpid()}.tmp.keras"
     try:
         model.save(tmp)
-        digest = hashlib.sha256()
-        size = 0
         with open(tmp, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-                size += len(chunk)
+            digest = hashlib.file_digest(fh, "sha256")
+            size = os.fstat(fh.fileno()).st_size
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
