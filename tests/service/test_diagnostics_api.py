@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import wait_until
-from tests.service.test_openapi import FINAL, Api, load_openapi
+from tests.service.module_api import module_api, module_client  # noqa: F401 (module-scoped client and api)
+from tests.service.test_openapi import FINAL, Api
 
 SEED_VARIABLES = [
     {"layer": "dense_1", "name": "kernel", "shape": [784, 10]},
@@ -44,16 +45,6 @@ def _mlp_spec(dataset: str, *, optimizer: dict, normalize: str = "none", kernel_
         "optimizer": optimizer,
         "training": {"epochs": epochs, "batch_size": 32, "seed": 0},
     }
-
-
-@pytest.fixture(scope="module")
-def api(client: Any, auth: dict[str, str]) -> Api:
-    return Api(client, load_openapi(), auth)
-
-
-@pytest.fixture(scope="module")
-def client(app: Any) -> Any:  # module-scoped: the jobs below are submitted once for all tests
-    return app.test_client()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.service.test_openapi import Api, load_openapi
+from tests.service.module_api import module_api, module_client  # noqa: F401 (module-scoped client and api)
+from tests.service.test_openapi import Api
 from trainyard.store import initial_weights_key
 
 DIGITS_SGD_1E_10 = {
@@ -19,16 +20,6 @@ DIGITS_SGD_1E_10 = {
     "optimizer": {"type": "sgd", "learning_rate": 1e-10},
     "training": {"epochs": 20, "batch_size": 32, "seed": 0},
 }
-
-
-@pytest.fixture(scope="module")
-def client(app: Any) -> Any:
-    return app.test_client()
-
-
-@pytest.fixture(scope="module")
-def api(client: Any, auth: dict[str, str]) -> Api:
-    return Api(client, load_openapi(), auth)
 
 
 def _finding(api: Api, job_id: str, finding_id: str) -> dict[str, Any]:

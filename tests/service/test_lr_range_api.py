@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import tiny_spec, wait_until
-from tests.service.test_openapi import FINAL, Api, load_openapi
+from tests.service.module_api import module_api, module_client  # noqa: F401 (module-scoped client and api)
+from tests.service.test_openapi import FINAL, Api
 
 
 def _digits(optimizer: dict[str, Any], **diagnostics: Any) -> dict[str, Any]:
@@ -25,16 +26,6 @@ def _digits(optimizer: dict[str, Any], **diagnostics: Any) -> dict[str, Any]:
         "training": {"epochs": 20, "batch_size": 32, "seed": 0},
         "diagnostics": diagnostics,
     }
-
-
-@pytest.fixture(scope="module")
-def client(app: Any) -> Any:
-    return app.test_client()
-
-
-@pytest.fixture(scope="module")
-def api(client: Any, auth: dict[str, str]) -> Api:
-    return Api(client, load_openapi(), auth)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import tiny_spec
-from tests.service.test_openapi import Api, load_openapi
+from tests.service.module_api import module_api, module_client  # noqa: F401 (module-scoped client and api)
+from tests.service.test_openapi import Api
 
 # Dropout and a shuffled validation split: randomness a seed must pin down for the runs to agree.
 SPEC = tiny_spec(name="replayed", dataset={"id": "builtin:iris", "validation_split": 0.2, "normalize": "standardize"},
@@ -16,16 +17,6 @@ SPEC = tiny_spec(name="replayed", dataset={"id": "builtin:iris", "validation_spl
                                                       {"type": "dropout", "rate": 0.2},
                                                       {"type": "dense", "units": 3, "activation": "softmax"}]},
                  training={"epochs": 4, "batch_size": 16, "seed": 5})
-
-
-@pytest.fixture(scope="module")
-def client(app: Any) -> Any:
-    return app.test_client()
-
-
-@pytest.fixture(scope="module")
-def api(client: Any, auth: dict[str, str]) -> Api:
-    return Api(client, load_openapi(), auth)
 
 
 @pytest.fixture(scope="module")
