@@ -108,9 +108,10 @@ class Database:
         self.url = database_url
         self.engine = make_engine(database_url)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
-        # Autocommit: no BEGIN/COMMIT round trips around a request that only reads.
-        self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._read_factory = sessionmaker(self._read_engine, expire_on_commit=False)
+        # Autocommit: no BEGIN/COMMIT round trips around a request that only reads, or a write of one
+        # statement (`run`).
+        self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._read_factory = sessionmaker(self._autocommit_engine, expire_on_commit=False)
         self._compiled: dict[Any, tuple[str, dict[str, Any], Any]] = {}
 
     @contextmanager
@@ -139,7 +140,7 @@ class Database:
     @contextmanager
     def read_connection(self) -> Iterator[Connection]:
         """A plain connection in autocommit, for the hottest reads: no ORM session, no transaction."""
-        with self._read_engine.connect() as conn:
+        with self._autocommit_engine.connect() as conn:
             yield conn
 
     def first_row(self, stmt: Select[Any], params: dict[str, Any]) -> Any:
@@ -168,7 +169,7 @@ class Database:
         BEGIN/COMMIT): on Postgres compiled once and run straight through psycopg as `first_row` does (the
         outbox marker of every submission)."""
         if self.engine.dialect.name != "postgresql":
-            with self.read_connection() as conn:
+            with self._autocommit_engine.connect() as conn:  # the statement commits on its own
                 conn.execute(stmt, params)
             return
         self._run_raw(stmt, params, fetch=None)
