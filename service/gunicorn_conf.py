@@ -120,9 +120,9 @@ def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     connection could be served again and again while the worker's other connections wait (measured with
     `make bench-status`: p50 well under a millisecond with a p99 of a second, for the bare app as for the
     API). Waiting for the event loop to be idle after each response puts this connection behind every other
-that is ready (`gevent.sleep(0)` does not: it may resume this greenlet before the loop polls sockets). A loop
-that is never idle (sockets ready on every turn) would hold this connection for ever: it waits at most
-`FAIR_YIELD_SECONDS`."""
+    that is ready (`gevent.sleep(0)` does not: it may resume this greenlet before the loop polls sockets). A
+    loop that is never idle (sockets ready on every turn) would hold this connection for ever: it waits at
+    most `FAIR_YIELD_SECONDS`."""
     if type(worker).__name__ == "GeventWorker":
         import gevent
 

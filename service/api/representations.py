@@ -14,13 +14,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask import current_app, has_request_context, request, url_for
-from sqlalchemy import Connection, Text, bindparam, case, cast, func, literal_column, select, true, tuple_, type_coerce
+from sqlalchemy import Connection, Text, bindparam, case, cast, func, select, true, tuple_, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from service.api.common import iso
 from trainyard import cards, compare, eta
 from trainyard.cards import normalized_spec
+from trainyard.db import status_sql
 from trainyard.db.models import Checkpoint, Dataset, EpochDiagnostics, EpochMetrics, Finding, Job, utcnow
 from trainyard.db.live import JobLog
 from trainyard.db.sweeps import Sweep
@@ -206,11 +207,9 @@ def queue_positions(session: Session | Connection, jobs: Iterable[Any]) -> dict[
     return {job_id: int(position) for job_id, position in session.execute(_QUEUE_POSITIONS, {"ids": ids})}
 
 
-# 'queued' written into the statement, not bound: a prepared statement's generic plan (psycopg prepares a
-# statement run five times) can only use the partial index `ix_jobs_queue` when its predicate is visibly the
-# index's; with `status = $1` it counted the class's queue through another index (47 ms a submission, with
-# `make bench-scale`'s queue of ~3,000).
-QUEUED = literal_column("'queued'")
+# Written into the statements (`status_sql`): the partial index of queued jobs serves them also in a
+# prepared statement's generic plan.
+QUEUED = status_sql("queued")
 
 
 def _queue_positions() -> Any:
@@ -221,8 +220,9 @@ def _queue_positions() -> Any:
 
 
 def _queue_position_of() -> Any:
-    # The queued jobs of :id's class sent before it, and itself: an index-only range of ix_jobs_queue, its
-    # bounds the job's own key (a row comparison on the index's columns). No row when :id is not queued.
+    # The queued jobs of :id's class sent before it, and itself: a range of ix_jobs_queue from the head of the
+    # class's queue to the job's own key (a row comparison on the index's columns). No row when :id is not
+    # queued.
     jobs, me = Job.__table__, Job.__table__.alias("me")
     ahead = (select(func.count()).select_from(jobs)
              .where(jobs.c.status == QUEUED, jobs.c.resource_class == me.c.resource_class,
@@ -363,14 +363,13 @@ SCANNED_RUNS = 200
 
 def _recent_runs() -> Any:
     # Core, built once: building it with ORM aliases on every request cost more than running it. The statuses
-    # are written into the statement (see QUEUED): a generic plan with `status = $1` counted the running jobs
-    # by reading the whole table.
+    # are written into the statement (`status_sql`).
     jobs, busy = Job.__table__, Job.__table__.alias("busy")
     recent = (select(jobs.c.resource_class, jobs.c.created_at, jobs.c.started_at, jobs.c.finished_at)
-              .where(jobs.c.tenant_id == bindparam("tenant_id"), jobs.c.status == literal_column("'succeeded'"))
+              .where(jobs.c.tenant_id == bindparam("tenant_id"), jobs.c.status == status_sql("succeeded"))
               .order_by(jobs.c.created_at.desc()).limit(SCANNED_RUNS).subquery())
     running = (select(func.count()).select_from(busy)
-               .where(busy.c.status == literal_column("'running'"), busy.c.resource_class == bindparam("resource_class"))
+               .where(busy.c.status == status_sql("running"), busy.c.resource_class == bindparam("resource_class"))
                .scalar_subquery())
     return (select(recent.c.started_at, recent.c.finished_at, running)
             # A succeeded job has both times when a worker ran it; a row written otherwise (an import, an

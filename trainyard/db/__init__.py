@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, create_engine, event, exc
+from sqlalchemy import ColumnElement, Connection, Engine, Select, create_engine, event, exc, literal_column
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.base import Executable
 
@@ -25,6 +25,18 @@ logger = logging.getLogger(__name__)
 # exponent (json.dumps writes 1e+20); one with a negative exponent reads back as a float already.
 _STRING_OR_EXPONENT = re.compile(r'"(?:[^"\\]|\\.)*"|(-?\d+(?:\.\d+)?[eE]\+?\d+)')
 _MAYBE_EXPONENT = re.compile(r"\d[eE]\+?\d")
+
+
+def status_sql(status: str) -> ColumnElement[Any]:
+    """A job status written into a statement as a literal, not bound as a parameter, for statements whose
+    plan depends on it. psycopg prepares a statement a connection runs for the fifth time, and Postgres may
+    then keep one generic plan for any parameters: with `status = $1` it can neither use a partial index on
+    a status (`ix_jobs_queue`) nor estimate how many jobs have it (a submission's queue position counted the
+    queue through another index, 47 ms under `make bench-scale`'s flood; its running jobs, by reading the
+    table)."""
+    if not status.isidentifier():
+        raise ValueError(f"not a status: {status!r}")
+    return literal_column(f"'{status}'")
 
 
 def dumps_json(value: Any) -> str:
