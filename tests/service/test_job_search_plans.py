@@ -87,11 +87,12 @@ IN_INDEX_ORDER = {(sort, search) for sort in SORTS for search in ("no filter", "
        ("-best_value", "label key"), ("best_value", "label key")}
 
 
-def explain(app: Any, stmt: Any) -> str:
+def explain(app: Any, stmt: Any, options: str = "") -> str:
+    """Postgres' plan of `stmt` (`options`: EXPLAIN's own, "(ANALYZE, COSTS OFF)" runs it too)."""
     db = app.extensions["trainyard"].db
     compiled = stmt.compile(dialect=db.engine.dialect)
     with db.engine.connect() as conn:
-        rows = conn.exec_driver_sql("EXPLAIN " + str(compiled), compiled.params).all()
+        rows = conn.exec_driver_sql(f"EXPLAIN {options} " + str(compiled), compiled.params).all()
     return "\n".join(row[0] for row in rows)
 
 
@@ -212,12 +213,10 @@ def test_a_submissions_queue_position_is_counted_once_whatever_its_tenants_histo
         s.execute(insert(Job), runs + [queued])
     try:
         stmt = SUBMITTED_QUEUE.params(id=queued["id"], tenant_id=tenant, resource_class="cpu")
-        compiled = stmt.compile(dialect=db.engine.dialect)
-        with db.engine.connect() as conn:
-            rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, COSTS OFF) " + str(compiled), compiled.params).all()
-            result = conn.execute(stmt).all()
-        plan = "\n".join(row[0] for row in rows)
+        plan = explain(app, stmt, "(ANALYZE, COSTS OFF)")
         print(plan)
+        with db.engine.connect() as conn:
+            result = conn.execute(stmt).all()
         assert len(result) == 6 and len({row[0] for row in result}) == 1  # one row per run, one position
         scans = [line for line in plan.splitlines() if "ix_jobs_queue" in line]
         assert scans and all("loops=1)" in line for line in scans), plan
