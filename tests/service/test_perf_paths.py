@@ -173,6 +173,37 @@ def test_folder_store_upload_is_stored_with_the_hash_of_its_bytes(settings: Any,
     svc.db.dispose()
 
 
+def test_the_upload_spool_hashes_and_writes_on_another_thread_and_reads_back_exactly(tmp_path: Path) -> None:
+    # The form parser's spool hands batches of blocks to a thread that hashes and writes them while the
+    # parser goes on; whatever then reads the file (seek, read, the sha256) first waits for that thread.
+    import random
+    import threading
+
+    from service.api import common
+
+    writers: set[int] = set()
+    absorb = common.SpooledUpload._absorb
+
+    def recording_absorb(self: Any, blocks: list[bytes]) -> None:
+        writers.add(threading.get_ident())
+        absorb(self, blocks)
+
+    rng = random.Random(7)
+    blocks = [rng.randbytes(rng.randint(1, 600_000)) for _ in range(50)]  # ~15 MB: three batches and a rest
+    spool = common.SpooledUpload(str(tmp_path))
+    spool._absorb = recording_absorb.__get__(spool)  # type: ignore[method-assign]
+    for block in blocks:
+        assert spool.write(block) == len(block)
+    data = b"".join(blocks)
+    assert spool.size == len(data) > 3 * common.SPOOL_BATCH_BYTES
+    assert spool.sha256() == hashlib.sha256(data).hexdigest()
+    spool.seek(0)
+    assert spool.read() == data
+    assert writers and threading.get_ident() not in writers
+    spool.close()
+    assert not list(tmp_path.iterdir())
+
+
 def test_gevent_workers_hand_file_responses_to_the_kernel(tmp_path: Path) -> None:
     # bin/api's gevent workers send a folder store's file with this in place of gevent's socket.sendfile
     # (which reads the file in Python, 8 KiB at a time): os.sendfile, waiting cooperatively while the socket
