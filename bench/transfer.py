@@ -11,6 +11,8 @@ versus a bare transfer of the same bytes from or to the same store, for both sto
 Every side computes the sha256 of the bytes it moves (the client checks the download's against the
 recorded one). Peak memory: VmHWM of every gunicorn worker is reset before a transfer (Linux
 clear_refs) and read after; the growth reported is the largest worker's peak minus its RSS before.
+Each upload side starts after `os.sync()`: neither pays for the writeback of the bytes the side before it
+wrote (a bare write that came after an upload ran at 280-1,000 MB/s, the disk's writeback deciding which).
 Targets (issue #8): HTTP >= 0.5 of bare, API peak RSS growth < 50 MB, both directions.
 Run: ``make bench-transfer`` or ``.venv/bin/python bench/transfer.py [--mb 200 --rounds 2 --stores db,folder,s3]``.
 """
@@ -337,9 +339,11 @@ def _run_rounds(stack: Stack, store_name: str, args: argparse.Namespace, files: 
               f"ratio {bare_s / http_s:5.2f}  API peak RSS +{peak.growth_mb:.1f} MB", flush=True)
 
         up_mb = files["dataset"].stat().st_size / 1e6
+        os.sync()
         with PeakRss(stack) as peak:
             http_s, body = http_upload(stack.base_url, headers, files["dataset"])
         assert body["sha256"] == up_sha, "upload corrupted"
+        os.sync()
         if s3 is not None:
             bare_s, got = bare_s3_write(s3, files["dataset"])
         elif folder is not None:
