@@ -19,7 +19,7 @@ from service.api.representations import (JOB_LIST_ROWS, JOB_ROW_WITH_FINDINGS, J
                                          job_and_counts, job_etas, job_list_json, job_resource, job_row_counts,
                                          job_row_recent, job_with_findings, listed, listed_forked, listed_recent,
                                          queue_positions, running_etas, submitted_queue_and_eta)
-from service.api.status_cache import JOB_VERSION, VERSION_COLUMNS, status_cache
+from service.api.status_cache import VERSION_COLUMNS, status_cache
 from service.errors import Conflict, PreconditionFailed, TooManyRequests, ValidationFailed
 from service.services import services
 from trainyard.datasets.lookup import lazy_dataset_lookup
@@ -280,10 +280,8 @@ def _with_etag(body: dict[str, Any]) -> Response:
 @bp.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     cache = status_cache()
-    if cache is not None and cache.stored(job_id) is not None:  # ended when last read: is it as it was?
-        version = load_owned_row(services().db, Job, job_id, JOB_VERSION)
-        if (resp := cache.answer(job_id, tenant_id(), version)) is not None:
-            return _conditional(resp)
+    if cache is not None and (resp := cache.answer(job_id, tenant_id())) is not None:  # ended, and as it was
+        return _conditional(resp)
     job, findings, forked = job_row_with_findings(job_id, versioned=cache is not None)
     positions: dict[str, int] = {}
     estimate, children = None, None

@@ -2,12 +2,18 @@
 
 A job that has ended (succeeded, failed, cancelled) still changes now and then - PATCH renames or relabels
 it, a fork adds a child, a later fork's end settles one of its findings - so nothing here is served on
-trust. Each poll of a job seen ended before reads its *version* in one narrow query, through the same
-tenant filter as the full read (another tenant's or a deleted job is the same 404): the row's `xmin` (the
+trust. Each poll of a job seen ended before reads its *version* in one narrow query (with its tenant: a
+poll of another tenant's or a deleted job goes on to the full read, which answers 404): the row's `xmin` (the
 transaction that wrote this version of the row; any UPDATE writes a new one), its finding counts per
 severity and a signature of its forks' ids. When that equals the version stored with the response, the
 stored bytes and ETag are answered without reading the row's 53 columns, decoding its JSON documents and
 encoding the body again (on Postgres about a third of a poll's CPU; see bench/README.md).
+
+Concurrent polls of one API process share that query (`VersionReads`): a poll that arrives while one is
+in flight waits for it to return and joins the next one, which then reads the versions of every poll that
+has arrived meanwhile. Each poll's version is still read by a query sent after the poll arrived (never
+an older answer), and under load one round trip serves many polls: the round trip and Postgres' side of
+it were about half of a poll's CPU (bench/README.md).
 
 The version is read in the same statement as the row when the response is built, so a stored response is
 never older than its version; the fork ids, read in a second query, can only be newer, which costs one
@@ -18,10 +24,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from flask import Response, current_app, request
-from sqlalchemy import Text, bindparam, func, literal_column, select
+from sqlalchemy import String, Text, any_, bindparam, func, literal_column, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from service.api.representations import per_severity_counts
 from service.services import services
@@ -36,9 +44,79 @@ _CHILDREN_SIGNATURE = (select(func.count().cast(Text) + ":"
                               + func.coalesce(func.sum(func.hashtext(_CHILD.c.id)), 0).cast(Text))
                        .where(_CHILD.c.parent_id == Job.id).correlate(Job).scalar_subquery())
 VERSION_COLUMNS = (literal_column("jobs.xmin::text").label("row_version"), _CHILDREN_SIGNATURE.label("children_sig"))
-# The poll of a job stored ended: its status and version only. Takes `id` and `tenant_id`.
-JOB_VERSION = select(Job.status, *per_severity_counts(), *VERSION_COLUMNS).where(
-    Job.id == bindparam("id"), Job.tenant_id == bindparam("tenant_id"))
+# The polls of jobs stored ended: their tenant, status and version only. Takes `ids`, a list.
+JOB_VERSIONS = select(Job.id, Job.tenant_id, Job.status, *per_severity_counts(), *VERSION_COLUMNS).where(
+    Job.id == any_(bindparam("ids", type_=ARRAY(String))))
+
+
+class _Poll:
+    """One poll waiting for its job's version: `row` once read (None: no such job), or `error`."""
+
+    __slots__ = ("job_id", "woken", "lead", "done", "row", "error")
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.woken = threading.Event()  # gevent's own Event in a monkey-patched worker
+        self.lead = self.done = False
+        self.row: Any = None
+        self.error: BaseException | None = None
+
+
+class VersionReads:
+    """The versions of jobs for concurrent polls, one query at a time for all polls waiting (see above).
+
+    The poll that finds no query in flight sends one for itself and every poll queued by then; polls that
+    arrive meanwhile queue up, and the first of them sends the next query when the one in flight returns.
+    No poll sends more than one query, and none waits for more than the one in flight and its own."""
+
+    def __init__(self, read: Callable[[list[str]], list[Any]]) -> None:
+        self._read = read  # ids -> JOB_VERSIONS rows
+        self._lock = threading.Lock()
+        self._queued: list[_Poll] = []
+        self._in_flight = False
+        self.queries = 0  # round trips made (read by tests and the benchmark's notes)
+
+    def version(self, job_id: str) -> Any:
+        """The JOB_VERSIONS row of `job_id` (None: no such job), read by a query sent after this call."""
+        poll = _Poll(job_id)
+        with self._lock:
+            self._queued.append(poll)
+            poll.lead = not self._in_flight
+            self._in_flight = True
+        if not poll.lead:
+            poll.woken.wait()
+        if not poll.done:  # this poll leads the next query
+            self._send(poll)
+        if poll.error is not None:
+            raise poll.error
+        return poll.row
+
+    def _send(self, leader: _Poll) -> None:
+        with self._lock:
+            batch, self._queued = self._queued, []
+        answered = False
+        try:
+            self.queries += 1
+            try:
+                rows = {row.id: row for row in self._read(sorted({poll.job_id for poll in batch}))}
+                for poll in batch:
+                    poll.row = rows.get(poll.job_id)
+            except Exception as exc:  # every poll of the query answers its error (the database's: a 503)
+                for poll in batch:
+                    poll.error = exc
+            answered = True
+        finally:
+            with self._lock:
+                if answered:
+                    for poll in batch:
+                        poll.done = True
+                        poll.woken.set()
+                else:  # the leader's greenlet was killed mid-query: the others go in the next query
+                    self._queued[:0] = [poll for poll in batch if poll is not leader]
+                if self._queued:  # the first poll that came meanwhile sends the next query
+                    self._queued[0].woken.set()
+                else:
+                    self._in_flight = False
 
 
 class Stored(NamedTuple):
@@ -50,7 +128,8 @@ class Stored(NamedTuple):
 
 
 class StatusCache:
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(self, read_versions: Callable[[list[str]], list[Any]], max_entries: int = MAX_ENTRIES) -> None:
+        self.versions = VersionReads(read_versions)
         self.max_entries = max_entries
         self._entries: OrderedDict[str, Stored] = OrderedDict()
         self._lock = threading.Lock()
@@ -59,15 +138,18 @@ class StatusCache:
     def stored(self, job_id: str) -> Stored | None:
         return self._entries.get(job_id)
 
-    def answer(self, job_id: str, tenant: str, version_row: Any) -> Response | None:
-        """The stored response when `version_row` (a JOB_VERSION row) says the job is as it was; else None
-        (and the entry goes: the caller rebuilds it)."""
+    def answer(self, job_id: str, tenant: str) -> Response | None:
+        """The stored response of `job_id` when its version, read now, says the job is as it was; else None
+        (and the entry goes: the caller reads the job, which also answers 404 for no such job)."""
         entry = self._entries.get(job_id)
-        if entry is None:
+        if entry is None or entry.tenant != tenant or entry.script_root != request.script_root:
             return None
-        status, *version = version_row
-        if (status not in FINAL_STATUSES or tuple(version) != entry.version or entry.tenant != tenant
-                or entry.script_root != request.script_root):
+        row = self.versions.version(job_id)
+        if row is None or row.tenant_id != tenant:
+            self.forget(job_id)
+            return None
+        _id, _tenant, status, *version = row
+        if status not in FINAL_STATUSES or tuple(version) != entry.version:
             self.forget(job_id)
             return None
         with self._lock:
@@ -97,6 +179,8 @@ def status_cache() -> StatusCache | None:
     """This app's cache; None on SQLite (no `xmin` to check a stored response against)."""
     extensions = current_app.extensions
     if "trainyard_status_cache" not in extensions:
-        postgres = services().db.engine.dialect.name == "postgresql"
-        extensions["trainyard_status_cache"] = StatusCache() if postgres else None
+        db = services().db
+        postgres = db.engine.dialect.name == "postgresql"
+        extensions["trainyard_status_cache"] = (
+            StatusCache(lambda ids: db.all_rows(JOB_VERSIONS, {"ids": ids})) if postgres else None)
     return extensions["trainyard_status_cache"]

@@ -5,6 +5,8 @@ checking the version; the API's own answer is compared with a fresh build of the
 from __future__ import annotations
 
 import random
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -115,3 +117,166 @@ def test_a_patch_through_the_api_is_seen_at_once(client: Any, app: Any, tenant: 
     after, stored = poll(client, auth, job_id, app)
     assert not stored and after.get_json()["labels"] == {"team": "vision"}
     assert after.headers["ETag"] == patched.headers["ETag"]
+
+
+# Concurrent polls of one API process share the version query (status_cache.VersionReads). These drive it
+# from threads (bin/api's gevent workers run the same code on greenlets) against the real database, holding
+# a query at the point each test needs.
+
+class HeldReads:
+    """JOB_VERSIONS read from the database for real, each read recorded; `hold` makes the next read wait,
+    after its rows came back, until `release`."""
+
+    def __init__(self, app: Any) -> None:
+        from service.api.status_cache import JOB_VERSIONS
+
+        self.db = app.extensions["trainyard"].db
+        self.stmt = JOB_VERSIONS
+        self.sent: list[list[str]] = []
+        self.fail: dict[int, BaseException] = {}  # the nth read (0-based) raises this instead
+        self.read_back = threading.Event()
+        self.released = threading.Event()
+        self.holding = False
+
+    def __call__(self, ids: list[str]) -> list[Any]:
+        n = len(self.sent)
+        self.sent.append(ids)
+        if n in self.fail:
+            raise self.fail[n]
+        rows = self.db.all_rows(self.stmt, {"ids": ids})
+        if self.holding:
+            self.holding = False
+            self.read_back.set()
+            assert self.released.wait(30)
+        return rows
+
+
+def in_thread(fn: Any, *args: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+def queued(reads: Any, n: int) -> None:
+    deadline = time.monotonic() + 30
+    while len(reads._queued) < n:
+        assert time.monotonic() < deadline, "polls did not queue"
+        time.sleep(0.005)
+
+
+def test_polls_that_arrive_during_a_version_query_share_the_next_one_which_sees_later_changes(
+        app: Any, tenant: Any) -> None:
+    from service.api.status_cache import VersionReads
+
+    _, _, tenant_id = tenant
+    a, b, c = (add_job(app, tenant_id) for _ in range(3))
+    held = HeldReads(app)
+    reads = VersionReads(held)
+    held.holding = True
+    first, first_out = in_thread(reads.version, a)
+    assert held.read_back.wait(30)  # the first query has read a's version and not returned yet
+    write(app, update(Job).where(Job.id == a).values(name="renamed-meanwhile"))
+    later = [in_thread(reads.version, job_id) for job_id in (b, a, c, a)]
+    queued(reads, 4)
+    held.released.set()
+    for thread, _ in [(first, first_out), *later]:
+        thread.join(30)
+    # One query for the first poll, one for the four that came while it was out: not five.
+    assert held.sent == [[a], sorted({a, b, c})] and reads.queries == 2
+    got = [out["value"] for _, out in later]
+    assert [row.id for row in got] == [b, a, c, a] and all(row.tenant_id == tenant_id for row in got)
+    # The first poll's query read a before the rename; the polls that came after the rename were answered
+    # by a query sent after they came, which sees it (sharing the query in flight would not).
+    assert first_out["value"].row_version != got[1].row_version == got[3].row_version
+    assert reads.version(c).row_version == got[2].row_version and reads.queries == 3
+    assert reads.version("job_" + "0" * 32) is None
+
+
+def test_a_failed_version_query_fails_each_poll_that_waited_for_it_and_the_next_one_is_sent(
+        app: Any, tenant: Any) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from service.api.status_cache import VersionReads
+
+    _, _, tenant_id = tenant
+    a, b = add_job(app, tenant_id), add_job(app, tenant_id)
+    held = HeldReads(app)
+    held.fail[1] = OperationalError("SELECT", {}, Exception("connection lost"))
+    reads = VersionReads(held)
+    held.holding = True
+    first, first_out = in_thread(reads.version, a)
+    assert held.read_back.wait(30)
+    later = [in_thread(reads.version, job_id) for job_id in (a, b)]
+    queued(reads, 2)
+    held.released.set()
+    for thread, _ in [(first, first_out), *later]:
+        thread.join(30)
+    assert first_out["value"].id == a
+    assert all(isinstance(out.get("error"), OperationalError) for _, out in later)
+    assert reads.version(b).id == b and held.sent == [[a], sorted({a, b}), [b]]
+
+
+class Killed(BaseException):
+    """What a greenlet killed mid-request raises (GreenletExit, gevent.Timeout): not the database's error."""
+
+
+def test_a_poll_killed_while_it_sends_the_query_leaves_the_others_to_the_next_query(app: Any, tenant: Any) -> None:
+    from service.api.status_cache import VersionReads
+
+    _, _, tenant_id = tenant
+    a, b, c = (add_job(app, tenant_id) for _ in range(3))
+    held = HeldReads(app)
+    held.fail[1] = Killed()
+    reads = VersionReads(held)
+    held.holding = True
+    first, first_out = in_thread(reads.version, a)
+    assert held.read_back.wait(30)
+    later = [in_thread(reads.version, job_id) for job_id in (b, c, a)]
+    queued(reads, 3)
+    held.released.set()
+    for thread, _ in [(first, first_out), *later]:
+        thread.join(30)
+    outs = [out for _, out in later]
+    # The poll that sent the second query (b, the first to queue) is the one killed; c and a went on.
+    assert isinstance(outs[0].get("error"), Killed)
+    assert outs[1]["value"].id == c and outs[2]["value"].id == a
+    assert held.sent == [[a], sorted({a, b, c}), sorted({a, c})]
+    assert not reads._in_flight and not reads._queued
+
+
+def test_concurrent_polls_through_the_real_api_see_a_change_written_elsewhere(
+        api_url: str, app: Any, tenant: Any) -> None:
+    # bin/api (gunicorn, gevent workers): many connections polling stored ended jobs at once share version
+    # queries on greenlets; every poll after a change written straight to the database sees it.
+    import requests
+    from concurrent.futures import ThreadPoolExecutor
+
+    auth, _, tenant_id = tenant
+    jobs = [add_job(app, tenant_id) for _ in range(4)]
+    sessions = [requests.Session() for _ in range(16)]
+
+    def poll_all(n: int) -> list[tuple[str, str]]:
+        def one(i: int) -> tuple[str, str]:
+            job_id = jobs[i % len(jobs)]
+            resp = sessions[i % len(sessions)].get(f"{api_url}/v1/jobs/{job_id}", headers=auth, timeout=30)
+            assert resp.status_code == 200, resp.text
+            return job_id, resp.json()["name"]
+
+        with ThreadPoolExecutor(16) as pool:
+            return list(pool.map(one, range(n)))
+
+    assert {name for _, name in poll_all(200)} == {"tiny"}
+    write(app, update(Job).where(Job.id == jobs[0]).values(name="renamed-elsewhere"))
+    after = poll_all(200)
+    assert {name for job_id, name in after if job_id == jobs[0]} == {"renamed-elsewhere"}
+    assert {name for job_id, name in after if job_id != jobs[0]} == {"tiny"}
+    for session in sessions:
+        session.close()
