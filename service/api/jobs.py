@@ -15,11 +15,12 @@ from sqlalchemy.orm import Session
 from service.api.common import (decode_job_cursor, encode_cursor, encode_sorted_cursor, int_arg, json_body,
                                 load_owned, load_owned_row, tenant_id)
 from service.api.idempotency import find_replay, idempotency_key, request_sha256
-from service.api.representations import (JOB_LIST_ROWS, JOB_ROW_WITH_FINDINGS, JOBS_WITH_FINDINGS, children_of,
-                                         job_and_counts, job_etas, job_list_json, job_resource, job_row_counts,
-                                         job_row_recent, job_with_findings, listed, listed_forked, listed_recent,
+from service.api.representations import (JOB_LIST_ROWS, JOB_LIST_VERSIONS, JOB_ROW_WITH_FINDINGS, JOBS_WITH_FINDINGS,
+                                         VERSION_COLUMNS, children_of, job_and_counts, job_etas, job_list_items,
+                                         job_list_json, job_resource, job_row_counts, job_row_recent,
+                                         job_with_findings, listed, listed_forked, listed_recent, listed_version,
                                          queue_positions, running_etas, submitted_queue_and_eta)
-from service.api.status_cache import VERSION_COLUMNS, status_cache
+from service.api.status_cache import list_items, status_cache
 from service.errors import Conflict, PreconditionFailed, TooManyRequests, ValidationFailed
 from service.services import services
 from trainyard.datasets.lookup import lazy_dataset_lookup
@@ -232,21 +233,32 @@ def _next_cursor(last: Any, search: JobSearch) -> str:
 
 def _list_page_json(db: Database, search: JobSearch, after: Position | None, limit: int,
                     now: datetime | None = None) -> str:
-    """A page of the list as JSON text, on Postgres: Core rows of only the columns the bodies show, their
-    JSON documents spliced in as the database's text (representations.job_list_json)."""
+    """A page of the list as JSON text, on Postgres. Which jobs it holds, in order, and their versions come
+    first (JOB_LIST_VERSIONS); an ended job this API process has a current item for is answered with it
+    (status_cache.ListItems), the others are read in full, only the columns their bodies show, and their
+    JSON documents spliced in as the database's text (representations.job_list_items)."""
+    kept = list_items()
+    tenant = search.tenant_id
     with db.read_connection() as conn:
-        rows: list[Any] = []
-        for stmt in page_queries(JOB_LIST_ROWS, search, after, limit + 1):
-            rows += listed(conn.execute(stmt.limit(limit + 1 - len(rows))))
-            if len(rows) > limit:
+        paged: list[Any] = []
+        for stmt in page_queries(JOB_LIST_VERSIONS, search, after, limit + 1):
+            paged += conn.execute(stmt.limit(limit + 1 - len(paged))).all()
+            if len(paged) > limit:
                 break
-        page = rows[:limit]
-        positions = queue_positions(conn, page)
-        recent = {row.id: listed_recent(row) for row in page if row.status == "running"}
-        etas = job_etas(conn, page, positions, recent, now)
-        children = children_of(conn, [row.id for row in page if listed_forked(row)])
-    next_cursor = _next_cursor(page[-1], search) if len(rows) > limit else None
-    return job_list_json(page, positions, etas, children, next_cursor)
+        page = paged[:limit]
+        items = {row.id: item for row in page if (item := kept.current(row, tenant)) is not None}
+        missing = [row.id for row in page if row.id not in items]
+        rows = listed(conn.execute(JOB_LIST_ROWS, {"ids": missing, "tenant_id": tenant})) if missing else []
+        positions = queue_positions(conn, rows)
+        recent = {row.id: listed_recent(row) for row in rows if row.status == "running"}
+        etas = job_etas(conn, rows, positions, recent, now)
+        children = children_of(conn, [row.id for row in rows if listed_forked(row)])
+    for row, item in zip(rows, job_list_items(rows, positions, etas, children)):
+        items[row.id] = item
+        kept.keep(row, tenant, listed_version(row), item)
+    next_cursor = _next_cursor(page[-1], search) if len(paged) > limit else None
+    # A job deleted between the two reads is left out of the page.
+    return job_list_json([items[row.id] for row in page if row.id in items], next_cursor)
 
 
 def _list_page(db: Database, search: JobSearch, after: Position | None, limit: int,

@@ -14,8 +14,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask import current_app, has_request_context, request, url_for
-from sqlalchemy import Connection, Text, bindparam, case, cast, func, select, true, tuple_, type_coerce
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (Connection, String, Text, any_, bindparam, case, cast, func, literal_column, select, true,
+                        tuple_, type_coerce)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Session
 
 from service.api.common import iso
@@ -428,6 +429,16 @@ def per_severity_counts() -> list[Any]:
 
 
 _CHILD = Job.__table__.alias("child")
+_VERSION_CHILD = Job.__table__.alias("version_child")
+# The forks' ids as "count:sum of hashtext(id)": any child added or deleted changes it.
+_CHILDREN_SIGNATURE = (select(func.count().cast(Text) + ":"
+                              + func.coalesce(func.sum(func.hashtext(_VERSION_CHILD.c.id)), 0).cast(Text))
+                       .where(_VERSION_CHILD.c.parent_id == Job.id).correlate(Job).scalar_subquery())
+# A job's version, with its finding counts (Postgres only): the row's `xmin` (the transaction that wrote this
+# version of the row; any UPDATE writes a new one) and a signature of its forks' ids. What an API process
+# keeps of an ended job (its status body, its list item: service/api/status_cache.py) is answered only
+# while the version read now is the one read with the row it was built from.
+VERSION_COLUMNS = (literal_column("jobs.xmin::text").label("row_version"), _CHILDREN_SIGNATURE.label("children_sig"))
 
 
 def _has_children() -> Any:
@@ -492,21 +503,40 @@ def _job_list_rows() -> Any:
         (spec.has_key("resources") & spec.has_key("labels")).label("spec_current"),
         # Decoded only while running: a running job's estimate reads its early stopping from them.
         case((running, jobs.c.spec)).label("spec"), case((running, jobs.c.resume_state)).label("resume_state"),
-        *per_severity_counts(), _has_children(), *RECENT_EPOCH_COLUMNS)
+        *per_severity_counts(), _has_children(), *VERSION_COLUMNS, *RECENT_EPOCH_COLUMNS)
 
 
-# A list page's query (trainyard/job_search.py adds its filters, order and limit); its rows are read as
-# `ListedJob`s (`listed`).
-JOB_LIST_ROWS = _job_list_rows()
+# A list page's jobs in full, by id (`ids`, within `tenant_id`), in no order; read as `ListedJob`s (`listed`).
+JOB_LIST_ROWS = _job_list_rows().where(Job.id == any_(bindparam("ids", type_=ARRAY(String))),
+                                       Job.tenant_id == bindparam("tenant_id"))
 # A plain named tuple reads a column by name several times faster than SQLAlchemy's Row, and a page's bodies
 # read some 40 columns of each of up to 200 rows.
 ListedJob = namedtuple("ListedJob", list(JOB_LIST_ROWS.selected_columns.keys()), rename=True)  # type: ignore[misc]
 _LIST_COUNTS = slice(len(_LISTED_COLUMNS) + len(_LISTED_DOCUMENTS) + 3,
                      len(_LISTED_COLUMNS) + len(_LISTED_DOCUMENTS) + 3 + len(SEVERITIES))
+_LIST_RECENT = _LIST_COUNTS.stop + 1 + len(VERSION_COLUMNS)
+# Which jobs a list page holds, in its order (trainyard/job_search.py adds the filters, order and limit):
+# each job's sort keys (the next page's cursor) and its version. Only the jobs an API process has no
+# current list item for are then read in full (JOB_LIST_ROWS; `list_item_version` compares the two).
+JOB_LIST_VERSIONS = select(Job.id, Job.status, Job.created_at, Job.best_value, *per_severity_counts(),
+                           *VERSION_COLUMNS)
+
+
+def listed_version(row: Any) -> tuple[Any, ...]:
+    """The version of a JOB_LIST_ROWS row (its finding counts, `xmin` and forks), as `paged_version` reads it."""
+    return (*row[_LIST_COUNTS], row.row_version, row.children_sig)
+
+
+_PAGED_COUNTS = slice(4, 4 + len(SEVERITIES))
+
+
+def paged_version(row: Any) -> tuple[Any, ...]:
+    """The version of a JOB_LIST_VERSIONS row, as `listed_version` reads it."""
+    return (*row[_PAGED_COUNTS], row.row_version, row.children_sig)
 
 
 def listed(rows: Iterable[Any]) -> list[Any]:
-    """Rows of JOB_LIST_ROWS (or of a page query built on it) as `ListedJob`s."""
+    """Rows of JOB_LIST_ROWS as `ListedJob`s."""
     return [ListedJob._make(row) for row in rows]
 
 
@@ -517,44 +547,48 @@ def listed_forked(row: Any) -> bool:
 
 def listed_recent(row: Any) -> RecentEpochs:
     """The latest epochs of a JOB_LIST_ROWS row (null unless it runs)."""
-    return recent_epochs(row[_LIST_COUNTS.stop + 1:])
+    return recent_epochs(row[_LIST_RECENT:])
 
 
-def job_list_json(rows: list[Any], positions: dict[str, int], etas: dict[str, eta.Eta],
-                  children: dict[str, list[str]], next_cursor: str | None) -> str:
-    """GET /v1/jobs from `ListedJob` rows: the same resources as `job_resource` builds, their JSON
-    documents and links spliced in as text. Each is a stand-in string while the rest is encoded (a random
-    marker and its index, which no stored text can contain: it is drawn for this body), then replaced."""
+def job_list_items(rows: list[Any], positions: dict[str, int], etas: dict[str, eta.Eta],
+                   children: dict[str, list[str]]) -> list[str]:
+    """The jobs of `ListedJob` rows as JSON text, one each, as GET /v1/jobs holds them (`job_list_json`): the
+    same resources as `job_resource` builds, their JSON documents and links spliced in as text. Each is a
+    stand-in string while the rest is encoded (a random marker and its index, which no stored text can
+    contain: it is drawn for this page), then replaced."""
     marker = "\x1f" + secrets.token_hex(8)  # encoded as "\u001f<hex>"
     quoted = json.dumps(marker)[:-1]
-    pieces: list[str] = []
-
-    def splice(text: str) -> str:
-        pieces.append(text)
-        return f"{marker}{len(pieces) - 1}"
-
-    def document(text: str | None) -> str | None:
-        return None if text is None or text == "null" else splice(text)
-
     links = _links_json_template()
-    jobs = []
+    dumps = current_app.json.dumps
+    items = []
     for row in rows:
-        if row.spec_current:
-            spec = splice(row.spec_json)
-        else:
-            spec = normalized_spec(json.loads(row.spec_json))
-        jobs.append(_job_body(
+        pieces: list[str] = []
+
+        def splice(text: str) -> str:
+            pieces.append(text)
+            return f"{marker}{len(pieces) - 1}"
+
+        def document(text: str | None) -> str | None:
+            return None if text is None or text == "null" else splice(text)
+
+        spec = splice(row.spec_json) if row.spec_current else normalized_spec(json.loads(row.spec_json))
+        body = _job_body(
             row, counts_resource(row[_LIST_COUNTS]), positions.get(row.id), etas.get(row.id), children.get(row.id),
             labels=document(row.labels_json) or {}, spec=spec, test_metrics=document(row.test_metrics_json),
             environment=document(row.environment_json), reproduction=document(row.reproduction_json),
-            links=splice(row.id.join(links))))
-    text = current_app.json.dumps({"jobs": jobs, "next_cursor": next_cursor}, separators=(",", ":"))
-    head, *rest = text.split(quoted)
-    out = [head]
-    for part in rest:  # "<index>" and the text after the stand-in
-        index, tail = part.split('"', 1)
-        out += (pieces[int(index)], tail)
-    return "".join(out) + "\n"
+            links=splice(row.id.join(links)))
+        head, *rest = dumps(body, separators=(",", ":")).split(quoted)
+        out = [head]
+        for part in rest:  # "<index>" and the text after the stand-in
+            index, tail = part.split('"', 1)
+            out += (pieces[int(index)], tail)
+        items.append("".join(out))
+    return items
+
+
+def job_list_json(items: list[str], next_cursor: str | None) -> str:
+    """GET /v1/jobs's body from its jobs' JSON texts (`job_list_items`), as the app's encoder writes it."""
+    return f'{{"jobs":[{",".join(items)}],"next_cursor":{json.dumps(next_cursor)}}}\n'
 
 
 # ------------------------------------------------------------------------------------------- metrics

@@ -28,22 +28,17 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from flask import Response, current_app, request
-from sqlalchemy import String, Text, any_, bindparam, func, literal_column, select
+from sqlalchemy import String, any_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from service.api.representations import per_severity_counts
+from service.api.representations import VERSION_COLUMNS, paged_version, per_severity_counts
 from service.services import services
 from trainyard.db.models import FINAL_STATUSES, Job
 
-# Entries per API process; a status body is 2-4 kB, so this bounds the cache at a few MB.
+# Entries per API process; a status body or a list item is 2-4 kB, so each bounds its cache at a few MB.
 MAX_ENTRIES = 2048
+MAX_LIST_ITEMS = 4096
 
-_CHILD = Job.__table__.alias("version_child")
-# The forks' ids as "count:sum of hashtext(id)": any child added or deleted changes it.
-_CHILDREN_SIGNATURE = (select(func.count().cast(Text) + ":"
-                              + func.coalesce(func.sum(func.hashtext(_CHILD.c.id)), 0).cast(Text))
-                       .where(_CHILD.c.parent_id == Job.id).correlate(Job).scalar_subquery())
-VERSION_COLUMNS = (literal_column("jobs.xmin::text").label("row_version"), _CHILDREN_SIGNATURE.label("children_sig"))
 # The polls of jobs stored ended: their tenant, status and version only. Takes `ids`, a list.
 JOB_VERSIONS = select(Job.id, Job.tenant_id, Job.status, *per_severity_counts(), *VERSION_COLUMNS).where(
     Job.id == any_(bindparam("ids", type_=ARRAY(String))))
@@ -123,47 +118,41 @@ class Stored(NamedTuple):
     tenant: str
     script_root: str
     version: tuple[Any, ...]
-    body: bytes
+    body: bytes | str  # a status response's body; a list item's JSON text
     etag: str
 
 
-class StatusCache:
-    def __init__(self, read_versions: Callable[[list[str]], list[Any]], max_entries: int = MAX_ENTRIES) -> None:
-        self.versions = VersionReads(read_versions)
+class _Kept:
+    """What an API process keeps of ended jobs, by job id: at most `max_entries`, the least recently used
+    going first."""
+
+    def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._entries: OrderedDict[str, Stored] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0  # answered from a stored response (read by tests and the benchmark's notes)
+        self.hits = 0  # answered from what was kept (read by tests and the benchmark's notes)
 
     def stored(self, job_id: str) -> Stored | None:
         return self._entries.get(job_id)
 
-    def answer(self, job_id: str, tenant: str) -> Response | None:
-        """The stored response of `job_id` when its version, read now, says the job is as it was; else None
-        (and the entry goes: the caller reads the job, which also answers 404 for no such job)."""
+    def _current(self, job_id: str, tenant: str, status: str, version: tuple[Any, ...]) -> Stored | None:
+        """The entry of `job_id` when `status` and `version` (read now) say the job is as it was; else None,
+        and the entry goes."""
         entry = self._entries.get(job_id)
         if entry is None or entry.tenant != tenant or entry.script_root != request.script_root:
             return None
-        row = self.versions.version(job_id)
-        if row is None or row.tenant_id != tenant:
-            self.forget(job_id)
-            return None
-        _id, _tenant, status, *version = row
-        if status not in FINAL_STATUSES or tuple(version) != entry.version:
+        if status not in FINAL_STATUSES or version != entry.version:
             self.forget(job_id)
             return None
         with self._lock:
             if job_id in self._entries:
                 self._entries.move_to_end(job_id)
         self.hits += 1
-        resp = current_app.response_class(entry.body, mimetype="application/json")
-        resp.set_etag(entry.etag)
-        return resp
+        return entry
 
-    def keep(self, job_id: str, tenant: str, status: str, version: tuple[Any, ...], resp: Response) -> None:
-        if status not in FINAL_STATUSES:
+    def _keep(self, job_id: str, status: str, entry: Stored) -> None:
+        if status not in FINAL_STATUSES:  # queued and running jobs change with time and with other jobs
             return
-        entry = Stored(tenant, request.script_root, tuple(version), resp.get_data(), resp.get_etag()[0])
         with self._lock:
             self._entries[job_id] = entry
             self._entries.move_to_end(job_id)
@@ -175,6 +164,47 @@ class StatusCache:
             self._entries.pop(job_id, None)
 
 
+class StatusCache(_Kept):
+    def __init__(self, read_versions: Callable[[list[str]], list[Any]], max_entries: int = MAX_ENTRIES) -> None:
+        super().__init__(max_entries)
+        self.versions = VersionReads(read_versions)
+
+    def answer(self, job_id: str, tenant: str) -> Response | None:
+        """The stored response of `job_id` when its version, read now, says the job is as it was; else None
+        (the caller reads the job, which also answers 404 for no such job)."""
+        entry = self._entries.get(job_id)
+        if entry is None or entry.tenant != tenant or entry.script_root != request.script_root:
+            return None
+        row = self.versions.version(job_id)
+        if row is None or row.tenant_id != tenant:
+            self.forget(job_id)
+            return None
+        _id, _tenant, status, *version = row
+        if (entry := self._current(job_id, tenant, status, tuple(version))) is None:
+            return None
+        resp = current_app.response_class(entry.body, mimetype="application/json")
+        resp.set_etag(entry.etag)
+        return resp
+
+    def keep(self, job_id: str, tenant: str, status: str, version: tuple[Any, ...], resp: Response) -> None:
+        self._keep(job_id, status, Stored(tenant, request.script_root, tuple(version), resp.get_data(),
+                                          resp.get_etag()[0]))
+
+
+class ListItems(_Kept):
+    """Ended jobs as a list page holds them (representations.job_list_items): a page reads which jobs it
+    holds with their versions (JOB_LIST_VERSIONS), takes the items kept here that are current, and reads in
+    full only the others. The version is read in the same statement as the row an item is built from."""
+
+    def current(self, paged: Any, tenant: str) -> str | None:
+        """The item of a JOB_LIST_VERSIONS row's job if it is current; else None."""
+        entry = self._current(paged.id, tenant, paged.status, paged_version(paged))
+        return None if entry is None else str(entry.body)
+
+    def keep(self, row: Any, tenant: str, version: tuple[Any, ...], item: str) -> None:
+        self._keep(row.id, row.status, Stored(tenant, request.script_root, version, item, ""))
+
+
 def status_cache() -> StatusCache | None:
     """This app's cache; None on SQLite (no `xmin` to check a stored response against)."""
     extensions = current_app.extensions
@@ -184,3 +214,11 @@ def status_cache() -> StatusCache | None:
         extensions["trainyard_status_cache"] = (
             StatusCache(lambda ids: db.all_rows(JOB_VERSIONS, {"ids": ids})) if postgres else None)
     return extensions["trainyard_status_cache"]
+
+
+def list_items() -> ListItems:
+    """This app's kept list items (Postgres: the list pages of SQLite go through the ORM)."""
+    extensions = current_app.extensions
+    if "trainyard_list_items" not in extensions:
+        extensions["trainyard_list_items"] = ListItems(MAX_LIST_ITEMS)
+    return extensions["trainyard_list_items"]

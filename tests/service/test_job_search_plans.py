@@ -20,6 +20,7 @@ from sqlalchemy import delete, insert, select, text
 from service.api.jobs import _COUNT_ACTIVE
 from service.api.representations import (
     JOB_LIST_ROWS,
+    JOB_LIST_VERSIONS,
     JOBS_WITH_FINDINGS,
     QUEUE_POSITION_OF,
     SUBMITTED_QUEUE,
@@ -105,7 +106,7 @@ def test_every_filter_and_sort_reads_an_index(app: Any, population: Any, sort: s
     if sort != "-created_at":
         pages.append(("later page among the jobs without a value", (None, value_position[1])))
     for page, after in pages:
-        for stmt in page_queries(JOB_LIST_ROWS, search, after, 21):  # what the list runs on Postgres
+        for stmt in page_queries(JOB_LIST_VERSIONS, search, after, 21):  # what the list runs on Postgres
             plan = explain(app, stmt)
             print(f"\n--- sort={sort} {name}, {page}\n{plan}")
             assert "Seq Scan on jobs" not in plan and "Seq Scan on job_labels" not in plan, plan
@@ -115,6 +116,18 @@ def test_every_filter_and_sort_reads_an_index(app: Any, population: Any, sort: s
             if (sort, name) in IN_INDEX_ORDER:
                 top = plan.split("SubPlan")[0]  # the finding counts' subplans come after the page's own plan
                 assert "Sort" not in top, plan
+
+
+def test_a_pages_jobs_not_kept_by_the_api_process_are_read_in_full_by_their_primary_key(
+        app: Any, population: Any) -> None:
+    # A list page reads which jobs it holds (JOB_LIST_VERSIONS, above), then in full only those an API
+    # process has no current item for (JOB_LIST_ROWS, by id): that read probes the primary key per job.
+    tenant, _, _ = population
+    db = app.extensions["trainyard"].db
+    with db.session() as s:
+        ids = list(s.execute(select(Job.id).where(Job.tenant_id == tenant).limit(200)).scalars())
+    plan = explain(app, JOB_LIST_ROWS.params(ids=ids, tenant_id=tenant))
+    assert "jobs_pkey" in plan and "Seq Scan on jobs" not in plan, plan
 
 
 def test_the_explained_statements_page_through_every_match_once_in_order(app: Any, population: Any) -> None:

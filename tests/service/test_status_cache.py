@@ -280,3 +280,88 @@ def test_concurrent_polls_through_the_real_api_see_a_change_written_elsewhere(
     assert {name for job_id, name in after if job_id != jobs[0]} == {"tiny"}
     for session in sessions:
         session.close()
+
+
+# List pages: ended jobs' items kept per API process (status_cache.ListItems), on the same versions.
+
+def list_page(client: Any, auth: dict[str, str], app: Any, query: str) -> tuple[Any, int]:
+    """The page's response, and how many of its jobs came from kept items."""
+    from service.api.status_cache import list_items
+
+    with app.app_context():
+        before = list_items().hits
+    resp = client.get(f"/v1/jobs?{query}", headers=auth)
+    assert resp.status_code == 200, resp.get_json()
+    with app.app_context():
+        return resp, list_items().hits - before
+
+
+def fresh_list_page(app: Any, auth: dict[str, str], query: str) -> bytes:
+    """The same page built by an API process that has kept nothing."""
+    from service.api.status_cache import list_items
+
+    with app.app_context():
+        kept = list_items()
+        saved = kept._entries.copy()
+        kept._entries.clear()
+    try:
+        resp = app.test_client().get(f"/v1/jobs?{query}", headers=auth)
+    finally:
+        with app.app_context():
+            kept._entries.clear()
+            kept._entries.update(saved)
+    return resp.get_data()
+
+
+def test_a_list_page_answers_ended_jobs_from_kept_items_byte_for_byte(client: Any, app: Any) -> None:
+    from service.auth import create_token
+
+    with app.extensions["trainyard"].db.session() as s:
+        token = create_token(s, f"list-items-{random.getrandbits(32)}")
+    auth = {"Authorization": f"Bearer {token.token}"}
+    ended = [add_job(app, token.tenant_id) for _ in range(5)]
+    queued = add_job(app, token.tenant_id, status="queued")
+    running = add_job(app, token.tenant_id, status="running")
+    first, kept = list_page(client, auth, app, "limit=50")
+    assert kept == 0 and len(first.get_json()["jobs"]) == 7
+    again, kept = list_page(client, auth, app, "limit=50")
+    assert kept == len(ended)  # the queued and running jobs are built every time (position, ETA)
+    assert again.get_data() == first.get_data() == fresh_list_page(app, auth, "limit=50")
+    # Pages by cursor and other sorts hold the same items.
+    page1, _ = list_page(client, auth, app, "limit=3&sort=-best_value")
+    cursor = page1.get_json()["next_cursor"]
+    page2, kept = list_page(client, auth, app, f"limit=3&sort=-best_value&cursor={cursor}")
+    assert kept > 0 and page2.get_data() == fresh_list_page(app, auth, f"limit=3&sort=-best_value&cursor={cursor}")
+    ids = [job["id"] for job in page1.get_json()["jobs"] + page2.get_json()["jobs"]]
+    assert len(set(ids)) == 6  # two pages of three, none twice
+
+
+@pytest.mark.parametrize("change", ["renamed", "forked", "finding", "status", "deleted"])
+def test_any_change_written_elsewhere_is_in_the_next_list_page(client: Any, app: Any, tenant: Any,
+                                                               change: str) -> None:
+    auth, _, tenant_id = tenant
+    job_id = add_job(app, tenant_id)
+    query = "limit=5"
+    list_page(client, auth, app, query)
+    before, kept = list_page(client, auth, app, query)
+    assert kept >= 1
+    if change == "renamed":
+        write(app, update(Job).where(Job.id == job_id).values(name="renamed-elsewhere"))
+    elif change == "forked":
+        child = add_job(app, tenant_id, status="succeeded", parent_id=job_id)
+    elif change == "finding":
+        write(app, Finding.__table__.insert().values(job_id=job_id, code="dead_relu", severity="warning",
+                                                     message="m", evidence={}, layer="dense_1"))
+    elif change == "status":
+        write(app, update(Job).where(Job.id == job_id).values(status="queued", finished_at=None))
+    else:
+        assert client.delete(f"/v1/jobs/{job_id}", headers=auth).status_code == 204
+    after, _ = list_page(client, auth, app, query)
+    assert after.get_data() == fresh_list_page(app, auth, query)
+    jobs = {job["id"]: job for job in after.get_json()["jobs"]}
+    expected = {"renamed": lambda: jobs[job_id]["name"] == "renamed-elsewhere",
+                "forked": lambda: jobs[job_id]["children"] == [child],
+                "finding": lambda: jobs[job_id]["findings"]["by_severity"]["warning"] == 1,
+                "status": lambda: jobs[job_id]["status"] == "queued" and jobs[job_id]["queue"] is not None,
+                "deleted": lambda: job_id not in jobs}[change]
+    assert expected(), jobs.get(job_id)
