@@ -79,12 +79,30 @@ class VersionReads:
             poll.lead = not self._in_flight
             self._in_flight = True
         if not poll.lead:
-            poll.woken.wait()
+            try:
+                poll.woken.wait()
+            except BaseException:  # its greenlet killed while it waited (a timeout, a worker stopping)
+                self._leave(poll)
+                raise
         if not poll.done:  # this poll leads the next query
             self._send(poll)
         if poll.error is not None:
             raise poll.error
         return poll.row
+
+    def _leave(self, poll: _Poll) -> None:
+        """`poll` gives up waiting: out of the queue, and if it was woken to send the next query, the poll
+        after it sends it instead (nobody else would)."""
+        with self._lock:
+            if poll not in self._queued:
+                return  # answered meanwhile
+            woken_to_send = self._queued[0] is poll and poll.woken.is_set()
+            self._queued.remove(poll)
+            if woken_to_send:
+                if self._queued:
+                    self._queued[0].woken.set()
+                else:
+                    self._in_flight = False
 
     def _send(self, leader: _Poll) -> None:
         with self._lock:

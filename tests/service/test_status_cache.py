@@ -365,3 +365,40 @@ def test_any_change_written_elsewhere_is_in_the_next_list_page(client: Any, app:
                 "status": lambda: jobs[job_id]["status"] == "queued" and jobs[job_id]["queue"] is not None,
                 "deleted": lambda: job_id not in jobs}[change]
     assert expected(), jobs.get(job_id)
+
+
+def test_a_poll_killed_just_as_it_is_woken_to_send_the_next_query_passes_that_on(
+        app: Any, tenant: Any, monkeypatch: Any) -> None:
+    from service.api import status_cache
+
+    _, _, tenant_id = tenant
+    a, b, c = (add_job(app, tenant_id) for _ in range(3))
+
+    class DiesWhenWoken(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            super().wait(timeout)
+            raise Killed()
+
+    make_poll = status_cache._Poll
+
+    def poll_of(job_id: str) -> Any:
+        poll = make_poll(job_id)
+        if job_id == b:
+            poll.woken = DiesWhenWoken()
+        return poll
+
+    monkeypatch.setattr(status_cache, "_Poll", poll_of)
+    held = HeldReads(app)
+    reads = status_cache.VersionReads(held)
+    held.holding = True
+    first, first_out = in_thread(reads.version, a)
+    assert held.read_back.wait(30)
+    later = [in_thread(reads.version, job_id) for job_id in (b, c)]
+    queued(reads, 2)
+    held.released.set()
+    for thread, _ in [(first, first_out), *later]:
+        thread.join(30)
+        assert not thread.is_alive()
+    # b was to send the second query and died first: c sent it, for itself alone.
+    assert isinstance(later[0][1].get("error"), Killed) and later[1][1]["value"].id == c
+    assert held.sent == [[a], [c]] and not reads._in_flight and not reads._queued
