@@ -2,8 +2,9 @@
 
 A job that has ended (succeeded, failed, cancelled) still changes now and then - PATCH renames or relabels
 it, a fork adds a child, a later fork's end settles one of its findings - so nothing here is served on
-trust. Each poll of a job seen ended before reads its *version* in one narrow query (with its tenant: a
-poll of another tenant's or a deleted job goes on to the full read, which answers 404): the row's `xmin` (the
+trust. Each poll of a job seen ended before reads its *version* in one narrow query, through the same
+tenant filter as the full read (what is kept is kept per tenant; another tenant's or a deleted job goes on
+to the full read, which answers 404): the row's `xmin` (the
 transaction that wrote this version of the row; any UPDATE writes a new one), its finding counts per
 severity and a signature of its forks' ids. When that equals the version stored with the response, the
 stored bytes and ETag are answered without reading the row's 53 columns, decoding its JSON documents and
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from flask import Response, current_app, request
-from sqlalchemy import String, any_, bindparam, select
+from sqlalchemy import String, and_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from service.api.representations import VERSION_COLUMNS, paged_version, per_severity_counts
@@ -39,18 +40,21 @@ from trainyard.db.models import FINAL_STATUSES, Job
 MAX_ENTRIES = 2048
 MAX_LIST_ITEMS = 4096
 
-# The polls of jobs stored ended: their tenant, status and version only. Takes `ids`, a list.
-JOB_VERSIONS = select(Job.id, Job.tenant_id, Job.status, *per_severity_counts(), *VERSION_COLUMNS).where(
-    Job.id == any_(bindparam("ids", type_=ARRAY(String))))
+# The polls of jobs stored ended: their status and version only. Takes `ids` and `tenants`, two lists of
+# the same length: job i is read only if it is tenant i's.
+_POLLED = select(func.unnest(bindparam("ids", type_=ARRAY(String))).label("id"),
+                 func.unnest(bindparam("tenants", type_=ARRAY(String))).label("tenant_id")).subquery("polled")
+JOB_VERSIONS = select(Job.id, Job.tenant_id, Job.status, *per_severity_counts(), *VERSION_COLUMNS).join(
+    _POLLED, and_(Job.id == _POLLED.c.id, Job.tenant_id == _POLLED.c.tenant_id))
 
 
 class _Poll:
     """One poll waiting for its job's version: `row` once read (None: no such job), or `error`."""
 
-    __slots__ = ("job_id", "woken", "lead", "done", "row", "error")
+    __slots__ = ("job", "woken", "lead", "done", "row", "error")
 
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
+    def __init__(self, job: tuple[str, str]) -> None:
+        self.job = job  # (job id, tenant id)
         self.woken = threading.Event()  # gevent's own Event in a monkey-patched worker
         self.lead = self.done = False
         self.row: Any = None
@@ -64,16 +68,17 @@ class VersionReads:
     arrive meanwhile queue up, and the first of them sends the next query when the one in flight returns.
     No poll sends more than one query, and none waits for more than the one in flight and its own."""
 
-    def __init__(self, read: Callable[[list[str]], list[Any]]) -> None:
-        self._read = read  # ids -> JOB_VERSIONS rows
+    def __init__(self, read: Callable[[list[str], list[str]], list[Any]]) -> None:
+        self._read = read  # (job ids, their tenants) -> JOB_VERSIONS rows
         self._lock = threading.Lock()
         self._queued: list[_Poll] = []
         self._in_flight = False
         self.queries = 0  # round trips made (read by tests and the benchmark's notes)
 
-    def version(self, job_id: str) -> Any:
-        """The JOB_VERSIONS row of `job_id` (None: no such job), read by a query sent after this call."""
-        poll = _Poll(job_id)
+    def version(self, job_id: str, tenant: str) -> Any:
+        """The JOB_VERSIONS row of `tenant`'s job `job_id` (None: no such job of that tenant), read by a query
+        sent after this call."""
+        poll = _Poll((job_id, tenant))
         with self._lock:
             self._queued.append(poll)
             poll.lead = not self._in_flight
@@ -111,9 +116,10 @@ class VersionReads:
         try:
             self.queries += 1
             try:
-                rows = {row.id: row for row in self._read(sorted({poll.job_id for poll in batch}))}
+                ids, tenants = zip(*sorted({poll.job for poll in batch}))
+                rows = {(row.id, row.tenant_id): row for row in self._read(list(ids), list(tenants))}
                 for poll in batch:
-                    poll.row = rows.get(poll.job_id)
+                    poll.row = rows.get(poll.job)
             except Exception as exc:  # every poll of the query answers its error (the database's: a 503)
                 for poll in batch:
                     poll.error = exc
@@ -133,80 +139,79 @@ class VersionReads:
 
 
 class Stored(NamedTuple):
-    tenant: str
-    script_root: str
     version: tuple[Any, ...]
     body: bytes | str  # a status response's body; a list item's JSON text
     etag: str
 
 
 class _Kept:
-    """What an API process keeps of ended jobs, by job id: at most `max_entries`, the least recently used
-    going first."""
+    """What an API process keeps of ended jobs, by tenant, application root (the links in a body) and job
+    id: at most `max_entries`, the least recently used going first."""
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, Stored] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str, str], Stored] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0  # answered from what was kept (read by tests and the benchmark's notes)
 
-    def stored(self, job_id: str) -> Stored | None:
-        return self._entries.get(job_id)
+    @staticmethod
+    def _key(tenant: str, job_id: str) -> tuple[str, str, str]:
+        return tenant, request.script_root, job_id
 
-    def _current(self, job_id: str, tenant: str, status: str, version: tuple[Any, ...]) -> Stored | None:
-        """The entry of `job_id` when `status` and `version` (read now) say the job is as it was; else None,
-        and the entry goes."""
-        entry = self._entries.get(job_id)
-        if entry is None or entry.tenant != tenant or entry.script_root != request.script_root:
+    def _current(self, key: tuple[str, str, str], status: str, version: tuple[Any, ...]) -> Stored | None:
+        """The entry of `key` when `status` and `version` (read now) say the job is as it was; else None, and
+        the entry goes."""
+        entry = self._entries.get(key)
+        if entry is None:
             return None
         if status not in FINAL_STATUSES or version != entry.version:
-            self.forget(job_id)
+            self._forget(key)
             return None
         with self._lock:
-            if job_id in self._entries:
-                self._entries.move_to_end(job_id)
+            if key in self._entries:
+                self._entries.move_to_end(key)
         self.hits += 1
         return entry
 
-    def _keep(self, job_id: str, status: str, entry: Stored) -> None:
+    def _keep(self, key: tuple[str, str, str], status: str, entry: Stored) -> None:
         if status not in FINAL_STATUSES:  # queued and running jobs change with time and with other jobs
             return
         with self._lock:
-            self._entries[job_id] = entry
-            self._entries.move_to_end(job_id)
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
-    def forget(self, job_id: str) -> None:
+    def _forget(self, key: tuple[str, str, str]) -> None:
         with self._lock:
-            self._entries.pop(job_id, None)
+            self._entries.pop(key, None)
 
 
 class StatusCache(_Kept):
-    def __init__(self, read_versions: Callable[[list[str]], list[Any]], max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(self, read_versions: Callable[[list[str], list[str]], list[Any]],
+                 max_entries: int = MAX_ENTRIES) -> None:
         super().__init__(max_entries)
         self.versions = VersionReads(read_versions)
 
     def answer(self, job_id: str, tenant: str) -> Response | None:
-        """The stored response of `job_id` when its version, read now, says the job is as it was; else None
-        (the caller reads the job, which also answers 404 for no such job)."""
-        entry = self._entries.get(job_id)
-        if entry is None or entry.tenant != tenant or entry.script_root != request.script_root:
+        """The stored response of `tenant`'s job `job_id` when its version, read now, says the job is as it
+        was; else None (the caller reads the job, which also answers 404 for no such job)."""
+        key = self._key(tenant, job_id)
+        if key not in self._entries:
             return None
-        row = self.versions.version(job_id)
-        if row is None or row.tenant_id != tenant:
-            self.forget(job_id)
+        row = self.versions.version(job_id, tenant)
+        if row is None:  # deleted
+            self._forget(key)
             return None
         _id, _tenant, status, *version = row
-        if (entry := self._current(job_id, tenant, status, tuple(version))) is None:
+        if (entry := self._current(key, status, tuple(version))) is None:
             return None
         resp = current_app.response_class(entry.body, mimetype="application/json")
         resp.set_etag(entry.etag)
         return resp
 
     def keep(self, job_id: str, tenant: str, status: str, version: tuple[Any, ...], resp: Response) -> None:
-        self._keep(job_id, status, Stored(tenant, request.script_root, tuple(version), resp.get_data(),
-                                          resp.get_etag()[0]))
+        self._keep(self._key(tenant, job_id), status, Stored(tuple(version), resp.get_data(), resp.get_etag()[0]))
 
 
 class ListItems(_Kept):
@@ -215,12 +220,12 @@ class ListItems(_Kept):
     full only the others. The version is read in the same statement as the row an item is built from."""
 
     def current(self, paged: Any, tenant: str) -> str | None:
-        """The item of a JOB_LIST_VERSIONS row's job if it is current; else None."""
-        entry = self._current(paged.id, tenant, paged.status, paged_version(paged))
+        """The item of a JOB_LIST_VERSIONS row's job (a job of `tenant`) if it is current; else None."""
+        entry = self._current(self._key(tenant, paged.id), paged.status, paged_version(paged))
         return None if entry is None else str(entry.body)
 
     def keep(self, row: Any, tenant: str, version: tuple[Any, ...], item: str) -> None:
-        self._keep(row.id, row.status, Stored(tenant, request.script_root, version, item, ""))
+        self._keep(self._key(tenant, row.id), row.status, Stored(version, item, ""))
 
 
 def status_cache() -> StatusCache | None:
@@ -230,7 +235,8 @@ def status_cache() -> StatusCache | None:
         db = services().db
         postgres = db.engine.dialect.name == "postgresql"
         extensions["trainyard_status_cache"] = (
-            StatusCache(lambda ids: db.all_rows(JOB_VERSIONS, {"ids": ids})) if postgres else None)
+            StatusCache(lambda ids, tenants: db.all_rows(JOB_VERSIONS, {"ids": ids, "tenants": tenants}))
+            if postgres else None)
     return extensions["trainyard_status_cache"]
 
 

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import delete, insert, select, text
 
 from service.api.jobs import _COUNT_ACTIVE
+from service.api.status_cache import JOB_VERSIONS
 from service.api.representations import (
     JOB_LIST_ROWS,
     JOB_LIST_VERSIONS,
@@ -127,6 +128,9 @@ def test_a_pages_jobs_not_kept_by_the_api_process_are_read_in_full_by_their_prim
     with db.session() as s:
         ids = list(s.execute(select(Job.id).where(Job.tenant_id == tenant).limit(200)).scalars())
     plan = explain(app, JOB_LIST_ROWS.params(ids=ids, tenant_id=tenant))
+    assert "jobs_pkey" in plan and "Seq Scan on jobs" not in plan, plan
+    # So are the versions of the polls of stored ended jobs that share one query (status_cache.VersionReads).
+    plan = explain(app, JOB_VERSIONS.params(ids=ids[:30], tenants=[tenant] * 30))
     assert "jobs_pkey" in plan and "Seq Scan on jobs" not in plan, plan
 
 

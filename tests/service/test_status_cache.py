@@ -138,12 +138,12 @@ class HeldReads:
         self.released = threading.Event()
         self.holding = False
 
-    def __call__(self, ids: list[str]) -> list[Any]:
+    def __call__(self, ids: list[str], tenants: list[str]) -> list[Any]:
         n = len(self.sent)
         self.sent.append(ids)
         if n in self.fail:
             raise self.fail[n]
-        rows = self.db.all_rows(self.stmt, {"ids": ids})
+        rows = self.db.all_rows(self.stmt, {"ids": ids, "tenants": tenants})
         if self.holding:
             self.holding = False
             self.read_back.set()
@@ -181,10 +181,10 @@ def test_polls_that_arrive_during_a_version_query_share_the_next_one_which_sees_
     held = HeldReads(app)
     reads = VersionReads(held)
     held.holding = True
-    first, first_out = in_thread(reads.version, a)
+    first, first_out = in_thread(reads.version, a, tenant_id)
     assert held.read_back.wait(30)  # the first query has read a's version and not returned yet
     write(app, update(Job).where(Job.id == a).values(name="renamed-meanwhile"))
-    later = [in_thread(reads.version, job_id) for job_id in (b, a, c, a)]
+    later = [in_thread(reads.version, job_id, tenant_id) for job_id in (b, a, c, a)]
     queued(reads, 4)
     held.released.set()
     for thread, _ in [(first, first_out), *later]:
@@ -196,8 +196,9 @@ def test_polls_that_arrive_during_a_version_query_share_the_next_one_which_sees_
     # The first poll's query read a before the rename; the polls that came after the rename were answered
     # by a query sent after they came, which sees it (sharing the query in flight would not).
     assert first_out["value"].row_version != got[1].row_version == got[3].row_version
-    assert reads.version(c).row_version == got[2].row_version and reads.queries == 3
-    assert reads.version("job_" + "0" * 32) is None
+    assert reads.version(c, tenant_id).row_version == got[2].row_version and reads.queries == 3
+    assert reads.version("job_" + "0" * 32, tenant_id) is None
+    assert reads.version(c, "tn_" + "0" * 32) is None  # another tenant's job is not read
 
 
 def test_a_failed_version_query_fails_each_poll_that_waited_for_it_and_the_next_one_is_sent(
@@ -212,16 +213,16 @@ def test_a_failed_version_query_fails_each_poll_that_waited_for_it_and_the_next_
     held.fail[1] = OperationalError("SELECT", {}, Exception("connection lost"))
     reads = VersionReads(held)
     held.holding = True
-    first, first_out = in_thread(reads.version, a)
+    first, first_out = in_thread(reads.version, a, tenant_id)
     assert held.read_back.wait(30)
-    later = [in_thread(reads.version, job_id) for job_id in (a, b)]
+    later = [in_thread(reads.version, job_id, tenant_id) for job_id in (a, b)]
     queued(reads, 2)
     held.released.set()
     for thread, _ in [(first, first_out), *later]:
         thread.join(30)
     assert first_out["value"].id == a
     assert all(isinstance(out.get("error"), OperationalError) for _, out in later)
-    assert reads.version(b).id == b and held.sent == [[a], sorted({a, b}), [b]]
+    assert reads.version(b, tenant_id).id == b and held.sent == [[a], sorted({a, b}), [b]]
 
 
 class Killed(BaseException):
@@ -237,9 +238,9 @@ def test_a_poll_killed_while_it_sends_the_query_leaves_the_others_to_the_next_qu
     held.fail[1] = Killed()
     reads = VersionReads(held)
     held.holding = True
-    first, first_out = in_thread(reads.version, a)
+    first, first_out = in_thread(reads.version, a, tenant_id)
     assert held.read_back.wait(30)
-    later = [in_thread(reads.version, job_id) for job_id in (b, c, a)]
+    later = [in_thread(reads.version, job_id, tenant_id) for job_id in (b, c, a)]
     queued(reads, 3)
     held.released.set()
     for thread, _ in [(first, first_out), *later]:
@@ -381,9 +382,9 @@ def test_a_poll_killed_just_as_it_is_woken_to_send_the_next_query_passes_that_on
 
     make_poll = status_cache._Poll
 
-    def poll_of(job_id: str) -> Any:
-        poll = make_poll(job_id)
-        if job_id == b:
+    def poll_of(job: tuple[str, str]) -> Any:
+        poll = make_poll(job)
+        if job[0] == b:
             poll.woken = DiesWhenWoken()
         return poll
 
@@ -391,9 +392,9 @@ def test_a_poll_killed_just_as_it_is_woken_to_send_the_next_query_passes_that_on
     held = HeldReads(app)
     reads = status_cache.VersionReads(held)
     held.holding = True
-    first, first_out = in_thread(reads.version, a)
+    first, first_out = in_thread(reads.version, a, tenant_id)
     assert held.read_back.wait(30)
-    later = [in_thread(reads.version, job_id) for job_id in (b, c)]
+    later = [in_thread(reads.version, job_id, tenant_id) for job_id in (b, c)]
     queued(reads, 2)
     held.released.set()
     for thread, _ in [(first, first_out), *later]:
