@@ -67,21 +67,31 @@ def test_an_ended_job_is_answered_from_the_stored_response_byte_for_byte(client:
     assert stored and cond.status_code == 304 and cond.get_data() == b""
 
 
+def change_elsewhere(app: Any, client: Any, auth: dict[str, str], tenant_id: str, job_id: str,
+                     change: str) -> str | None:
+    """Change the ended job as another process would (straight in the database) or delete it through the
+    API; returns the fork's id for "forked"."""
+    if change == "renamed":
+        write(app, update(Job).where(Job.id == job_id).values(name="renamed-elsewhere"))
+    elif change == "forked":
+        return add_job(app, tenant_id, status="queued", parent_id=job_id)
+    elif change == "finding":
+        write(app, Finding.__table__.insert().values(job_id=job_id, code="dead_relu", severity="warning",
+                                                     message="m", evidence={}, layer="dense_1"))
+    elif change == "status":  # an ended job that is queued again (an operator's re-run) is never answered as kept
+        write(app, update(Job).where(Job.id == job_id).values(status="queued", finished_at=None))
+    else:
+        assert client.delete(f"/v1/jobs/{job_id}", headers=auth).status_code == 204
+    return None
+
+
 @pytest.mark.parametrize("change", ["renamed", "forked", "finding", "status"])
 def test_any_change_written_elsewhere_is_seen_by_the_next_poll(client: Any, app: Any, tenant: Any, change: str) -> None:
     auth, _, tenant_id = tenant
     job_id = add_job(app, tenant_id)
     before, _ = poll(client, auth, job_id, app)
     assert poll(client, auth, job_id, app)[1]  # stored
-    if change == "renamed":
-        write(app, update(Job).where(Job.id == job_id).values(name="renamed-elsewhere"))
-    elif change == "forked":
-        child = add_job(app, tenant_id, status="queued", parent_id=job_id)
-    elif change == "finding":
-        write(app, Finding.__table__.insert().values(job_id=job_id, code="dead_relu", severity="warning",
-                                                     message="m", evidence={}, layer="dense_1"))
-    else:  # an ended job that is queued again (an operator's re-run) is never answered from the store
-        write(app, update(Job).where(Job.id == job_id).values(status="queued", finished_at=None))
+    child = change_elsewhere(app, client, auth, tenant_id, job_id, change)
     after, stored = poll(client, auth, job_id, app)
     assert after.status_code == 200 and not stored
     assert after.headers["ETag"] != before.headers["ETag"]
@@ -172,30 +182,44 @@ def queued(reads: Any, n: int) -> None:
         time.sleep(0.005)
 
 
-def test_polls_that_arrive_during_a_version_query_share_the_next_one_which_sees_later_changes(
-        app: Any, tenant: Any) -> None:
+def behind_a_held_query(app: Any, tenant_id: str, first_job: str, later_jobs: tuple[str, ...], *,
+                        fail: dict[int, BaseException] | None = None, meanwhile: Any = None) -> tuple[Any, ...]:
+    """VersionReads over HeldReads: the poll of `first_job` sends a query that is held once its rows are
+    read; `meanwhile()` runs, the polls of `later_jobs` queue behind it, and then it is released. The nth
+    read raises `fail[n]`. Returns (reads, held, the first poll's outcome, the later polls' outcomes)."""
     from service.api.status_cache import VersionReads
 
-    _, _, tenant_id = tenant
-    a, b, c = (add_job(app, tenant_id) for _ in range(3))
     held = HeldReads(app)
+    held.fail.update(fail or {})
     reads = VersionReads(held)
     held.holding = True
-    first, first_out = in_thread(reads.version, a, tenant_id)
-    assert held.read_back.wait(30)  # the first query has read a's version and not returned yet
-    write(app, update(Job).where(Job.id == a).values(name="renamed-meanwhile"))
-    later = [in_thread(reads.version, job_id, tenant_id) for job_id in (b, a, c, a)]
-    queued(reads, 4)
+    first, first_out = in_thread(reads.version, first_job, tenant_id)
+    assert held.read_back.wait(30)  # the first query has read its rows and not returned yet
+    if meanwhile is not None:
+        meanwhile()
+    later = [in_thread(reads.version, job_id, tenant_id) for job_id in later_jobs]
+    queued(reads, len(later_jobs))
     held.released.set()
     for thread, _ in [(first, first_out), *later]:
         thread.join(30)
+        assert not thread.is_alive()
+    return reads, held, first_out, [out for _, out in later]
+
+
+def test_polls_that_arrive_during_a_version_query_share_the_next_one_which_sees_later_changes(
+        app: Any, tenant: Any) -> None:
+    _, _, tenant_id = tenant
+    a, b, c = (add_job(app, tenant_id) for _ in range(3))
+    reads, held, first, later = behind_a_held_query(
+        app, tenant_id, a, (b, a, c, a),
+        meanwhile=lambda: write(app, update(Job).where(Job.id == a).values(name="renamed-meanwhile")))
     # One query for the first poll, one for the four that came while it was out: not five.
     assert held.sent == [[a], sorted({a, b, c})] and reads.queries == 2
-    got = [out["value"] for _, out in later]
+    got = [out["value"] for out in later]
     assert [row.id for row in got] == [b, a, c, a] and all(row.tenant_id == tenant_id for row in got)
     # The first poll's query read a before the rename; the polls that came after the rename were answered
     # by a query sent after they came, which sees it (sharing the query in flight would not).
-    assert first_out["value"].row_version != got[1].row_version == got[3].row_version
+    assert first["value"].row_version != got[1].row_version == got[3].row_version
     assert reads.version(c, tenant_id).row_version == got[2].row_version and reads.queries == 3
     assert reads.version("job_" + "0" * 32, tenant_id) is None
     assert reads.version(c, "tn_" + "0" * 32) is None  # another tenant's job is not read
@@ -205,23 +229,12 @@ def test_a_failed_version_query_fails_each_poll_that_waited_for_it_and_the_next_
         app: Any, tenant: Any) -> None:
     from sqlalchemy.exc import OperationalError
 
-    from service.api.status_cache import VersionReads
-
     _, _, tenant_id = tenant
     a, b = add_job(app, tenant_id), add_job(app, tenant_id)
-    held = HeldReads(app)
-    held.fail[1] = OperationalError("SELECT", {}, Exception("connection lost"))
-    reads = VersionReads(held)
-    held.holding = True
-    first, first_out = in_thread(reads.version, a, tenant_id)
-    assert held.read_back.wait(30)
-    later = [in_thread(reads.version, job_id, tenant_id) for job_id in (a, b)]
-    queued(reads, 2)
-    held.released.set()
-    for thread, _ in [(first, first_out), *later]:
-        thread.join(30)
-    assert first_out["value"].id == a
-    assert all(isinstance(out.get("error"), OperationalError) for _, out in later)
+    reads, held, first, later = behind_a_held_query(
+        app, tenant_id, a, (a, b), fail={1: OperationalError("SELECT", {}, Exception("connection lost"))})
+    assert first["value"].id == a
+    assert all(isinstance(out.get("error"), OperationalError) for out in later)
     assert reads.version(b, tenant_id).id == b and held.sent == [[a], sorted({a, b}), [b]]
 
 
@@ -230,25 +243,12 @@ class Killed(BaseException):
 
 
 def test_a_poll_killed_while_it_sends_the_query_leaves_the_others_to_the_next_query(app: Any, tenant: Any) -> None:
-    from service.api.status_cache import VersionReads
-
     _, _, tenant_id = tenant
     a, b, c = (add_job(app, tenant_id) for _ in range(3))
-    held = HeldReads(app)
-    held.fail[1] = Killed()
-    reads = VersionReads(held)
-    held.holding = True
-    first, first_out = in_thread(reads.version, a, tenant_id)
-    assert held.read_back.wait(30)
-    later = [in_thread(reads.version, job_id, tenant_id) for job_id in (b, c, a)]
-    queued(reads, 3)
-    held.released.set()
-    for thread, _ in [(first, first_out), *later]:
-        thread.join(30)
-    outs = [out for _, out in later]
+    reads, held, _, later = behind_a_held_query(app, tenant_id, a, (b, c, a), fail={1: Killed()})
     # The poll that sent the second query (b, the first to queue) is the one killed; c and a went on.
-    assert isinstance(outs[0].get("error"), Killed)
-    assert outs[1]["value"].id == c and outs[2]["value"].id == a
+    assert isinstance(later[0].get("error"), Killed)
+    assert later[1]["value"].id == c and later[2]["value"].id == a
     assert held.sent == [[a], sorted({a, b, c}), sorted({a, c})]
     assert not reads._in_flight and not reads._queued
 
@@ -346,17 +346,7 @@ def test_any_change_written_elsewhere_is_in_the_next_list_page(client: Any, app:
     list_page(client, auth, app, query)
     before, kept = list_page(client, auth, app, query)
     assert kept >= 1
-    if change == "renamed":
-        write(app, update(Job).where(Job.id == job_id).values(name="renamed-elsewhere"))
-    elif change == "forked":
-        child = add_job(app, tenant_id, status="succeeded", parent_id=job_id)
-    elif change == "finding":
-        write(app, Finding.__table__.insert().values(job_id=job_id, code="dead_relu", severity="warning",
-                                                     message="m", evidence={}, layer="dense_1"))
-    elif change == "status":
-        write(app, update(Job).where(Job.id == job_id).values(status="queued", finished_at=None))
-    else:
-        assert client.delete(f"/v1/jobs/{job_id}", headers=auth).status_code == 204
+    child = change_elsewhere(app, client, auth, tenant_id, job_id, change)
     after, _ = list_page(client, auth, app, query)
     assert after.get_data() == fresh_list_page(app, auth, query)
     jobs = {job["id"]: job for job in after.get_json()["jobs"]}
@@ -389,17 +379,7 @@ def test_a_poll_killed_just_as_it_is_woken_to_send_the_next_query_passes_that_on
         return poll
 
     monkeypatch.setattr(status_cache, "_Poll", poll_of)
-    held = HeldReads(app)
-    reads = status_cache.VersionReads(held)
-    held.holding = True
-    first, first_out = in_thread(reads.version, a, tenant_id)
-    assert held.read_back.wait(30)
-    later = [in_thread(reads.version, job_id, tenant_id) for job_id in (b, c)]
-    queued(reads, 2)
-    held.released.set()
-    for thread, _ in [(first, first_out), *later]:
-        thread.join(30)
-        assert not thread.is_alive()
+    reads, held, _, later = behind_a_held_query(app, tenant_id, a, (b, c))
     # b was to send the second query and died first: c sent it, for itself alone.
-    assert isinstance(later[0][1].get("error"), Killed) and later[1][1]["value"].id == c
+    assert isinstance(later[0].get("error"), Killed) and later[1]["value"].id == c
     assert held.sent == [[a], [c]] and not reads._in_flight and not reads._queued
