@@ -517,9 +517,10 @@ _LIST_COUNTS = slice(len(_LISTED_COLUMNS) + len(_LISTED_DOCUMENTS) + 3,
 _LIST_RECENT = _LIST_COUNTS.stop + 1 + len(VERSION_COLUMNS)
 # Which jobs a list page holds, in its order (trainyard/job_search.py adds the filters, order and limit):
 # each job's sort keys (the next page's cursor) and its version. Only the jobs an API process has no
-# current list item for are then read in full (JOB_LIST_ROWS; `list_item_version` compares the two).
-JOB_LIST_VERSIONS = select(Job.id, Job.status, Job.created_at, Job.best_value, *per_severity_counts(),
-                           *VERSION_COLUMNS)
+# current list item for are then read in full (JOB_LIST_ROWS; `paged_version` and `listed_version` read
+# the same version from either).
+_PAGED_KEYS = (Job.id, Job.status, Job.created_at, Job.best_value)
+JOB_LIST_VERSIONS = select(*_PAGED_KEYS, *per_severity_counts(), *VERSION_COLUMNS)
 
 
 def listed_version(row: Any) -> tuple[Any, ...]:
@@ -527,7 +528,7 @@ def listed_version(row: Any) -> tuple[Any, ...]:
     return (*row[_LIST_COUNTS], row.row_version, row.children_sig)
 
 
-_PAGED_COUNTS = slice(4, 4 + len(SEVERITIES))
+_PAGED_COUNTS = slice(len(_PAGED_KEYS), len(_PAGED_KEYS) + len(SEVERITIES))
 
 
 def paged_version(row: Any) -> tuple[Any, ...]:
