@@ -8,7 +8,6 @@ import hashlib
 import json
 import math
 import re
-import sys
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from werkzeug.formparser import FormDataParser, MultiPartParser
 
 from service.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from trainyard.db import Database
+from trainyard.db.gevent_wait import gevent_patched
 from trainyard.db.models import Dataset, Job
 from trainyard.db.sweeps import Sweep
 from trainyard.timestamps import iso
@@ -91,8 +91,7 @@ def _on_native_thread(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
 
     In a gevent worker (monkey-patched `threading` makes threads greenlets) that is the hub's thread pool,
     whose waits let the worker's other greenlets run; elsewhere a small pool of ordinary threads."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("threading"):
+    if gevent_patched():
         import gevent
 
         return gevent.get_hub().threadpool.spawn(fn, *args).get
