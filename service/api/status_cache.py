@@ -51,12 +51,12 @@ JOB_VERSIONS = select(Job.id, Job.tenant_id, Job.status, *per_severity_counts(),
 class _Poll:
     """One poll waiting for its job's version: `row` once read (None: no such job), or `error`."""
 
-    __slots__ = ("job", "woken", "lead", "done", "row", "error")
+    __slots__ = ("job", "woken", "done", "row", "error")
 
     def __init__(self, job: tuple[str, str]) -> None:
         self.job = job  # (job id, tenant id)
         self.woken = threading.Event()  # gevent's own Event in a monkey-patched worker
-        self.lead = self.done = False
+        self.done = False
         self.row: Any = None
         self.error: BaseException | None = None
 
@@ -81,9 +81,8 @@ class VersionReads:
         poll = _Poll((job_id, tenant))
         with self._lock:
             self._queued.append(poll)
-            poll.lead = not self._in_flight
-            self._in_flight = True
-        if not poll.lead:
+            sends_first, self._in_flight = not self._in_flight, True
+        if not sends_first:
             try:
                 poll.woken.wait()
             except BaseException:  # its greenlet killed while it waited (a timeout, a worker stopping)
