@@ -196,16 +196,27 @@ def queue_positions(session: Session | Connection, jobs: Iterable[Any]) -> dict[
     died queues behind the jobs already waiting, as its message does. Both ways of counting read the partial
     index of queued jobs (`ix_jobs_queue`, migration 0015) in exactly that order: no sort, and no row of a
     job that is not queued, however long the history. One job (a status poll, a submission's 201) counts the
-    index entries from the head of its class's queue to its own; a page of them ranks its classes' queues
-    once.
+    index entries from the head of its class's queue to its own. A page of them ranks the queues of its
+    classes from their heads to its last-sent queued job (as the page read it) and no further: a job's place
+    depends only on the jobs ahead of it, so a deep page, whose jobs wait near the heads, ranks a few entries
+    and not the whole queue. A job sent again since the page read it (re-queued, or its send marked) may lie
+    beyond that point: the whole queues are ranked again for it.
     """
-    ids = [job.id for job in jobs if job.status == "queued"]
-    if not ids:
+    queued = [job for job in jobs if job.status == "queued"]
+    if not queued:
         return {}
-    if len(ids) == 1:
-        position = session.execute(QUEUE_POSITION_OF, {"id": ids[0]}).scalar()
-        return {} if position is None else {ids[0]: int(position)}
-    return {job_id: int(position) for job_id, position in session.execute(_QUEUE_POSITIONS, {"ids": ids})}
+    if len(queued) == 1:
+        position = session.execute(QUEUE_POSITION_OF, {"id": queued[0].id}).scalar()
+        return {} if position is None else {queued[0].id: int(position)}
+    ids = [job.id for job in queued]
+    positions = {job_id: int(position) for job_id, position in session.execute(_QUEUE_POSITIONS_UP_TO, {
+        "ids": ids, "classes": sorted({job.resource_class for job in queued}),
+        "last_sent": max(job.enqueued_at or job.created_at for job in queued)})}
+    if len(positions) < len(ids):  # sent again meanwhile, or no longer queued
+        again = [job_id for job_id in ids if job_id not in positions]
+        positions.update((job_id, int(position)) for job_id, position in session.execute(_QUEUE_POSITIONS,
+                                                                                          {"ids": again}))
+    return positions
 
 
 # Written into the statements (`status_sql`): the partial index of queued jobs serves them also in a
@@ -213,10 +224,14 @@ def queue_positions(session: Session | Connection, jobs: Iterable[Any]) -> dict[
 QUEUED = status_sql("queued")
 
 
-def _queue_positions() -> Any:
+def _queue_positions(*, up_to_last_sent: bool) -> Any:
     sent_at = func.coalesce(Job.enqueued_at, Job.created_at)  # as ix_jobs_queue indexes it
     order = func.row_number().over(partition_by=Job.resource_class, order_by=(sent_at, Job.id))
-    ranked = select(Job.id.label("id"), order.label("position")).where(Job.status == QUEUED).subquery()
+    ranked = select(Job.id.label("id"), order.label("position")).where(Job.status == QUEUED)
+    if up_to_last_sent:  # a range of ix_jobs_queue per class: from the head to `last_sent`
+        ranked = ranked.where(Job.resource_class.in_(bindparam("classes", expanding=True)),
+                              sent_at <= bindparam("last_sent", type_=Job.created_at.type))
+    ranked = ranked.subquery()
     return select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(bindparam("ids", expanding=True)))
 
 
@@ -234,7 +249,8 @@ def _queue_position_of() -> Any:
 
 
 QUEUE_POSITION_OF = _queue_position_of()
-_QUEUE_POSITIONS = _queue_positions()
+_QUEUE_POSITIONS = _queue_positions(up_to_last_sent=False)
+_QUEUE_POSITIONS_UP_TO = _queue_positions(up_to_last_sent=True)
 
 
 def submitted_queue_and_eta(db: Any, job: Any, now: datetime | None = None) -> tuple[int | None, eta.Eta | None]:
@@ -489,7 +505,8 @@ _LISTED_COLUMNS = ("id", "tenant_id", "name", "status", "created_at", "started_a
                    "epochs", "best_monitor", "best_value", "best_epoch", "stop_reason", "error_code",
                    "error_message", "attempts", "cancel_requested", "model_info", "resource_class", "sweep_id",
                    "trial_index", "parent_id", "parent_from", "parent_patch", "parent_findings",
-                   "initial_weights_epoch", "replay_of")
+                   "initial_weights_epoch", "replay_of", "enqueued_at")
+# (`enqueued_at` is in no body: a page's queue positions are ranked up to its last-sent job, `queue_positions`.)
 _LISTED_DOCUMENTS = ("labels", "spec", "test_metrics", "environment", "reproduction")
 
 

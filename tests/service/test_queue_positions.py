@@ -3,11 +3,13 @@ when the job was created, ties by id); jobs not queued have none."""
 from __future__ import annotations
 
 import random
+import re
 import secrets
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+import pytest
+from sqlalchemy import delete, event, select, update
 
 from service.api.representations import queue_positions
 from trainyard.db.models import Job, utcnow
@@ -48,3 +50,65 @@ def test_positions_follow_the_broker_order_per_class(app: Any, client: Any, auth
         with svc.db.session() as s:
             s.execute(delete(Job).where(Job.resource_class.in_(classes)))
 
+
+
+def _queue_of(svc: Any, client: Any, auth: dict[str, str], n: int) -> tuple[str, list[Job]]:
+    """`n` queued jobs of a class of their own (no worker serves it), sent 1 s apart, oldest first; marked
+    sent, so the outbox sweep leaves them alone."""
+    template = client.post("/v1/jobs", json=tiny_spec(), headers=auth).get_json()
+    cls, now = f"pos-{secrets.token_hex(3)}", utcnow()
+    with svc.db.session() as s:
+        tenant, spec = s.execute(select(Job.tenant_id, Job.spec).where(Job.id == template["id"])).one()
+        jobs = [Job(tenant_id=tenant, name=f"q{i}", spec=spec, epochs=1, resource_class=cls, status="queued",
+                    created_at=now - timedelta(seconds=n - i), enqueued_at=now - timedelta(seconds=n - i))
+                for i in range(n)]
+        s.add_all(jobs)
+        s.flush()
+        s.expunge_all()
+    return cls, jobs
+
+
+def test_a_page_near_the_head_of_the_queue_ranks_only_the_jobs_ahead_of_it(app: Any, client: Any,
+                                                                           auth: dict[str, str]) -> None:
+    # A deep page of the list holds jobs that wait near the head of their queue: their places are ranked
+    # from the head up to the page's last-sent job, not over the whole queue behind them.
+    svc = app.extensions["trainyard"]
+    if svc.db.engine.dialect.name != "postgresql":
+        pytest.skip("EXPLAIN ANALYZE is Postgres'")
+    cls, jobs = _queue_of(svc, client, auth, 300)
+    try:
+        page = jobs[5:15]
+        with svc.db.read_connection() as conn:
+            ran: list[tuple[str, Any]] = []
+            event.listen(conn, "before_cursor_execute", lambda *args: ran.append((args[2], args[3])))
+            assert queue_positions(conn, page) == {job.id: n for n, job in enumerate(jobs, 1) if job in page}
+            assert len(ran) == 1, ran  # one statement: every job of the page was ranked in it
+            plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN (ANALYZE, COSTS OFF) " + ran[0][0],
+                                                                     ran[0][1]))
+        print(plan)
+        # The ranking's input: the head of the queue up to the page, not the 300 jobs (on a queue this long
+        # Postgres reads it from ix_jobs_queue, in order; on this small table it may scan and sort).
+        ranked = [line for line in plan.splitlines() if "WindowAgg" in line]
+        assert ranked and int(re.search(r"rows=(\d+)", ranked[0]).group(1)) == 15, plan
+    finally:
+        with svc.db.session() as s:
+            s.execute(delete(Job).where(Job.resource_class == cls))
+
+
+def test_a_job_sent_again_after_the_page_read_it_keeps_its_place(app: Any, client: Any,
+                                                                 auth: dict[str, str]) -> None:
+    # The page's rows say when each job was sent; a job re-queued since (its message sent again, now) lies
+    # beyond the last of those: it is ranked again over its whole queue, at the tail where it now waits.
+    svc = app.extensions["trainyard"]
+    cls, jobs = _queue_of(svc, client, auth, 30)
+    try:
+        page = jobs[:10]  # as read, before the re-queue
+        with svc.db.session() as s:
+            s.execute(update(Job).where(Job.id == page[3].id).values(enqueued_at=utcnow()))
+        expected = {job.id: n for n, job in enumerate(jobs[:3] + jobs[4:10], 1)}
+        expected[page[3].id] = len(jobs)
+        with svc.db.read_session() as s:
+            assert queue_positions(s, page) == expected
+    finally:
+        with svc.db.session() as s:
+            s.execute(delete(Job).where(Job.resource_class == cls))
