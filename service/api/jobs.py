@@ -246,7 +246,7 @@ def _list_page_json(db: Database, search: JobSearch, after: Position | None, lim
             if len(paged) > limit:
                 break
         page = paged[:limit]
-        items = {row.id: item for row in page if (item := kept.current(row, tenant)) is not None}
+        items = kept.current(page, tenant)
         missing = [row.id for row in page if row.id not in items]
         rows = listed(conn.execute(JOB_LIST_ROWS, {"ids": missing, "tenant_id": tenant})) if missing else []
         positions = queue_positions(conn, rows)

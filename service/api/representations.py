@@ -545,12 +545,13 @@ def listed_version(row: Any) -> tuple[Any, ...]:
     return (*row[_LIST_COUNTS], row.row_version, row.children_sig)
 
 
-_PAGED_COUNTS = slice(len(_PAGED_KEYS), len(_PAGED_KEYS) + len(SEVERITIES))
+# A JOB_LIST_VERSIONS row ends with its version: the finding counts, then VERSION_COLUMNS.
+_PAGED_VERSION = slice(len(_PAGED_KEYS), None)
 
 
 def paged_version(row: Any) -> tuple[Any, ...]:
-    """The version of a JOB_LIST_VERSIONS row, as `listed_version` reads it."""
-    return (*row[_PAGED_COUNTS], row.row_version, row.children_sig)
+    """The version of a JOB_LIST_VERSIONS row, as `listed_version` reads it (one slice: a page reads up to 200)."""
+    return tuple(row[_PAGED_VERSION])
 
 
 def listed(rows: Iterable[Any]) -> list[Any]:

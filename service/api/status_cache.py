@@ -155,22 +155,41 @@ class _Kept:
 
     @staticmethod
     def _key(tenant: str, job_id: str) -> tuple[str, str, str]:
-        return tenant, request.script_root, job_id
+        return _Kept._keys(tenant, [job_id])[0]
+
+    @staticmethod
+    def _keys(tenant: str, job_ids: list[str]) -> list[tuple[str, str, str]]:
+        root = request.script_root
+        return [(tenant, root, job_id) for job_id in job_ids]
 
     def _current(self, key: tuple[str, str, str], status: str, version: tuple[Any, ...]) -> Stored | None:
         """The entry of `key` when `status` and `version` (read now) say the job is as it was; else None, and
         the entry goes."""
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if status not in FINAL_STATUSES or version != entry.version:
-            self._forget(key)
-            return None
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-        self.hits += 1
-        return entry
+        return self._current_many([(key, status, version)])[0]
+
+    def _current_many(self, wanted: list[tuple[tuple[str, str, str], str, tuple[Any, ...]]]) -> list[Stored | None]:
+        """`_current` of each (key, status, version), taking the lock once for them all (a list page asks for
+        up to 200)."""
+        found: list[Stored | None] = []
+        fresh, stale = [], []
+        entries = self._entries
+        for key, status, version in wanted:
+            entry = entries.get(key)
+            if entry is not None and (status not in FINAL_STATUSES or version != entry.version):
+                stale.append(key)
+                entry = None
+            elif entry is not None:
+                fresh.append(key)
+            found.append(entry)
+        if fresh or stale:
+            with self._lock:
+                for key in stale:
+                    entries.pop(key, None)
+                for key in fresh:
+                    if key in entries:
+                        entries.move_to_end(key)
+        self.hits += len(fresh)
+        return found
 
     def _keep(self, key: tuple[str, str, str], status: str, entry: Stored) -> None:
         if status not in FINAL_STATUSES:  # queued and running jobs change with time and with other jobs
@@ -218,10 +237,11 @@ class ListItems(_Kept):
     holds with their versions (JOB_LIST_VERSIONS), takes the items kept here that are current, and reads in
     full only the others. The version is read in the same statement as the row an item is built from."""
 
-    def current(self, paged: Any, tenant: str) -> str | None:
-        """The item of a JOB_LIST_VERSIONS row's job (a job of `tenant`) if it is current; else None."""
-        entry = self._current(self._key(tenant, paged.id), paged.status, paged_version(paged))
-        return None if entry is None else str(entry.body)
+    def current(self, paged: list[Any], tenant: str) -> dict[str, str]:
+        """The items of JOB_LIST_VERSIONS rows' jobs (jobs of `tenant`) that are current, by job id."""
+        keys = self._keys(tenant, [row.id for row in paged])
+        entries = self._current_many([(key, row.status, paged_version(row)) for key, row in zip(keys, paged)])
+        return {row.id: str(entry.body) for row, entry in zip(paged, entries) if entry is not None}
 
     def keep(self, row: Any, tenant: str, version: tuple[Any, ...], item: str) -> None:
         self._keep(self._key(tenant, row.id), row.status, Stored(version, item, ""))
