@@ -184,6 +184,25 @@ def client(app: Any) -> Any:
     return app.test_client()
 
 
+@contextmanager
+def embedded_app(tmp_path: Path) -> Iterator[Any]:
+    """The API app on the embedded default's stores (`make run`'s): a migrated SQLite database and kombu's
+    SQLite broker in `tmp_path`; closed and disposed on exit."""
+    from service import create_app
+    from trainyard.db import upgrade_schema
+    from trainyard.settings import Settings
+
+    url = f"sqlite:///{tmp_path / 'trainyard.sqlite3'}"
+    upgrade_schema(url)
+    app = create_app(Settings.from_env({"TRAINYARD_VAR_DIR": str(tmp_path), "TRAINYARD_DATABASE_URL": url,
+                                        "TRAINYARD_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}"}))
+    try:
+        yield app
+    finally:
+        app.extensions["trainyard_events"].close()
+        app.extensions["trainyard"].db.dispose()
+
+
 @pytest.fixture(scope="session")
 def make_token(app: Any) -> Any:
     from service.auth import create_token

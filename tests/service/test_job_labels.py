@@ -2,6 +2,7 @@
 and `GET /v1/jobs?label=&name=&sort=` paged by keyset, on Postgres and on the embedded SQLite alike."""
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import tiny_spec
+from tests.conftest import embedded_app, tiny_spec
 from trainyard.db.models import Job, JobLabel
 from trainyard.spec import validate_spec
 from trainyard.spec.labels import MAX_LABELS
@@ -27,29 +28,19 @@ class Api:
 
 @pytest.fixture(params=["postgres", "sqlite"])
 def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
-    from service import create_app
     from service.auth import create_token
-    from trainyard.db import upgrade_schema
-    from trainyard.settings import Settings
 
-    if request.param == "postgres":
-        app = request.getfixturevalue("app")
-    else:
-        url = f"sqlite:///{tmp_path / 'trainyard.sqlite3'}"
-        upgrade_schema(url)
-        app = create_app(Settings.from_env({"TRAINYARD_VAR_DIR": str(tmp_path), "TRAINYARD_DATABASE_URL": url,
-                                            "TRAINYARD_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}"}))
-    db = app.extensions["trainyard"].db
+    with contextlib.ExitStack() as stack:
+        app = (request.getfixturevalue("app") if request.param == "postgres"
+               else stack.enter_context(embedded_app(tmp_path)))
+        db = app.extensions["trainyard"].db
 
-    def token(tenant: str) -> tuple[dict[str, str], str]:
-        with db.session() as s:
-            issued = create_token(s, f"{tenant}-{request.node.name}-{random.getrandbits(32)}")
-        return {"Authorization": f"Bearer {issued.token}"}, issued.tenant_id
+        def token(tenant: str) -> tuple[dict[str, str], str]:
+            with db.session() as s:
+                issued = create_token(s, f"{tenant}-{request.node.name}-{random.getrandbits(32)}")
+            return {"Authorization": f"Bearer {issued.token}"}, issued.tenant_id
 
-    yield Api(app.test_client(), db, token)
-    if request.param == "sqlite":
-        app.extensions["trainyard_events"].close()
-        db.dispose()
+        yield Api(app.test_client(), db, token)
 
 
 def add_jobs(api: Api, tenant_id: str, rows: list[dict[str, Any]]) -> list[str]:

@@ -2,10 +2,13 @@
 when the job was created, ties by id); jobs not queued have none."""
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import secrets
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +16,7 @@ from sqlalchemy import delete, event, select, update
 
 from service.api.representations import queue_positions
 from trainyard.db.models import Job, utcnow
-from tests.conftest import tiny_spec
+from tests.conftest import embedded_app, tiny_spec
 
 
 def test_positions_follow_the_broker_order_per_class(app: Any, client: Any, auth: dict[str, str]) -> None:
@@ -72,9 +75,7 @@ def test_a_page_near_the_head_of_the_queue_ranks_only_the_jobs_ahead_of_it(app: 
                                                                            auth: dict[str, str]) -> None:
     # A deep page of the list holds jobs that wait near the head of their queue: their places are ranked
     # from the head up to the page's last-sent job, not over the whole queue behind them.
-    svc = app.extensions["trainyard"]
-    if svc.db.engine.dialect.name != "postgresql":
-        pytest.skip("EXPLAIN ANALYZE is Postgres'")
+    svc = app.extensions["trainyard"]  # the suite's Postgres (EXPLAIN ANALYZE is its)
     cls, jobs = _queue_of(svc, client, auth, 300)
     try:
         page = jobs[5:15]
@@ -95,11 +96,26 @@ def test_a_page_near_the_head_of_the_queue_ranks_only_the_jobs_ahead_of_it(app: 
             s.execute(delete(Job).where(Job.resource_class == cls))
 
 
-def test_a_job_sent_again_after_the_page_read_it_keeps_its_place(app: Any, client: Any,
-                                                                 auth: dict[str, str]) -> None:
+@pytest.fixture(params=["postgres", "sqlite"])
+def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Any, dict[str, str]]]:
+    """(the app's services, a test client, a tenant's headers) on the suite's Postgres or on the embedded
+    default's SQLite (`make run`'s)."""
+    from service.auth import create_token
+
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgres":
+            app, auth = request.getfixturevalue("app"), request.getfixturevalue("auth")
+        else:
+            app = stack.enter_context(embedded_app(tmp_path))
+            with app.extensions["trainyard"].db.session() as s:
+                auth = {"Authorization": f"Bearer {create_token(s, 'positions').token}"}
+        yield app.extensions["trainyard"], app.test_client(), auth
+
+
+def test_a_job_sent_again_after_the_page_read_it_keeps_its_place(service: tuple[Any, Any, dict[str, str]]) -> None:
     # The page's rows say when each job was sent; a job re-queued since (its message sent again, now) lies
     # beyond the last of those: it is ranked again over its whole queue, at the tail where it now waits.
-    svc = app.extensions["trainyard"]
+    svc, client, auth = service
     cls, jobs = _queue_of(svc, client, auth, 30)
     try:
         page = jobs[:10]  # as read, before the re-queue
