@@ -184,10 +184,13 @@ def client(app: Any) -> Any:
     return app.test_client()
 
 
-@contextmanager
-def embedded_app(tmp_path: Path) -> Iterator[Any]:
-    """The API app on the embedded default's stores (`make run`'s): a migrated SQLite database and kombu's
-    SQLite broker in `tmp_path`; closed and disposed on exit."""
+@pytest.fixture(params=["postgres", "sqlite"])
+def either_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The API app on the suite's Postgres (`app`), then on the embedded default's stores (`make run`'s): a
+    migrated SQLite database and kombu's SQLite broker in `tmp_path`, closed and disposed after the test."""
+    if request.param == "postgres":
+        yield request.getfixturevalue("app")
+        return
     from service import create_app
     from trainyard.db import upgrade_schema
     from trainyard.settings import Settings

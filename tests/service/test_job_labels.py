@@ -2,17 +2,14 @@
 and `GET /v1/jobs?label=&name=&sort=` paged by keyset, on Postgres and on the embedded SQLite alike."""
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import embedded_app, tiny_spec
+from tests.conftest import tiny_spec
 from trainyard.db.models import Job, JobLabel
 from trainyard.spec import validate_spec
 from trainyard.spec.labels import MAX_LABELS
@@ -26,21 +23,18 @@ class Api:
     token: Any  # tenant name -> (headers, tenant id)
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
+@pytest.fixture()
+def api(request: pytest.FixtureRequest, either_app: Any) -> Api:
     from service.auth import create_token
 
-    with contextlib.ExitStack() as stack:
-        app = (request.getfixturevalue("app") if request.param == "postgres"
-               else stack.enter_context(embedded_app(tmp_path)))
-        db = app.extensions["trainyard"].db
+    db = either_app.extensions["trainyard"].db
 
-        def token(tenant: str) -> tuple[dict[str, str], str]:
-            with db.session() as s:
-                issued = create_token(s, f"{tenant}-{request.node.name}-{random.getrandbits(32)}")
-            return {"Authorization": f"Bearer {issued.token}"}, issued.tenant_id
+    def token(tenant: str) -> tuple[dict[str, str], str]:
+        with db.session() as s:
+            issued = create_token(s, f"{tenant}-{request.node.name}-{random.getrandbits(32)}")
+        return {"Authorization": f"Bearer {issued.token}"}, issued.tenant_id
 
-        yield Api(app.test_client(), db, token)
+    return Api(either_app.test_client(), db, token)
 
 
 def add_jobs(api: Api, tenant_id: str, rows: list[dict[str, Any]]) -> list[str]:

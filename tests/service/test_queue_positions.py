@@ -2,13 +2,10 @@
 when the job was created, ties by id); jobs not queued have none."""
 from __future__ import annotations
 
-import contextlib
 import random
 import re
 import secrets
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +13,7 @@ from sqlalchemy import delete, event, select, update
 
 from service.api.representations import queue_positions
 from trainyard.db.models import Job, utcnow
-from tests.conftest import embedded_app, tiny_spec
+from tests.conftest import tiny_spec
 
 
 def test_positions_follow_the_broker_order_per_class(app: Any, client: Any, auth: dict[str, str]) -> None:
@@ -96,20 +93,14 @@ def test_a_page_near_the_head_of_the_queue_ranks_only_the_jobs_ahead_of_it(app: 
             s.execute(delete(Job).where(Job.resource_class == cls))
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Any, dict[str, str]]]:
-    """(the app's services, a test client, a tenant's headers) on the suite's Postgres or on the embedded
-    default's SQLite (`make run`'s)."""
+@pytest.fixture()
+def service(either_app: Any) -> tuple[Any, Any, dict[str, str]]:
+    """(the app's services, a test client, a new tenant's headers) on Postgres and on the embedded SQLite."""
     from service.auth import create_token
 
-    with contextlib.ExitStack() as stack:
-        if request.param == "postgres":
-            app, auth = request.getfixturevalue("app"), request.getfixturevalue("auth")
-        else:
-            app = stack.enter_context(embedded_app(tmp_path))
-            with app.extensions["trainyard"].db.session() as s:
-                auth = {"Authorization": f"Bearer {create_token(s, 'positions').token}"}
-        yield app.extensions["trainyard"], app.test_client(), auth
+    with either_app.extensions["trainyard"].db.session() as s:
+        issued = create_token(s, f"positions-{secrets.token_hex(4)}")
+    return either_app.extensions["trainyard"], either_app.test_client(), {"Authorization": f"Bearer {issued.token}"}
 
 
 def test_a_job_sent_again_after_the_page_read_it_keeps_its_place(service: tuple[Any, Any, dict[str, str]]) -> None:
