@@ -106,16 +106,18 @@ def test_nothing_is_sent_during_a_shielded_write_and_nothing_outlives_the_region
 
 def test_a_shielded_write_after_an_interruption_does_not_start() -> None:
     stop = Interrupter(grace_seconds=0.0)
-    sent = threading.Event()
+    inside, sent = threading.Event(), threading.Event()
 
     def work(out: dict[str, Any]) -> None:
         with stop.interruptible():
+            inside.set()
             sent.wait(WAIT)
             # The exception may be pending still; entering the write must stop here, not write.
             with stop.shielded():
                 out["wrote"] = True
 
     thread, out = _run(work)
+    assert inside.wait(WAIT)  # in its region (on a busy machine the thread may start late)
     stop.request(CANCELLED)
     # Sent while the thread waits in C (Event.wait): it is delivered when that call returns at the earliest.
     assert stop.escalate()
