@@ -326,6 +326,15 @@ class SupervisedWorker:
     def alive(self) -> bool:
         return self._proc.alive()
 
+    def running(self, timeout: float = 180) -> subprocess.Popen[bytes]:
+        """The live worker process, ready for jobs: a restart in progress (the supervisor's back-off and the
+        new process's start-up, under `_swapping`) is waited out, as is an exit the supervisor has not seen."""
+        def live() -> subprocess.Popen[bytes] | None:
+            with self._swapping:
+                return self._proc.popen if self._proc.alive() else None
+
+        return wait_until(live, timeout, 0.1, "the session worker to be running")
+
     @contextmanager
     def environment(self, changes: dict[str, str | None]) -> Iterator["SupervisedWorker"]:
         """This worker restarted with `changes` to its environment (None removes a variable), then restarted

@@ -33,8 +33,9 @@ def test_limit_threads_sizes_both_tensorflow_pools_before_the_first_op() -> None
 
 
 def test_the_session_worker_runs_with_one_thread_per_pool(worker: Any) -> None:
+    # (the running process: a worker that ended itself on purpose, EXIT_STUCK, may be being replaced)
     environ = dict(item.split("=", 1) for item in
-                   Path(f"/proc/{worker.popen.pid}/environ").read_text().split("\0") if "=" in item)
+                   Path(f"/proc/{worker.running().pid}/environ").read_text().split("\0") if "=" in item)
     assert environ["TRAINYARD_WORKER_THREADS"] == "1"
     assert environ["OMP_NUM_THREADS"] == "1" and environ["OPENBLAS_NUM_THREADS"] == "1"
     assert "TensorFlow warmed in" in worker.output() and "(threads per pool: 1)" in worker.output()
