@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, select
 
 from trainyard.db import Database
 from trainyard.db.models import Job
-from trainyard.resources import ANY, DEFAULT_QUEUE, queue_name, worker_queues
+from trainyard.resources import ANY, DEFAULT_QUEUE, queue_name
 from trainyard.settings import Settings
 
 TRAIN_TASK = "trainyard.train_job"
@@ -93,7 +93,3 @@ class JobSender:
                 resource_class = s.execute(select(Job.resource_class).where(Job.id == job_id)).scalar_one_or_none()
         enqueue_job(self.celery, job_id, resource_class or ANY)
 
-
-if __name__ == "__main__":
-    # bin/worker: the `celery worker -Q` list for this worker's TRAINYARD_WORKER_CLASSES (checked first).
-    print(",".join(worker_queues(Settings.from_env().worker_classes)))

@@ -138,3 +138,4 @@ def test_the_setting_is_best_or_all_and_anything_else_stops_the_worker_at_start(
     done = subprocess.run([str(ROOT / "bin" / "worker")], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode != 0 and "TRAINYARD_KEEP_CHECKPOINTS must be one of best, all" in done.stderr
+    assert "Traceback" not in done.stderr  # one line naming the setting, not Celery's loader traceback
