@@ -31,6 +31,12 @@ class Logger(GunicornLogger):
 
 logger_class = Logger
 
+# gunicorn 25+ serves a control socket (for its `gunicornc` tool) at one path per user,
+# $XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl, whatever the instance: a second API on the host
+# took over the first's socket, and either one's stop removed the other's. The service is run and stopped
+# with signals (docker-compose.yml, `make run`); it serves no control socket.
+control_socket_disable = True
+
 
 def _alive(pid: int) -> bool:
     try:

@@ -13,7 +13,7 @@ import yaml
 
 from trainyard.resources import worker_queues
 from trainyard.settings import Settings
-from tests.conftest import ROOT, Proc, free_port, wait_until
+from tests.conftest import ROOT, Proc, free_port, start_api, wait_until
 
 _VAR = re.compile(r"\$\{(\w+):-([^}]*)\}")
 
@@ -99,5 +99,18 @@ def test_flower_as_compose_runs_it_serves_its_dashboard_on_the_broker(
         wait_until(up, 60, 0.3, "flower to answer")
         page = requests.get(f"http://127.0.0.1:{port}/", timeout=10)
         assert page.status_code == 200 and "Flower" in page.text
+    finally:
+        proc.stop()
+
+
+def test_the_api_serves_no_control_socket_in_the_users_home(service_env: dict[str, str], tmp_path: Path) -> None:
+    """gunicorn's control socket lives at one path per user (~/.gunicorn/gunicorn.ctl): APIs on one host
+    took each other's over. bin/api turns it off (service/gunicorn_conf.py)."""
+    env = {k: v for k, v in service_env.items() if k != "XDG_RUNTIME_DIR"}
+    proc, url = start_api({**env, "HOME": str(tmp_path)}, tmp_path / "api.log")
+    try:
+        assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+        assert not (tmp_path / ".gunicorn").exists(), proc.output()[-2000:]
+        assert "Control socket listening" not in proc.output()
     finally:
         proc.stop()
