@@ -36,6 +36,11 @@ class Subscription:
         self.event.clear()
         return woken
 
+    @property
+    def draining(self) -> bool:
+        """The process is stopping (`EventHub.drain`): the stream should end now."""
+        return self.hub.draining
+
     def close(self) -> None:
         self.hub._unsubscribe(self)
 
@@ -48,10 +53,22 @@ class EventHub:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
+        self._draining = threading.Event()
 
     def close(self) -> None:
         """Stop the listener (within a second or two) before the database goes away."""
         self._closed.set()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    def drain(self) -> None:
+        """The process is stopping (gunicorn got SIGTERM): wake every stream so each ends at once, cleanly,
+        telling its client to reconnect, instead of holding the stop for the whole graceful timeout and
+        then being cut mid-response. Streams opened from now on end as soon as they have caught up."""
+        self._draining.set()
+        self.wake(None)
 
     def subscribe(self, job_id: str) -> Subscription:
         self._ensure_listener()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -112,11 +113,28 @@ def post_worker_init(worker: Any) -> None:
 
     # Uploads (POST /v1/datasets): see limit_body_recv.
     limit_body_recv(UPLOAD_READ_SIZE)
+    drain_streams_on_stop(worker)
     # gunicorn sends a file response (checkpoint downloads from a folder store) with `sock.sendfile`.
     if type(worker).__name__ == "GeventWorker":
         from gevent import socket as gevent_socket
 
         gevent_socket.socket.sendfile = cooperative_sendfile  # type: ignore[method-assign]
+
+
+def drain_streams_on_stop(worker: Any) -> None:
+    """On SIGTERM (a restart, a deploy, `docker compose stop`), end this worker's open event streams at once
+    (service/eventhub.py, `EventHub.drain`) and then stop as gunicorn does. gunicorn waits for requests in
+    flight, and an event stream is one until its job ends: each open stream held the stop for the whole
+    graceful timeout (10 s), then was cut mid-response (the client saw a broken chunked body)."""
+    hub = worker.wsgi.extensions["trainyard_events"]
+    gunicorn_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        hub.drain()
+        if callable(gunicorn_handler):
+            gunicorn_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:

@@ -29,7 +29,8 @@ from service.api.hooks import bearer_token
 from service.api.common import MAX_BIGINT, int_arg, load_owned, whole_number
 from service.api.representations import finding_resource, job_with_findings, metrics_item, status_event
 from service.auth import authenticate_cached
-from service.errors import DATABASE_RETRY_AFTER_SECONDS, DATABASE_UNAVAILABLE, ApiError, database_unavailable
+from service.errors import (DATABASE_RETRY_AFTER_SECONDS, DATABASE_UNAVAILABLE, ApiError, ServiceUnavailable,
+                            database_unavailable)
 from service.eventhub import EventHub, Subscription
 from service.services import Services, services
 from trainyard.db.live import JobEvent
@@ -40,6 +41,16 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("events", __name__)
 
 BATCH = 500
+
+
+# How soon a client whose stream ended because this API process is stopping should reconnect: another
+# instance, or this service once restarted, answers it.
+RESTART_RETRY_SECONDS = 1
+
+
+def restarting() -> ServiceUnavailable:
+    return ServiceUnavailable("This API process is stopping (a restart or a deploy); reconnect with the last "
+                              "event id to go on from where the stream ended.")
 
 
 def hub() -> EventHub:
@@ -155,6 +166,11 @@ def _events(svc: Services, job_id: str, cursor: int, keepalive: float, sub: Subs
             return
         if len(events) == BATCH:
             continue
+        if sub.draining:
+            # This API process is stopping: everything up to now is sent; the client reconnects (to another
+            # instance, or this service once it is back) with its last event id and misses nothing.
+            yield sse_error(restarting(), RESTART_RETRY_SECONDS)
+            return
         if not sub.wait(keepalive):
             yield ": keepalive\n\n"
 
