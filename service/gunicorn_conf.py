@@ -126,7 +126,10 @@ def drain_streams_on_stop(worker: Any) -> None:
     (service/eventhub.py, `EventHub.drain`) and then stop as gunicorn does. gunicorn waits for requests in
     flight, and an event stream is one until its job ends: each open stream held the stop for the whole
     graceful timeout (10 s), then was cut mid-response (the client saw a broken chunked body)."""
-    hub = worker.wsgi.extensions["trainyard_events"]
+    extensions = getattr(getattr(worker, "wsgi", None), "extensions", None)
+    hub = extensions.get("trainyard_events") if isinstance(extensions, dict) else None
+    if hub is None:  # not the service's app (this config serving another WSGI app): nothing to drain
+        return
     gunicorn_handler = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: Any) -> None:

@@ -10,21 +10,36 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from client.api import parse_sse
-from tests.conftest import start_api, unsent_job
+from service.auth import authenticate, create_token
+from trainyard.db import Database
+from trainyard.db.models import Job
+from trainyard.spec import validate_spec
+from tests.conftest import start_api, tiny_spec
+from tests.service.test_event_stream_db_loss import lonely_db  # noqa: F401 (a fixture: a database no worker reads)
 
 
 @pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
 def test_a_stopping_api_ends_its_open_streams_with_a_retry_and_stops(
-        worker_class: str, service_env: dict[str, str], app: Any, client: Any, auth: dict[str, str],
-        tmp_path: Path) -> None:
-    job_id = unsent_job(app, client, auth, f"streamed while the API stops ({worker_class})")
-    proc, url = start_api({**service_env, "TRAINYARD_API_WORKER_CLASS": worker_class}, tmp_path / "api.log")
+        worker_class: str, lonely_db: tuple[str, str], service_env: dict[str, str], tmp_path: Path) -> None:
+    # The API on a database of this module's: no worker's reaper sends its queued job, which stays queued.
+    _name, db_url = lonely_db
+    db = Database(db_url)
+    with db.session() as s:
+        token = create_token(s, f"stop-{worker_class}").token
+    with db.session() as s:
+        tenant = authenticate(s, token).tenant_id  # type: ignore[union-attr]
+        job = Job(tenant_id=tenant, name="streamed while the API stops", status="queued",
+                  spec=validate_spec(tiny_spec()), epochs=3)
+        s.add(job)
+    job_id, auth = job.id, {"Authorization": f"Bearer {token}"}
+    db.dispose()
+    proc, url = start_api({**service_env, "TRAINYARD_DATABASE_URL": db_url, "TRAINYARD_API_WORKER_CLASS": worker_class},
+                          tmp_path / "api.log")
     try:
         with requests.get(f"{url}/v1/jobs/{job_id}/events", headers=auth, stream=True, timeout=30) as resp:
             assert resp.status_code == 200
