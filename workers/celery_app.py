@@ -46,7 +46,7 @@ def _gpu_for_child(index: int) -> None:
 
 
 @signals.celeryd_init.connect
-def _select_queues(instance: object = None, **_: object) -> None:
+def _select_queues(**_: object) -> None:
     # The queues of the classes this worker serves (TRAINYARD_WORKER_GPUS, TRAINYARD_WORKER_CLASSES) and
     # the default queue, e.g. trainyard.gpu-2,trainyard: what `celery worker --queues` would select, chosen
     # here rather than by a Python process of its own in bin/worker (about 0.5 s of CPU per worker start).
@@ -105,15 +105,18 @@ def _shutting_down(**_: object) -> None:
 def _shutdown(sender: object = None, **_: object) -> None:
     runtime.stop_heartbeat()
     code = getattr(sender, "exitcode", None)
-    atexit.register(_exit_without_teardown, code if isinstance(code, int) else 0)
+    if not isinstance(code, int):  # the status `sys.exit(worker.exitcode)` would give: None is 0, a message 1
+        code = 0 if code is None else 1
+    atexit.register(_exit_without_teardown, code)
 
 
 def _exit_without_teardown(code: int) -> None:
     """The first exit handler once Celery has stopped: flush the logs, close the database connections, and
     end the process without the interpreter's teardown. That teardown (modules, then TensorFlow's native
-    state) took 1.3 s of every worker stop, and about one stop in five after a run of jobs hung in it
-    until killed (faulthandler showed only the main thread, in native code). Nothing of ours is left
-    running by then: the heartbeat, the job-log writer and the webhook sender have been stopped above."""
+    state) took 1.3 s of every worker stop, and some stops after a run of jobs hung in it for 20-30 s (3 of
+    about 50 in two suite runs; faulthandler showed only the main thread, in native code). Nothing of ours
+    is left running by then: the heartbeat, the job-log writer and the webhook sender have been stopped
+    above."""
     logging.shutdown()
     with contextlib.suppress(Exception):
         runtime.db.dispose()
