@@ -8,6 +8,8 @@ versus a bare transfer of the same bytes from or to the same store, for both sto
   server, so far slower than S3 or MinIO): bare = botocore streaming the object out in 1 MB blocks, or
   putting it as a multipart upload of the store's part size.
 
+The upload is sent twice a round: as the request body (what the client sends) and as a multipart form
+(what `curl -F` sends), each against its own bare write.
 Every side computes the sha256 of the bytes it moves (the client checks the download's against the
 recorded one). Peak memory: VmHWM of every gunicorn worker is reset before a transfer (Linux
 clear_refs) and read after; the growth reported is the largest worker's peak minus its RSS before.
@@ -154,31 +156,36 @@ def bare_file_read(path: Path) -> tuple[float, str, int]:
     return time.perf_counter() - t0, digest.hexdigest(), size
 
 
-def http_upload(base: str, headers: dict[str, str], path: Path) -> tuple[float, dict]:
-    """POST the file as a multipart/form-data body with one file field and a Content-Length, as the client
-    (`requests` with `files=`) and `curl -F` send it, with http.client sending it from disk in 1 MB blocks
-    read into one reused buffer: the client adds as little as a file read. (This bench used to pass
-    requests a file-like body whose length requests could not take, so it sent the body chunked.)"""
+def http_upload(base: str, headers: dict[str, str], path: Path, *, form: bool) -> tuple[float, dict]:
+    """POST the file with a Content-Length, sent from disk in 1 MB blocks read into one reused buffer (the
+    client adds as little as a file read): as the body itself (`Content-Type: application/octet-stream`,
+    the name in the query), as `client.Trainyard.upload_dataset` sends it, or with `form` as a
+    multipart/form-data body with one file field, as `requests` with `files=` and `curl -F` send it."""
     parts = urllib.parse.urlsplit(base)
-    boundary = uuid.uuid4().hex
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bench.npz\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
+    if form:
+        boundary = uuid.uuid4().hex
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bench.npz\"\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n").encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        url, content_type = "/v1/datasets", f"multipart/form-data; boundary={boundary}"
+    else:
+        head = tail = b""
+        url, content_type = "/v1/datasets?name=bench.npz", "application/octet-stream"
     length = len(head) + path.stat().st_size + len(tail)
     buf = bytearray(BLOCK)
     view = memoryview(buf)
     t0 = time.perf_counter()
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
     try:
-        conn.putrequest("POST", "/v1/datasets")
-        for name, value in {**headers, "Content-Type": f"multipart/form-data; boundary={boundary}",
-                            "Content-Length": str(length)}.items():
+        conn.putrequest("POST", url)
+        for name, value in {**headers, "Content-Type": content_type, "Content-Length": str(length)}.items():
             conn.putheader(name, value)
-        conn.endheaders(head)
+        conn.endheaders(head or None)
         with open(path, "rb", buffering=0) as fh:
             while n := fh.readinto(buf):
                 conn.send(view[:n])
-        conn.send(tail)
+        if tail:
+            conn.send(tail)
         resp = conn.getresponse()
         text = resp.read()
     finally:
@@ -322,7 +329,7 @@ def _run_rounds(stack: Stack, store_name: str, args: argparse.Namespace, files: 
     job_id, key, sha = seed_checkpoint(stack, headers, files["checkpoint"])
     url = f"{stack.base_url}/v1/jobs/{job_id}/checkpoints/best"
     up_sha = sha256_file(files["dataset"])
-    down, up = [], []
+    down, up, up_form = [], [], []
     for r in range(args.rounds):
         with PeakRss(stack) as peak:
             http_s, got, size = http_download(url, headers)
@@ -339,22 +346,24 @@ def _run_rounds(stack: Stack, store_name: str, args: argparse.Namespace, files: 
               f"ratio {bare_s / http_s:5.2f}  API peak RSS +{peak.growth_mb:.1f} MB", flush=True)
 
         up_mb = files["dataset"].stat().st_size / 1e6
-        os.sync()
-        with PeakRss(stack) as peak:
-            http_s, body = http_upload(stack.base_url, headers, files["dataset"])
-        assert body["sha256"] == up_sha, "upload corrupted"
-        os.sync()
-        if s3 is not None:
-            bare_s, got = bare_s3_write(s3, files["dataset"])
-        elif folder is not None:
-            bare_s, got = bare_file_write(files["dataset"], folder / "bare-upload")
-        else:
-            bare_s, got = bare_db_insert(stack.pg_dsn(), files["dataset"], 4 * BLOCK)
-        assert got == up_sha
-        requests.delete(f"{stack.base_url}/v1/datasets/{body['id']}", headers=headers, timeout=60)
-        up.append({"http_mb_s": up_mb / http_s, "bare_mb_s": up_mb / bare_s, "rss_mb": peak.growth_mb})
-        print(f"{store_name:6} upload   round {r + 1}: http {up_mb / http_s:6.0f} MB/s  bare {up_mb / bare_s:6.0f} MB/s  "
-              f"ratio {bare_s / http_s:5.2f}  API peak RSS +{peak.growth_mb:.1f} MB", flush=True)
+        for form, rows, label in ((False, up, "upload"), (True, up_form, "form up")):
+            os.sync()
+            with PeakRss(stack) as peak:
+                http_s, body = http_upload(stack.base_url, headers, files["dataset"], form=form)
+            assert body["sha256"] == up_sha, "upload corrupted"
+            os.sync()
+            if s3 is not None:
+                bare_s, got = bare_s3_write(s3, files["dataset"])
+            elif folder is not None:
+                bare_s, got = bare_file_write(files["dataset"], folder / "bare-upload")
+            else:
+                bare_s, got = bare_db_insert(stack.pg_dsn(), files["dataset"], 4 * BLOCK)
+            assert got == up_sha
+            requests.delete(f"{stack.base_url}/v1/datasets/{body['id']}", headers=headers, timeout=60)
+            rows.append({"http_mb_s": up_mb / http_s, "bare_mb_s": up_mb / bare_s, "rss_mb": peak.growth_mb})
+            print(f"{store_name:6} {label:8} round {r + 1}: http {up_mb / http_s:6.0f} MB/s  bare "
+                  f"{up_mb / bare_s:6.0f} MB/s  ratio {bare_s / http_s:5.2f}  API peak RSS +{peak.growth_mb:.1f} MB",
+                  flush=True)
 
     def summary(rows: list[dict[str, float]]) -> dict[str, float]:
         return {"http_mb_s": statistics.median(r["http_mb_s"] for r in rows),
@@ -362,7 +371,7 @@ def _run_rounds(stack: Stack, store_name: str, args: argparse.Namespace, files: 
                 "ratio": statistics.median(r["http_mb_s"] / r["bare_mb_s"] for r in rows),
                 "rss_mb": max(r["rss_mb"] for r in rows)}
 
-    return {"download": summary(down), "upload": summary(up)}
+    return {"download": summary(down), "upload": summary(up), "form upload": summary(up_form)}
 
 
 def main() -> None:
@@ -396,7 +405,7 @@ def main() -> None:
     print(f"targets: ratio >= {TARGET_RATIO}, peak RSS growth < {TARGET_RSS_MB:.0f} MB")
     print(json.dumps({
         "benchmark": "transfer", "mb": args.mb, "rounds": args.rounds,
-        **{f"{store}_{direction}": {k: round(v, 2) for k, v in r.items()}
+        **{f"{store}_{direction.replace(' ', '_')}": {k: round(v, 2) for k, v in r.items()}
            for store, res in results.items() for direction, r in res.items()},
         "ratio_ok": all(r["ratio"] >= TARGET_RATIO for res in results.values() for r in res.values()),
         "rss_ok": all(r["rss_mb"] < TARGET_RSS_MB for res in results.values() for r in res.values()),

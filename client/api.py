@@ -372,10 +372,11 @@ class Trainyard:
                        format: str | None = None) -> dict[str, Any]:
         """Upload an `.npz` or `.csv` (with `target`, the column to predict); returns the stored data set."""
         path = Path(path)
-        data = {k: v for k, v in {"target": target, "format": format}.items() if v is not None}
+        params = {k: v for k, v in {"name": path.name, "target": target, "format": format}.items() if v is not None}
+        # The file is the body (no multipart form to build or parse), sent from disk with its length.
         with path.open("rb") as fh:
-            return self._json("POST", "/v1/datasets", ok=(201,), files={"file": (path.name, fh)}, data=data,
-                              timeout=max(self.timeout, 300))
+            return self._json("POST", "/v1/datasets", ok=(201,), data=fh, params=params,
+                              headers={"Content-Type": "application/octet-stream"}, timeout=max(self.timeout, 300))
 
     def datasets(self) -> list[dict[str, Any]]:
         return self._json("GET", "/v1/datasets")["datasets"]

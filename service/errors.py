@@ -80,6 +80,10 @@ class PreconditionFailed(ApiError):
     status, code, title = 412, "precondition_failed", "Precondition failed"
 
 
+class LengthRequired(ApiError):
+    status, code, title = 411, "length_required", "Length required"
+
+
 class PayloadTooLarge(ApiError):
     status, code, title = 413, "payload_too_large", "Payload too large"
 

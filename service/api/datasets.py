@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
+from typing import Any
 from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy import select
 
-from service.api.common import SpooledUpload, load_owned, tenant_id
+from service.api.common import SpooledUpload, load_owned, receive_body, tenant_id
 from service.api.representations import builtin_resource, dataset_resource
-from service.errors import Conflict, PayloadTooLarge, ValidationFailed
+from service.errors import Conflict, LengthRequired, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from service.services import services
 from trainyard.datasets import DatasetError, inspect_csv, inspect_npz
 from trainyard.db.models import Dataset, Job, new_id
@@ -26,32 +28,75 @@ def _upload_error(exc: DatasetError) -> ValidationFailed:
     return ValidationFailed(exc.detail, errors=exc.errors)
 
 
+# A data set sent as the whole request body (the form fields then come as query parameters): no multipart
+# parsing, the body received in `UPLOAD_READ_SIZE` blocks straight into the spool file. The client uploads
+# this way; a multipart form (`curl -F file=@x.npz`) is taken as well.
+RAW_TYPES = {"application/octet-stream": None, "application/x-npz": "npz", "text/csv": "csv"}
+
+
 @bp.post("/v1/datasets")
 def upload_dataset() -> tuple[Response, int, dict[str, str]]:
     svc = services()
-    if request.content_length is not None and request.content_length > svc.settings.max_upload_bytes + 1024 * 1024:
-        raise PayloadTooLarge(f"Uploads are limited to {svc.settings.max_upload_bytes} bytes.")
-    upload = request.files.get("file")
-    if upload is None:
-        raise ValidationFailed("Send the data set as a multipart form field named 'file'.",
-                               errors=[{"field": "file", "message": "Missing file."}])
+    limit = svc.settings.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit + 1024 * 1024:
+        raise PayloadTooLarge(f"Uploads are limited to {limit} bytes.")
+    mimetype = request.mimetype
+    if mimetype in RAW_TYPES:
+        stream, original, fields = _raw_upload(limit), request.args.get("name"), request.args
+    elif mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise ValidationFailed("Send the data set as a multipart form field named 'file'.",
+                                   errors=[{"field": "file", "message": "Missing file."}])
+        stream, original, fields = upload.stream, upload.filename, request.form
+    else:
+        raise UnsupportedMediaType(
+            "Send the data set as the body with 'Content-Type: application/octet-stream' (or application/x-npz, "
+            "text/csv), or as the field 'file' of a multipart/form-data body.")
+    try:
+        return _keep_upload(svc, stream, original, fields)
+    finally:
+        stream.close()
+
+
+def _raw_upload(limit: int) -> SpooledUpload:
+    """The request body, spooled to a file in the var folder (hashed as it is written)."""
+    length = request.content_length
+    if length is None:
+        raise LengthRequired("Send the data set's size in a Content-Length header.")
+    if length > limit:
+        raise PayloadTooLarge(f"Uploads are limited to {limit} bytes.")
+    var_dir = services().settings.var_dir
+    var_dir.mkdir(parents=True, exist_ok=True)
+    spool = SpooledUpload(str(var_dir))
+    try:
+        receive_body(spool, length)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def _keep_upload(svc: Any, stream: Any, original: str | None,
+                 fields: Mapping[str, str]) -> tuple[Response, int, dict[str, str]]:
+    """Validate the spooled upload, store it and record it: the 201 of either form of upload."""
     # The client's file name is kept as a label only; it never becomes a path.
-    original = "".join(ch for ch in os.path.basename(upload.filename or "") if ch.isprintable())
+    original = "".join(ch for ch in os.path.basename(original or "") if ch.isprintable())
     original = original.strip()[:256] or "upload"
-    fmt = (request.form.get("format") or original.rsplit(".", 1)[-1]).lower()
+    where = "query parameter" if fields is request.args else "form field"
+    fmt = (fields.get("format") or RAW_TYPES.get(request.mimetype) or original.rsplit(".", 1)[-1]).lower()
     if fmt not in FORMATS:
-        raise ValidationFailed("The file must be a .npz or .csv file (or say which with the form field 'format').",
+        raise ValidationFailed(f"The file must be a .npz or .csv file (or say which with the {where} 'format').",
                                errors=[{"field": "file", "message": "Use a .npz or .csv file."}])
-    target = request.form.get("target")
+    target = fields.get("target")
     if target is not None and (not target.isprintable() or len(target) > 1000):
-        raise ValidationFailed("The form field 'target' must be a column name: printable text, at most 1000 "
+        raise ValidationFailed(f"The {where} 'target' must be a column name: printable text, at most 1000 "
                                "characters.", errors=[{"field": "target", "message": "Not a column name."}])
     if fmt == "csv" and not target:
-        raise ValidationFailed("A CSV upload needs the form field 'target' naming the column to predict.",
+        raise ValidationFailed(f"A CSV upload needs the {where} 'target' naming the column to predict.",
                                errors=[{"field": "target", "message": "Missing target column name."}])
-    # The form parser already wrote the file to disk (service.api.common.ApiRequest): validate and store
-    # that file, read twice, never held in memory and never copied.
-    stream = upload.stream
+    # The upload is already on disk (service.api.common.SpooledUpload): validate and store that file, read
+    # twice, never held in memory and never copied.
     path = stream.name
     stream.seek(0, os.SEEK_END)
     size = stream.tell()

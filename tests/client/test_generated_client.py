@@ -238,6 +238,11 @@ def test_upload_a_data_set_and_sweep_over_it(gen: SimpleNamespace, client_for: A
     assert dataset.builtin is False and dataset.format_ == m.UploadedDatasetFormat.NPZ
     assert (dataset.splits.train, dataset.splits.val, dataset.splits.test) == (48, None, 12)
     assert dataset.input_shape == [3]
+    # The same file as the body itself, its name as a query parameter: the generated client sends both forms.
+    as_body = gen.api.upload_dataset.sync(client=own, body=gen.types.File(payload=io.BytesIO(tiny_npz())),
+                                          name="tiny-body.npz")
+    assert isinstance(as_body, m.UploadedDataset), as_body
+    assert (as_body.name, as_body.sha256, as_body.splits.test) == ("tiny-body.npz", dataset.sha256, 12)
 
     listed = gen.api.list_datasets.sync(client=own)
     assert isinstance(listed, m.DatasetList), listed
