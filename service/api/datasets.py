@@ -24,13 +24,16 @@ bp = Blueprint("datasets", __name__)
 FORMATS = ("npz", "csv")
 
 
-def _upload_error(exc: DatasetError) -> ValidationFailed:
-    return ValidationFailed(exc.detail, errors=exc.errors)
+def _upload_error(exc: DatasetError, target_field: str) -> ValidationFailed:
+    """The check's 422; its errors about the target column name the field the column came in."""
+    errors = [{**e, "field": target_field} if e.get("field") == "target" else e for e in exc.errors or []]
+    return ValidationFailed(exc.detail, errors=errors)
 
 
-# A data set sent as the whole request body (the form fields then come as query parameters): no multipart
-# parsing, the body received in `UPLOAD_READ_SIZE` blocks straight into the spool file. The client uploads
-# this way; a multipart form (`curl -F file=@x.npz`) is taken as well.
+# A data set sent as the whole request body (the form's fields then come as query parameters): no multipart
+# parsing, and under gunicorn the body is received from the socket straight into the spool's buffers
+# (service.api.common.receive_body). The client uploads this way; a multipart form (`curl -F file=@x.npz`)
+# is taken as well.
 RAW_TYPES = {"application/octet-stream": None, "application/x-npz": "npz", "text/csv": "csv"}
 
 
@@ -83,7 +86,8 @@ def _keep_upload(svc: Any, stream: Any, original: str | None,
     # The client's file name is kept as a label only; it never becomes a path.
     original = "".join(ch for ch in os.path.basename(original or "") if ch.isprintable())
     original = original.strip()[:256] or "upload"
-    where = "query parameter" if fields is request.args else "form field"
+    in_query = fields is request.args
+    where, target_field = ("query parameter", "query.target") if in_query else ("form field", "target")
     fmt = (fields.get("format") or RAW_TYPES.get(request.mimetype) or original.rsplit(".", 1)[-1]).lower()
     if fmt not in FORMATS:
         raise ValidationFailed(f"The file must be a .npz or .csv file (or say which with the {where} 'format').",
@@ -91,10 +95,10 @@ def _keep_upload(svc: Any, stream: Any, original: str | None,
     target = fields.get("target")
     if target is not None and (not target.isprintable() or len(target) > 1000):
         raise ValidationFailed(f"The {where} 'target' must be a column name: printable text, at most 1000 "
-                               "characters.", errors=[{"field": "target", "message": "Not a column name."}])
+                               "characters.", errors=[{"field": target_field, "message": "Not a column name."}])
     if fmt == "csv" and not target:
         raise ValidationFailed(f"A CSV upload needs the {where} 'target' naming the column to predict.",
-                               errors=[{"field": "target", "message": "Missing target column name."}])
+                               errors=[{"field": target_field, "message": "Missing target column name."}])
     # The upload is already on disk (service.api.common.SpooledUpload): validate and store that file, read
     # twice, never held in memory and never copied.
     path = stream.name
@@ -108,7 +112,7 @@ def _keep_upload(svc: Any, stream: Any, original: str | None,
         else:
             summary = inspect_csv(path, target=target or "", max_bytes=svc.settings.max_upload_bytes)
     except DatasetError as exc:
-        raise _upload_error(exc) from None
+        raise _upload_error(exc, target_field) from None
     info = summary.to_dict()
     if fmt == "csv":
         info["target"] = target
