@@ -134,29 +134,6 @@ class SpooledUpload:
             self._hand_over()
         return len(data)
 
-    def receive(self, recv_into: Callable[[memoryview], int], length: int) -> int:
-        """Receive up to `length` bytes with `recv_into` (a socket's) straight into this spool's two batch
-        buffers, each handed to the writing thread once full while the other fills: no copy in Python.
-        Returns the bytes received, fewer than `length` only where `recv_into` reached the end (0)."""
-        self._hand_over()  # what write() took first goes first
-        buffers = (bytearray(SPOOL_BATCH_BYTES), bytearray(SPOOL_BATCH_BYTES))
-        got, turn = 0, 0
-        while got < length:
-            view = memoryview(buffers[turn % 2])[:min(SPOOL_BATCH_BYTES, length - got)]
-            turn += 1
-            filled = 0
-            while filled < len(view) and (n := recv_into(view[filled:])):
-                filled += n
-            if filled:
-                # The batch in flight is the other buffer's: _hand_over waits for it before this one goes.
-                self._batch, self._batch_bytes = [view[:filled]], filled
-                self.size += filled
-                got += filled
-                self._hand_over()
-            if filled < len(view):
-                break
-        return got
-
     def _absorb(self, blocks: list[bytes]) -> None:
         for data in blocks:
             self._sha256.update(data)
@@ -207,69 +184,21 @@ class SpooledUpload:
 UPLOAD_READ_SIZE = 256 * 1024
 
 
-def receive_body(sink: SpooledUpload, length: int) -> None:
-    """Write the request body, `length` bytes (its Content-Length), to `sink`. A body that ends early is a 400.
+def receive_body(sink: IO[bytes], length: int) -> None:
+    """Write the request body, `length` bytes (its Content-Length), to `sink` in `UPLOAD_READ_SIZE` blocks,
+    read from the server's own input stream (werkzeug's wrapper would copy each block twice more). A body that
+    ends early is a 400.
 
-    Under gunicorn the body is received from the connection's socket into the spool's own buffers
-    (`SpooledUpload.receive`): gunicorn's body reader copies each block two or three times in Python on its
-    way (bench/README.md). Elsewhere (the dev server, the test client) it is read from `wsgi.input` in
-    `UPLOAD_READ_SIZE` blocks."""
+    Receiving from gunicorn's socket straight into the spool's buffers, past gunicorn's reader, was tried:
+    a fifth less CPU over a socket pair, but under the gevent worker an upload cost 0.64 s of CPU against
+    0.41 s this way (bench/README.md)."""
     source = request.environ["wsgi.input"]
-    reader = _unread_gunicorn_body(source, length)
-    if reader is not None:
-        received = _receive_from_socket(source, reader, sink, length)
-    else:
-        received = 0
-        while received < length and (block := source.read(min(UPLOAD_READ_SIZE, length - received))):
-            sink.write(block)
-            received += len(block)
+    received = 0
+    while received < length and (block := source.read(min(UPLOAD_READ_SIZE, length - received))):
+        sink.write(block)
+        received += len(block)
     if received < length:
         raise BadRequest(f"The body ended after {received} of the {length} bytes its Content-Length says.")
-
-
-def _unread_gunicorn_body(source: Any, length: int) -> Any:
-    """gunicorn's reader of a body of `length` bytes of which nothing was read yet, or None (another server,
-    a chunked body, or a gunicorn whose body classes this does not know)."""
-    reader = getattr(source, "reader", None)
-    unreader = getattr(reader, "unreader", None)
-    if (type(source).__module__ != "gunicorn.http.body" or type(source).__name__ != "Body"
-            or type(reader).__name__ != "LengthReader" or getattr(reader, "length", None) != length
-            or source.buf.tell() != 0 or not hasattr(unreader, "sock") or not hasattr(unreader, "take_buffered")):
-        return None
-    return reader
-
-
-def _receive_from_socket(source: Any, reader: Any, sink: SpooledUpload, length: int) -> int:
-    """The body from gunicorn's socket: first what gunicorn read ahead with the headers (anything beyond
-    the body, a pipelined request, is handed back), then the socket's own bytes. `reader.length` counts
-    down as bytes arrive, so gunicorn knows where the next request starts; if the body cannot be read to
-    its end the connection is not reused (`source.failed`)."""
-    unreader = reader.unreader
-    ahead = unreader.take_buffered()
-    if len(ahead) > length:
-        unreader.unread(ahead[length:])
-        ahead = ahead[:length]
-    if ahead:
-        sink.write(ahead)
-        reader.length -= len(ahead)
-    sock = unreader.sock
-
-    def recv_into(view: memoryview) -> int:
-        try:
-            n = sock.recv_into(view)
-        except OSError as exc:  # the client went away, or stalled past the socket's timeout
-            raise BadRequest(f"The body could not be read to its end ({exc.__class__.__name__}).") from None
-        reader.length -= n
-        return n
-
-    try:
-        received = len(ahead) + sink.receive(recv_into, length - len(ahead))
-    except BaseException:
-        source.failed = True
-        raise
-    if received < length:
-        source.failed = True
-    return received
 
 
 class UploadFormParser(FormDataParser):

@@ -31,9 +31,8 @@ def _upload_error(exc: DatasetError, target_field: str) -> ValidationFailed:
 
 
 # A data set sent as the whole request body (the form's fields then come as query parameters): no multipart
-# parsing, and under gunicorn the body is received from the socket straight into the spool's buffers
-# (service.api.common.receive_body). The client uploads this way; a multipart form (`curl -F file=@x.npz`)
-# is taken as well.
+# parsing, the body read by its Content-Length into the spool file (service.api.common.receive_body). The
+# client uploads this way; a multipart form (`curl -F file=@x.npz`) is taken as well.
 RAW_TYPES = {"application/octet-stream": None, "application/x-npz": "npz", "text/csv": "csv"}
 
 

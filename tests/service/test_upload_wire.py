@@ -1,8 +1,7 @@
-"""A data set sent as the request body, through gunicorn (`bin/api`, both worker classes): the API receives
-it from the connection's socket itself (service.api.common.receive_body), so these check what gunicorn's own
-reader would otherwise guarantee: every byte arrives, a keep-alive connection's next request starts where
-the body ends (also when it was sent in the same packets as the upload), and a body that ends early is a
-400 problem with nothing stored."""
+"""A data set sent as the request body, through gunicorn (`bin/api`, both worker classes), read from the
+server's input stream by Content-Length (service.api.common.receive_body): every byte arrives, a keep-alive
+connection's next request starts where the body ends (also when it was sent in the same packets as the
+upload), and a body that ends early is a 400 problem with nothing stored."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +10,6 @@ import io
 import json
 import re
 import socket
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -102,36 +100,3 @@ def test_a_body_that_ends_early_is_a_400_and_nothing_is_kept(api: str, auth: dic
     listed = requests.get(f"{api}/v1/datasets", headers=auth, timeout=30).json()["datasets"]
     assert "truncated.npz" not in {d["name"] for d in listed}
 
-
-def test_the_socket_path_takes_gunicorns_own_body_and_leaves_the_next_request(tmp_path: Any) -> None:
-    """gunicorn's parser over a socket pair: receive_body's fast path recognises its body (a gunicorn
-    whose classes changed would fall back to the slower `wsgi.input` reads unnoticed), takes exactly the
-    body, and the parser then reads the request sent behind it."""
-    from gunicorn.config import Config
-    from gunicorn.http.parser import RequestParser
-
-    from service.api.common import SpooledUpload, _receive_from_socket, _unread_gunicorn_body
-
-    content = np.random.default_rng(1).bytes(9 * 1024 * 1024 + 17)
-    client, server = socket.socketpair()
-    with client, server:
-        sender = threading.Thread(target=client.sendall, args=(
-            b"POST /v1/datasets HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(content) + content
-            + b"GET /v1/next HTTP/1.1\r\nHost: h\r\n\r\n",))
-        sender.start()
-        parser = RequestParser(Config(), server, ("127.0.0.1", 1))
-        request = next(parser)
-        reader = _unread_gunicorn_body(request.body, len(content))
-        assert reader is not None
-        spool = SpooledUpload(str(tmp_path))
-        try:
-            assert _receive_from_socket(request.body, reader, spool, len(content)) == len(content)
-            assert spool.size == len(content) and spool.sha256() == hashlib.sha256(content).hexdigest()
-            spool.seek(0)
-            assert spool.read() == content
-        finally:
-            spool.close()
-        sender.join()
-        assert request.body.read() == b"" and not request.body.failed
-        following = next(parser)
-        assert (following.method, following.path) == ("GET", "/v1/next")
