@@ -44,7 +44,7 @@ def head(path: str, headers: dict[str, str], length: int) -> bytes:
 
 
 def test_a_large_body_arrives_whole_and_the_connection_goes_on(api: str, auth: dict[str, str]) -> None:
-    content = npz_bytes(200_000)  # about 8 MB: more than two of the receiver's 4 MiB buffers
+    content = npz_bytes(200_000)  # about 8 MB: many reads, and more than one of the spool's 4 MiB hand-overs
     parts = urllib.parse.urlsplit(api)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
