@@ -227,9 +227,14 @@ class ApiRequest(Request):
 
     def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
                          filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
-        var_dir = current_app.extensions["trainyard"].settings.var_dir
-        var_dir.mkdir(parents=True, exist_ok=True)
-        return SpooledUpload(str(var_dir))  # type: ignore[return-value]
+        return new_spool()  # type: ignore[return-value]
+
+
+def new_spool() -> SpooledUpload:
+    """A spool file for an upload in the var folder: a form's file part, or a body that is the file."""
+    var_dir = current_app.extensions["trainyard"].settings.var_dir
+    var_dir.mkdir(parents=True, exist_ok=True)
+    return SpooledUpload(str(var_dir))
 
 
 def tenant_id() -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy import select
 
-from service.api.common import SpooledUpload, load_owned, receive_body, tenant_id
+from service.api.common import SpooledUpload, load_owned, new_spool, receive_body, tenant_id
 from service.api.representations import builtin_resource, dataset_resource
 from service.errors import Conflict, LengthRequired, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from service.services import services
@@ -43,7 +43,8 @@ def upload_dataset() -> tuple[Response, int, dict[str, str]]:
     if request.content_length is not None and request.content_length > limit + 1024 * 1024:
         raise PayloadTooLarge(f"Uploads are limited to {limit} bytes.")
     mimetype = request.mimetype
-    if mimetype in RAW_TYPES:
+    raw = mimetype in RAW_TYPES
+    if raw:
         stream, original, fields = _raw_upload(limit), request.args.get("name"), request.args
     elif mimetype == "multipart/form-data":
         upload = request.files.get("file")
@@ -56,7 +57,7 @@ def upload_dataset() -> tuple[Response, int, dict[str, str]]:
             "Send the data set as the body with 'Content-Type: application/octet-stream' (or application/x-npz, "
             "text/csv), or as the field 'file' of a multipart/form-data body.")
     try:
-        return _keep_upload(svc, stream, original, fields)
+        return _keep_upload(svc, stream, original, fields, raw=raw)
     finally:
         stream.close()
 
@@ -68,9 +69,7 @@ def _raw_upload(limit: int) -> SpooledUpload:
         raise LengthRequired("Send the data set's size in a Content-Length header.")
     if length > limit:
         raise PayloadTooLarge(f"Uploads are limited to {limit} bytes.")
-    var_dir = services().settings.var_dir
-    var_dir.mkdir(parents=True, exist_ok=True)
-    spool = SpooledUpload(str(var_dir))
+    spool = new_spool()
     try:
         receive_body(spool, length)
     except BaseException:
@@ -79,15 +78,16 @@ def _raw_upload(limit: int) -> SpooledUpload:
     return spool
 
 
-def _keep_upload(svc: Any, stream: Any, original: str | None,
-                 fields: Mapping[str, str]) -> tuple[Response, int, dict[str, str]]:
-    """Validate the spooled upload, store it and record it: the 201 of either form of upload."""
+def _keep_upload(svc: Any, stream: Any, original: str | None, fields: Mapping[str, str], *,
+                 raw: bool) -> tuple[Response, int, dict[str, str]]:
+    """Validate the spooled upload, store it and record it: the 201 of either form of upload. `fields` are
+    the query parameters when the body is the file (`raw`), the form's fields otherwise."""
     # The client's file name is kept as a label only; it never becomes a path.
     original = "".join(ch for ch in os.path.basename(original or "") if ch.isprintable())
     original = original.strip()[:256] or "upload"
-    in_query = fields is request.args
-    where, target_field = ("query parameter", "query.target") if in_query else ("form field", "target")
-    fmt = (fields.get("format") or RAW_TYPES.get(request.mimetype) or original.rsplit(".", 1)[-1]).lower()
+    where, target_field = ("query parameter", "query.target") if raw else ("form field", "target")
+    body_format = RAW_TYPES[request.mimetype] if raw else None
+    fmt = (fields.get("format") or body_format or original.rsplit(".", 1)[-1]).lower()
     if fmt not in FORMATS:
         raise ValidationFailed(f"The file must be a .npz or .csv file (or say which with the {where} 'format').",
                                errors=[{"field": "file", "message": "Use a .npz or .csv file."}])
